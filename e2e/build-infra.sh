@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Builds the real components of the e2e tier from their upstream Go modules:
+# etcd, kube-apiserver, kubectl, step-ca, step, cert-manager's controllers (cm-lite) and helm;
+# with `--bench` also step-issuer and autocert. Binaries go to
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bin/<key>
+# where <key> hashes versions.env, this script and cm-lite. Prints the bin directory last.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+want_bench=0
+[ "${1:-}" = "--bench" ] && want_bench=1
+
+E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e}
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
+export GOMODCACHE=$E2E_CACHE/go/mod GOCACHE=$E2E_CACHE/go/build GOPATH=$E2E_CACHE/go/path
+KEY=$(cat "$here/versions.env" "$here/build-infra.sh" "$here/cm-lite/main.go" \
+  $(ls "$here"/cm-lite/go.mod "$here"/cm-lite/go.sum 2>/dev/null) | sha256sum | cut -c1-16)
+BIN=$E2E_CACHE/bin/$KEY
+start=$(date +%s)
+
+log() { printf '[build-infra %4ss] %s\n' "$(($(date +%s) - start))" "$*" >&2; }
+die() { printf 'build-infra: %s\n' "$*" >&2; exit 1; }
+
+preflight() {
+  command -v go >/dev/null || die "go is not installed: install Go 1.26 (https://go.dev/dl) and re-run"
+  local v; v=$(go env GOVERSION)
+  case "$v" in
+    go1.2[6-9]*|go1.[3-9]*) ;;
+    *) die "go is $v; the pinned modules need Go >= 1.26: install it and re-run" ;;
+  esac
+  mkdir -p "$E2E_CACHE"
+  local free_kb; free_kb=$(df -Pk "$E2E_CACHE" | awk 'NR==2 {print $4}')
+  if [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
+    die "only $((free_kb / 1024)) MiB free under $E2E_CACHE; a cold build needs 12 GiB: free space or set E2E_CACHE"
+  fi
+}
+
+# Runs a go command; when the checksum database cannot be reached, retries once without it.
+# The committed go.sum files (cm-lite) still pin what they cover.
+gocmd() {
+  local out
+  if out=$("$@" 2>&1); then [ -z "$out" ] || printf '%s\n' "$out" >&2; return 0; fi
+  if grep -qE 'sum.golang.org|checksum database|verifying .*: .*dial tcp' <<<"$out"; then
+    log "checksum database unreachable; retrying with GOSUMDB=off"
+    GOSUMDB=off "$@"
+    return
+  fi
+  printf '%s\n' "$out" >&2
+  return 1
+}
+
+# A wrapper main module per component: their Kubernetes library versions differ.
+wrapper() { local w=$E2E_CACHE/src/$1; mkdir -p "$w"; cd "$w"; [ -f go.mod ] || go mod init "e2e.invalid/$1" >/dev/null 2>&1; }
+
+build_etcd() (
+  wrapper "etcd-$ETCD_VERSION"
+  # server/v3 is a main package but its go.mod has replaces, so `go install pkg@v` refuses it.
+  gocmd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
+)
+
+build_kube() (
+  wrapper "kube-$K8S_VERSION"
+  local v=$K8S_VERSION staging=v0.${K8S_VERSION#v1.} mod m
+  mod=$(gocmd go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\([^"]*\)".*/\1/p')
+  [ -f "$mod" ] || die "could not download k8s.io/kubernetes@$v"
+  # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging:
+  # point each at its published version instead. The list comes from the served go.mod.
+  for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$mod"); do
+    go mod edit "-replace=$m=$m@$staging"
+  done
+  gocmd go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kubectl@$v"
+  local minor=${v#v1.} ld="-s -w" p
+  minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  go build -mod=mod -trimpath -ldflags "$ld" -o "$BIN/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+)
+
+build_step_ca() (
+  wrapper "step-ca-$STEP_CA_VERSION"
+  gocmd go get -tool "github.com/smallstep/certificates/cmd/step-ca@$STEP_CA_VERSION"
+  go build -mod=mod -trimpath -tags noawskms,noazurekms,nocloudkms,notpmkms,nosshagentkms \
+    -ldflags "-s -w -X main.Version=${STEP_CA_VERSION#v}" -o "$BIN/step-ca" \
+    github.com/smallstep/certificates/cmd/step-ca
+)
+
+build_step() (
+  wrapper "step-cli-$STEP_CLI_VERSION"
+  gocmd go get -tool "github.com/smallstep/cli/cmd/step@$STEP_CLI_VERSION"
+  go build -mod=mod -trimpath -ldflags "-s -w -X main.Version=${STEP_CLI_VERSION#v}" -o "$BIN/step" \
+    github.com/smallstep/cli/cmd/step
+)
+
+build_cm_lite() (
+  local w=$E2E_CACHE/src/cm-lite-$CERT_MANAGER_VERSION
+  mkdir -p "$w"
+  cp "$here/cm-lite/main.go" "$w/main.go"
+  if [ -f "$here/cm-lite/go.mod" ]; then
+    cp "$here/cm-lite/go.mod" "$here/cm-lite/go.sum" "$w/"
+  else
+    rm -f "$w/go.mod" "$w/go.sum"
+    (cd "$w" && go mod init e2e.invalid/cmlite >/dev/null 2>&1 &&
+      gocmd go get "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" && gocmd go mod tidy)
+  fi
+  cd "$w"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/cert-manager-controller" .
+  # The CRDs are plain controller-gen YAML in the root module zip.
+  local dir
+  dir=$(gocmd go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" |
+    sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p')
+  rm -rf "$BIN/cert-manager-crds"
+  mkdir -p "$BIN/cert-manager-crds"
+  cp "$dir"/deploy/crds/*.yaml "$BIN/cert-manager-crds/"
+  chmod -R u+w "$BIN/cert-manager-crds"
+)
+
+build_helm() (
+  wrapper "helm-$HELM_VERSION"
+  gocmd go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
+)
+
+build_step_issuer() (
+  wrapper "step-issuer-$STEP_ISSUER_VERSION"
+  gocmd go get -tool "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/step-issuer" github.com/smallstep/step-issuer
+  local dir
+  dir=$(go mod download -json "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" |
+    sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p')
+  rm -rf "$BIN/step-issuer-crds"; mkdir -p "$BIN/step-issuer-crds"
+  cp "$dir"/config/crd/bases/*.yaml "$BIN/step-issuer-crds/"; chmod -R u+w "$BIN/step-issuer-crds"
+)
+
+build_autocert() (
+  wrapper "autocert-$AUTOCERT_VERSION"
+  gocmd go get -tool "github.com/smallstep/autocert/controller@$AUTOCERT_VERSION"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/autocert-controller" \
+    github.com/smallstep/autocert/controller
+)
+
+# component name, the file it produces, the function that builds it
+component() {
+  local name=$1 out=$2 fn=$3
+  if [ -e "$BIN/$out" ]; then return 0; fi
+  log "building $name (cumulative time shown on the left)"
+  local t0; t0=$(date +%s)
+  if ! "$fn"; then die "building $name failed (output above); cache: $E2E_CACHE"; fi
+  log "built $name in $(($(date +%s) - t0))s"
+}
+
+main() {
+  preflight
+  mkdir -p "$BIN"
+  exec 9>"$E2E_CACHE/.lock"
+  if ! flock -n 9; then log "another build holds $E2E_CACHE/.lock; waiting"; flock 9; fi
+  if [ ! -f "$BIN/.complete" ]; then
+    component etcd etcd build_etcd
+    component kube-apiserver+kubectl kube-apiserver build_kube
+    component step-ca step-ca build_step_ca
+    component step step build_step
+    component cert-manager-controller cert-manager-controller build_cm_lite
+    component helm helm build_helm
+    touch "$BIN/.complete"
+    log "required components ready in $BIN"
+    # Old keys are dead weight of several hundred MB each.
+    find "$E2E_CACHE/bin" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" -exec rm -rf {} +
+  fi
+  if [ "$want_bench" = 1 ] && [ ! -f "$BIN/.complete-bench" ]; then
+    component step-issuer step-issuer build_step_issuer
+    component autocert autocert-controller build_autocert
+    touch "$BIN/.complete-bench"
+  fi
+  printf '%s\n' "$BIN"
+}
+
+main

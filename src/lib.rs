@@ -1,0 +1,1 @@
+//! step-operator: step-ca for Kubernetes.
