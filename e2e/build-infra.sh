@@ -42,10 +42,10 @@ preflight() {
 # The committed go.sum files (cm-lite) still pin what they cover.
 gocmd() {
   local out
-  if out=$("$@" 2>&1); then [ -z "$out" ] || printf '%s\n' "$out" >&2; return 0; fi
+  if out=$("$@" 2>&1); then printf '%s\n' "$out"; return 0; fi
   if grep -qE 'sum.golang.org|checksum database|verifying .*: .*dial tcp' <<<"$out"; then
     log "checksum database unreachable; retrying with GOSUMDB=off"
-    GOSUMDB=off "$@"
+    GOSUMDB=off "$@" 2>&1
     return
   fi
   printf '%s\n' "$out" >&2
@@ -58,7 +58,7 @@ wrapper() { local w=$E2E_CACHE/src/$1; mkdir -p "$w"; cd "$w"; [ -f go.mod ] || 
 build_etcd() (
   wrapper "etcd-$ETCD_VERSION"
   # server/v3 is a main package but its go.mod has replaces, so `go install pkg@v` refuses it.
-  gocmd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  gocmd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
 )
 
@@ -72,7 +72,7 @@ build_kube() (
   for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$mod"); do
     go mod edit "-replace=$m=$m@$staging"
   done
-  gocmd go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kubectl@$v"
+  gocmd go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kubectl@$v" >/dev/null
   local minor=${v#v1.} ld="-s -w" p
   minor=${minor%%.*}
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -84,15 +84,17 @@ build_kube() (
 
 build_step_ca() (
   wrapper "step-ca-$STEP_CA_VERSION"
-  gocmd go get -tool "github.com/smallstep/certificates/cmd/step-ca@$STEP_CA_VERSION"
-  go build -mod=mod -trimpath -tags noawskms,noazurekms,nocloudkms,notpmkms,nosshagentkms \
+  gocmd go get -tool "github.com/smallstep/certificates/cmd/step-ca@$STEP_CA_VERSION" >/dev/null
+  # No build tags: the no*kms tags break v0.30.2 (authority.go needs sshagentkms, and
+  # go.step.sm/crypto's cloud KMS packages are imported unconditionally).
+  go build -mod=mod -trimpath \
     -ldflags "-s -w -X main.Version=${STEP_CA_VERSION#v}" -o "$BIN/step-ca" \
     github.com/smallstep/certificates/cmd/step-ca
 )
 
 build_step() (
   wrapper "step-cli-$STEP_CLI_VERSION"
-  gocmd go get -tool "github.com/smallstep/cli/cmd/step@$STEP_CLI_VERSION"
+  gocmd go get -tool "github.com/smallstep/cli/cmd/step@$STEP_CLI_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w -X main.Version=${STEP_CLI_VERSION#v}" -o "$BIN/step" \
     github.com/smallstep/cli/cmd/step
 )
@@ -106,7 +108,7 @@ build_cm_lite() (
   else
     rm -f "$w/go.mod" "$w/go.sum"
     (cd "$w" && go mod init e2e.invalid/cmlite >/dev/null 2>&1 &&
-      gocmd go get "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" && gocmd go mod tidy)
+      gocmd go get "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" >/dev/null && gocmd go mod tidy >/dev/null)
   fi
   cd "$w"
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/cert-manager-controller" .
@@ -122,16 +124,16 @@ build_cm_lite() (
 
 build_helm() (
   wrapper "helm-$HELM_VERSION"
-  gocmd go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  gocmd go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/helm" helm.sh/helm/v3/cmd/helm
 )
 
 build_step_issuer() (
   wrapper "step-issuer-$STEP_ISSUER_VERSION"
-  gocmd go get -tool "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION"
+  gocmd go get -tool "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/step-issuer" github.com/smallstep/step-issuer
   local dir
-  dir=$(go mod download -json "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" |
+  dir=$(go mod download -json "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" >/dev/null |
     sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p')
   rm -rf "$BIN/step-issuer-crds"; mkdir -p "$BIN/step-issuer-crds"
   cp "$dir"/config/crd/bases/*.yaml "$BIN/step-issuer-crds/"; chmod -R u+w "$BIN/step-issuer-crds"
@@ -139,7 +141,7 @@ build_step_issuer() (
 
 build_autocert() (
   wrapper "autocert-$AUTOCERT_VERSION"
-  gocmd go get -tool "github.com/smallstep/autocert/controller@$AUTOCERT_VERSION"
+  gocmd go get -tool "github.com/smallstep/autocert/controller@$AUTOCERT_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/autocert-controller" \
     github.com/smallstep/autocert/controller
 )

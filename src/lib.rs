@@ -1,1 +1,14 @@
-//! step-operator: step-ca for Kubernetes.
+//! step-operator: step-ca for Kubernetes. A cert-manager external issuer (`StepIssuer`,
+//! `StepClusterIssuer`) and autocert-compatible pod TLS injection, in one binary.
+
+pub mod admin;
+pub mod cert_manager;
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod crd_cmd;
+pub mod duration;
+pub mod metrics;
+pub mod pki;
+pub mod step;
+pub mod telemetry;

@@ -1,1 +1,189 @@
+//! Helpers for step-operator's end-to-end tests.
+//!
+//! The tests run against the real local control plane that `e2e/cluster.sh up` starts (etcd,
+//! kube-apiserver, cert-manager's controllers and step-ca). They read its `env` contract; when a
+//! variable is missing they fail with a message that says how to start the cluster, never skip.
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub mod fixtures;
+pub mod operator;
+pub mod process;
+
+/// The `e2e/cluster.sh env` contract.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub kubeconfig: PathBuf,
+    pub user_kubeconfig: PathBuf,
+    pub bin: PathBuf,
+    pub state: PathBuf,
+    pub step_ca_url: String,
+    pub step_ca_root: PathBuf,
+    pub step_provisioner: String,
+    pub step_provisioner_kid: String,
+    pub step_provisioner_password_file: PathBuf,
+}
+
+fn var(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| {
+        anyhow!(
+            "{name} is not set: the e2e tests need the local control plane. \
+             Run `e2e/cluster.sh up && eval \"$(e2e/cluster.sh env)\"` (or `make test`) first"
+        )
+    })
+}
+
+fn existing(name: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(var(name)?);
+    if !p.exists() {
+        bail!("{name}={} does not exist: is e2e/cluster.sh still up?", p.display());
+    }
+    Ok(p)
+}
+
+impl Env {
+    pub fn load() -> Result<Env> {
+        install_crypto_provider();
+        Ok(Env {
+            kubeconfig: existing("KUBECONFIG")?,
+            user_kubeconfig: existing("E2E_USER_KUBECONFIG")?,
+            bin: existing("E2E_BIN")?,
+            state: existing("E2E_STATE")?,
+            step_ca_url: var("STEP_CA_URL")?,
+            step_ca_root: existing("STEP_CA_ROOT")?,
+            step_provisioner: var("STEP_PROVISIONER")?,
+            step_provisioner_kid: var("STEP_PROVISIONER_KID")?,
+            step_provisioner_password_file: existing("STEP_PROVISIONER_PASSWORD_FILE")?,
+        })
+    }
+
+    /// An admin client for the local apiserver.
+    pub async fn client(&self) -> Result<Client> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// A client for `e2e-user`, an identity with no RBAC rights.
+    pub async fn user_client(&self) -> Result<Client> {
+        client_from(&self.user_kubeconfig).await
+    }
+
+    /// Path of one of the built upstream binaries (kubectl, step, step-ca, helm, ...).
+    pub fn tool(&self, name: &str) -> Result<PathBuf> {
+        let p = self.bin.join(name);
+        if !p.exists() {
+            bail!("{} is missing from E2E_BIN: rebuild with e2e/build-infra.sh", p.display());
+        }
+        Ok(p)
+    }
+
+    pub fn provisioner_password(&self) -> Result<String> {
+        std::fs::read_to_string(&self.step_provisioner_password_file)
+            .with_context(|| format!("reading {}", self.step_provisioner_password_file.display()))
+    }
+
+    pub fn root_pem(&self) -> Result<String> {
+        std::fs::read_to_string(&self.step_ca_root)
+            .with_context(|| format!("reading {}", self.step_ca_root.display()))
+    }
+}
+
+pub fn install_crypto_provider() {
+    // Both kube and the tests use ring; a second install attempt is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn client_from(path: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A namespace created for one test and deleted afterwards. There is no namespace controller in
+/// the local control plane, so deletion leaves it Terminating; unique names keep tests apart.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Result<TestNamespace> {
+        Self::create_labelled(client, prefix, Default::default()).await
+    }
+
+    pub async fn create_labelled(
+        client: &Client,
+        prefix: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<TestNamespace> {
+        let name = format!("{prefix}-{}", random_suffix());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(TestNamespace {
+            name,
+            client: client.clone(),
+        })
+    }
+
+    pub async fn delete(self) -> Result<()> {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
+}
+
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+/// Polls `check` until it returns `Ok(Some(value))` or `timeout` passes. On timeout the error
+/// carries `what` and the last thing `check` saw (its `Ok(None)` cannot explain itself, so the
+/// caller's `describe` closure is asked for the current state).
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+    describe: impl AsyncFnOnce() -> String,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() >= deadline {
+            let seen = describe().await;
+            let err = last_err.map(|e| format!("\nlast error: {e:#}")).unwrap_or_default();
+            bail!("timed out after {timeout:?} waiting for {what}; seen:\n{seen}{err}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Pretty-printed JSON of any object, for timeout reports.
+pub fn dump<T: serde::Serialize>(obj: &T) -> String {
+    serde_json::to_string_pretty(obj).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}

@@ -1,0 +1,57 @@
+# step-operator: `make test` is what CI runs (.ci/run) and what the README tells you to run.
+SHELL := /bin/bash
+CARGO ?= cargo
+E2E_THREADS ?= 4
+
+.PHONY: all build release fmt fmt-check lint unit generate e2e-build e2e-up e2e-down e2e test demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --bin step-operator
+
+# The same build the Dockerfile runs.
+release:
+	$(CARGO) build --release --locked --bin step-operator
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --locked
+
+# Regenerates the CRD YAML from the Rust types (a unit test fails when it is stale).
+generate: build
+	./target/debug/step-operator crd --out-dir crds
+
+e2e-build:
+	e2e/build-infra.sh >/dev/null
+
+e2e-up:
+	e2e/cluster.sh up
+
+e2e-down:
+	e2e/cluster.sh down
+
+# Brings the local control plane up, runs the e2e crate against it, and always tears it down.
+e2e: build
+	@e2e/cluster.sh up
+	@rc=0; eval "$$(e2e/cluster.sh env)"; \
+	  STEP_OPERATOR_BIN=$(CURDIR)/target/debug/step-operator \
+	  $(CARGO) test --locked -p e2e -- --test-threads=$(E2E_THREADS) || rc=$$?; \
+	  e2e/cluster.sh down; exit $$rc
+
+test: fmt-check lint unit e2e
+
+demo: build
+	e2e/demo.sh
+
+clean:
+	e2e/cluster.sh down || true
+	$(CARGO) clean

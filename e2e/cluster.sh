@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# The real local control plane for step-operator's e2e tests, as processes on 127.0.0.1:
+# etcd, kube-apiserver (RBAC on), cert-manager's controllers (cm-lite) and step-ca.
+#
+#   e2e/cluster.sh up       build if needed, start everything, wait until ready (idempotent)
+#   e2e/cluster.sh env      print `export` lines for the tests (KUBECONFIG, E2E_BIN, STEP_CA_*, ...)
+#   e2e/cluster.sh status   report each component
+#   e2e/cluster.sh down     stop everything by saved PID and remove the state
+#   e2e/cluster.sh stop|start step-ca|apiserver|cert-manager   (fault-injection tests)
+#
+# State and logs live in e2e/.state/ of this checkout, so two checkouts run side by side.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+D=${E2E_STATE:-$here/.state}
+P=$D/pki
+# Start order; `down` stops in reverse.
+COMPONENTS=(etcd apiserver cert-manager step-ca)
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# fail COMPONENT MESSAGE: one line naming the cause, the tail of the component's log, then cleanup.
+fail() {
+  local comp=$1; shift
+  printf 'cluster.sh: %s failed: %s (log: %s)\n' "$comp" "$*" "$D/$comp.log" >&2
+  if [ -f "$D/$comp.log" ]; then
+    printf -- '--- last lines of %s ---\n' "$D/$comp.log" >&2
+    tail -n 30 "$D/$comp.log" >&2
+    printf -- '---\n' >&2
+  fi
+  exit 1
+}
+
+pid_of() { [ -f "$D/$1.pid" ] && cat "$D/$1.pid"; }
+alive() { local p; p=$(pid_of "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+port_in_use() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# start NAME CMD...: runs CMD in the background with its output in $D/NAME.log and its PID saved.
+start() {
+  local name=$1; shift
+  nohup "$@" >"$D/$name.log" 2>&1 </dev/null &
+  echo $! >"$D/$name.pid"
+}
+
+# wait_until NAME TIMEOUT_S CMD...: polls CMD until it succeeds; fails fast if NAME's process died.
+wait_until() {
+  local name=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    alive "$name" || fail "$name" "the process exited during start-up"
+    [ $SECONDS -lt $deadline ] || fail "$name" "not ready after ${timeout}s"
+    sleep 0.2
+  done
+}
+
+make_pki() {
+  mkdir -p "$P"
+  printf '%s\n' basicConstraints=critical,CA:TRUE keyUsage=critical,keyCertSign,cRLSign,digitalSignature \
+    subjectKeyIdentifier=hash >"$P/ca.ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$P/ca.key" -subj /CN=e2e-cluster-ca -out "$P/ca.csr" 2>/dev/null
+  openssl x509 -req -in "$P/ca.csr" -signkey "$P/ca.key" -days 3650 -extfile "$P/ca.ext" -out "$P/ca.crt" 2>/dev/null
+  leaf() {
+    local n=$1 subj=$2; shift 2
+    openssl req -new -newkey rsa:2048 -nodes -keyout "$P/$n.key" -subj "$subj" -out "$P/$n.csr" 2>/dev/null
+    printf '%s\n' basicConstraints=CA:FALSE authorityKeyIdentifier=keyid \
+      keyUsage=critical,digitalSignature,keyEncipherment "$@" >"$P/$n.ext"
+    openssl x509 -req -in "$P/$n.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$P/$n.ext" -out "$P/$n.crt" 2>/dev/null
+  }
+  leaf apiserver /CN=kube-apiserver extendedKeyUsage=serverAuth \
+    subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.0.0.1
+  # O=system:masters makes the admin a cluster-admin; the user has no group and no rights.
+  leaf admin "/O=system:masters/CN=e2e-admin" extendedKeyUsage=clientAuth
+  leaf user "/CN=e2e-user" extendedKeyUsage=clientAuth
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$P/sa.key" 2>/dev/null
+  openssl pkey -in "$P/sa.key" -pubout -out "$P/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() {
+  local file=$1 user=$2
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: "https://127.0.0.1:$AP", certificate-authority: "$P/ca.crt"}}]
+users: [{name: $user, user: {client-certificate: "$P/$user.crt", client-key: "$P/$user.key"}}]
+contexts: [{name: e2e, context: {cluster: e2e, user: $user}}]
+current-context: e2e
+EOF
+}
+
+apiserver_ready() {
+  curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" "https://127.0.0.1:$AP/readyz"
+}
+
+start_etcd() {
+  start etcd "$BIN/etcd" --name e2e --data-dir "$D/etcd" \
+    --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
+    --listen-peer-urls "http://127.0.0.1:$EPP" --initial-advertise-peer-urls "http://127.0.0.1:$EPP" \
+    --initial-cluster "e2e=http://127.0.0.1:$EPP" --unsafe-no-fsync --log-level warn
+  wait_until etcd 60 curl -fsS "http://127.0.0.1:$EP/readyz"
+}
+
+start_apiserver() {
+  # The ServiceAccount admission plugin is off as in envtest: without kube-controller-manager no
+  # `default` ServiceAccount exists and every Pod create would fail.
+  start apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$EP" \
+    --bind-address=127.0.0.1 --secure-port="$AP" \
+    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+    --cert-dir="$D/apiserver" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
+    --client-ca-file="$P/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --authorization-mode=RBAC --allow-privileged=true \
+    --disable-admission-plugins=ServiceAccount \
+    --v=1
+  wait_until apiserver 120 apiserver_ready
+}
+
+apply_crds() {
+  local k=("$BIN/kubectl" --kubeconfig "$D/kubeconfig")
+  local files=("$BIN"/cert-manager-crds/*.yaml)
+  if compgen -G "$repo/crds/*.yaml" >/dev/null; then files+=("$repo"/crds/*.yaml); fi
+  local args=() f
+  for f in "${files[@]}"; do args+=(-f "$f"); done
+  "${k[@]}" apply --server-side "${args[@]}" >>"$D/apiserver.log" 2>&1 || fail apiserver "applying CRDs failed"
+  "${k[@]}" wait --for condition=established --timeout=60s crd --all >>"$D/apiserver.log" 2>&1 ||
+    fail apiserver "CRDs did not become Established"
+}
+
+start_cert_manager() {
+  start cert-manager "$BIN/cert-manager-controller" --kubeconfig "$D/kubeconfig" \
+    --cluster-resource-namespace kube-system --enable-certificate-owner-ref
+  wait_until cert-manager 60 grep -q "cert-manager-controller: running" "$D/cert-manager.log"
+}
+
+start_step_ca() {
+  export STEPPATH=$D/step
+  mkdir -p "$STEPPATH"
+  printf 'e2e-provisioner-pass' >"$D/step-pass"
+  "$BIN/step" ca init --name "e2e CA" --dns 127.0.0.1 --dns localhost --address "127.0.0.1:$SP" \
+    --provisioner e2e --password-file "$D/step-pass" --provisioner-password-file "$D/step-pass" \
+    --deployment-type standalone >"$D/step-ca.log" 2>&1 || fail step-ca "step ca init failed"
+  # Certificates up to 2160h (cert-manager's default 90 days) and down to 1m (renewal tests).
+  local cfg=$STEPPATH/config/ca.json
+  jq '.authority.claims = {"minTLSCertDuration": "1m", "maxTLSCertDuration": "2160h", "defaultTLSCertDuration": "24h"}' \
+    "$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
+  run_step_ca
+}
+
+run_step_ca() {
+  start step-ca "$BIN/step-ca" "$D/step/config/ca.json" --password-file "$D/step-pass"
+  wait_until step-ca 60 curl -fsS --cacert "$D/step/certs/root_ca.crt" "https://127.0.0.1:$SP/health"
+}
+
+# For fault-injection tests: stop or (re)start one component of a running cluster.
+cmd_component() {
+  local action=$1 comp=${2:-}
+  [ -f "$D/ports" ] || { echo "cluster.sh: not running" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  . "$D/ports"
+  case "$action:$comp" in
+    stop:step-ca|stop:apiserver|stop:cert-manager) stop_pid "$(pid_of "$comp")" "$comp" ;;
+    start:step-ca) alive step-ca || run_step_ca ;;
+    start:apiserver) alive apiserver || start_apiserver ;;
+    start:cert-manager) alive cert-manager || start_cert_manager ;;
+    *) echo "usage: $0 stop|start step-ca|apiserver|cert-manager" >&2; exit 2 ;;
+  esac
+}
+
+write_env() {
+  local kid
+  kid=$(jq -r '.authority.provisioners[] | select(.name == "e2e") | .key.kid' "$D/step/config/ca.json")
+  cat >"$D/env" <<EOF
+export KUBECONFIG=$D/kubeconfig
+export E2E_BIN=$BIN
+export E2E_STATE=$D
+export E2E_USER_KUBECONFIG=$D/kubeconfig-user
+export STEP_CA_URL=https://127.0.0.1:$SP
+export STEP_CA_ROOT=$D/step/certs/root_ca.crt
+export STEP_CA_CONFIG=$D/step/config/ca.json
+export STEP_PROVISIONER=e2e
+export STEP_PROVISIONER_KID=$kid
+export STEP_PROVISIONER_PASSWORD_FILE=$D/step-pass
+EOF
+}
+
+all_alive() {
+  local c
+  for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done
+}
+
+cmd_up() {
+  if [ -f "$D/env" ] && all_alive; then
+    log "already running; checking it"
+    cmd_status
+    return
+  fi
+  [ -d "$D" ] && cmd_down
+  for tool in openssl curl jq python3 flock; do
+    command -v "$tool" >/dev/null || { echo "cluster.sh: $tool is not installed; install it (apt-get install $tool)" >&2; exit 1; }
+  done
+  BIN=$("$here/build-infra.sh" | tail -n 1)
+  [ -x "$BIN/kube-apiserver" ] || { echo "cluster.sh: build-infra.sh did not produce $BIN/kube-apiserver" >&2; exit 1; }
+  mkdir -p "$D"
+  # A failed `up` leaves nothing running.
+  trap 'rc=$?; if [ $rc -ne 0 ]; then log "start-up failed; stopping what was started"; cmd_down; fi' EXIT
+  local t0=$SECONDS
+  make_pki
+  EP=$(free_port) EPP=$(free_port) AP=$(free_port) SP=$(free_port)
+  for p in "$EP" "$EPP" "$AP" "$SP"; do
+    if port_in_use "$p"; then echo "cluster.sh: port $p on 127.0.0.1 is in use; re-run up" >&2; exit 1; fi
+  done
+  printf 'EP=%s\nEPP=%s\nAP=%s\nSP=%s\nBIN=%s\n' "$EP" "$EPP" "$AP" "$SP" "$BIN" >"$D/ports"
+  log "starting etcd on :$EP"
+  start_etcd
+  log "starting kube-apiserver on :$AP"
+  start_apiserver
+  write_kubeconfig "$D/kubeconfig" admin
+  write_kubeconfig "$D/kubeconfig-user" user
+  log "applying CRDs"
+  apply_crds
+  log "starting cert-manager controllers"
+  start_cert_manager
+  log "starting step-ca on :$SP"
+  start_step_ca
+  write_env
+  trap - EXIT
+  log "ready in $((SECONDS - t0))s; run: eval \"\$(e2e/cluster.sh env)\""
+}
+
+cmd_down() {
+  local i c p
+  # Processes the tests started (controllers, webhooks) saved their PIDs here too: stop them first.
+  for f in "$D"/extra-*.pid; do
+    [ -f "$f" ] && stop_pid "$(cat "$f")" "$(basename "$f" .pid)"
+  done
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    c=${COMPONENTS[$i]}
+    p=$(pid_of "$c" 2>/dev/null) || continue
+    stop_pid "$p" "$c"
+  done
+  rm -rf "$D"
+}
+
+# stop_pid PID NAME: SIGTERM, wait up to 15 s, then SIGKILL.
+stop_pid() {
+  local p=$1 name=$2 n
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  kill -TERM "$p" 2>/dev/null || return 0
+  for ((n = 0; n < 75; n++)); do
+    kill -0 "$p" 2>/dev/null || { log "stopped $name (pid $p)"; return 0; }
+    sleep 0.2
+  done
+  log "$name (pid $p) ignored SIGTERM for 15s; killing"
+  kill -KILL "$p" 2>/dev/null || true
+}
+
+cmd_status() {
+  local c rc=0
+  [ -d "$D" ] || { echo "not running (no $D)"; return 1; }
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c"; then printf '%-13s running (pid %s)\n' "$c" "$(pid_of "$c")"
+    else printf '%-13s STOPPED (log: %s)\n' "$c" "$D/$c.log"; rc=1; fi
+  done
+  if [ -f "$D/ports" ]; then
+    # shellcheck disable=SC1091
+    . "$D/ports"
+    if apiserver_ready >/dev/null 2>&1; then echo "apiserver     /readyz ok (https://127.0.0.1:$AP)"; else echo "apiserver     /readyz FAILING"; rc=1; fi
+    if curl -fsS --cacert "$D/step/certs/root_ca.crt" "https://127.0.0.1:$SP/health" >/dev/null 2>&1; then
+      echo "step-ca       /health ok (https://127.0.0.1:$SP)"
+    else echo "step-ca       /health FAILING"; rc=1; fi
+  fi
+  return $rc
+}
+
+cmd_env() {
+  [ -f "$D/env" ] || { echo "cluster.sh: not running; run e2e/cluster.sh up" >&2; exit 1; }
+  cat "$D/env"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  stop|start) cmd_component "$@" ;;
+  *) echo "usage: $0 up|down|status|env|stop <component>|start <component>" >&2; exit 2 ;;
+esac

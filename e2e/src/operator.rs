@@ -1,0 +1,187 @@
+//! step-operator itself as a child process of the test binary.
+//!
+//! Each process runs under a small bash supervisor that stops it when the test binary exits (the
+//! test harness has no teardown hook), and its PID is saved as `$E2E_STATE/extra-*.pid` so that
+//! `e2e/cluster.sh down` stops it too. Logs go to `$E2E_STATE/logs/<name>.log`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{Env, random_suffix, wait_for};
+
+/// Path of the step-operator binary under test.
+pub fn binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("STEP_OPERATOR_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/step-operator"),
+    };
+    if !path.exists() {
+        bail!(
+            "step-operator binary {} is missing: run `cargo build --bin step-operator` (make test does) or set STEP_OPERATOR_BIN",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub struct Process {
+    pub name: String,
+    pub log: PathBuf,
+    pub admin_port: u16,
+    child: Child,
+    pid_file: PathBuf,
+}
+
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Process {
+    /// Starts `step-operator <args>` with extra environment variables.
+    pub fn start(env: &Env, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Process> {
+        let bin = binary()?;
+        let name = format!("{name}-{}", random_suffix());
+        let logs = env.state.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let log = logs.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let admin_port = free_port()?;
+        let admin = format!("127.0.0.1:{admin_port}");
+        // The supervisor exits (and stops the child) when the test binary is gone.
+        let script = r#"parent=$1; shift; "$@" & c=$!
+            trap 'kill -TERM $c 2>/dev/null' TERM INT
+            while kill -0 "$parent" 2>/dev/null && kill -0 "$c" 2>/dev/null; do sleep 0.5; done
+            kill -TERM $c 2>/dev/null; wait $c"#;
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .arg("supervisor")
+            .arg(std::process::id().to_string())
+            .arg(&bin)
+            .args(args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("STEP_OPERATOR_ADMIN_ADDR", &admin)
+            .env("RUST_LOG", "info,step_operator=debug,kube=warn")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let pid_file = env.state.join(format!("extra-{name}.pid"));
+        std::fs::write(&pid_file, child.id().to_string())?;
+        Ok(Process {
+            name,
+            log,
+            admin_port,
+            child,
+            pid_file,
+        })
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure reports.
+    pub fn log_tail(&self) -> String {
+        let logs = self.logs();
+        let lines: Vec<_> = logs.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// Waits for `/readyz` to answer 200.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let url = self.admin_url("/readyz");
+        let log = self.log.clone();
+        wait_for(
+            &format!("{} /readyz", self.name),
+            timeout,
+            async || Ok(http_get(&url).await.ok().filter(|(s, _)| *s == 200).map(|_| ())),
+            async || std::fs::read_to_string(&log).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// SIGTERM (through the supervisor), then SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_file(&self.pid_file);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback (admin endpoints), returning status and body.
+pub async fn http_get(url: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The controller shared by the tests of one test binary (started once, without leader election).
+pub fn shared_controller(env: &Env) -> Result<&'static str> {
+    static SHARED: OnceLock<std::sync::Mutex<Option<Process>>> = OnceLock::new();
+    static LOG: OnceLock<String> = OnceLock::new();
+    let slot = SHARED.get_or_init(|| std::sync::Mutex::new(None));
+    let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.is_none() {
+        let p = Process::start(
+            env,
+            "controller",
+            &[
+                "controller",
+                "--leader-elect=false",
+                "--cluster-resource-namespace",
+                CLUSTER_RESOURCE_NAMESPACE,
+                "--max-retry-duration",
+                "3m",
+            ],
+            &[],
+        )?;
+        let _ = LOG.set(p.log.display().to_string());
+        *guard = Some(p);
+    }
+    Ok(LOG.get().map(String::as_str).unwrap_or(""))
+}
+
+/// Where cluster issuers' password Secrets live in the tests.
+pub const CLUSTER_RESOURCE_NAMESPACE: &str = "step-operator-e2e";

@@ -1,0 +1,127 @@
+//! step-ca stopped while requests wait: they stay Pending, never Failed, and are issued once it
+//! is back. Its own test binary, because it stops the shared step-ca.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use e2e::fixtures::*;
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
+use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use kube::api::PostParams;
+use serde_json::json;
+
+fn cluster_sh() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh")
+}
+
+async fn cluster_component(action: &str, component: &str) -> Result<()> {
+    let out = tokio::process::Command::new(cluster_sh())
+        .args([action, component])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "cluster.sh {action} {component} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let log = shared_controller(&env)?.to_string();
+    let name = format!("outage-{}", random_suffix());
+    password_secret(&client, CLUSTER_RESOURCE_NAMESPACE, &name, "password", &env.provisioner_password()?).await?;
+    let issuers = cluster(&client, &step_cluster_issuers());
+    apply(
+        &issuers,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": name},
+            "spec": issuer_spec(&env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
+        }),
+    )
+    .await?;
+    wait_ready_condition(&issuers, &name, "True", Some("Verified"), Duration::from_secs(60), &log).await?;
+
+    cluster_component("stop", "step-ca").await?;
+    let result = async {
+        let ns = TestNamespace::create(&client, "issuer-outage").await?;
+        let certs = namespaced(&client, &ns.name, &certificates());
+        let requests = namespaced(&client, &ns.name, &certificate_requests());
+        for i in 0..5 {
+            certs
+                .create(
+                    &PostParams::default(),
+                    &object(json!({
+                        "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+                        "metadata": {"name": format!("c{i}")},
+                        "spec": {"secretName": format!("c{i}-tls"), "dnsNames": [format!("c{i}.example.com")],
+                                 "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": name}}
+                    }))?,
+                )
+                .await?;
+        }
+        // Every request reaches Pending with a message about the CA...
+        wait_for(
+            "all 5 requests to be Pending on the unreachable CA",
+            Duration::from_secs(60),
+            async || {
+                let list = requests.list(&Default::default()).await?.items;
+                let pending = list
+                    .iter()
+                    .filter(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Pending"))
+                    .count();
+                Ok((list.len() == 5 && pending == 5).then_some(()))
+            },
+            async || dump(&requests.list(&Default::default()).await.ok().map(|l| l.items)),
+        )
+        .await?;
+        // ...and none turns Failed while the CA stays down for 20 s.
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            let list = requests.list(&Default::default()).await?.items;
+            for r in &list {
+                let reason = condition(r, "Ready").map(|c| c["reason"].clone());
+                if reason == Some(json!("Failed")) {
+                    bail!("a request failed during the CA outage: {}", dump(r));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok::<_, anyhow::Error>((ns, requests))
+    }
+    .await;
+    // Whatever happened, bring step-ca back for the other tests.
+    cluster_component("start", "step-ca").await?;
+    let (ns, requests) = result?;
+    wait_for(
+        "all requests to be Issued after step-ca is back",
+        Duration::from_secs(90),
+        async || {
+            let list = requests.list(&Default::default()).await?.items;
+            let issued = list
+                .iter()
+                .filter(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Issued"))
+                .count();
+            Ok((issued == 5).then_some(()))
+        },
+        async || {
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<_> = log_text.lines().rev().take(30).collect();
+            format!(
+                "{}\ncontroller log (newest first):\n{}",
+                dump(&requests.list(&Default::default()).await.ok().map(|l| l.items)),
+                tail.join("\n")
+            )
+        },
+    )
+    .await
+    .context("requests after the outage")?;
+    ns.delete().await
+}

@@ -1,0 +1,127 @@
+//! Command line. Every flag is also an environment variable (`STEP_OPERATOR_*` or the name given).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "step-operator", version, about = "step-ca for Kubernetes")]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, env = "STEP_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `RUST_LOG` syntax (for example `info,step_operator=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn", global = true)]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the cert-manager external issuer: StepIssuer, StepClusterIssuer and CertificateRequest
+    /// reconcilers.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crd(CrdArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "STEP_OPERATOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+
+    /// Elect a leader with a Lease so that only one replica reconciles; the process exits when it
+    /// loses the lease.
+    #[arg(long, env = "STEP_OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease used for leader election (in the namespace from POD_NAMESPACE).
+    #[arg(long, env = "STEP_OPERATOR_LEASE_NAME", default_value = "step-operator-controller")]
+    pub lease_name: String,
+
+    /// Lease duration: how long a standby waits for a dead leader.
+    #[arg(long, env = "STEP_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names no
+    /// namespace.
+    #[arg(long, env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE", default_value = "step-operator")]
+    pub cluster_resource_namespace: String,
+
+    /// How long a CertificateRequest is retried after retryable errors, counted from its
+    /// creation, before it is marked Failed.
+    #[arg(long, env = "STEP_OPERATOR_MAX_RETRY_DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub max_retry_duration: Duration,
+
+    /// CertificateRequests signed in parallel.
+    #[arg(long, env = "STEP_OPERATOR_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// How often a Ready issuer re-checks its step-ca.
+    #[arg(long, env = "STEP_OPERATOR_ISSUER_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub issuer_recheck_interval: Duration,
+
+    /// Timeout of each request to step-ca.
+    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ca_timeout: Duration,
+
+    /// Namespace of this pod, for the Lease (set from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+
+    /// Name of this pod: the leader identity and the Events' reporting instance.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CrdArgs {
+    /// Write `<name>.yaml` files into these directories instead of printing to stdout.
+    #[arg(long)]
+    pub out_dir: Vec<PathBuf>,
+}
+
+/// Parses `90s`, `5m`, `1h30m` and Go-style `2160h0m0s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn controller_defaults() {
+        let cli = Cli::try_parse_from(["step-operator", "controller"]).unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller")
+        };
+        assert_eq!(args.concurrency, 16);
+        assert_eq!(args.max_retry_duration, Duration::from_secs(300));
+        assert!(args.leader_elect);
+        let cli = Cli::try_parse_from(["step-operator", "controller", "--leader-elect", "false"])
+            .unwrap();
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller")
+        };
+        assert!(!args.leader_elect);
+    }
+}

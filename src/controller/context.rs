@@ -1,0 +1,266 @@
+//! State shared by the reconcilers, and the one path from an issuer object to a signer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::controller::decision::IssuerKey;
+use crate::controller::error::IssuerError;
+use crate::controller::issuer_spec::{PasswordSource, trim_trailing_whitespace, validate};
+use crate::controller::signers::{SignerCache, SignerVersion};
+use crate::crd::issuer::IssuerSpecView;
+use crate::crd::{IssuerStatus, StepClusterIssuer, StepIssuer};
+use crate::metrics::Metrics;
+use crate::step::Signer;
+
+/// Field manager of every write step-operator's controller makes.
+pub const FIELD_MANAGER: &str = "step-operator";
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub cluster_resource_namespace: String,
+    pub max_retry_duration: Duration,
+    pub issuer_recheck_interval: Duration,
+    pub ca_timeout: Duration,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub signers: SignerCache,
+    pub settings: Settings,
+}
+
+/// What both issuer kinds offer the reconcilers.
+pub trait IssuerObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    fn spec_view(&self) -> IssuerSpecView<'_>;
+    fn issuer_status(&self) -> Option<&IssuerStatus>;
+    fn key(&self) -> IssuerKey;
+    /// The namespace of a StepIssuer; None for a StepClusterIssuer.
+    fn own_namespace(&self) -> Option<String>;
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self>;
+}
+
+impl IssuerObject for StepIssuer {
+    const KIND: &'static str = "StepIssuer";
+    fn spec_view(&self) -> IssuerSpecView<'_> {
+        self.spec.view()
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn key(&self) -> IssuerKey {
+        IssuerKey::Namespaced {
+            namespace: self.namespace().unwrap_or_default(),
+            name: self.name_any(),
+        }
+    }
+    fn own_namespace(&self) -> Option<String> {
+        Some(self.namespace().unwrap_or_default())
+    }
+    fn api(client: Client, namespace: Option<&str>) -> Api<Self> {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+}
+
+impl IssuerObject for StepClusterIssuer {
+    const KIND: &'static str = "StepClusterIssuer";
+    fn spec_view(&self) -> IssuerSpecView<'_> {
+        self.spec.view()
+    }
+    fn issuer_status(&self) -> Option<&IssuerStatus> {
+        self.status.as_ref()
+    }
+    fn key(&self) -> IssuerKey {
+        IssuerKey::Cluster {
+            name: self.name_any(),
+        }
+    }
+    fn own_namespace(&self) -> Option<String> {
+        None
+    }
+    fn api(client: Client, _namespace: Option<&str>) -> Api<Self> {
+        Api::all(client)
+    }
+}
+
+/// A password and the version that identifies it in the signer cache (never the password).
+struct Password {
+    bytes: zeroize::Zeroizing<Vec<u8>>,
+    version: String,
+}
+
+impl Context {
+    /// The signer for an issuer, from the cache when its spec and password are unchanged,
+    /// otherwise by validating the spec, reading the password and connecting to step-ca.
+    /// Returns whether a new connection was made.
+    pub async fn signer_for<K: IssuerObject>(&self, issuer: &K) -> Result<(Signer, bool), IssuerError> {
+        let valid = validate(
+            &issuer.spec_view(),
+            issuer.own_namespace().as_deref(),
+            &self.settings.cluster_resource_namespace,
+        )
+        .map_err(|e| IssuerError::InvalidSpec(e.0))?;
+        let password = self.read_password(&valid.password).await?;
+        let version = SignerVersion {
+            uid: issuer.uid().unwrap_or_default(),
+            generation: issuer.meta().generation.unwrap_or_default(),
+            password_version: password.version.clone(),
+        };
+        let timeout = self.settings.ca_timeout;
+        self.signers
+            .get_or_connect(&issuer.key(), version, || async {
+                let started = Instant::now();
+                let result = Signer::connect(
+                    &valid.url,
+                    valid.ca_bundle_pem.as_deref(),
+                    &valid.provisioner_name,
+                    valid.kid.as_deref(),
+                    &password.bytes,
+                    timeout,
+                )
+                .await;
+                self.metrics
+                    .observe_ca("connect", result.is_ok(), started.elapsed().as_secs_f64());
+                result.map_err(IssuerError::from)
+            })
+            .await
+    }
+
+    async fn read_password(&self, source: &PasswordSource) -> Result<Password, IssuerError> {
+        match source {
+            PasswordSource::Secret {
+                namespace,
+                name,
+                key,
+            } => {
+                let api = Api::<Secret>::namespaced(self.client.clone(), namespace);
+                let secret = match api.get_opt(name).await {
+                    Ok(Some(s)) => s,
+                    Ok(None) => {
+                        return Err(IssuerError::SecretNotFound {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                        });
+                    }
+                    Err(source) => {
+                        return Err(IssuerError::SecretRead {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            source,
+                        });
+                    }
+                };
+                let value = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|b| b.0.clone())
+                    .or_else(|| {
+                        secret
+                            .string_data
+                            .as_ref()
+                            .and_then(|d| d.get(key))
+                            .map(|s| s.clone().into_bytes())
+                    })
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| IssuerError::SecretKeyMissing {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        key: key.clone(),
+                    })?;
+                Ok(Password {
+                    bytes: zeroize::Zeroizing::new(value),
+                    version: format!("secret:{}", secret.resource_version().unwrap_or_default()),
+                })
+            }
+            PasswordSource::Env(var) => {
+                let value = std::env::var_os(var)
+                    .map(|v| v.into_encoded_bytes())
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| IssuerError::PasswordEnvMissing(var.clone()))?;
+                Ok(digest_password(trim_trailing_whitespace(&value)))
+            }
+            PasswordSource::File(path) => {
+                let value = tokio::fs::read(path).await.map_err(|e| {
+                    IssuerError::PasswordFileUnreadable {
+                        path: path.clone(),
+                        detail: e.kind().to_string(),
+                    }
+                })?;
+                Ok(digest_password(trim_trailing_whitespace(&value)))
+            }
+        }
+    }
+
+    /// Publishes an Event; failures are logged, never fatal (Events are best effort).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let reference = obj.object_ref(&());
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason, "Failed to publish an Event");
+        }
+    }
+
+    /// Server-side applies an issuer's status with our field manager.
+    pub async fn apply_issuer_status<K: IssuerObject>(
+        &self,
+        issuer: &K,
+        status: &IssuerStatus,
+    ) -> Result<(), kube::Error> {
+        let api = K::api(self.client.clone(), issuer.namespace().as_deref());
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::KIND,
+            "status": status,
+        });
+        api.patch_status(
+            &issuer.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn digest_password(value: &[u8]) -> Password {
+    Password {
+        bytes: zeroize::Zeroizing::new(value.to_vec()),
+        version: format!("sha256:{}", hex::encode(Sha256::digest(value))),
+    }
+}

@@ -1,0 +1,299 @@
+//! What to do with a CertificateRequest: pure functions of its state, its issuer's state and the
+//! clock, table-tested. The reconciler only carries the decisions out.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::cert_manager::{
+    CONDITION_APPROVED, CONDITION_DENIED, CONDITION_READY, CertificateRequestStatus, IssuerRef,
+    reason,
+};
+use crate::crd::GROUP;
+use crate::crd::condition::Readiness;
+
+/// Which of our issuers a CertificateRequest names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IssuerKey {
+    Namespaced { namespace: String, name: String },
+    Cluster { name: String },
+}
+
+impl IssuerKey {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IssuerKey::Namespaced { .. } => "StepIssuer",
+            IssuerKey::Cluster { .. } => "StepClusterIssuer",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            IssuerKey::Namespaced { name, .. } | IssuerKey::Cluster { name } => name,
+        }
+    }
+}
+
+impl std::fmt::Display for IssuerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IssuerKey::Namespaced { namespace, name } => write!(f, "StepIssuer {namespace}/{name}"),
+            IssuerKey::Cluster { name } => write!(f, "StepClusterIssuer {name}"),
+        }
+    }
+}
+
+/// A CertificateRequest is ours only when its `issuerRef.group` is exactly ours and its kind is
+/// one of our two kinds. An empty group is cert-manager's own (`cert-manager.io`), never ours.
+pub fn owning_issuer(issuer_ref: &IssuerRef, request_namespace: &str) -> Option<IssuerKey> {
+    if issuer_ref.group.as_deref() != Some(GROUP) {
+        return None;
+    }
+    match issuer_ref.kind.as_deref() {
+        Some("StepIssuer") => Some(IssuerKey::Namespaced {
+            namespace: request_namespace.to_string(),
+            name: issuer_ref.name.clone(),
+        }),
+        Some("StepClusterIssuer") => Some(IssuerKey::Cluster {
+            name: issuer_ref.name.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The state of the issuer a request names, as far as signing is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuerState {
+    Missing,
+    Known(Readiness),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing to do: already Issued, Failed or Denied.
+    Done,
+    /// Denied by an approver: Ready=False/Denied with failureTime; never signed.
+    Deny,
+    /// Neither approved nor denied yet: tell the user, write nothing.
+    AwaitApproval,
+    /// First sight: Ready=Unknown/Initializing.
+    Initialize,
+    /// The issuer cannot sign yet: Ready=False/Pending with this message; re-checked when the
+    /// issuer changes.
+    WaitForIssuer {
+        event_reason: &'static str,
+        message: String,
+    },
+    Sign,
+}
+
+/// The gates, in order: terminal → denied → approval → initialise → issuer → sign.
+/// Terminal comes first so that a request we already finished is never touched again, even if an
+/// approver later adds a condition.
+pub fn decide(status: Option<&CertificateRequestStatus>, key: &IssuerKey, issuer: &IssuerState) -> Decision {
+    let empty = CertificateRequestStatus::default();
+    let status = status.unwrap_or(&empty);
+    let ready = status.condition(CONDITION_READY);
+    let terminal = match ready {
+        Some(c) if c.status == "True" => true,
+        Some(c) => matches!(
+            c.reason.as_deref(),
+            Some(reason::FAILED) | Some(reason::DENIED)
+        ),
+        None => false,
+    };
+    if terminal || status.certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
+        return Decision::Done;
+    }
+    if status.has_true(CONDITION_DENIED) {
+        return Decision::Deny;
+    }
+    if !status.has_true(CONDITION_APPROVED) {
+        return Decision::AwaitApproval;
+    }
+    if ready.is_none() {
+        return Decision::Initialize;
+    }
+    match issuer {
+        IssuerState::Missing => Decision::WaitForIssuer {
+            event_reason: "WaitingForIssuerExist",
+            message: format!("{key} does not exist. Waiting for it to be created."),
+        },
+        IssuerState::Known(Readiness::NotChecked) => Decision::WaitForIssuer {
+            event_reason: "WaitingForIssuerReady",
+            message: format!("{key} has not been checked yet. Waiting for it to become Ready."),
+        },
+        IssuerState::Known(Readiness::NotReady { reason, message }) => Decision::WaitForIssuer {
+            event_reason: "WaitingForIssuerReady",
+            message: format!(
+                "{key} is not Ready ({reason}: {message}). Waiting for it to become Ready."
+            ),
+        },
+        IssuerState::Known(Readiness::Ready) => Decision::Sign,
+    }
+}
+
+/// How a failed signing attempt ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Pending; try again after this delay.
+    After(Duration),
+    /// The retry budget from the request's creation is spent: Failed.
+    GiveUp,
+}
+
+/// Retryable errors back off exponentially (1 s doubling, capped at 60 s) until
+/// `max_retry` after the request's creation.
+pub fn retry(created: Timestamp, now: Timestamp, attempts: u32, max_retry: Duration) -> Retry {
+    let age = now.duration_since(created).unsigned_abs();
+    if age >= max_retry {
+        return Retry::GiveUp;
+    }
+    let backoff = Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60));
+    let left = max_retry - age;
+    // Never sleep past the deadline: the last attempt happens right at it.
+    Retry::After(backoff.min(left.max(Duration::from_millis(100))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert_manager::RequestCondition;
+    use k8s_openapi::ByteString;
+
+    fn cond(type_: &str, status: &str, reason: Option<&str>) -> RequestCondition {
+        RequestCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn status(conds: &[RequestCondition]) -> CertificateRequestStatus {
+        CertificateRequestStatus {
+            conditions: conds.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn iref(group: Option<&str>, kind: Option<&str>) -> IssuerRef {
+        IssuerRef {
+            name: "ca".into(),
+            kind: kind.map(Into::into),
+            group: group.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn ownership_is_exact() {
+        let ns = IssuerKey::Namespaced {
+            namespace: "team".into(),
+            name: "ca".into(),
+        };
+        let cl = IssuerKey::Cluster { name: "ca".into() };
+        let cases = [
+            (iref(Some(GROUP), Some("StepIssuer")), Some(ns)),
+            (iref(Some(GROUP), Some("StepClusterIssuer")), Some(cl)),
+            (iref(None, Some("StepIssuer")), None),
+            (iref(Some(""), Some("StepIssuer")), None),
+            (iref(Some("cert-manager.io"), Some("StepIssuer")), None),
+            (iref(Some(GROUP), Some("Issuer")), None),
+            (iref(Some(GROUP), Some("stepissuer")), None),
+            (iref(Some(GROUP), None), None),
+            (iref(Some("certmanager.step.sm.evil"), Some("StepIssuer")), None),
+        ];
+        for (r, want) in cases {
+            assert_eq!(owning_issuer(&r, "team"), want, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn gates_in_order() {
+        let key = IssuerKey::Cluster { name: "ca".into() };
+        let ready = IssuerState::Known(Readiness::Ready);
+        let approved = cond(CONDITION_APPROVED, "True", Some("cert-manager.io"));
+        let denied = cond(CONDITION_DENIED, "True", Some("policy"));
+        let pending = cond(CONDITION_READY, "False", Some(reason::PENDING));
+        let init = cond(CONDITION_READY, "Unknown", Some("Initializing"));
+        let issued = cond(CONDITION_READY, "True", Some(reason::ISSUED));
+        let failed = cond(CONDITION_READY, "False", Some(reason::FAILED));
+        let was_denied = cond(CONDITION_READY, "False", Some(reason::DENIED));
+        let not_ready = IssuerState::Known(Readiness::NotReady {
+            reason: "WrongPassword".into(),
+            message: "fix the Secret".into(),
+        });
+
+        let cases: Vec<(Vec<RequestCondition>, IssuerState, Decision)> = vec![
+            (vec![], ready.clone(), Decision::AwaitApproval),
+            (vec![denied.clone()], ready.clone(), Decision::Deny),
+            // A denial wins over an approval and over a missing issuer.
+            (vec![approved.clone(), denied.clone()], ready.clone(), Decision::Deny),
+            (vec![denied.clone()], IssuerState::Missing, Decision::Deny),
+            (vec![denied.clone(), was_denied.clone()], ready.clone(), Decision::Done),
+            (vec![approved.clone()], ready.clone(), Decision::Initialize),
+            (vec![approved.clone(), init.clone()], ready.clone(), Decision::Sign),
+            (vec![approved.clone(), pending.clone()], ready.clone(), Decision::Sign),
+            (vec![approved.clone(), issued.clone()], ready.clone(), Decision::Done),
+            (vec![approved.clone(), failed.clone()], ready.clone(), Decision::Done),
+            // Terminal requests stay untouched even when denied afterwards.
+            (vec![approved.clone(), issued.clone(), denied.clone()], ready.clone(), Decision::Done),
+            (
+                vec![approved.clone(), pending.clone()],
+                IssuerState::Missing,
+                Decision::WaitForIssuer {
+                    event_reason: "WaitingForIssuerExist",
+                    message: "StepClusterIssuer ca does not exist. Waiting for it to be created."
+                        .into(),
+                },
+            ),
+            (
+                vec![approved.clone(), pending.clone()],
+                not_ready,
+                Decision::WaitForIssuer {
+                    event_reason: "WaitingForIssuerReady",
+                    message: "StepClusterIssuer ca is not Ready (WrongPassword: fix the Secret). \
+                              Waiting for it to become Ready."
+                        .into(),
+                },
+            ),
+            (
+                vec![approved.clone(), pending.clone()],
+                IssuerState::Known(Readiness::NotChecked),
+                Decision::WaitForIssuer {
+                    event_reason: "WaitingForIssuerReady",
+                    message: "StepClusterIssuer ca has not been checked yet. Waiting for it to become Ready.".into(),
+                },
+            ),
+        ];
+        for (conds, issuer, want) in cases {
+            assert_eq!(decide(Some(&status(&conds)), &key, &issuer), want, "{conds:?} {issuer:?}");
+        }
+        assert_eq!(decide(None, &key, &ready), Decision::AwaitApproval);
+    }
+
+    #[test]
+    fn a_certificate_in_status_is_final() {
+        let key = IssuerKey::Cluster { name: "ca".into() };
+        let mut s = status(&[cond(CONDITION_APPROVED, "True", None)]);
+        s.certificate = Some(ByteString(b"-----BEGIN CERTIFICATE-----".to_vec()));
+        assert_eq!(
+            decide(Some(&s), &key, &IssuerState::Known(Readiness::Ready)),
+            Decision::Done
+        );
+    }
+
+    #[test]
+    fn retry_backs_off_until_the_budget_is_spent() {
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        let at = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
+        let max = Duration::from_secs(300);
+        assert_eq!(retry(t0, at(1), 0, max), Retry::After(Duration::from_secs(1)));
+        assert_eq!(retry(t0, at(10), 3, max), Retry::After(Duration::from_secs(8)));
+        assert_eq!(retry(t0, at(10), 30, max), Retry::After(Duration::from_secs(60)));
+        // Close to the deadline the wait shrinks to hit it.
+        assert_eq!(retry(t0, at(295), 10, max), Retry::After(Duration::from_secs(5)));
+        assert_eq!(retry(t0, at(300), 0, max), Retry::GiveUp);
+        assert_eq!(retry(t0, at(3000), 0, max), Retry::GiveUp);
+    }
+}

@@ -1,0 +1,227 @@
+//! StepIssuer / StepClusterIssuer reconciler: checks that the issuer can sign (spec, password,
+//! step-ca health, provisioner, key decryption) and reports it in the `Ready` condition.
+//!
+//! Re-checked on spec changes, when the referenced Secret changes (through a metadata-only watch
+//! of Secrets, so no Secret body is cached), after a sign-time authentication failure, and
+//! periodically.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, metadata_watcher, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::controller::context::{Context, IssuerObject};
+use crate::controller::issuer_spec::{PasswordSource, validate};
+use crate::crd::IssuerStatus;
+use crate::crd::condition;
+
+/// Reason of a Ready issuer.
+pub const VERIFIED: &str = "Verified";
+/// Reason the request reconciler writes when step-ca refuses a token at sign time.
+pub const SIGN_AUTH_FAILED: &str = "CARejectedToken";
+
+/// Which issuers are Ready, for the `issuers_ready` gauge.
+#[derive(Default)]
+pub struct ReadyTracker {
+    ready: Mutex<HashMap<String, bool>>,
+}
+
+impl ReadyTracker {
+    fn set(&self, ctx: &Context, kind: &str, key: String, ready: Option<bool>) {
+        let mut map = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        match ready {
+            Some(r) => map.insert(key, r),
+            None => map.remove(&key),
+        };
+        let prefix = format!("{kind}/");
+        let count = map
+            .iter()
+            .filter(|(k, r)| **r && k.starts_with(&prefix))
+            .count();
+        ctx.metrics
+            .issuers_ready
+            .get_or_create(&crate::metrics::KindLabels { kind: kind.into() })
+            .set(count as i64);
+    }
+}
+
+struct IssuerCtx {
+    ctx: Arc<Context>,
+    tracker: Arc<ReadyTracker>,
+}
+
+/// Runs the reconciler for one issuer kind until `shutdown` resolves.
+pub async fn run<K: IssuerObject>(
+    ctx: Arc<Context>,
+    tracker: Arc<ReadyTracker>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api = K::api(ctx.client.clone(), None);
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let secrets = metadata_watcher(
+        Api::<Secret>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .watches_stream(secrets, move |secret| {
+            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|issuer| references_secret(&**issuer, &cluster_ns, &ns, &name))
+                .map(|issuer| ObjectRef::from_obj(&*issuer))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile::<K>,
+            error_policy::<K>,
+            Arc::new(IssuerCtx { ctx, tracker }),
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn references_secret<K: IssuerObject>(issuer: &K, cluster_ns: &str, ns: &str, name: &str) -> bool {
+    match validate(&issuer.spec_view(), issuer.own_namespace().as_deref(), cluster_ns) {
+        Ok(v) => matches!(v.password, PasswordSource::Secret { namespace, name: n, .. } if namespace == ns && n == name),
+        Err(_) => false,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to write the issuer status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+async fn reconcile<K: IssuerObject>(issuer: Arc<K>, c: Arc<IssuerCtx>) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    let key = issuer.key();
+    let tracker_key = format!("{}/{}", K::KIND, key);
+    if issuer.meta().deletion_timestamp.is_some() {
+        ctx.signers.remove(&key);
+        c.tracker.set(ctx, K::KIND, tracker_key, None);
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let previous = issuer
+        .issuer_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    // A sign-time token rejection evicts the signer: reconnect from scratch.
+    let after_auth_failure = previous
+        .iter()
+        .any(|c| c.type_ == condition::READY && c.reason == SIGN_AUTH_FAILED);
+    if after_auth_failure {
+        ctx.signers.evict(&key).await;
+    }
+    let outcome = match ctx.signer_for(&*issuer).await {
+        Ok((signer, fresh)) => {
+            // A fresh connection just proved the CA works; a cached one gets a health check.
+            let health = if fresh {
+                Ok(())
+            } else {
+                let t = Instant::now();
+                let r = signer.check_health().await;
+                ctx.metrics.observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
+                r.map_err(crate::controller::error::IssuerError::from)
+            };
+            health.map(|_| signer)
+        }
+        Err(e) => Err(e),
+    };
+    let generation = issuer.meta().generation;
+    let (ready, reason, message, requeue) = match &outcome {
+        Ok(signer) => (
+            true,
+            VERIFIED.to_string(),
+            format!(
+                "Signing with JWK provisioner {:?} (kid {}) at {}",
+                signer.provisioner_name(),
+                signer.kid(),
+                signer.url()
+            ),
+            ctx.settings.issuer_recheck_interval,
+        ),
+        Err(e) => (
+            false,
+            e.reason().to_string(),
+            e.to_string(),
+            if e.is_transient() {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(60)
+            },
+        ),
+    };
+    let cond = condition::ready(&previous, ready, &reason, &message, generation, Timestamp::now());
+    let unchanged = previous.iter().any(|p| {
+        p.type_ == cond.type_
+            && p.status == cond.status
+            && p.reason == cond.reason
+            && p.message == cond.message
+            && p.observed_generation == cond.observed_generation
+    });
+    if !unchanged {
+        let status = IssuerStatus {
+            conditions: vec![cond],
+        };
+        ctx.apply_issuer_status(&*issuer, &status)
+            .await
+            .map_err(ReconcileError::Status)?;
+        let (type_, action) = if ready {
+            (EventType::Normal, "Verified")
+        } else {
+            (EventType::Warning, "Check")
+        };
+        ctx.event(&*issuer, type_, &reason, message.clone(), action).await;
+        tracing::info!(issuer = %key, ready, reason, elapsed_ms = started.elapsed().as_millis() as u64, "Issuer checked");
+    }
+    c.tracker.set(ctx, K::KIND, tracker_key, Some(ready));
+    Ok(Action::requeue(requeue))
+}
+
+fn error_policy<K: IssuerObject>(issuer: Arc<K>, err: &ReconcileError, _c: Arc<IssuerCtx>) -> Action {
+    tracing::warn!(issuer = %issuer.key(), error = %err, "Issuer reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Marks an issuer not Ready after step-ca refused its token at sign time; its reconciler then
+/// reconnects and re-checks.
+pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K, detail: &str) {
+    let previous = issuer
+        .issuer_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let cond = condition::ready(
+        &previous,
+        false,
+        SIGN_AUTH_FAILED,
+        &format!("step-ca refused a signing token ({detail}); re-checking the provisioner and password"),
+        issuer.meta().generation,
+        Timestamp::now(),
+    );
+    ctx.signers.evict(&issuer.key()).await;
+    if let Err(e) = ctx
+        .apply_issuer_status(issuer, &IssuerStatus { conditions: vec![cond] })
+        .await
+    {
+        tracing::warn!(issuer = %issuer.key(), error = %e, "Failed to mark the issuer not Ready");
+    }
+}

@@ -1,0 +1,274 @@
+//! Validation of an issuer's spec and the rules for where its password may come from (pure).
+
+use std::path::PathBuf;
+
+use crate::crd::issuer::IssuerSpecView;
+
+/// Where to read a provisioner password.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PasswordSource {
+    Secret {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    Env(String),
+    File(PathBuf),
+}
+
+/// A spec that passed validation, ready to connect with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidIssuer {
+    pub url: String,
+    /// PEM roots for step-ca's TLS, or None for the system roots.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    pub provisioner_name: String,
+    pub kid: Option<String>,
+    pub password: PasswordSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// Checks a spec. `issuer_namespace` is Some for a StepIssuer and None for a StepClusterIssuer.
+pub fn validate(
+    spec: &IssuerSpecView<'_>,
+    issuer_namespace: Option<&str>,
+    cluster_resource_namespace: &str,
+) -> Result<ValidIssuer, InvalidSpec> {
+    let invalid = |m: String| Err(InvalidSpec(m));
+    let url = spec.url.trim();
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
+        Ok(u) => {
+            return invalid(format!(
+                "spec.url {url:?} must be an https:// URL with a host (scheme is {:?})",
+                u.scheme()
+            ));
+        }
+        Err(e) => {
+            return invalid(format!(
+                "spec.url {url:?} is not a URL ({e}): set it to step-ca's address, e.g. https://step-ca.step.svc"
+            ));
+        }
+    }
+    let p = spec.provisioner;
+    if p.name.trim().is_empty() {
+        return invalid(
+            "spec.provisioner.name is empty: set it to the JWK provisioner's name (step ca provisioner list)".into(),
+        );
+    }
+    let kid = p.kid.as_deref().map(str::trim).filter(|k| !k.is_empty());
+    let ca_bundle_pem = match spec.ca_bundle {
+        None => None,
+        Some(b) if b.is_empty() => None,
+        Some(b) => Some(ca_bundle_to_pem(b)?),
+    };
+
+    let by_ref = p.password_ref.as_ref().filter(|r| !r.name.is_empty());
+    let env = p.password_env.as_deref().filter(|s| !s.is_empty());
+    let file = p.password_file.as_deref().filter(|s| !s.is_empty());
+    let set = [by_ref.is_some(), env.is_some(), file.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if set == 0 {
+        return invalid("one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set: point passwordRef at the Secret holding the provisioner password".into());
+    }
+    if set > 1 {
+        return invalid("only one of spec.provisioner.passwordRef, passwordEnv or passwordFile may be set: remove the others".into());
+    }
+    let password = if let Some(r) = by_ref {
+        let Some(key) = r.key.as_deref().filter(|k| !k.is_empty()) else {
+            return invalid(format!(
+                "spec.provisioner.passwordRef.key is empty: name the key of Secret {:?} that holds the password",
+                r.name
+            ));
+        };
+        let namespace = match (issuer_namespace, r.namespace.as_deref().filter(|n| !n.is_empty())) {
+            (Some(own), Some(other)) if other != own => {
+                return invalid(format!(
+                    "spec.provisioner.passwordRef.namespace {other:?} differs from the StepIssuer's namespace {own:?}: a StepIssuer reads only Secrets in its own namespace; remove the field or use a StepClusterIssuer"
+                ));
+            }
+            (Some(own), _) => own.to_string(),
+            (None, Some(n)) => n.to_string(),
+            (None, None) => cluster_resource_namespace.to_string(),
+        };
+        PasswordSource::Secret {
+            namespace,
+            name: r.name.clone(),
+            key: key.to_string(),
+        }
+    } else if issuer_namespace.is_some() {
+        return invalid("spec.provisioner.passwordEnv and passwordFile are allowed only on a StepClusterIssuer, because they expose the controller's own credentials: use passwordRef with a Secret in this namespace".into());
+    } else if let Some(e) = env {
+        PasswordSource::Env(e.to_string())
+    } else if let Some(f) = file {
+        PasswordSource::File(PathBuf::from(f))
+    } else {
+        return invalid("one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set".into());
+    };
+    Ok(ValidIssuer {
+        url: url.trim_end_matches('/').to_string(),
+        ca_bundle_pem,
+        provisioner_name: p.name.trim().to_string(),
+        kid: kid.map(str::to_string),
+        password,
+    })
+}
+
+/// step-issuer accepts a PEM bundle or a single DER certificate; so do we.
+pub fn ca_bundle_to_pem(bytes: &[u8]) -> Result<Vec<u8>, InvalidSpec> {
+    let text = String::from_utf8_lossy(bytes);
+    if text.contains("-----BEGIN") {
+        let blocks = pem::parse_many(bytes).map_err(|e| {
+            InvalidSpec(format!("spec.caBundle is not valid PEM ({e}): set it to base64 of step-ca's root_ca.crt"))
+        })?;
+        if blocks.is_empty() || blocks.iter().any(|b| b.tag() != "CERTIFICATE") {
+            return Err(InvalidSpec(
+                "spec.caBundle must hold only CERTIFICATE PEM blocks: set it to base64 of step-ca's root_ca.crt".into(),
+            ));
+        }
+        for b in &blocks {
+            x509_parser::parse_x509_certificate(b.contents()).map_err(|e| {
+                InvalidSpec(format!("spec.caBundle holds a certificate that does not parse ({e}): set it to base64 of step-ca's root_ca.crt"))
+            })?;
+        }
+        return Ok(bytes.to_vec());
+    }
+    match x509_parser::parse_x509_certificate(bytes) {
+        Ok((rest, _)) if rest.is_empty() => {
+            Ok(pem::encode(&pem::Pem::new("CERTIFICATE", bytes.to_vec())).into_bytes())
+        }
+        _ => Err(InvalidSpec(
+            "spec.caBundle is neither PEM certificates nor a DER certificate: set it to base64 of step-ca's root_ca.crt (base64 -w0 root_ca.crt)".into(),
+        )),
+    }
+}
+
+/// `step` trims trailing whitespace from password files and variables; so do we. Secret values
+/// are used verbatim, as step-issuer does.
+pub fn trim_trailing_whitespace(raw: &[u8]) -> &[u8] {
+    match std::str::from_utf8(raw) {
+        Ok(s) => s.trim_end().as_bytes(),
+        Err(_) => {
+            let end = raw
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(0, |i| i + 1);
+            &raw[..end]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{PasswordRef, Provisioner};
+
+    fn view<'a>(url: &'a str, bundle: Option<&'a [u8]>, p: &'a Provisioner) -> IssuerSpecView<'a> {
+        IssuerSpecView {
+            url,
+            ca_bundle: bundle,
+            provisioner: p,
+        }
+    }
+
+    fn prov(r: Option<PasswordRef>, env: Option<&str>, file: Option<&str>) -> Provisioner {
+        Provisioner {
+            name: "e2e".into(),
+            kid: Some("kid1".into()),
+            password_ref: r,
+            password_env: env.map(Into::into),
+            password_file: file.map(Into::into),
+        }
+    }
+
+    fn pref(name: &str, key: Option<&str>, ns: Option<&str>) -> Option<PasswordRef> {
+        Some(PasswordRef {
+            name: name.into(),
+            key: key.map(Into::into),
+            namespace: ns.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn password_sources() {
+        let secret = |ns: &str| PasswordSource::Secret {
+            namespace: ns.into(),
+            name: "pw".into(),
+            key: "password".into(),
+        };
+        type Case = (Provisioner, Option<&'static str>, Result<PasswordSource, &'static str>);
+        let cases: Vec<Case> = vec![
+            (prov(pref("pw", Some("password"), None), Some("team"), Ok(secret("team"))),
+            (prov(pref("pw", Some("password"), Some("team")), Some("team"), Ok(secret("team"))),
+            (prov(pref("pw", Some("password"), Some("other")), Some("team"), Err("differs from the StepIssuer's namespace")),
+            (prov(pref("pw", Some("password"), Some("other")), None, Ok(secret("other"))),
+            (prov(pref("pw", Some("password"), None), None, Ok(secret("step-operator"))),
+            (prov(pref("pw", None, None), None, Err("passwordRef.key is empty")),
+            (prov(None, Some("PW"), None), None, Ok(PasswordSource::Env("PW".into()))),
+            (prov(None, None, Some("/pw")), None, Ok(PasswordSource::File("/pw".into()))),
+            (prov(None, Some("PW"), None), Some("team"), Err("only on a StepClusterIssuer")),
+            (prov(None, None, Some("/pw")), Some("team"), Err("only on a StepClusterIssuer")),
+            (prov(None, None, None), None, Err("must be set")),
+            (prov(pref("", None, None), None, Err("must be set")),
+            (prov(pref("pw", Some("k"), None), Some("PW"), Some("/f")), None, Err("only one of")),
+        ];
+        for (p, ns, want) in cases {
+            let got = validate(&view("https://ca.example", None, &p), ns, "step-operator");
+            match (got, want) {
+                (Ok(v), Ok(w)) => assert_eq!(v.password, w, "{p:?}"),
+                (Err(e), Err(w)) => assert!(e.0.contains(w), "{p:?}: {e}"),
+                (got, want) => panic!("{p:?} in {ns:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn urls_and_names() {
+        let p = prov(pref("pw", Some("k"), None), None, None);
+        let ok = validate(&view("https://ca.example:9000/", None, &p), None, "x").unwrap();
+        assert_eq!(ok.url, "https://ca.example:9000");
+        assert_eq!(ok.kid.as_deref(), Some("kid1"));
+        for bad in ["", "ca.example", "http://ca.example", "https://", "::"] {
+            let e = validate(&view(bad, None, &p), None, "x").unwrap_err();
+            assert!(e.0.contains("spec.url"), "{bad}: {e}");
+        }
+        let mut unnamed = p.clone();
+        unnamed.name = " ".into();
+        let e = validate(&view("https://ca", None, &unnamed), None, "x").unwrap_err();
+        assert!(e.0.contains("provisioner.name"), "{e}");
+        let mut no_kid = p.clone();
+        no_kid.kid = Some(String::new());
+        let v = validate(&view("https://ca", None, &no_kid), None, "x").unwrap();
+        assert_eq!(v.kid, None);
+    }
+
+    #[test]
+    fn ca_bundles() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["root".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let pem = cert.pem();
+        assert_eq!(ca_bundle_to_pem(pem.as_bytes()).unwrap(), pem.as_bytes());
+        let from_der = ca_bundle_to_pem(cert.der()).unwrap();
+        assert!(String::from_utf8(from_der).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        for bad in [&b"garbage"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+            let e = ca_bundle_to_pem(bad).unwrap_err();
+            assert!(e.0.contains("spec.caBundle"), "{e}");
+        }
+    }
+
+    #[test]
+    fn trims_like_step() {
+        assert_eq!(trim_trailing_whitespace(b"pass\r\n"), b"pass");
+        assert_eq!(trim_trailing_whitespace(b"pa ss \t"), b"pa ss");
+        assert_eq!(trim_trailing_whitespace(b" pass"), b" pass");
+        assert_eq!(trim_trailing_whitespace(b"\xffpw\n"), b"\xffpw");
+    }
+}

@@ -1,0 +1,144 @@
+//! `step-operator controller`: the cert-manager external issuer.
+
+pub mod context;
+pub mod decision;
+pub mod error;
+pub mod issuer;
+pub mod issuer_spec;
+pub mod request;
+pub mod signers;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::cli::ControllerArgs;
+use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::metrics::Metrics;
+
+use self::context::{Context, Settings};
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let admin = tokio::spawn(crate::admin::serve(args.admin_addr, ready_rx, metrics.clone()));
+
+    let identity = args.pod_name.clone().unwrap_or_else(default_identity);
+    let mut lost_lease = None;
+    if args.leader_elect {
+        let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.pod_namespace)
+            .with_identity(&identity)
+            .with_duration(args.lease_duration.as_secs().max(2))
+            .with_grace((args.lease_duration.as_secs() / 3).max(1))
+            .with_field_manager("step-operator")
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "setting up leader election with Lease {}/{}",
+                    args.pod_namespace, args.lease_name
+                )
+            })?;
+        let (mut leader, task) = lease.watch().await;
+        // A standby is healthy and ready: it serves /metrics and waits.
+        let _ = ready_tx.send(true);
+        tracing::info!(identity, lease = %args.lease_name, namespace = %args.pod_namespace, "Waiting to become the leader");
+        while !*leader.borrow_and_update() {
+            leader
+                .changed()
+                .await
+                .context("the leader-election task ended before this replica became leader")?;
+        }
+        tracing::info!(identity, "Became the leader");
+        lost_lease = Some((leader, task));
+    }
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "step-operator-controller".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        metrics,
+        signers: Default::default(),
+        settings: Settings {
+            cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+            max_retry_duration: args.max_retry_duration,
+            issuer_recheck_interval: args.issuer_recheck_interval,
+            ca_timeout: args.ca_timeout,
+        },
+    });
+    let _ = ready_tx.send(true);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let tracker = Arc::new(issuer::ReadyTracker::default());
+    let issuers = issuer::run::<StepIssuer>(ctx.clone(), tracker.clone(), 4, stopped());
+    let cluster_issuers = issuer::run::<StepClusterIssuer>(ctx.clone(), tracker, 4, stopped());
+    let requests = request::run(ctx.clone(), args.concurrency.max(1), stopped());
+    let controllers = async {
+        tokio::join!(issuers, cluster_issuers, requests);
+    };
+
+    let lease_lost = async {
+        match lost_lease.as_mut() {
+            Some((leader, _)) => {
+                let _ = leader.wait_for(|is_leader| !*is_leader).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tracing::info!(concurrency = args.concurrency, "Controllers started");
+    tokio::select! {
+        _ = controllers => Ok(()),
+        r = admin => Err(anyhow::anyhow!("admin server stopped: {:?}", r)),
+        _ = shutdown_signal() => {
+            tracing::info!("Shutting down");
+            let _ = stop_tx.send(true);
+            Ok(())
+        }
+        _ = lease_lost => {
+            // Deterministic exit: the Deployment restarts this pod as a standby.
+            anyhow::bail!("lost the leader lease; exiting so that only one replica writes")
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
+    format!("{host}-{}", std::process::id())
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,552 @@
+//! CertificateRequest reconciler: carries out `decision::decide`, signs at step-ca, checks the
+//! result and writes the status by server-side apply on `/status`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::cert_manager::{
+    CONDITION_READY, CertificateRequest, CertificateRequestStatus, RequestCondition, reason,
+};
+use crate::controller::context::{Context, FIELD_MANAGER, IssuerObject};
+use crate::controller::decision::{self, Decision, IssuerKey, IssuerState, Retry};
+use crate::crd::condition::{Readiness, readiness};
+use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::duration::{parse_go_duration, to_go_seconds};
+use crate::pki;
+use crate::step;
+
+const CONDITION_INVALID_REQUEST: &str = "InvalidRequest";
+
+/// Per-process memory of requests in flight. Lost on restart, which is safe: a restarted
+/// controller re-reads every request's status from the API.
+#[derive(Default)]
+struct Memory {
+    /// Failed attempts and when the next one may run, by request uid.
+    retries: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Requests this process finished; their status write may not be in the cache yet, and they
+    /// must never be signed again.
+    finished: Mutex<HashSet<String>>,
+    /// Requests already told they wait for approval (one Event each).
+    told_approval: Mutex<HashSet<String>>,
+}
+
+struct RequestCtx {
+    ctx: Arc<Context>,
+    issuers: Store<StepIssuer>,
+    cluster_issuers: Store<StepClusterIssuer>,
+    memory: Memory,
+}
+
+/// Drops what the reconciler never reads from the cached copy of each request: managed fields
+/// always, and the CSR and certificate of finished requests, which are most of the bytes.
+fn slim(mut cr: CertificateRequest) -> CertificateRequest {
+    cr.managed_fields_mut().clear();
+    let finished = cr.status.as_ref().is_some_and(|s| {
+        s.certificate.is_some()
+            || s.ready_reason()
+                .is_some_and(|r| r == reason::FAILED || r == reason::DENIED || r == reason::ISSUED)
+    });
+    if finished {
+        cr.spec.request = ByteString(Vec::new());
+        if let Some(s) = cr.status.as_mut() {
+            s.certificate = s.certificate.take().map(|_| ByteString(b"-".to_vec()));
+            s.ca = None;
+        }
+    }
+    cr
+}
+
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let cfg = watcher::Config::default().any_semantic();
+
+    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
+    let request_stream = watcher(Api::<CertificateRequest>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .map_ok(|ev| ev.modify(|cr| *cr = slim(cr.clone())))
+        .reflect(requests_writer)
+        .touched_objects();
+
+    let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
+    let issuer_stream = watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .reflect(issuers_writer)
+        .touched_objects();
+    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
+    let cluster_stream = watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg)
+        .default_backoff()
+        .reflect(cluster_writer)
+        .touched_objects();
+
+    let waiting_on = |requests: Store<CertificateRequest>| {
+        move |key: IssuerKey| {
+            requests
+                .state()
+                .into_iter()
+                .filter(|cr| {
+                    decision::owning_issuer(&cr.spec.issuer_ref, &cr.namespace().unwrap_or_default())
+                        .as_ref()
+                        == Some(&key)
+                })
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        }
+    };
+    let for_issuer = waiting_on(requests.clone());
+    let for_cluster_issuer = waiting_on(requests.clone());
+
+    let rctx = Arc::new(RequestCtx {
+        ctx,
+        issuers,
+        cluster_issuers,
+        memory: Memory::default(),
+    });
+    Controller::for_stream(request_stream, requests)
+        // Requests waiting on an issuer are re-queued the moment it turns Ready.
+        .watches_stream(issuer_stream, move |i: StepIssuer| {
+            if is_ready(&i) { for_issuer(i.key()) } else { Vec::new() }
+        })
+        .watches_stream(cluster_stream, move |i: StepClusterIssuer| {
+            if is_ready(&i) { for_cluster_issuer(i.key()) } else { Vec::new() }
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, rctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn is_ready<K: IssuerObject>(issuer: &K) -> bool {
+    issuer_readiness(issuer) == Readiness::Ready
+}
+
+fn issuer_readiness<K: IssuerObject>(issuer: &K) -> Readiness {
+    let conditions = issuer
+        .issuer_status()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    readiness(conditions, issuer.meta().generation)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to write the CertificateRequest status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("failed to read the CertificateRequest: {0}")]
+    Read(#[source] kube::Error),
+}
+
+async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RequestCtx>) -> Result<Action, ReconcileError> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let Some(key) = decision::owning_issuer(&cr.spec.issuer_ref, &namespace) else {
+        // Not ours: no status, no event.
+        return Ok(Action::await_change());
+    };
+    let uid = cr.uid().unwrap_or_default();
+    if cr.meta().deletion_timestamp.is_some() || c.memory.finished.lock().unwrap_or_else(|p| p.into_inner()).contains(&uid) {
+        forget(&c.memory, &uid);
+        return Ok(Action::await_change());
+    }
+    // The issuer caches are filled by the same controller; wait for their first listing so a
+    // request is never told its issuer is missing while the list is still loading.
+    let _ = c.issuers.wait_until_ready().await;
+    let _ = c.cluster_issuers.wait_until_ready().await;
+    let issuer_state = match &key {
+        IssuerKey::Namespaced { namespace, name } => c
+            .issuers
+            .get(&ObjectRef::new(name).within(namespace))
+            .map(|i| IssuerState::Known(issuer_readiness(&*i))),
+        IssuerKey::Cluster { name } => c
+            .cluster_issuers
+            .get(&ObjectRef::new(name))
+            .map(|i| IssuerState::Known(issuer_readiness(&*i))),
+    }
+    .unwrap_or(IssuerState::Missing);
+
+    let ctx = &c.ctx;
+    match decision::decide(cr.status.as_ref(), &key, &issuer_state) {
+        Decision::Done => {
+            // The cache has caught up with our write: the guard is no longer needed.
+            forget(&c.memory, &uid);
+            c.memory.finished.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            Ok(Action::await_change())
+        }
+        Decision::Deny => {
+            let message = "The CertificateRequest was denied by an approval controller";
+            write_ready(ctx, &cr, "False", reason::DENIED, message, true).await?;
+            ctx.event(&*cr, EventType::Warning, "Denied", message.into(), "Deny").await;
+            ctx.metrics.count_request(reason::DENIED);
+            finish(&c.memory, &uid);
+            Ok(Action::await_change())
+        }
+        Decision::AwaitApproval => {
+            let first = c.memory.told_approval.lock().unwrap_or_else(|p| p.into_inner()).insert(uid);
+            if first {
+                ctx.event(
+                    &*cr,
+                    EventType::Normal,
+                    "WaitingForApproval",
+                    "Not signing CertificateRequest until it is Approved".into(),
+                    "Wait",
+                )
+                .await;
+            }
+            Ok(Action::await_change())
+        }
+        Decision::Initialize => {
+            let message = format!("{FIELD_MANAGER} has started reconciling this CertificateRequest");
+            write_ready(ctx, &cr, "Unknown", "Initializing", &message, false).await?;
+            Ok(Action::await_change())
+        }
+        Decision::WaitForIssuer { event_reason, message } => {
+            if pending_message(&cr) != Some(message.as_str()) {
+                write_ready(ctx, &cr, "False", reason::PENDING, &message, false).await?;
+                ctx.event(&*cr, EventType::Normal, event_reason, message, "Wait").await;
+            }
+            // The issuer watch re-queues this request when the issuer turns Ready.
+            Ok(Action::await_change())
+        }
+        Decision::Sign => sign(&c, &cr, &key, &uid).await,
+    }
+}
+
+fn pending_message(cr: &CertificateRequest) -> Option<&str> {
+    cr.status
+        .as_ref()
+        .and_then(|s| s.condition(CONDITION_READY))
+        .filter(|c| c.reason.as_deref() == Some(reason::PENDING))
+        .and_then(|c| c.message.as_deref())
+}
+
+fn forget(memory: &Memory, uid: &str) {
+    memory.retries.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    memory.told_approval.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+}
+
+fn finish(memory: &Memory, uid: &str) {
+    forget(memory, uid);
+    memory.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string());
+}
+
+/// Why signing did not produce a certificate.
+enum SignFailure {
+    /// The request itself is bad: Failed + InvalidRequest; a new request is needed.
+    Invalid(String),
+    /// step-ca refused for a reason retrying will not change (policy, duration limit): Failed.
+    Permanent { reason: &'static str, message: String },
+    /// Worth retrying (CA down, 5xx, timeouts).
+    Retryable { reason: &'static str, message: String },
+    /// step-ca refused our token: the issuer is re-checked, the request retried.
+    Auth(String),
+}
+
+async fn sign(c: &RequestCtx, cr: &CertificateRequest, key: &IssuerKey, uid: &str) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    // Honour the backoff of an earlier failure: our own Pending write re-triggers us at once.
+    if let Some((_, not_before)) = c.memory.retries.lock().unwrap_or_else(|p| p.into_inner()).get(uid).copied() {
+        let now = Instant::now();
+        if not_before > now {
+            return Ok(Action::requeue(not_before - now));
+        }
+    }
+    // The cache may lag our own writes: read the status fresh, and never sign twice.
+    let api = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+    let fresh = api.get_status(&cr.name_any()).await.map_err(ReconcileError::Read)?;
+    if fresh.uid().as_deref() != Some(uid) || decision::decide(fresh.status.as_ref(), key, &IssuerState::Known(Readiness::Ready)) != Decision::Sign {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let result = match key {
+        IssuerKey::Namespaced { namespace, name } => match c.issuers.get(&ObjectRef::new(name).within(namespace)) {
+            Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
+            None => Err(SignFailure::Retryable { reason: "IssuerMissing", message: format!("{key} disappeared") }),
+        },
+        IssuerKey::Cluster { name } => match c.cluster_issuers.get(&ObjectRef::new(name)) {
+            Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
+            None => Err(SignFailure::Retryable { reason: "IssuerMissing", message: format!("{key} disappeared") }),
+        },
+    };
+    match result {
+        Ok(issued) => {
+            let status = CertificateRequestStatus {
+                conditions: vec![ready_condition(&fresh, "True", reason::ISSUED, &issued.message)],
+                certificate: Some(ByteString(issued.certificate.into_bytes())),
+                ca: Some(ByteString(issued.ca.into_bytes())),
+                failure_time: None,
+            };
+            apply_status(ctx, &fresh, &status).await?;
+            finish(&c.memory, uid);
+            ctx.metrics.count_request(reason::ISSUED);
+            if let Some(created) = fresh.creation_timestamp() {
+                let age = Timestamp::now().duration_since(created.0).as_secs_f64();
+                ctx.metrics.issuance_duration.observe(age.max(0.0));
+            }
+            tracing::info!(request = %fresh.name_any(), namespace = %fresh.namespace().unwrap_or_default(), issuer = %key, elapsed_ms = started.elapsed().as_millis() as u64, "Certificate issued");
+            ctx.event(&fresh, EventType::Normal, "Issued", issued.message, "Sign").await;
+            Ok(Action::await_change())
+        }
+        Err(SignFailure::Invalid(message)) => {
+            let mut status = CertificateRequestStatus {
+                conditions: vec![ready_condition(&fresh, "False", reason::FAILED, &message)],
+                failure_time: Some(Time(Timestamp::now())),
+                ..Default::default()
+            };
+            status.conditions.push(RequestCondition {
+                type_: CONDITION_INVALID_REQUEST.into(),
+                status: "True".into(),
+                reason: Some("InvalidRequest".into()),
+                message: Some(message.clone()),
+                last_transition_time: Some(Time(Timestamp::now())),
+                observed_generation: fresh.meta().generation,
+            });
+            apply_status(ctx, &fresh, &status).await?;
+            finish(&c.memory, uid);
+            ctx.metrics.count_request("InvalidRequest");
+            ctx.event(&fresh, EventType::Warning, "PermanentError", message, "Sign").await;
+            Ok(Action::await_change())
+        }
+        Err(SignFailure::Permanent { reason: why, message }) => {
+            fail(c, &fresh, uid, why, &message).await
+        }
+        Err(SignFailure::Retryable { reason: why, message }) => retry_later(c, &fresh, uid, why, message).await,
+        Err(SignFailure::Auth(message)) => {
+            match key {
+                IssuerKey::Namespaced { namespace, name } => {
+                    if let Some(i) = c.issuers.get(&ObjectRef::new(name).within(namespace)) {
+                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message).await;
+                    }
+                }
+                IssuerKey::Cluster { name } => {
+                    if let Some(i) = c.cluster_issuers.get(&ObjectRef::new(name)) {
+                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message).await;
+                    }
+                }
+            }
+            retry_later(c, &fresh, uid, "CARejectedToken", format!("step-ca refused the signing token: {message}")).await
+        }
+    }
+}
+
+async fn fail(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &str, message: &str) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    let status = CertificateRequestStatus {
+        conditions: vec![ready_condition(cr, "False", reason::FAILED, message)],
+        failure_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    };
+    apply_status(ctx, cr, &status).await?;
+    finish(&c.memory, uid);
+    ctx.metrics.count_request(why);
+    tracing::warn!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), reason = why, "CertificateRequest failed");
+    ctx.event(cr, EventType::Warning, "PermanentError", message.to_string(), "Sign").await;
+    Ok(Action::await_change())
+}
+
+async fn retry_later(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &'static str, message: String) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    let attempts = c.memory.retries.lock().unwrap_or_else(|p| p.into_inner()).get(uid).map_or(0, |(n, _)| *n);
+    let created = cr.creation_timestamp().map_or_else(Timestamp::now, |t| t.0);
+    match decision::retry(created, Timestamp::now(), attempts, ctx.settings.max_retry_duration) {
+        Retry::GiveUp => {
+            let message = format!(
+                "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
+                ctx.settings.max_retry_duration.as_secs()
+            );
+            fail(c, cr, uid, why, &message).await
+        }
+        Retry::After(delay) => {
+            c.memory
+                .retries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid.to_string(), (attempts + 1, Instant::now() + delay));
+            let message = format!("Failed to sign, will retry in {}s: {message}", delay.as_secs().max(1));
+            ctx.metrics.count_request(why);
+            tracing::info!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), reason = why, attempt = attempts + 1, "Signing failed; will retry");
+            if pending_message(cr) != Some(message.as_str()) {
+                write_ready(ctx, cr, "False", reason::PENDING, &message, false).await?;
+                ctx.event(cr, EventType::Warning, "RetryableError", message, "Sign").await;
+            }
+            Ok(Action::requeue(delay))
+        }
+    }
+}
+
+struct Issued {
+    certificate: String,
+    ca: String,
+    message: String,
+}
+
+async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateRequest) -> Result<Issued, SignFailure> {
+    // Validate the request before touching the CA: a bad CSR never costs a token.
+    let csr = pki::csr::parse_csr(&cr.spec.request.0).map_err(|e| SignFailure::Invalid(format!("The CSR is not acceptable: {e}")))?;
+    let not_after = match cr.spec.duration.as_deref() {
+        None | Some("") => None,
+        Some(d) => match parse_go_duration(d) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(to_go_seconds(d)),
+            Err(e) => return Err(SignFailure::Invalid(format!("spec.duration: {e}"))),
+        },
+    };
+    let sans = csr.sans();
+    let Some(subject) = step::token::subject_for(csr.common_name.as_deref(), &sans) else {
+        return Err(SignFailure::Invalid(
+            "The CSR has neither a common name nor subject alternative names: add dnsNames, ipAddresses, uris or emailAddresses to the Certificate".into(),
+        ));
+    };
+
+    let signer = match ctx.signers.current(&issuer.key(), &issuer.uid().unwrap_or_default(), issuer.meta().generation.unwrap_or_default()).await {
+        Some(s) => s,
+        None => match ctx.signer_for(issuer).await {
+            Ok((s, _)) => s,
+            Err(e) if e.is_transient() => {
+                return Err(SignFailure::Retryable { reason: e.reason(), message: e.to_string() });
+            }
+            // The issuer reconciler will report this on the issuer; the request waits.
+            Err(e) => return Err(SignFailure::Retryable { reason: e.reason(), message: format!("{} is not usable: {e}", issuer.key()) }),
+        },
+    };
+
+    let started = Instant::now();
+    let result = signer.sign(&csr.pem, &subject, &sans, not_after).await;
+    ctx.metrics.observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
+    let response = match result {
+        Ok(r) => r,
+        Err(e) if e.is_auth_failure() => return Err(SignFailure::Auth(e.to_string())),
+        Err(e) if e.is_retryable() => return Err(SignFailure::Retryable { reason: e.reason(), message: e.to_string() }),
+        Err(e) => {
+            return Err(SignFailure::Permanent {
+                reason: e.reason(),
+                message: format!("step-ca refused to sign: {e}"),
+            });
+        }
+    };
+    let issued = pki::chain::verify_issued(&response.cert_chain, &csr.public_key_der, chrono::Utc::now()).map_err(|e| SignFailure::Permanent {
+        reason: e.reason(),
+        message: format!("step-ca returned an unusable certificate: {e}"),
+    })?;
+    let chain_infos = pki::chain::parse_pem_chain(issued.certificate_pem.as_bytes()).map_err(|e| SignFailure::Permanent {
+        reason: e.reason(),
+        message: format!("step-ca returned an unusable certificate: {e}"),
+    })?;
+    let ca = pki::chain::signing_root(&chain_infos, signer.roots_pem())
+        .ok()
+        .flatten()
+        .or_else(|| signer.roots_pem().first().cloned())
+        .unwrap_or_default();
+    Ok(Issued {
+        certificate: issued.certificate_pem,
+        ca,
+        message: format!(
+            "Certificate issued by {} for {subject:?}, valid until {}",
+            issuer.key(),
+            issued.not_after.to_rfc3339()
+        ),
+    })
+}
+
+fn ready_condition(cr: &CertificateRequest, status: &str, why: &str, message: &str) -> RequestCondition {
+    // Keep the transition time while the status holds, as cert-manager does.
+    let previous = cr
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(CONDITION_READY))
+        .filter(|c| c.status == status)
+        .and_then(|c| c.last_transition_time.clone());
+    RequestCondition {
+        type_: CONDITION_READY.into(),
+        status: status.into(),
+        reason: Some(why.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(previous.unwrap_or(Time(Timestamp::now()))),
+        observed_generation: cr.meta().generation,
+    }
+}
+
+async fn write_ready(
+    ctx: &Context,
+    cr: &CertificateRequest,
+    status: &str,
+    why: &str,
+    message: &str,
+    failed: bool,
+) -> Result<(), ReconcileError> {
+    let status = CertificateRequestStatus {
+        conditions: vec![ready_condition(cr, status, why, message)],
+        failure_time: failed.then(|| Time(Timestamp::now())),
+        ..Default::default()
+    };
+    apply_status(ctx, cr, &status).await
+}
+
+async fn apply_status(ctx: &Context, cr: &CertificateRequest, status: &CertificateRequestStatus) -> Result<(), ReconcileError> {
+    let api = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "status": status,
+    });
+    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(ReconcileError::Status)?;
+    Ok(())
+}
+
+fn error_policy(cr: Arc<CertificateRequest>, err: &ReconcileError, _c: Arc<RequestCtx>) -> Action {
+    tracing::warn!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), error = %err, "CertificateRequest reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert_manager::{CertificateRequestSpec, IssuerRef};
+
+    #[test]
+    fn slim_drops_bytes_of_finished_requests_only() {
+        let mut cr = CertificateRequest::new(
+            "r",
+            CertificateRequestSpec {
+                request: ByteString(b"csr".to_vec()),
+                issuer_ref: IssuerRef::default(),
+                ..Default::default()
+            },
+        );
+        let open = slim(cr.clone());
+        assert_eq!(open.spec.request.0, b"csr");
+        cr.status = Some(CertificateRequestStatus {
+            conditions: vec![RequestCondition {
+                type_: CONDITION_READY.into(),
+                status: "True".into(),
+                reason: Some(reason::ISSUED.into()),
+                ..Default::default()
+            }],
+            certificate: Some(ByteString(b"long pem".to_vec())),
+            ca: Some(ByteString(b"root".to_vec())),
+            failure_time: None,
+        });
+        let done = slim(cr);
+        assert!(done.spec.request.0.is_empty());
+        let status = done.status.unwrap();
+        assert_eq!(status.ca, None);
+        // Still recognisably finished for decide().
+        assert!(status.certificate.is_some());
+    }
+}

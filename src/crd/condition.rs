@@ -1,0 +1,116 @@
+//! Pure helpers for the issuers' `Ready` condition (`metav1.Condition` shape).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+pub const READY: &str = "Ready";
+
+/// Builds the `Ready` condition, keeping `lastTransitionTime` from `previous` when the status did
+/// not flip, so that `kubectl get` shows how long the issuer has been in its state.
+pub fn ready(
+    previous: &[Condition],
+    ready: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == READY && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// What an issuer's status says about its ability to sign right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Ready=False (or Unknown) with the reason and message to relay to waiting requests.
+    NotReady { reason: String, message: String },
+    /// No condition yet, or one written for an older generation of the spec.
+    NotChecked,
+}
+
+pub fn readiness(conditions: &[Condition], generation: Option<i64>) -> Readiness {
+    match conditions.iter().find(|c| c.type_ == READY) {
+        None => Readiness::NotChecked,
+        Some(c) if c.observed_generation.is_some() && c.observed_generation != generation => {
+            Readiness::NotChecked
+        }
+        Some(c) if c.status == "True" => Readiness::Ready,
+        Some(c) => Readiness::NotReady {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(status: &str, generation: Option<i64>, at: i64) -> Condition {
+        Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: "M".into(),
+            observed_generation: generation,
+            last_transition_time: Time(Timestamp::from_second(at).unwrap()),
+        }
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_holds() {
+        let now = Timestamp::from_second(2000).unwrap();
+        let prev = [cond("True", Some(1), 1000)];
+        let same = ready(&prev, true, "Verified", "ok", Some(2), now);
+        assert_eq!(same.last_transition_time.0.as_second(), 1000);
+        assert_eq!(same.observed_generation, Some(2));
+        let flipped = ready(&prev, false, "WrongPassword", "bad", Some(2), now);
+        assert_eq!(flipped.last_transition_time.0.as_second(), 2000);
+        assert_eq!(flipped.status, "False");
+        let first = ready(&[], true, "Verified", "ok", Some(1), now);
+        assert_eq!(first.last_transition_time.0.as_second(), 2000);
+    }
+
+    #[test]
+    fn readiness_table() {
+        let cases = [
+            (vec![], Some(1), Readiness::NotChecked),
+            (vec![cond("True", Some(1), 0)], Some(1), Readiness::Ready),
+            (vec![cond("True", Some(1), 0)], Some(2), Readiness::NotChecked),
+            // step-issuer's status had no observedGeneration: trust it until we write ours.
+            (vec![cond("True", None, 0)], Some(3), Readiness::Ready),
+            (
+                vec![cond("False", Some(1), 0)],
+                Some(1),
+                Readiness::NotReady {
+                    reason: "R".into(),
+                    message: "M".into(),
+                },
+            ),
+            (
+                vec![cond("Unknown", Some(1), 0)],
+                Some(1),
+                Readiness::NotReady {
+                    reason: "R".into(),
+                    message: "M".into(),
+                },
+            ),
+        ];
+        for (conds, generation, want) in cases {
+            assert_eq!(readiness(&conds, generation), want, "{conds:?} gen {generation:?}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `StepIssuer` and `StepClusterIssuer`.
+//!
+//! Every manifest valid for smallstep/step-issuer v1beta1 is valid here with the same meaning.
+//! Additions are optional: `caBundle` and `kid` may be omitted, `passwordRef.namespace` may be
+//! omitted on a cluster issuer, and the status uses `metav1.Condition` with `observedGeneration`.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A StepIssuer signs cert-manager CertificateRequests in its own namespace with a step-ca JWK
+/// provisioner. Reference it from a Certificate with
+/// `issuerRef: {group: certmanager.step.sm, kind: StepIssuer, name: <name>}`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "certmanager.step.sm",
+    version = "v1beta1",
+    kind = "StepIssuer",
+    namespaced,
+    status = "IssuerStatus",
+    shortname = "stepiss",
+    category = "step",
+    category = "cert-manager",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":0,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StepIssuerSpec {
+    /// Base URL of step-ca, for example `https://step-ca.step.svc.cluster.local`. Its host must be
+    /// one of the CA's `dnsNames`: it is the audience of the one-time tokens.
+    pub url: String,
+
+    /// PEM bundle of the root certificate(s) that step-ca's TLS certificate chains to, base64
+    /// encoded in YAML (`base64 -w0 root_ca.crt`). A single DER certificate is accepted too, for
+    /// compatibility. When omitted, the system roots are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ByteString>,
+
+    /// The JWK provisioner that authorises signing.
+    pub provisioner: Provisioner,
+}
+
+/// A StepClusterIssuer signs CertificateRequests in every namespace with a step-ca JWK
+/// provisioner. Reference it with
+/// `issuerRef: {group: certmanager.step.sm, kind: StepClusterIssuer, name: <name>}`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "certmanager.step.sm",
+    version = "v1beta1",
+    kind = "StepClusterIssuer",
+    status = "IssuerStatus",
+    shortname = "stepclusteriss",
+    category = "step",
+    category = "cert-manager",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":0,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StepClusterIssuerSpec {
+    /// Base URL of step-ca, for example `https://step-ca.step.svc.cluster.local`. Its host must be
+    /// one of the CA's `dnsNames`: it is the audience of the one-time tokens.
+    pub url: String,
+
+    /// PEM bundle of the root certificate(s) that step-ca's TLS certificate chains to, base64
+    /// encoded in YAML (`base64 -w0 root_ca.crt`). A single DER certificate is accepted too, for
+    /// compatibility. When omitted, the system roots are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<ByteString>,
+
+    /// The JWK provisioner that authorises signing.
+    pub provisioner: Provisioner,
+}
+
+/// A step-ca JWK provisioner and where its password comes from. Exactly one of `passwordRef`,
+/// `passwordEnv` and `passwordFile` must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Provisioner {
+    /// Name of the JWK provisioner in step-ca's configuration (`step ca provisioner list`).
+    pub name: String,
+
+    /// Key id of the provisioner (`key.kid` in `step ca provisioner list`). When omitted, the
+    /// provisioner is found by `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+
+    /// The Secret key holding the provisioner password. The value is used verbatim: write it
+    /// without a trailing newline (`kubectl create secret generic --from-literal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_ref: Option<PasswordRef>,
+
+    /// StepClusterIssuer only: the name of an environment variable of the controller holding the
+    /// password. Refused on a StepIssuer, because it would let any namespace use the
+    /// controller's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+
+    /// StepClusterIssuer only: a file in the controller's container holding the password
+    /// (trailing whitespace is trimmed). Refused on a StepIssuer for the same reason as
+    /// `passwordEnv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PasswordRef {
+    /// Name of the Secret.
+    pub name: String,
+
+    /// Key within the Secret's `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+
+    /// Namespace of the Secret. A StepIssuer always reads its own namespace (a different value is
+    /// refused). A StepClusterIssuer reads this namespace, or the controller's
+    /// `--cluster-resource-namespace` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Observed state of an issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerStatus {
+    /// `Ready` tells whether the issuer can sign: True with reason `Verified`, or False with a
+    /// reason and a message naming the cause and the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+}
+
+fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = generator.subschema_for::<Vec<Condition>>();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("x-kubernetes-list-type".into(), "map".into());
+        obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    }
+    schema
+}
+
+/// The parts of a spec shared by both kinds, so that validation and reconciliation are written
+/// once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssuerSpecView<'a> {
+    pub url: &'a str,
+    pub ca_bundle: Option<&'a [u8]>,
+    pub provisioner: &'a Provisioner,
+}
+
+impl StepIssuerSpec {
+    pub fn view(&self) -> IssuerSpecView<'_> {
+        IssuerSpecView {
+            url: &self.url,
+            ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+            provisioner: &self.provisioner,
+        }
+    }
+}
+
+impl StepClusterIssuerSpec {
+    pub fn view(&self) -> IssuerSpecView<'_> {
+        IssuerSpecView {
+            url: &self.url,
+            ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
+            provisioner: &self.provisioner,
+        }
+    }
+}

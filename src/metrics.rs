@@ -1,0 +1,118 @@
+//! Prometheus metrics, prefix `step_operator_`. Labels carry stable reason strings and kinds,
+//! never object names, so cardinality stays bounded.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaRequestLabels {
+    pub operation: String,
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Creation of a CertificateRequest to its certificate being written.
+    pub issuance_duration: Histogram,
+    /// Outcomes of CertificateRequest reconciles that changed something, by reason.
+    pub requests: Family<ResultLabels, Counter>,
+    /// Issuers whose Ready condition is True, by kind.
+    pub issuers_ready: Family<KindLabels, Gauge>,
+    /// Latency of calls to step-ca by operation (`sign`, `connect`, `health`) and outcome.
+    pub ca_request_duration: Family<CaRequestLabels, Histogram>,
+    /// Admission reviews answered by the webhook.
+    pub admission_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("step_operator");
+        let issuance_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "issuance_duration_seconds",
+            "Seconds from a CertificateRequest's creation to its certificate being written",
+            issuance_duration.clone(),
+        );
+        let requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_requests",
+            "CertificateRequest outcomes by result reason",
+            requests.clone(),
+        );
+        let issuers_ready = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "issuers_ready",
+            "Issuers whose Ready condition is True",
+            issuers_ready.clone(),
+        );
+        let ca_request_duration =
+            Family::<CaRequestLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            });
+        registry.register(
+            "ca_request_duration_seconds",
+            "Latency of step-ca calls by operation and outcome",
+            ca_request_duration.clone(),
+        );
+        let admission_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an AdmissionReview",
+            admission_duration.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            issuance_duration,
+            requests,
+            issuers_ready,
+            ca_request_duration,
+            admission_duration,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        encode(&mut out, &registry)?;
+        Ok(out)
+    }
+
+    pub fn count_request(&self, result: &str) {
+        self.requests
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_ca(&self, operation: &str, ok: bool, seconds: f64) {
+        self.ca_request_duration
+            .get_or_create(&CaRequestLabels {
+                operation: operation.to_string(),
+                outcome: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .observe(seconds);
+    }
+}
