@@ -4,17 +4,17 @@
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A request to sign a CSR, created by cert-manager for a Certificate (or by hand).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "cert-manager.io",
     version = "v1",
     kind = "CertificateRequest",
     namespaced,
-    status = "CertificateRequestStatus"
+    status = "CertificateRequestStatus",
+    schema = "disabled"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRequestSpec {
@@ -29,7 +29,7 @@ pub struct CertificateRequestSpec {
 }
 
 /// Which issuer should sign. `group` empty or absent means cert-manager's own `cert-manager.io`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerRef {
     pub name: String,
@@ -39,7 +39,7 @@ pub struct IssuerRef {
     pub group: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -55,7 +55,7 @@ pub struct CertificateRequestStatus {
 }
 
 /// cert-manager's own condition type (not `metav1.Condition`: reason and message are optional).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestCondition {
     #[serde(rename = "type")]

@@ -16,8 +16,9 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, metadata_watcher, watcher};
-use kube::{Resource, ResourceExt};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::ResourceExt;
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::issuer_spec::{PasswordSource, validate};
@@ -69,8 +70,9 @@ pub async fn run<K: IssuerObject>(
     let api = K::api(ctx.client.clone(), None);
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
-    let secrets = metadata_watcher(
-        Api::<Secret>::all(ctx.client.clone()),
+    // Metadata only: the controller never holds the bodies of the cluster's Secrets.
+    let secrets = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()

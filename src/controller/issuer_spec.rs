@@ -203,18 +203,18 @@ mod tests {
         };
         type Case = (Provisioner, Option<&'static str>, Result<PasswordSource, &'static str>);
         let cases: Vec<Case> = vec![
-            (prov(pref("pw", Some("password"), None), Some("team"), Ok(secret("team"))),
-            (prov(pref("pw", Some("password"), Some("team")), Some("team"), Ok(secret("team"))),
-            (prov(pref("pw", Some("password"), Some("other")), Some("team"), Err("differs from the StepIssuer's namespace")),
-            (prov(pref("pw", Some("password"), Some("other")), None, Ok(secret("other"))),
-            (prov(pref("pw", Some("password"), None), None, Ok(secret("step-operator"))),
-            (prov(pref("pw", None, None), None, Err("passwordRef.key is empty")),
+            (prov(pref("pw", Some("password"), None), None, None), Some("team"), Ok(secret("team"))),
+            (prov(pref("pw", Some("password"), Some("team")), None, None), Some("team"), Ok(secret("team"))),
+            (prov(pref("pw", Some("password"), Some("other")), None, None), Some("team"), Err("differs from the StepIssuer's namespace")),
+            (prov(pref("pw", Some("password"), Some("other")), None, None), None, Ok(secret("other"))),
+            (prov(pref("pw", Some("password"), None), None, None), None, Ok(secret("step-operator"))),
+            (prov(pref("pw", None, None), None, None), None, Err("passwordRef.key is empty")),
             (prov(None, Some("PW"), None), None, Ok(PasswordSource::Env("PW".into()))),
             (prov(None, None, Some("/pw")), None, Ok(PasswordSource::File("/pw".into()))),
             (prov(None, Some("PW"), None), Some("team"), Err("only on a StepClusterIssuer")),
             (prov(None, None, Some("/pw")), Some("team"), Err("only on a StepClusterIssuer")),
             (prov(None, None, None), None, Err("must be set")),
-            (prov(pref("", None, None), None, Err("must be set")),
+            (prov(pref("", None, None), None, None), None, Err("must be set")),
             (prov(pref("pw", Some("k"), None), Some("PW"), Some("/f")), None, Err("only one of")),
         ];
         for (p, ns, want) in cases {

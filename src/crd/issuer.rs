@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
     group = "certmanager.step.sm",
     version = "v1beta1",
     kind = "StepIssuer",
+    doc = "A StepIssuer signs cert-manager CertificateRequests in its namespace through a step-ca JWK provisioner.",
     namespaced,
     status = "IssuerStatus",
     shortname = "stepiss",
@@ -38,6 +39,7 @@ pub struct StepIssuerSpec {
     /// encoded in YAML (`base64 -w0 root_ca.crt`). A single DER certificate is accepted too, for
     /// compatibility. When omitted, the system roots are trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "byte_string_schema")]
     pub ca_bundle: Option<ByteString>,
 
     /// The JWK provisioner that authorises signing.
@@ -52,6 +54,7 @@ pub struct StepIssuerSpec {
     group = "certmanager.step.sm",
     version = "v1beta1",
     kind = "StepClusterIssuer",
+    doc = "A StepClusterIssuer signs cert-manager CertificateRequests in every namespace through a step-ca JWK provisioner.",
     status = "IssuerStatus",
     shortname = "stepclusteriss",
     category = "step",
@@ -71,6 +74,7 @@ pub struct StepClusterIssuerSpec {
     /// encoded in YAML (`base64 -w0 root_ca.crt`). A single DER certificate is accepted too, for
     /// compatibility. When omitted, the system roots are trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "byte_string_schema")]
     pub ca_bundle: Option<ByteString>,
 
     /// The JWK provisioner that authorises signing.
@@ -135,6 +139,11 @@ pub struct IssuerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// `caBundle` stays a base64 `format: byte` string, exactly as in step-issuer's CRD.
+fn byte_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "format": "byte"})
 }
 
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
