@@ -1,1 +1,3 @@
 //! step-operator: step-ca for Kubernetes.
+
+pub mod pki;
