@@ -638,7 +638,7 @@ pub(crate) mod tests {
         assert_eq!(got.as_deref(), Some(norm(&p.root.pem).as_str()));
         // Errors.
         assert_eq!(
-            signing_root(&[], &[p.root.pem.clone()]).unwrap_err(),
+            signing_root(&[], std::slice::from_ref(&p.root.pem)).unwrap_err(),
             Error::EmptyChain
         );
         assert!(signing_root(&issued.chain, &["junk".to_owned()]).is_err());

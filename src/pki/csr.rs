@@ -593,7 +593,7 @@ mod tests {
             ),
             (
                 "truncated",
-                p256[..p256.len() / 2].as_bytes().to_vec(),
+                p256.as_bytes()[..p256.len() / 2].to_vec(),
                 "InvalidPem",
             ),
             (
