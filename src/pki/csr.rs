@@ -93,6 +93,18 @@ impl Csr {
         out.extend(self.emails.iter().cloned());
         out
     }
+
+    /// The token subject (`sub`) step-issuer would use for this CSR: the common name, or else
+    /// the first SAN (in [`Csr::sans`] order) that is not `localhost` or `127.0.0.1`. `None` when
+    /// there is neither.
+    pub fn token_subject(&self) -> Option<String> {
+        if let Some(cn) = &self.common_name {
+            return Some(cn.clone());
+        }
+        self.sans()
+            .into_iter()
+            .find(|s| s != "localhost" && s != "127.0.0.1")
+    }
 }
 
 /// Text form of an IP address as Go's `net.IP.String()` writes it.
@@ -533,6 +545,28 @@ mod tests {
                 "admin@example.com"
             ]
         );
+    }
+
+    #[test]
+    fn token_subject_cases() {
+        let dns = |s: &str| SanType::DnsName(s.try_into().unwrap());
+        let ip = |s: &str| SanType::IpAddress(s.parse().unwrap());
+        let cases: Vec<(&str, Vec<SanType>, Option<&str>)> = vec![
+            ("cn.example", vec![dns("a.example")], Some("cn.example")),
+            (
+                "",
+                vec![dns("localhost"), ip("127.0.0.1"), dns("b.example")],
+                Some("b.example"),
+            ),
+            ("", vec![ip("127.0.0.1"), ip("10.0.0.1")], Some("10.0.0.1")),
+            ("", vec![dns("localhost")], None),
+            ("", vec![], None),
+        ];
+        for (cn, sans, want) in cases {
+            let pem = rcgen_csr(&rcgen::PKCS_ECDSA_P256_SHA256, cn, sans);
+            let csr = parse_csr(pem.as_bytes()).unwrap();
+            assert_eq!(csr.token_subject().as_deref(), want, "{cn:?}");
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) fn pem_blocks(
     }
     let blocks = pem::parse_many(input).map_err(|e| Error::InvalidPem {
         expected,
-        detail: e.to_string(),
+        detail: describe_pem_error(&e),
     })?;
     if blocks.len() != begins {
         return Err(Error::InvalidPem {
@@ -49,6 +49,25 @@ pub(crate) fn pem_blocks(
         });
     }
     Ok(blocks)
+}
+
+/// Describes a PEM error without echoing the input's data (it may be a private key).
+fn describe_pem_error(e: &pem::PemError) -> String {
+    use crate::pki::csr::truncate;
+    match e {
+        pem::PemError::MismatchedTags(begin, end) => format!(
+            "the BEGIN label {:?} and the END label {:?} differ",
+            truncate(begin, 40),
+            truncate(end, 40)
+        ),
+        pem::PemError::InvalidData(_) => "a block's base64 body does not decode".to_owned(),
+        pem::PemError::InvalidHeader(_) => "a block has a malformed header line".to_owned(),
+        pem::PemError::NotUtf8(_) => "a block's label or header is not UTF-8".to_owned(),
+        pem::PemError::MissingData => "a block has no data".to_owned(),
+        pem::PemError::MissingBeginTag
+        | pem::PemError::MissingEndTag
+        | pem::PemError::MalformedFraming => "a block's BEGIN/END lines are malformed".to_owned(),
+    }
 }
 
 /// Encodes DER as a PEM block with the given label, LF line endings, ending with `\n`.
@@ -101,5 +120,12 @@ mod tests {
             let got = format!("{err:?}");
             assert!(got.starts_with(want), "{input:?}: got {got}, want {want}");
         }
+    }
+
+    #[test]
+    fn pem_errors_do_not_echo_data() {
+        let input = b"-----BEGIN PRIVATE KEY-----\nc2VjcmV0c2VjcmV0 @@ c2VjcmV0\n-----END PRIVATE KEY-----\n";
+        let err = pem_blocks(input, "CERTIFICATE", "x509").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("c2Vjc"), "{err:?}");
     }
 }
