@@ -13,6 +13,7 @@ use x509_parser::error::X509Error;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
+use super::csr::KeyInfo;
 use super::error::CERTIFICATE_LABEL;
 use super::{Error, Result};
 
@@ -162,15 +163,19 @@ fn serial_hex(raw: &[u8]) -> String {
 /// Whether `child` was issued by `issuer`: the issuer name of `child` equals the subject name of
 /// `issuer` (byte for byte) and `child`'s signature verifies with `issuer`'s key.
 ///
-/// ring cannot verify every algorithm (notably ECDSA P-521 and ECDSA with SHA-512); for those
-/// the name match alone decides. The chain comes from step-ca over an authenticated TLS
-/// connection, so this check guards against mistakes, not forgery.
+/// ring cannot verify signatures made with ECDSA P-521 keys; when the issuer's key is P-521 the
+/// name match alone decides. The chain comes from step-ca over an authenticated TLS connection,
+/// so this check guards against mistakes, not forgery. Any other signature that cannot be
+/// verified counts as not issued.
 fn issued_by(child: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> bool {
     if child.issuer().as_raw() != issuer.subject().as_raw() {
         return false;
     }
     match child.verify_signature(Some(issuer.public_key())) {
-        Ok(()) | Err(X509Error::SignatureUnsupportedAlgorithm) => true,
+        Ok(()) => true,
+        Err(X509Error::SignatureUnsupportedAlgorithm) => {
+            super::csr::key_info(issuer.public_key()) == Ok(KeyInfo::Ecdsa { curve: "P-521" })
+        }
         Err(_) => false,
     }
 }
@@ -642,6 +647,32 @@ pub(crate) mod tests {
             Error::EmptyChain
         );
         assert!(signing_root(&issued.chain, &["junk".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn p521_issuer_falls_back_to_name_match() {
+        // leaf (P-256, ecdsa-with-SHA512) signed by a self-signed P-521 root, made with openssl.
+        let text = include_str!("testdata/chain-p521-root.pem");
+        let certs = parse_pem_chain(text.as_bytes()).unwrap();
+        assert_eq!(certs.len(), 2);
+        let csr_key = certs[0].public_key_der.clone();
+        let issued = verify_issued(&[text.to_owned()], &csr_key, now()).unwrap();
+        assert_eq!(issued.chain.len(), 1);
+        assert_eq!(
+            issued.appended_root.as_ref().unwrap().subject,
+            "CN=P521 Root"
+        );
+        let other = root("Other Root");
+        let got = signing_root(&issued.chain, &[other.pem.clone(), certs[1].pem.clone()]).unwrap();
+        assert_eq!(got.as_deref(), Some(certs[1].pem.as_str()));
+
+        // An impostor with the same name but a P-256 key is not accepted: the fallback only
+        // applies to P-521 issuers.
+        let impostor = root("P521 Root");
+        let chain = vec![certs[0].pem.clone(), impostor.pem.clone()];
+        let err = verify_issued(&chain, &csr_key, now()).unwrap_err();
+        assert_eq!(err, Error::ChainOrder { index: 0 });
+        assert_eq!(signing_root(&issued.chain, &[impostor.pem]).unwrap(), None);
     }
 
     #[test]

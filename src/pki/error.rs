@@ -201,3 +201,77 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_reasons() {
+        let cases: Vec<(Error, &str, &str)> = vec![
+            (
+                Error::NoPemBlock {
+                    expected: CSR_LABEL,
+                },
+                "InvalidRequest",
+                "-----BEGIN CERTIFICATE REQUEST-----",
+            ),
+            (
+                Error::NoPemBlock {
+                    expected: CERTIFICATE_LABEL,
+                },
+                "InvalidCertificate",
+                "-----BEGIN CERTIFICATE-----",
+            ),
+            (
+                Error::NotPem {
+                    expected: CSR_LABEL,
+                    tool: "req",
+                },
+                "InvalidRequest",
+                "openssl req -inform DER",
+            ),
+            (
+                Error::MultiplePemBlocks { count: 2 },
+                "InvalidRequest",
+                "found 2",
+            ),
+            (
+                Error::WeakRsaKey { bits: 1024 },
+                "InvalidRequest",
+                "use at least 2048 bits",
+            ),
+            (
+                Error::BadCsrSignature,
+                "InvalidRequest",
+                "generate a new CSR",
+            ),
+            (
+                Error::ChainOrder { index: 0 },
+                "InvalidCertificate",
+                "certificate 0 of the chain is not signed by certificate 1",
+            ),
+            (
+                Error::KeyMismatch,
+                "InvalidCertificate",
+                "does not match the CSR",
+            ),
+            (
+                Error::Expired {
+                    not_after: "2021-01-01T00:00:00+00:00".into(),
+                },
+                "InvalidCertificate",
+                "expired at 2021",
+            ),
+            (
+                Error::KeyGeneration { detail: "x".into() },
+                "KeyGenerationFailed",
+                "key generation failed: x",
+            ),
+        ];
+        for (err, reason, text) in cases {
+            assert_eq!(err.reason(), reason, "{err:?}");
+            assert!(err.to_string().contains(text), "{err} lacks {text}");
+        }
+    }
+}
