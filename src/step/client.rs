@@ -201,7 +201,9 @@ pub(crate) fn normalise_url(raw: &str) -> Result<String> {
     let trimmed = raw.trim();
     let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
     if parsed.scheme() != "https" {
-        return Err(invalid("the scheme must be https (step-ca only serves HTTPS)"));
+        return Err(invalid(
+            "the scheme must be https (step-ca only serves HTTPS)",
+        ));
     }
     let host = parsed
         .host_str()
@@ -227,8 +229,8 @@ pub(crate) fn normalise_url(raw: &str) -> Result<String> {
 /// Parses a PEM bundle into certificates. Rejects DER, empty input and non-certificate blocks.
 pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certificate>> {
     let invalid = |detail: String| Error::InvalidCaBundle { detail };
-    let blocks = pem::parse_many(pem_bundle)
-        .map_err(|e| invalid(format!("it is not valid PEM ({e})")))?;
+    let blocks =
+        pem::parse_many(pem_bundle).map_err(|e| invalid(format!("it is not valid PEM ({e})")))?;
     if blocks.is_empty() {
         return Err(invalid(if pem_bundle.first() == Some(&0x30) {
             "it looks like DER, not PEM".to_owned()
@@ -345,7 +347,11 @@ impl Client {
                 q.append_pair("limit", &PROVISIONER_PAGE_LIMIT.to_string());
             }
             let page: ProvisionersPage = self
-                .send_json(self.inner.http.get(url), "/1.0/provisioners", ACTION_PROVISIONERS)
+                .send_json(
+                    self.inner.http.get(url),
+                    "/1.0/provisioners",
+                    ACTION_PROVISIONERS,
+                )
                 .await?;
             out.extend(page.provisioners.into_iter().map(|p| ProvisionerInfo {
                 kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
@@ -400,7 +406,11 @@ impl Client {
     pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse> {
         let url = self.endpoint("/1.0/sign")?;
         let raw: RawSignResponse = self
-            .send_json(self.inner.http.post(url).json(request), "/1.0/sign", ACTION_SIGN)
+            .send_json(
+                self.inner.http.post(url).json(request),
+                "/1.0/sign",
+                ACTION_SIGN,
+            )
             .await?;
         Ok(raw.into())
     }
@@ -551,11 +561,26 @@ mod tests {
 
     #[test]
     fn url_normalisation() {
-        assert_eq!(normalise_url("https://ca.example:9000/").unwrap(), "https://ca.example:9000");
-        assert_eq!(normalise_url(" https://ca.example ").unwrap(), "https://ca.example");
-        assert_eq!(normalise_url("https://ca.example:443").unwrap(), "https://ca.example");
-        assert_eq!(normalise_url("https://[::1]:9000").unwrap(), "https://[::1]:9000");
-        assert_eq!(normalise_url("https://127.0.0.1:9000").unwrap(), "https://127.0.0.1:9000");
+        assert_eq!(
+            normalise_url("https://ca.example:9000/").unwrap(),
+            "https://ca.example:9000"
+        );
+        assert_eq!(
+            normalise_url(" https://ca.example ").unwrap(),
+            "https://ca.example"
+        );
+        assert_eq!(
+            normalise_url("https://ca.example:443").unwrap(),
+            "https://ca.example"
+        );
+        assert_eq!(
+            normalise_url("https://[::1]:9000").unwrap(),
+            "https://[::1]:9000"
+        );
+        assert_eq!(
+            normalise_url("https://127.0.0.1:9000").unwrap(),
+            "https://127.0.0.1:9000"
+        );
         for bad in [
             "http://ca.example",
             "ca.example:9000",
@@ -584,7 +609,8 @@ mod tests {
         ] {
             let err = parse_ca_bundle(bad).unwrap_err();
             assert!(
-                err.to_string().contains("caBundle must be PEM certificates"),
+                err.to_string()
+                    .contains("caBundle must be PEM certificates"),
                 "{err}"
             );
             assert_eq!(err.reason(), "InvalidCABundle");
@@ -596,9 +622,10 @@ mod tests {
         let raw: RawSignResponse = serde_json::from_str(r#"{"crt":"L","ca":"I"}"#).unwrap();
         let resp: SignResponse = raw.into();
         assert_eq!(resp.cert_chain, vec!["L", "I"]);
-        let raw: RawSignResponse =
-            serde_json::from_str(r#"{"crt":"L","ca":"I","certChain":["L","I","J"],"tlsOptions":{}}"#)
-                .unwrap();
+        let raw: RawSignResponse = serde_json::from_str(
+            r#"{"crt":"L","ca":"I","certChain":["L","I","J"],"tlsOptions":{}}"#,
+        )
+        .unwrap();
         assert_eq!(SignResponse::from(raw).cert_chain, vec!["L", "I", "J"]);
     }
 
@@ -626,7 +653,10 @@ mod tests {
         assert_eq!(client.audience_sign(), format!("{}/1.0/sign", ca.url));
         client.health().await.unwrap();
         assert_eq!(client.version().await.unwrap().version, "0.30.2");
-        assert_eq!(client.roots().await.unwrap(), vec![ca.certs.root_pem.clone()]);
+        assert_eq!(
+            client.roots().await.unwrap(),
+            vec![ca.certs.root_pem.clone()]
+        );
 
         let provs = client.provisioners().await.unwrap();
         assert_eq!(
@@ -634,11 +664,17 @@ mod tests {
             ["acme", "admin", "admin", "ed"]
         );
         assert!(!provs[0].is_jwk());
-        assert!(provs[1].is_jwk() && provs[2].is_jwk(), "type is case-insensitive");
+        assert!(
+            provs[1].is_jwk() && provs[2].is_jwk(),
+            "type is case-insensitive"
+        );
         assert_eq!(provs[1].kid.as_deref(), Some(ca.other_kid.as_str()));
         // Two pages were fetched, the second with the first page's cursor.
         let reqs = ca.requests();
-        let listing: Vec<&String> = reqs.iter().filter(|r| r.starts_with("GET /1.0/provisioners?")).collect();
+        let listing: Vec<&String> = reqs
+            .iter()
+            .filter(|r| r.starts_with("GET /1.0/provisioners?"))
+            .collect();
         assert_eq!(listing.len(), 2, "{reqs:?}");
         assert!(listing[0].ends_with("?limit=100"), "{listing:?}");
         assert!(listing[1].contains("cursor=page2"), "{listing:?}");
@@ -657,11 +693,17 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(resp.cert_chain, vec!["LEAF".to_owned(), "INTERMEDIATE".to_owned()]);
+        assert_eq!(
+            resp.cert_chain,
+            vec!["LEAF".to_owned(), "INTERMEDIATE".to_owned()]
+        );
         assert_eq!(resp.crt, "LEAF");
         assert_eq!(resp.ca, "INTERMEDIATE");
         let body = ca.last_sign_body().unwrap();
-        assert_eq!(body, serde_json::json!({"csr": "CSR", "ott": "tok", "notAfter": "24h"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"csr": "CSR", "ott": "tok", "notAfter": "24h"})
+        );
 
         let forbidden = SignRequest {
             csr_pem: "FORBIDDEN".into(),
@@ -672,7 +714,11 @@ mod tests {
         let err = client.sign(&forbidden).await.unwrap_err();
         assert_eq!(err.http_status(), Some(403));
         assert!(!err.is_retryable());
-        assert!(err.to_string().contains("does not contain the valid DNS names"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not contain the valid DNS names"),
+            "{err}"
+        );
         let boom = SignRequest {
             csr_pem: "BOOM".into(),
             ..forbidden.clone()
@@ -685,7 +731,11 @@ mod tests {
             ..forbidden.clone()
         };
         let err = client.sign(&html).await.unwrap_err();
-        assert!(err.to_string().contains("HTML response (HTTP 502 Bad Gateway)"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("HTML response (HTTP 502 Bad Gateway)"),
+            "{err}"
+        );
         let unauth = SignRequest {
             csr_pem: "UNAUTH".into(),
             ..forbidden
@@ -694,7 +744,9 @@ mod tests {
         assert!(err.is_auth_failure());
 
         assert!(
-            ca.requests_with_header().iter().all(|(_, id)| id.len() == 32),
+            ca.requests_with_header()
+                .iter()
+                .all(|(_, id)| id.len() == 32),
             "every request carries an X-Request-Id"
         );
     }
@@ -703,8 +755,12 @@ mod tests {
     async fn untrusted_server_is_unreachable() {
         let ca = FakeCa::start().await;
         let other = FakeCa::certs();
-        let client =
-            Client::new(&ca.url, Some(other.root_pem.as_bytes()), Duration::from_secs(5)).unwrap();
+        let client = Client::new(
+            &ca.url,
+            Some(other.root_pem.as_bytes()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         let err = client.health().await.unwrap_err();
         assert_eq!(err.reason(), "CAUnreachable", "{err}");
         assert!(err.is_retryable());
@@ -716,8 +772,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let client = Client::new(&format!("https://127.0.0.1:{port}"), None, Duration::from_secs(2))
-            .unwrap();
+        let client = Client::new(
+            &format!("https://127.0.0.1:{port}"),
+            None,
+            Duration::from_secs(2),
+        )
+        .unwrap();
         let err = client.health().await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
         assert_eq!(err.reason(), "CAUnreachable");
@@ -745,8 +805,11 @@ mod tests {
 
     #[tokio::test]
     async fn renew_over_mtls() {
-        let ca = FakeCa::start().await;
+        let ca = FakeCa::start_with(true).await;
         let client = ca.client();
+        // The server requires a client certificate: without one the handshake fails.
+        let err = client.health().await.unwrap_err();
+        assert_eq!(err.reason(), "CAUnreachable", "{err}");
         let identity = ca.client_identity();
         let resp = client.renew(&identity).await.unwrap();
         assert_eq!(resp.crt, "RENEWED");

@@ -59,7 +59,10 @@ pub enum Error {
 
     /// The CA answered 2xx but the body was not what the protocol says.
     #[error("failed to {action}: unexpected response from step-ca: {detail}")]
-    Decode { action: &'static str, detail: String },
+    Decode {
+        action: &'static str,
+        detail: String,
+    },
 
     /// No provisioner with that name (and kid) exists on the CA.
     #[error(
@@ -188,9 +191,11 @@ impl Error {
     /// Fills in the provisioner name on errors produced where it was not known.
     pub(crate) fn for_provisioner(self, name: &str) -> Self {
         match self {
-            Error::WrongPassword { provisioner } if provisioner.is_empty() => Error::WrongPassword {
-                provisioner: name.to_owned(),
-            },
+            Error::WrongPassword { provisioner } if provisioner.is_empty() => {
+                Error::WrongPassword {
+                    provisioner: name.to_owned(),
+                }
+            }
             other => other,
         }
     }
@@ -209,7 +214,10 @@ const MAX_EXCERPT_CHARS: usize = 160;
 /// message never contains a whole HTML page.
 pub(crate) fn decode_error_body(status: u16, body: &[u8]) -> String {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return format!("empty response body (HTTP {status}{})", reason_phrase(status));
+        return format!(
+            "empty response body (HTTP {status}{})",
+            reason_phrase(status)
+        );
     }
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(body) {
         if let Some(serde_json::Value::String(message)) = map.get("message") {
@@ -330,8 +338,14 @@ mod tests {
         body.push_str(&"x".repeat(5000));
         body.push_str("</body></html>");
         let msg = decode_error_body(502, body.as_bytes());
-        assert!(msg.starts_with("HTML response (HTTP 502 Bad Gateway)"), "{msg}");
-        assert!(msg.contains("502 Bad Gateway 502 Bad Gateway nginx"), "{msg}");
+        assert!(
+            msg.starts_with("HTML response (HTTP 502 Bad Gateway)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("502 Bad Gateway 502 Bad Gateway nginx"),
+            "{msg}"
+        );
         assert!(!msg.contains('<'), "{msg}");
         assert!(msg.len() < 400, "{msg}");
     }

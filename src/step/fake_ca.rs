@@ -84,6 +84,8 @@ impl Drop for FakeCa {
 fn public_of(jwk: &Jwk) -> Value {
     let mut map: serde_json::Map<String, Value> = jwk.to_public_key().unwrap().into();
     map.insert("use".into(), json!("sig"));
+    map.insert("kid".into(), json!(jwk.key_id().unwrap()));
+    map.insert("alg".into(), json!(jwk.algorithm().unwrap()));
     Value::Object(map)
 }
 
@@ -173,7 +175,10 @@ impl FakeCa {
             root_pem: certs.root_pem.clone(),
         };
         let app = Router::new()
-            .route("/health", get(|| async { axum::Json(json!({"status": "ok"})) }))
+            .route(
+                "/health",
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
             .route(
                 "/version",
                 get(|| async { axum::Json(json!({"version": "0.30.2"})) }),
@@ -195,10 +200,12 @@ impl FakeCa {
             roots
                 .add(CertificateDer::from(certs.root_der.clone()))
                 .unwrap();
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
@@ -249,7 +256,10 @@ impl FakeCa {
 
     /// `"METHOD path?query"` of every request so far.
     pub fn requests(&self) -> Vec<String> {
-        self.requests_with_header().into_iter().map(|(r, _)| r).collect()
+        self.requests_with_header()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
     }
 
     /// Requests with their `X-Request-Id` header.

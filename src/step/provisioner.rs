@@ -58,8 +58,8 @@ impl ProvisionerKey {
 
     /// Builds a key from a private JWK (JSON). The input is not retained.
     pub fn from_private_jwk(jwk_json: &[u8]) -> Result<Self> {
-        let map: Map<String, Value> = serde_json::from_slice(jwk_json)
-            .map_err(|_| Error::UnsupportedKey {
+        let map: Map<String, Value> =
+            serde_json::from_slice(jwk_json).map_err(|_| Error::UnsupportedKey {
                 detail: "the decrypted key is not a JSON object".into(),
             })?;
         Self::from_private_jwk_map(map)
@@ -93,9 +93,10 @@ impl ProvisionerKey {
             None => thumbprint,
         };
 
-        let jwk = Jwk::from_map(std::mem::take(&mut guard.0)).map_err(|_| Error::UnsupportedKey {
-            detail: format!("malformed {kty} JWK"),
-        })?;
+        let jwk =
+            Jwk::from_map(std::mem::take(&mut guard.0)).map_err(|_| Error::UnsupportedKey {
+                detail: format!("malformed {kty} JWK"),
+            })?;
         let signer = make_signer(&alg, &jwk);
         // Wipe the JSON copy of the private key whether or not the signer could be built.
         guard.0 = jwk.into();
@@ -342,7 +343,10 @@ pub fn decrypt_provisioner_key(jwe_compact: &str, password: &[u8]) -> Result<Pro
         }
         None => return Err(invalid("the header has no alg")),
     }
-    let enc = header.get("enc").and_then(Value::as_str).unwrap_or_default();
+    let enc = header
+        .get("enc")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let Some(cek_len) = cek_len(enc) else {
         return Err(invalid(format!(
             "unsupported enc {enc:?}, expected A128GCM or A256GCM"
@@ -365,7 +369,9 @@ pub fn decrypt_provisioner_key(jwe_compact: &str, password: &[u8]) -> Result<Pro
         return Err(invalid("the p2s salt is shorter than 8 bytes"));
     }
     if header.contains_key("zip") || header.contains_key("crit") {
-        return Err(invalid("compressed or critical-header JWEs are not supported"));
+        return Err(invalid(
+            "compressed or critical-header JWEs are not supported",
+        ));
     }
     let wrapped = decode_part(parts[1], "encrypted key")?;
     if wrapped.len() != cek_len + 8 {
@@ -466,7 +472,9 @@ pub(crate) mod tests {
     }
 
     fn header_p2c(jwe: &str) -> u64 {
-        let h = URL_SAFE_NO_PAD.decode(jwe.split('.').next().unwrap()).unwrap();
+        let h = URL_SAFE_NO_PAD
+            .decode(jwe.split('.').next().unwrap())
+            .unwrap();
         let v: Value = serde_json::from_slice(&h).unwrap();
         v["p2c"].as_u64().unwrap()
     }
@@ -516,7 +524,10 @@ pub(crate) mod tests {
             assert_eq!(Some(key.kid()), jwk.key_id(), "{kind:?} {enc}");
             assert_eq!(Some(key.alg()), jwk.algorithm(), "{kind:?} {enc}");
             let err = decrypt_provisioner_key(&jwe, b"s3cret pass\n").unwrap_err();
-            assert!(matches!(err, Error::WrongPassword { .. }), "{kind:?} {enc}: {err:?}");
+            assert!(
+                matches!(err, Error::WrongPassword { .. }),
+                "{kind:?} {enc}: {err:?}"
+            );
         }
     }
 
@@ -588,7 +599,10 @@ pub(crate) mod tests {
         ] {
             let err = decrypt_provisioner_key(&with_header(MARIANO_JWE, header), b"password")
                 .unwrap_err();
-            assert!(matches!(err, Error::InvalidEncryptedKey { .. }), "{header}: {err:?}");
+            assert!(
+                matches!(err, Error::InvalidEncryptedKey { .. }),
+                "{header}: {err:?}"
+            );
         }
     }
 
@@ -597,7 +611,10 @@ pub(crate) mod tests {
         for cut in [0, 1, 10, 100, 150, 200, MARIANO_JWE.len() - 1] {
             let err = decrypt_provisioner_key(&MARIANO_JWE[..cut], b"password").unwrap_err();
             assert!(
-                matches!(err, Error::InvalidEncryptedKey { .. } | Error::WrongPassword { .. }),
+                matches!(
+                    err,
+                    Error::InvalidEncryptedKey { .. } | Error::WrongPassword { .. }
+                ),
                 "cut {cut}: {err:?}"
             );
         }

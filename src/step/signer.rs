@@ -45,7 +45,10 @@ impl fmt::Debug for Signer {
 }
 
 /// Decrypts off the async runtime: PBKDF2 at 600 000 iterations blocks for ~150 ms.
-async fn decrypt_blocking(jwe: String, password: Arc<Zeroizing<Vec<u8>>>) -> Result<ProvisionerKey> {
+async fn decrypt_blocking(
+    jwe: String,
+    password: Arc<Zeroizing<Vec<u8>>>,
+) -> Result<ProvisionerKey> {
     tokio::task::spawn_blocking(move || decrypt_provisioner_key(&jwe, &password))
         .await
         .map_err(|e| Error::InvalidEncryptedKey {
@@ -330,8 +333,12 @@ mod tests {
     }
 
     fn claims_of(token: &str) -> Value {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap())
-            .unwrap()
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -351,7 +358,7 @@ mod tests {
         assert_eq!(signer.kid(), ca.kid);
         assert_eq!(signer.provisioner_name(), "admin");
         assert_eq!(signer.url(), ca.url);
-        assert_eq!(signer.roots_pem(), [ca.certs.root_pem.clone()]);
+        assert_eq!(signer.roots_pem(), std::slice::from_ref(&ca.certs.root_pem));
         assert_eq!(
             signer.root_sha256_hex(),
             Some(hex::encode(Sha256::digest(&ca.certs.root_der)).as_str())
@@ -377,7 +384,10 @@ mod tests {
             claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
             300
         );
-        assert!(ca.last_sign_token_verified(), "the fake CA verified the token signature");
+        assert!(
+            ca.last_sign_token_verified(),
+            "the fake CA verified the token signature"
+        );
 
         let token = signer
             .mint_token("pod.ns.svc", &[], Duration::from_secs(3600))

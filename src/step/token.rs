@@ -124,7 +124,8 @@ pub fn sans_from_csr_parts(
     uris: &[String],
     emails: &[String],
 ) -> Vec<String> {
-    let mut sans: Vec<String> = Vec::with_capacity(dns.len() + ips.len() + uris.len() + emails.len());
+    let mut sans: Vec<String> =
+        Vec::with_capacity(dns.len() + ips.len() + uris.len() + emails.len());
     let candidates = dns
         .iter()
         .cloned()
@@ -155,8 +156,8 @@ pub fn subject_for(common_name: Option<&str>, sans: &[String]) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::provisioner::tests::{KeyKind, encrypt_jwk, generate_private_jwk};
     use crate::step::provisioner::decrypt_provisioner_key;
+    use crate::step::provisioner::tests::{KeyKind, encrypt_jwk, generate_private_jwk};
     use std::collections::{BTreeSet, HashSet};
 
     fn key(kind: KeyKind) -> (ProvisionerKey, josekit::jwk::Jwk) {
@@ -181,8 +182,12 @@ mod tests {
         let public = jwk.to_public_key().unwrap();
         let alg = jwk.algorithm().unwrap();
         let res = match (kind, alg) {
-            (KeyKind::P256, "ES256") => ES256.verifier_from_jwk(&public).unwrap().verify(input, sig),
-            (KeyKind::P384, "ES384") => ES384.verifier_from_jwk(&public).unwrap().verify(input, sig),
+            (KeyKind::P256, "ES256") => {
+                ES256.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::P384, "ES384") => {
+                ES384.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
             (KeyKind::Ed25519, "EdDSA") => {
                 EdDSA.verifier_from_jwk(&public).unwrap().verify(input, sig)
             }
@@ -213,7 +218,9 @@ mod tests {
             let names: BTreeSet<&str> = payload.keys().map(String::as_str).collect();
             assert_eq!(
                 names,
-                BTreeSet::from(["aud", "exp", "iat", "iss", "jti", "nbf", "sans", "sha", "sub"])
+                BTreeSet::from([
+                    "aud", "exp", "iat", "iss", "jti", "nbf", "sans", "sha", "sub"
+                ])
             );
             assert_eq!(payload["iss"], "admin@example.com");
             assert_eq!(payload["sub"], "web.default.svc");
@@ -302,7 +309,10 @@ mod tests {
                 "spiffe://cluster/ns/default"
             ]
         );
-        assert_eq!(subject_for(Some("cn.example"), &sans).as_deref(), Some("cn.example"));
+        assert_eq!(
+            subject_for(Some("cn.example"), &sans).as_deref(),
+            Some("cn.example")
+        );
         assert_eq!(subject_for(Some(""), &sans).as_deref(), Some("web.example"));
         assert_eq!(subject_for(None, &sans).as_deref(), Some("web.example"));
         let local = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
