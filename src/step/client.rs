@@ -764,6 +764,7 @@ mod tests {
         let err = client.health().await.unwrap_err();
         assert_eq!(err.reason(), "CAUnreachable", "{err}");
         assert!(err.is_retryable());
+        assert!(err.to_string().contains("invalid peer certificate"), "{err}");
     }
 
     #[tokio::test]

@@ -32,7 +32,8 @@ pub enum Error {
 
     /// A transport failure: DNS, TCP, TLS handshake, connection reset. Retryable.
     #[error(
-        "failed to {action} at {url}: cannot reach step-ca ({source}); check the URL, DNS, network policies and that caBundle holds the CA's root"
+        "failed to {action} at {url}: cannot reach step-ca ({}); check the URL, DNS, network policies and that caBundle holds the CA's root",
+        root_causes(source)
     )]
     Connect {
         action: &'static str,
@@ -126,6 +127,26 @@ fn status_hint(status: u16) -> &'static str {
         404 => " (not found: check the CA URL and the provisioner kid)",
         429 | 500..=599 => " (CA-side failure; will retry)",
         _ => "",
+    }
+}
+
+/// The causes below a transport error, e.g. "client error (Connect): invalid peer certificate:
+/// UnknownIssuer". reqwest's own top-level message ("error sending request for url") says
+/// nothing an operator can act on, so the condition message shows what lies beneath.
+fn root_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    if parts.is_empty() {
+        err.to_string()
+    } else {
+        parts.join(": ")
     }
 }
 
