@@ -258,6 +258,10 @@ pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certific
 }
 
 fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest::ClientBuilder {
+    // reqwest is built without a default crypto provider and panics when none is installed.
+    // main installs ring first; installing it here too (a no-op when one is already installed)
+    // keeps every entry point, including tests and one-shot subcommands, panic-free.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -764,7 +768,10 @@ mod tests {
         let err = client.health().await.unwrap_err();
         assert_eq!(err.reason(), "CAUnreachable", "{err}");
         assert!(err.is_retryable());
-        assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+        assert!(
+            err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

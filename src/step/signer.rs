@@ -66,6 +66,10 @@ impl Signer {
     ///    decrypts (`ca/provisioner.go loadProvisionerJWKByName`).
     /// 3. Decrypts the key with `password` (used verbatim) and checks its thumbprint.
     /// 4. `GET /1.0/roots`, keeping the PEMs and the first root's SHA-256 for the `sha` claim.
+    ///
+    /// With a `kid`, the provisioner name is not checked against the CA here (the
+    /// encrypted-key endpoint does not return it); a wrong name shows up as a 401 at sign time,
+    /// exactly as with step-issuer.
     pub async fn connect(
         url: &str,
         ca_bundle_pem: Option<&[u8]>,
