@@ -393,6 +393,25 @@ mod tests {
             "the fake CA verified the token signature"
         );
 
+        // A retry after a failure must use a fresh token: step-ca burns every jti it sees.
+        let err = signer
+            .sign("BOOM", "web.default.svc", &sans, None)
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable());
+        let first = ca.last_sign_body().unwrap()["ott"].clone();
+        signer
+            .sign("CSR", "web.default.svc", &sans, None)
+            .await
+            .unwrap();
+        let second = ca.last_sign_body().unwrap();
+        assert_ne!(first, second["ott"]);
+        assert_ne!(
+            claims_of(first.as_str().unwrap())["jti"],
+            claims_of(second["ott"].as_str().unwrap())["jti"]
+        );
+        assert!(second.get("notAfter").is_none());
+
         let token = signer
             .mint_token("pod.ns.svc", &[], Duration::from_secs(3600))
             .unwrap();
