@@ -1,0 +1,831 @@
+//! HTTP client for the step-ca API (protocol doc §1, §2, §5, §6).
+//!
+//! One [`Client`] per CA: it holds a keep-alive connection pool, so the controller builds it once
+//! per issuer and reuses it. Only the latency and status of requests are logged, never bodies,
+//! because bodies carry tokens and keys.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::error::decode_error_body;
+use super::{Error, Result};
+
+const ACTION_HEALTH: &str = "check step-ca health";
+const ACTION_VERSION: &str = "read the step-ca version";
+const ACTION_ROOTS: &str = "fetch the step-ca roots";
+const ACTION_PROVISIONERS: &str = "list the step-ca provisioners";
+const ACTION_ENCRYPTED_KEY: &str = "fetch the provisioner's encrypted key";
+const ACTION_SIGN: &str = "sign the certificate request";
+const ACTION_RENEW: &str = "renew the certificate";
+
+/// step-ca caps `limit` at 100; asking for the cap keeps paging short.
+const PROVISIONER_PAGE_LIMIT: u32 = 100;
+/// Bound on pages followed, so a misbehaving server cannot keep us looping.
+const MAX_PROVISIONER_PAGES: usize = 1000;
+
+/// A step-ca API client. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `https://host[:port]`, no trailing slash.
+    url: String,
+    /// The pinned roots, reused for one-off mTLS clients; `None` means system roots.
+    roots: Option<Vec<reqwest::Certificate>>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.url)
+            .field("pinned_roots", &self.inner.roots.as_ref().map(Vec::len))
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+/// A JWK (or other) provisioner as listed by `GET /provisioners`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProvisionerInfo {
+    pub name: String,
+    /// As sent by the CA (`JWK`, `jwk`, `ACME`, ...); compare with [`ProvisionerInfo::is_jwk`].
+    pub type_: String,
+    /// `key.kid` of the public key, when present.
+    pub kid: Option<String>,
+    /// The public JWK (`Value::Null` for provisioner types without one).
+    pub key: Value,
+    /// The compact JWE of the private key, when the CA stores it.
+    pub encrypted_key: Option<String>,
+}
+
+impl ProvisionerInfo {
+    /// step-ca lowercases types itself, and hand-written configs use either case.
+    pub fn is_jwk(&self) -> bool {
+        self.type_.eq_ignore_ascii_case("jwk")
+    }
+}
+
+/// `GET /version`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    pub version: String,
+    #[serde(default)]
+    pub require_client_authentication: bool,
+}
+
+/// Body of `POST /1.0/sign`.
+#[derive(Clone, Serialize)]
+pub struct SignRequest {
+    /// PEM `CERTIFICATE REQUEST`.
+    #[serde(rename = "csr")]
+    pub csr_pem: String,
+    /// The one-time token; single use, even if the request fails.
+    pub ott: String,
+    /// Go duration (`"2160h0m0s"`) or RFC 3339 time.
+    #[serde(rename = "notAfter", skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    #[serde(rename = "notBefore", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+}
+
+impl fmt::Debug for SignRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignRequest")
+            .field("csr_pem", &format_args!("<{} bytes>", self.csr_pem.len()))
+            .field("ott", &"<redacted>")
+            .field("not_after", &self.not_after)
+            .field("not_before", &self.not_before)
+            .finish()
+    }
+}
+
+/// Answer of sign and renew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignResponse {
+    /// Leaf certificate PEM.
+    pub crt: String,
+    /// Issuing intermediate PEM (not the root).
+    pub ca: String,
+    /// Leaf first, then intermediates; never the root.
+    pub cert_chain: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSignResponse {
+    crt: String,
+    #[serde(default)]
+    ca: String,
+    #[serde(default)]
+    cert_chain: Option<Vec<String>>,
+}
+
+impl From<RawSignResponse> for SignResponse {
+    fn from(raw: RawSignResponse) -> Self {
+        let cert_chain = match raw.cert_chain {
+            Some(chain) if !chain.is_empty() => chain,
+            _ => [raw.crt.clone(), raw.ca.clone()]
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .collect(),
+        };
+        SignResponse {
+            crt: raw.crt,
+            ca: raw.ca,
+            cert_chain,
+        }
+    }
+}
+
+/// A certificate and its key, used as the TLS client identity for `POST /1.0/renew`.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    /// Leaf first, then intermediates, PEM.
+    pub cert_chain_pem: String,
+    /// PKCS#8, SEC1 or PKCS#1 PEM private key.
+    pub key_pem: Zeroizing<String>,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field(
+                "cert_chain_pem",
+                &format_args!("<{} bytes>", self.cert_chain_pem.len()),
+            )
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct ProvisionersPage {
+    #[serde(default)]
+    provisioners: Vec<RawProvisioner>,
+    #[serde(default, rename = "nextCursor")]
+    next_cursor: String,
+}
+
+#[derive(Deserialize)]
+struct RawProvisioner {
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "type")]
+    type_: String,
+    #[serde(default)]
+    key: Value,
+    #[serde(default, rename = "encryptedKey")]
+    encrypted_key: Option<String>,
+}
+
+/// Parses and normalises the CA URL: https, a host, no path/query/fragment/credentials, no
+/// trailing slash. The host is kept verbatim because it becomes the token audience and must be
+/// one of the CA's dnsNames.
+pub(crate) fn normalise_url(raw: &str) -> Result<String> {
+    let invalid = |detail: &str| Error::InvalidUrl {
+        url: raw.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let trimmed = raw.trim();
+    let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
+    if parsed.scheme() != "https" {
+        return Err(invalid(
+            "the scheme must be https (step-ca only serves HTTPS)",
+        ));
+    }
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("the URL has no host"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid("credentials in the URL are not supported"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid("a query or fragment is not allowed"));
+    }
+    if parsed.path() != "/" && !parsed.path().is_empty() {
+        return Err(invalid(
+            "a path is not allowed; step-ca does not support being served under a path prefix",
+        ));
+    }
+    Ok(match parsed.port() {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    })
+}
+
+/// Parses a PEM bundle into certificates. Rejects DER, empty input and non-certificate blocks.
+pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certificate>> {
+    let invalid = |detail: String| Error::InvalidCaBundle { detail };
+    let blocks =
+        pem::parse_many(pem_bundle).map_err(|e| invalid(format!("it is not valid PEM ({e})")))?;
+    if blocks.is_empty() {
+        return Err(invalid(if pem_bundle.first() == Some(&0x30) {
+            "it looks like DER, not PEM".to_owned()
+        } else {
+            "no PEM block found".to_owned()
+        }));
+    }
+    let mut certs = Vec::with_capacity(blocks.len());
+    for (i, block) in blocks.iter().enumerate() {
+        if block.tag() != "CERTIFICATE" {
+            return Err(invalid(format!(
+                "block {} is a {:?}, not a CERTIFICATE",
+                i + 1,
+                block.tag()
+            )));
+        }
+        x509_parser::parse_x509_certificate(block.contents())
+            .map_err(|e| invalid(format!("certificate {} does not parse: {e}", i + 1)))?;
+        certs.push(
+            reqwest::Certificate::from_der(block.contents())
+                .map_err(|e| invalid(format!("certificate {} is unusable: {e}", i + 1)))?,
+        );
+    }
+    Ok(certs)
+}
+
+fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest::ClientBuilder {
+    // reqwest is built without a default crypto provider and panics when none is installed.
+    // main installs ring first; installing it here too (a no-op when one is already installed)
+    // keeps every entry point, including tests and one-shot subcommands, panic-free.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .https_only(true)
+        .user_agent(concat!("step-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(roots) = roots {
+        b = b.tls_certs_only(roots.iter().cloned());
+    }
+    b
+}
+
+impl Client {
+    /// Builds a client for the CA at `url`.
+    ///
+    /// With `ca_bundle_pem`, only those roots are trusted (the normal case: step-ca has a private
+    /// root); without it, the platform's roots are used. `timeout` bounds each request.
+    pub fn new(url: &str, ca_bundle_pem: Option<&[u8]>, timeout: Duration) -> Result<Client> {
+        let url = normalise_url(url)?;
+        let roots = ca_bundle_pem.map(parse_ca_bundle).transpose()?;
+        let http = builder(roots.as_deref(), timeout)
+            .build()
+            .map_err(|source| Error::BuildClient { source })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                url,
+                roots,
+                timeout,
+            }),
+        })
+    }
+
+    /// The normalised CA URL, `https://host[:port]`.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The audience for sign tokens: `<url>/1.0/sign`.
+    pub fn audience_sign(&self) -> String {
+        format!("{}/1.0/sign", self.inner.url)
+    }
+
+    /// `GET /health`; Ok when the CA answers 2xx with `{"status":"ok"}` (or no status).
+    pub async fn health(&self) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Health {
+            #[serde(default)]
+            status: Option<String>,
+        }
+        let h: Health = self.get_json("/health", ACTION_HEALTH).await?;
+        match h.status.as_deref() {
+            None | Some("ok") => Ok(()),
+            Some(other) => Err(Error::Decode {
+                action: ACTION_HEALTH,
+                detail: format!("health status is {other:?}, expected \"ok\""),
+            }),
+        }
+    }
+
+    /// `GET /version`.
+    pub async fn version(&self) -> Result<VersionInfo> {
+        self.get_json("/version", ACTION_VERSION).await
+    }
+
+    /// `GET /1.0/roots` (answers 201): the root certificates as PEM.
+    pub async fn roots(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Roots {
+            crts: Vec<String>,
+        }
+        let roots: Roots = self.get_json("/1.0/roots", ACTION_ROOTS).await?;
+        Ok(roots.crts)
+    }
+
+    /// All provisioners, following `nextCursor` until it is empty.
+    pub async fn provisioners(&self) -> Result<Vec<ProvisionerInfo>> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..MAX_PROVISIONER_PAGES {
+            let mut url = self.endpoint("/1.0/provisioners")?;
+            {
+                let mut q = url.query_pairs_mut();
+                if !cursor.is_empty() {
+                    q.append_pair("cursor", &cursor);
+                }
+                q.append_pair("limit", &PROVISIONER_PAGE_LIMIT.to_string());
+            }
+            let page: ProvisionersPage = self
+                .send_json(
+                    self.inner.http.get(url),
+                    "/1.0/provisioners",
+                    ACTION_PROVISIONERS,
+                )
+                .await?;
+            out.extend(page.provisioners.into_iter().map(|p| ProvisionerInfo {
+                kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
+                name: p.name,
+                type_: p.type_,
+                key: p.key,
+                encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
+            }));
+            if page.next_cursor.is_empty() {
+                return Ok(out);
+            }
+            if page.next_cursor == cursor {
+                return Err(Error::Decode {
+                    action: ACTION_PROVISIONERS,
+                    detail: "the CA returned the same nextCursor twice".into(),
+                });
+            }
+            cursor = page.next_cursor;
+        }
+        Err(Error::Decode {
+            action: ACTION_PROVISIONERS,
+            detail: format!("more than {MAX_PROVISIONER_PAGES} pages of provisioners"),
+        })
+    }
+
+    /// `GET /1.0/provisioners/{kid}/encrypted-key`: the compact JWE. 404 when no provisioner
+    /// with that kid has an encrypted key.
+    pub async fn encrypted_key(&self, kid: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Key {
+            key: String,
+        }
+        let mut url = self.endpoint("/")?;
+        url.path_segments_mut()
+            .map_err(|_| Error::InvalidUrl {
+                url: self.inner.url.clone(),
+                detail: "cannot be a base URL".into(),
+            })?
+            .clear()
+            .extend(["1.0", "provisioners", kid, "encrypted-key"]);
+        let key: Key = self
+            .send_json(
+                self.inner.http.get(url),
+                "/1.0/provisioners/{kid}/encrypted-key",
+                ACTION_ENCRYPTED_KEY,
+            )
+            .await?;
+        Ok(key.key)
+    }
+
+    /// `POST /1.0/sign`.
+    pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse> {
+        let url = self.endpoint("/1.0/sign")?;
+        let raw: RawSignResponse = self
+            .send_json(
+                self.inner.http.post(url).json(request),
+                "/1.0/sign",
+                ACTION_SIGN,
+            )
+            .await?;
+        Ok(raw.into())
+    }
+
+    /// `POST /1.0/renew` over mTLS with `identity` as the client certificate. Builds a one-off
+    /// connection because the identity is per certificate.
+    pub async fn renew(&self, identity: &ClientIdentity) -> Result<SignResponse> {
+        let mut buf = Zeroizing::new(Vec::with_capacity(
+            identity.key_pem.len() + identity.cert_chain_pem.len() + 1,
+        ));
+        buf.extend_from_slice(identity.key_pem.as_bytes());
+        buf.push(b'\n');
+        buf.extend_from_slice(identity.cert_chain_pem.as_bytes());
+        let id = reqwest::Identity::from_pem(&buf).map_err(|_| Error::InvalidIdentity {
+            detail: "the key or certificate PEM does not parse".into(),
+        })?;
+        let http = builder(self.inner.roots.as_deref(), self.inner.timeout)
+            .identity(id)
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|source| Error::BuildClient { source })?;
+        let url = self.endpoint("/1.0/renew")?;
+        let raw: RawSignResponse = self
+            .send_json(http.post(url), "/1.0/renew", ACTION_RENEW)
+            .await?;
+        Ok(raw.into())
+    }
+
+    fn endpoint(&self, path: &str) -> Result<url::Url> {
+        url::Url::parse(&format!("{}{path}", self.inner.url)).map_err(|e| Error::InvalidUrl {
+            url: self.inner.url.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, path: &str, action: &'static str) -> Result<T> {
+        let url = self.endpoint(path)?;
+        self.send_json(self.inner.http.get(url), path, action).await
+    }
+
+    /// Sends a request, maps transport and status errors, and decodes a JSON 2xx body.
+    /// `path` is the route template, used for logs only.
+    async fn send_json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+        action: &'static str,
+    ) -> Result<T> {
+        let request_id = hex::encode(rand::random::<[u8; 16]>());
+        let started = Instant::now();
+        let result = request.header("X-Request-Id", &request_id).send().await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(
+                    path,
+                    request_id,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "step-ca request failed"
+                );
+                return Err(self.transport_error(e, action));
+            }
+        };
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e, action))?;
+        tracing::debug!(
+            path,
+            request_id,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "step-ca request"
+        );
+        if !status.is_success() {
+            return Err(Error::Status {
+                status: status.as_u16(),
+                message: decode_error_body(status.as_u16(), &body),
+                action,
+            });
+        }
+        decode_success(status, &body, action)
+    }
+
+    fn transport_error(&self, e: reqwest::Error, action: &'static str) -> Error {
+        if e.is_timeout() {
+            Error::Timeout {
+                action,
+                url: self.inner.url.clone(),
+                timeout: self.inner.timeout,
+            }
+        } else if e.is_decode() {
+            Error::Decode {
+                action,
+                detail: e.to_string(),
+            }
+        } else if e.is_builder() {
+            Error::InvalidUrl {
+                url: self.inner.url.clone(),
+                detail: e.to_string(),
+            }
+        } else {
+            Error::Connect {
+                action,
+                url: self.inner.url.clone(),
+                source: e,
+            }
+        }
+    }
+}
+
+fn decode_success<T: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+    action: &'static str,
+) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| Error::Decode {
+        action,
+        detail: format!(
+            "HTTP {} body is not the expected JSON ({}): {}",
+            status.as_u16(),
+            e.classify_name(),
+            decode_error_body(status.as_u16(), body)
+        ),
+    })
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "missing or mistyped field",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::step::fake_ca::FakeCa;
+
+    #[test]
+    fn url_normalisation() {
+        assert_eq!(
+            normalise_url("https://ca.example:9000/").unwrap(),
+            "https://ca.example:9000"
+        );
+        assert_eq!(
+            normalise_url(" https://ca.example ").unwrap(),
+            "https://ca.example"
+        );
+        assert_eq!(
+            normalise_url("https://ca.example:443").unwrap(),
+            "https://ca.example"
+        );
+        assert_eq!(
+            normalise_url("https://[::1]:9000").unwrap(),
+            "https://[::1]:9000"
+        );
+        assert_eq!(
+            normalise_url("https://127.0.0.1:9000").unwrap(),
+            "https://127.0.0.1:9000"
+        );
+        for bad in [
+            "http://ca.example",
+            "ca.example:9000",
+            "https://ca.example/1.0",
+            "https://u:p@ca.example",
+            "https://ca.example/?x=1",
+            "",
+        ] {
+            let err = normalise_url(bad).unwrap_err();
+            assert_eq!(err.reason(), "InvalidURL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn ca_bundle_must_be_pem() {
+        let ca = FakeCa::certs();
+        assert_eq!(parse_ca_bundle(ca.root_pem.as_bytes()).unwrap().len(), 1);
+        let two = format!("{}{}", ca.root_pem, ca.root_pem);
+        assert_eq!(parse_ca_bundle(two.as_bytes()).unwrap().len(), 2);
+        for bad in [
+            &ca.root_der[..],
+            b"garbage",
+            b"",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = parse_ca_bundle(bad).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("caBundle must be PEM certificates"),
+                "{err}"
+            );
+            assert_eq!(err.reason(), "InvalidCABundle");
+        }
+    }
+
+    #[test]
+    fn sign_response_falls_back_to_crt_ca() {
+        let raw: RawSignResponse = serde_json::from_str(r#"{"crt":"L","ca":"I"}"#).unwrap();
+        let resp: SignResponse = raw.into();
+        assert_eq!(resp.cert_chain, vec!["L", "I"]);
+        let raw: RawSignResponse = serde_json::from_str(
+            r#"{"crt":"L","ca":"I","certChain":["L","I","J"],"tlsOptions":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(SignResponse::from(raw).cert_chain, vec!["L", "I", "J"]);
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let req = SignRequest {
+            csr_pem: "CSR".into(),
+            ott: "secret.token.value".into(),
+            not_after: None,
+            not_before: None,
+        };
+        assert!(!format!("{req:?}").contains("secret"));
+        let id = ClientIdentity {
+            cert_chain_pem: "C".into(),
+            key_pem: Zeroizing::new("PRIVATEKEYDATA".into()),
+        };
+        assert!(!format!("{id:?}").contains("PRIVATEKEYDATA"));
+    }
+
+    #[tokio::test]
+    async fn client_against_fake_ca() {
+        let ca = FakeCa::start().await;
+        let client = ca.client();
+        assert_eq!(client.url(), ca.url);
+        assert_eq!(client.audience_sign(), format!("{}/1.0/sign", ca.url));
+        client.health().await.unwrap();
+        assert_eq!(client.version().await.unwrap().version, "0.30.2");
+        assert_eq!(
+            client.roots().await.unwrap(),
+            vec![ca.certs.root_pem.clone()]
+        );
+
+        let provs = client.provisioners().await.unwrap();
+        assert_eq!(
+            provs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["acme", "admin", "admin", "ed"]
+        );
+        assert!(!provs[0].is_jwk());
+        assert!(
+            provs[1].is_jwk() && provs[2].is_jwk(),
+            "type is case-insensitive"
+        );
+        assert_eq!(provs[1].kid.as_deref(), Some(ca.other_kid.as_str()));
+        // Two pages were fetched, the second with the first page's cursor.
+        let reqs = ca.requests();
+        let listing: Vec<&String> = reqs
+            .iter()
+            .filter(|r| r.starts_with("GET /1.0/provisioners?"))
+            .collect();
+        assert_eq!(listing.len(), 2, "{reqs:?}");
+        assert!(listing[0].ends_with("?limit=100"), "{listing:?}");
+        assert!(listing[1].contains("cursor=page2"), "{listing:?}");
+
+        let jwe = client.encrypted_key(&ca.kid).await.unwrap();
+        assert_eq!(jwe, ca.jwe);
+        let err = client.encrypted_key("unknown").await.unwrap_err();
+        assert_eq!(err.http_status(), Some(404));
+
+        let resp = client
+            .sign(&SignRequest {
+                csr_pem: "CSR".into(),
+                ott: "tok".into(),
+                not_after: Some("24h".into()),
+                not_before: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.cert_chain,
+            vec!["LEAF".to_owned(), "INTERMEDIATE".to_owned()]
+        );
+        assert_eq!(resp.crt, "LEAF");
+        assert_eq!(resp.ca, "INTERMEDIATE");
+        let body = ca.last_sign_body().unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"csr": "CSR", "ott": "tok", "notAfter": "24h"})
+        );
+
+        let forbidden = SignRequest {
+            csr_pem: "FORBIDDEN".into(),
+            ott: "tok2".into(),
+            not_after: None,
+            not_before: None,
+        };
+        let err = client.sign(&forbidden).await.unwrap_err();
+        assert_eq!(err.http_status(), Some(403));
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string()
+                .contains("does not contain the valid DNS names"),
+            "{err}"
+        );
+        let boom = SignRequest {
+            csr_pem: "BOOM".into(),
+            ..forbidden.clone()
+        };
+        let err = client.sign(&boom).await.unwrap_err();
+        assert_eq!(err.http_status(), Some(500));
+        assert!(err.is_retryable());
+        let html = SignRequest {
+            csr_pem: "HTML".into(),
+            ..forbidden.clone()
+        };
+        let err = client.sign(&html).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("HTML response (HTTP 502 Bad Gateway)"),
+            "{err}"
+        );
+        let unauth = SignRequest {
+            csr_pem: "UNAUTH".into(),
+            ..forbidden
+        };
+        let err = client.sign(&unauth).await.unwrap_err();
+        assert!(err.is_auth_failure());
+
+        assert!(
+            ca.requests_with_header()
+                .iter()
+                .all(|(_, id)| id.len() == 32),
+            "every request carries an X-Request-Id"
+        );
+    }
+
+    #[tokio::test]
+    async fn untrusted_server_is_unreachable() {
+        let ca = FakeCa::start().await;
+        let other = FakeCa::certs();
+        let client = Client::new(
+            &ca.url,
+            Some(other.root_pem.as_bytes()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let err = client.health().await.unwrap_err();
+        assert_eq!(err.reason(), "CAUnreachable", "{err}");
+        assert!(err.is_retryable());
+        assert!(
+            err.to_string().contains("invalid peer certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connection_refused_and_timeout() {
+        crate::step::fake_ca::install_provider();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let client = Client::new(
+            &format!("https://127.0.0.1:{port}"),
+            None,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let err = client.health().await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(err.reason(), "CAUnreachable");
+
+        // A listener that accepts but never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let client = Client::new(
+            &format!("https://127.0.0.1:{port}"),
+            None,
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let err = client.health().await.unwrap_err();
+        assert_eq!(err.reason(), "CATimeout", "{err}");
+        assert!(err.is_retryable());
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn renew_over_mtls() {
+        let ca = FakeCa::start_with(true).await;
+        let client = ca.client();
+        // The server requires a client certificate: without one the handshake fails.
+        let err = client.health().await.unwrap_err();
+        assert_eq!(err.reason(), "CAUnreachable", "{err}");
+        let identity = ca.client_identity();
+        let resp = client.renew(&identity).await.unwrap();
+        assert_eq!(resp.crt, "RENEWED");
+        let bad = ClientIdentity {
+            cert_chain_pem: "nope".into(),
+            key_pem: Zeroizing::new("nope".into()),
+        };
+        let err = client.renew(&bad).await.unwrap_err();
+        assert_eq!(err.reason(), "InvalidClientIdentity");
+    }
+}

@@ -1,0 +1,415 @@
+//! An in-process fake step-ca for unit tests: axum over TLS (rcgen certificates) on
+//! 127.0.0.1:0, implementing just enough of protocol doc §2, §5 and §6.
+//!
+//! Provisioners (two pages, cursor `page2`):
+//! - page 1: `acme` (ACME), `admin` (JWK, key encrypted with another password)
+//! - page 2: `admin` (type `jwk`, key encrypted with [`FakeCa::PASSWORD`]), `ed` (JWK, no
+//!   encryptedKey)
+//!
+//! `POST /1.0/sign` switches on the CSR text: `FORBIDDEN` → 403, `BOOM` → 500, `HTML` → 502 HTML,
+//! `UNAUTH` → 401; anything else → 201 after verifying the token signature.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use josekit::jwk::Jwk;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::client::{Client, ClientIdentity};
+use super::provisioner::tests::{KeyKind, encrypt_jwk, generate_private_jwk};
+
+/// Installs the ring provider, ignoring "already installed".
+pub(crate) fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Certificates of one fake CA.
+pub(crate) struct FakeCerts {
+    pub root_pem: String,
+    pub root_der: Vec<u8>,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: Vec<u8>,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<(String, String)>>,
+    last_sign: Mutex<Option<Value>>,
+    verified: Mutex<bool>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    kid: String,
+    jwe: String,
+    other_kid: String,
+    other_jwe: String,
+    public_jwk: Value,
+    page1: Value,
+    page2: Value,
+    root_pem: String,
+}
+
+pub(crate) struct FakeCa {
+    pub url: String,
+    pub certs: FakeCerts,
+    pub kid: String,
+    pub other_kid: String,
+    pub ed_kid: String,
+    pub jwe: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCa {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn public_of(jwk: &Jwk) -> Value {
+    let mut map: serde_json::Map<String, Value> = jwk.to_public_key().unwrap().into();
+    map.insert("use".into(), json!("sig"));
+    map.insert("kid".into(), json!(jwk.key_id().unwrap()));
+    map.insert("alg".into(), json!(jwk.algorithm().unwrap()));
+    Value::Object(map)
+}
+
+impl FakeCa {
+    pub const PASSWORD: &'static [u8] = b"fake-ca-password";
+
+    /// A fresh root, a server certificate for 127.0.0.1/localhost and a client certificate.
+    pub fn certs() -> FakeCerts {
+        let root_key = KeyPair::generate().unwrap();
+        let mut root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root_params
+            .distinguished_name
+            .push(DnType::CommonName, "Fake Root CA");
+        root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let root = root_params.self_signed(&root_key).unwrap();
+        let issuer = Issuer::new(root_params, root_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        server_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server = server_params.signed_by(&server_key, &issuer).unwrap();
+
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(vec!["client.example".to_owned()]).unwrap();
+        client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+
+        FakeCerts {
+            root_pem: root.pem(),
+            root_der: root.der().to_vec(),
+            server_chain: vec![server.der().clone(), root.der().clone()],
+            server_key: server_key.serialize_der(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    /// Starts a fake CA that accepts but does not require client certificates.
+    pub async fn start() -> FakeCa {
+        Self::start_with(false).await
+    }
+
+    /// Starts a fake CA; with `require_client_cert`, every TLS handshake needs a client
+    /// certificate issued by the fake root (used to prove mTLS renewal sends the identity).
+    pub async fn start_with(require_client_cert: bool) -> FakeCa {
+        install_provider();
+        let certs = Self::certs();
+
+        let admin = generate_private_jwk(KeyKind::P256);
+        let kid = admin.key_id().unwrap().to_owned();
+        let jwe = encrypt_jwk(&admin, Self::PASSWORD, 1000, "A256GCM");
+        let other = generate_private_jwk(KeyKind::P256);
+        let other_kid = other.key_id().unwrap().to_owned();
+        let other_jwe = encrypt_jwk(&other, b"another-password", 1000, "A128GCM");
+        let ed = generate_private_jwk(KeyKind::Ed25519);
+        let ed_kid = ed.key_id().unwrap().to_owned();
+
+        let page1 = json!({
+            "provisioners": [
+                {"type": "ACME", "name": "acme", "forceCN": true},
+                {"type": "JWK", "name": "admin", "key": public_of(&other), "encryptedKey": other_jwe},
+            ],
+            "nextCursor": "page2",
+        });
+        let page2 = json!({
+            "provisioners": [
+                {"type": "jwk", "name": "admin", "key": public_of(&admin), "encryptedKey": jwe,
+                 "claims": {"maxTLSCertDuration": "2160h"}},
+                {"type": "JWK", "name": "ed", "key": public_of(&ed)},
+            ],
+            "nextCursor": "",
+        });
+
+        let shared = Arc::new(Shared::default());
+        let state = AppState {
+            shared: shared.clone(),
+            kid: kid.clone(),
+            jwe: jwe.clone(),
+            other_kid: other_kid.clone(),
+            other_jwe,
+            public_jwk: public_of(&admin),
+            page1,
+            page2,
+            root_pem: certs.root_pem.clone(),
+        };
+        let app = Router::new()
+            .route(
+                "/health",
+                get(|| async { axum::Json(json!({"status": "ok"})) }),
+            )
+            .route(
+                "/version",
+                get(|| async { axum::Json(json!({"version": "0.30.2"})) }),
+            )
+            .route("/1.0/roots", get(roots))
+            .route("/1.0/provisioners", get(provisioners))
+            .route("/1.0/provisioners/{kid}/encrypted-key", get(encrypted_key))
+            .route("/1.0/sign", post(sign))
+            .route("/1.0/renew", post(renew))
+            .layer(middleware::from_fn_with_state(state.clone(), record))
+            .with_state(state);
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(certs.root_der.clone()))
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let server_config = builder
+            .with_single_cert(
+                certs.server_chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.server_key.clone())),
+            )
+            .unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_config));
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+        let task = tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+
+        FakeCa {
+            url: format!("https://127.0.0.1:{port}"),
+            certs,
+            kid,
+            other_kid,
+            ed_kid,
+            jwe,
+            shared,
+            task,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(
+            &format!("{}/", self.url),
+            Some(self.certs.root_pem.as_bytes()),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    pub fn client_identity(&self) -> ClientIdentity {
+        ClientIdentity {
+            cert_chain_pem: self.certs.client_cert_pem.clone(),
+            key_pem: Zeroizing::new(self.certs.client_key_pem.clone()),
+        }
+    }
+
+    /// `"METHOD path?query"` of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests_with_header()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// Requests with their `X-Request-Id` header.
+    pub fn requests_with_header(&self) -> Vec<(String, String)> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    pub fn last_sign_body(&self) -> Option<Value> {
+        self.shared.last_sign.lock().unwrap().clone()
+    }
+
+    pub fn last_sign_token_verified(&self) -> bool {
+        *self.shared.verified.lock().unwrap()
+    }
+}
+
+async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let line = format!(
+        "{} {}",
+        req.method(),
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default()
+    );
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    state.shared.requests.lock().unwrap().push((line, id));
+    next.run(req).await
+}
+
+fn step_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"status": status.as_u16(), "message": message})),
+    )
+        .into_response()
+}
+
+async fn roots(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"crts": [state.root_pem]})),
+    )
+        .into_response()
+}
+
+async fn provisioners(
+    State(state): State<AppState>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    match q.get("cursor").map(String::as_str) {
+        None | Some("") => axum::Json(state.page1).into_response(),
+        Some("page2") => axum::Json(state.page2).into_response(),
+        Some(_) => step_error(StatusCode::BAD_REQUEST, "invalid cursor"),
+    }
+}
+
+async fn encrypted_key(State(state): State<AppState>, Path(kid): Path<String>) -> Response {
+    if kid == state.kid {
+        axum::Json(json!({"key": state.jwe})).into_response()
+    } else if kid == state.other_kid {
+        axum::Json(json!({"key": state.other_jwe})).into_response()
+    } else {
+        step_error(
+            StatusCode::NOT_FOUND,
+            "The requested resource could not be found. Please see the certificate authority logs for more info.",
+        )
+    }
+}
+
+fn verify_token(state: &AppState, token: &str) -> bool {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return false;
+    }
+    let Ok(header) = URL_SAFE_NO_PAD.decode(parts[0]) else {
+        return false;
+    };
+    let Ok(header) = serde_json::from_slice::<Value>(&header) else {
+        return false;
+    };
+    if header["kid"] != json!(state.kid) || header["alg"] != "ES256" {
+        return false;
+    }
+    let Ok(sig) = URL_SAFE_NO_PAD.decode(parts[2]) else {
+        return false;
+    };
+    let Value::Object(map) = state.public_jwk.clone() else {
+        return false;
+    };
+    let jwk = Jwk::from_map(map).unwrap();
+    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+    use josekit::jws::JwsVerifier as _;
+    verifier
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+        .is_ok()
+}
+
+async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) -> Response {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return step_error(StatusCode::BAD_REQUEST, "error decoding json");
+    };
+    *state.shared.last_sign.lock().unwrap() = Some(body.clone());
+    match body["csr"].as_str().unwrap_or_default() {
+        "FORBIDDEN" => step_error(
+            StatusCode::FORBIDDEN,
+            "The request was forbidden by the certificate authority: certificate request does not contain the valid DNS names - got [a.example], want [b.example].",
+        ),
+        "BOOM" => step_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The certificate authority encountered an Internal Server Error. Please see the certificate authority logs for more info.",
+        ),
+        "UNAUTH" => step_error(
+            StatusCode::UNAUTHORIZED,
+            "The request lacked necessary authorization to be completed. Please see the certificate authority logs for more info.",
+        ),
+        "HTML" => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        _ => {
+            let ott = body["ott"].as_str().unwrap_or_default();
+            *state.shared.verified.lock().unwrap() = verify_token(&state, ott);
+            (
+                StatusCode::CREATED,
+                axum::Json(json!({
+                    "crt": "LEAF",
+                    "ca": "INTERMEDIATE",
+                    "certChain": ["LEAF", "INTERMEDIATE"],
+                    "tlsOptions": {"minVersion": 1.2},
+                })),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn renew() -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"crt": "RENEWED", "ca": "INTERMEDIATE"})),
+    )
+        .into_response()
+}

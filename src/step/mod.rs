@@ -1,0 +1,23 @@
+//! Client for Smallstep step-ca: the wire protocol (`client`), provisioner key decryption
+//! (`provisioner`), one-time tokens (`token`) and the per-issuer [`Signer`] built from them.
+//!
+//! This module knows nothing about Kubernetes (no kube or k8s-openapi imports) so it can be
+//! tested against a fake CA and reused by the bootstrap/renew subcommands.
+
+pub mod client;
+pub mod error;
+pub mod provisioner;
+pub mod signer;
+pub mod token;
+
+#[cfg(test)]
+mod fake_ca;
+
+pub use client::{Client, ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
+pub use error::Error;
+pub use provisioner::{ProvisionerKey, decrypt_provisioner_key, trim_password};
+pub use signer::Signer;
+pub use token::{TokenClaims, sans_from_csr_parts, subject_for};
+
+/// Result of step-ca operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
