@@ -1,1 +1,2 @@
 //! step-operator: step-ca for Kubernetes.
+pub mod webhook;
