@@ -452,7 +452,7 @@ pub fn format_go_duration(d: Duration) -> String {
             out.push_str(&format!("{s}s"));
         }
         out
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ns", d.as_nanos())

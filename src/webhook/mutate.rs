@@ -466,8 +466,31 @@ fn bad_request(message: &str) -> (u16, Vec<u8>) {
     error_body(400, "BadRequest", message)
 }
 
+/// Serializes the answer. kube serializes `response.patch` (a `Vec<u8>`) as an array of numbers;
+/// the canonical form (what Go's `[]byte` produces) is a base64 string, so it is rewritten here.
 fn respond(response: AdmissionResponse) -> (u16, Vec<u8>) {
-    match serde_json::to_vec(&response.into_review()) {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .as_deref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let mut review = match serde_json::to_value(response.into_review()) {
+        Ok(v) => v,
+        Err(e) => {
+            return error_body(
+                500,
+                "InternalError",
+                &format!("cannot serialize the AdmissionReview response: {e}"),
+            );
+        }
+    };
+    if let (Some(patch), Some(resp)) = (
+        patch,
+        review.get_mut("response").and_then(Value::as_object_mut),
+    ) {
+        resp.insert("patch".to_owned(), Value::String(patch));
+    }
+    match serde_json::to_vec(&review) {
         Ok(body) => (200, body),
         Err(e) => error_body(
             500,
