@@ -434,18 +434,11 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
         }
     }
 
-    // Status annotation (there is always at least the name annotation, but be exact anyway).
-    if pod.metadata.annotations.is_some() {
-        ops.push(add(
-            &["metadata", "annotations", STATUS],
-            Value::String(STATUS_INJECTED.to_owned()),
-        ));
-    } else {
-        ops.push(add(
-            &["metadata", "annotations"],
-            json!({ STATUS: STATUS_INJECTED }),
-        ));
-    }
+    // Status annotation. The annotations map exists: the pod has the name annotation.
+    ops.push(add(
+        &["metadata", "annotations", STATUS],
+        Value::String(STATUS_INJECTED.to_owned()),
+    ));
 
     Ok(Mutation::Patch(Patch(ops)))
 }

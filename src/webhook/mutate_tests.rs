@@ -473,15 +473,17 @@ fn skips() {
 }
 
 #[test]
-fn no_annotations_map_gets_whole_object() {
-    // A pod without annotations is skipped, so the `add /metadata/annotations` branch is only
-    // reachable through a pod whose annotations exist: check the escaped key form instead.
-    let patch = patch_of(&simple_pod(&[(NAME, "api")]));
+fn status_annotation_key_is_escaped() {
+    let patch = patch_of(&simple_pod(&[(NAME, "api"), (STATUS, "pending")]));
     let last = patch.last().map(|op| op.path().to_string());
     assert_eq!(
         last.as_deref(),
         Some("/metadata/annotations/autocert.step.sm~1status")
     );
+    // An existing status other than "injected" is overwritten.
+    let pod = simple_pod(&[(NAME, "api"), (STATUS, "pending")]);
+    let patched = apply(&pod, &patch);
+    assert_eq!(patched["metadata"]["annotations"][STATUS], STATUS_INJECTED);
 }
 
 #[test]
