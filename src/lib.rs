@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod pki;
 pub mod step;
 pub mod telemetry;
+pub mod webhook;

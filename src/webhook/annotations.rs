@@ -1,0 +1,728 @@
+//! The autocert pod annotations, parsed and checked.
+//!
+//! A pod asks for a certificate with `autocert.step.sm/name`; the other annotations tune it. Every
+//! key smallstep/autocert understood is accepted with the same meaning, with these differences:
+//!
+//! - `sans` entries are trimmed and empty entries dropped (autocert did neither); an annotation that
+//!   is empty after trimming is treated as absent. Exact duplicates are removed (first one kept).
+//! - `init-first` and `bootstrapper-only` must be `true` or `false` (any case); autocert silently
+//!   treated anything other than `true` as false.
+//! - `owner` must be numeric `uid:gid`, and the uid must not be 0: the injected containers run as
+//!   that user and never as root.
+//! - `mode` defaults to `0600` (autocert used 0644, a world-readable key) and must keep the owner's
+//!   read bit, because the renewer reads the key back.
+//! - `issuer` is new: the name of the `StepClusterIssuer` that signs (the webhook has a default).
+//!
+//! Parsing is pure. Error messages name the annotation and say what to write instead.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Required trigger: the certificate's common name (and its only SAN when `sans` is absent).
+pub const NAME: &str = "autocert.step.sm/name";
+/// Comma-separated SANs; replaces the SAN list (the name stays the common name).
+pub const SANS: &str = "autocert.step.sm/sans";
+/// Certificate lifetime as a Go duration (`24h`, `90m`, `1h30m`).
+pub const DURATION: &str = "autocert.step.sm/duration";
+/// `true`: the bootstrapper runs before the pod's own init containers.
+pub const INIT_FIRST: &str = "autocert.step.sm/init-first";
+/// `true`: no renewer sidecar (for Jobs and other short-lived pods).
+pub const BOOTSTRAPPER_ONLY: &str = "autocert.step.sm/bootstrapper-only";
+/// Numeric `uid:gid` owning the files; the injected containers run as this user.
+pub const OWNER: &str = "autocert.step.sm/owner";
+/// Octal mode of the private key (default `0600`); certificates are always `0644`.
+pub const MODE: &str = "autocert.step.sm/mode";
+/// Which `StepClusterIssuer` signs (new in step-operator).
+pub const ISSUER: &str = "autocert.step.sm/issuer";
+/// Set by the webhook once it has injected; a pod carrying it is left alone.
+pub const STATUS: &str = "autocert.step.sm/status";
+/// The value of [`STATUS`] after injection.
+pub const STATUS_INJECTED: &str = "injected";
+
+/// At most this many SANs per pod.
+pub const MAX_SANS: usize = 100;
+/// At most this many bytes per name (the DNS limit).
+pub const MAX_NAME_LEN: usize = 253;
+/// The default mode of the private key.
+pub const DEFAULT_KEY_MODE: u32 = 0o600;
+/// The longest accepted duration: 100 years (of 365 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What a pod asks for, from its annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRequest {
+    /// Common name (`autocert.step.sm/name`).
+    pub name: String,
+    /// Subject alternative names; `[name]` when `autocert.step.sm/sans` is absent.
+    pub sans: Vec<String>,
+    /// Requested lifetime; `None` lets the issuer (or the webhook default) decide.
+    pub duration: Option<Duration>,
+    /// Place the bootstrapper before the pod's own init containers.
+    pub init_first: bool,
+    /// Do not add the renewer sidecar.
+    pub bootstrapper_only: bool,
+    /// `(uid, gid)` owning the files.
+    pub owner: Option<(u32, u32)>,
+    /// Mode of the private key (`None`: [`DEFAULT_KEY_MODE`]).
+    pub mode: Option<u32>,
+    /// `StepClusterIssuer` name (`None`: the webhook default).
+    pub issuer: Option<String>,
+}
+
+/// An annotation that cannot be honoured.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnnotationError {
+    #[error("{NAME} is empty: set it to the certificate's name, e.g. api.default.svc")]
+    EmptyName,
+    #[error(
+        "{key} entry {value} {problem}: use DNS names, IP addresses, URIs or emails without {problem_fix}"
+    )]
+    InvalidName {
+        key: &'static str,
+        value: String,
+        problem: &'static str,
+        problem_fix: &'static str,
+    },
+    #[error("{key} entry {value} is {len} bytes long: names are at most {MAX_NAME_LEN} bytes")]
+    NameTooLong {
+        key: &'static str,
+        value: String,
+        len: usize,
+    },
+    #[error(
+        "{SANS} lists {count} names: at most {MAX_SANS} are allowed, split the pod's identities"
+    )]
+    TooManySans { count: usize },
+    #[error("{DURATION} {value} is not a Go duration: use e.g. 24h or 90m")]
+    InvalidDuration { value: String },
+    #[error("{DURATION} {value} must be positive: use e.g. 24h or 90m")]
+    NonPositiveDuration { value: String },
+    #[error("{DURATION} {value} is longer than 100 years: use e.g. 24h or 2160h")]
+    DurationTooLong { value: String },
+    #[error("{key} {value} is not a boolean: use \"true\" or \"false\"")]
+    InvalidBool { key: &'static str, value: String },
+    #[error("{OWNER} {value} is not \"uid:gid\": use numeric IDs, e.g. 1000:1000")]
+    InvalidOwner { value: String },
+    #[error(
+        "{OWNER} {value} has uid 0: the injected containers never run as root, use the app's non-root uid, e.g. 1000:1000"
+    )]
+    RootOwner { value: String },
+    #[error("{MODE} {value} is not an octal file mode: use e.g. 0600 or 0640 (at most 0777)")]
+    InvalidMode { value: String },
+    #[error(
+        "{MODE} {value} does not let the owner read the key (0400), which the renewer needs: use e.g. 0600 or 0640"
+    )]
+    UnreadableMode { value: String },
+    #[error(
+        "{ISSUER} {value} is not a valid StepClusterIssuer name: use a lowercase DNS-1123 subdomain, e.g. step-ca"
+    )]
+    InvalidIssuer { value: String },
+}
+
+/// `Result` with [`AnnotationError`].
+pub type Result<T, E = AnnotationError> = std::result::Result<T, E>;
+
+/// Quotes a user-supplied value for an error message: escaped, and cut after 64 characters so a
+/// huge annotation does not make a huge message.
+pub(crate) fn quote(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(MAX).collect();
+    if chars.next().is_some() {
+        format!("{:?}...", head)
+    } else {
+        format!("{:?}", head)
+    }
+}
+
+/// Parses a pod's annotations. `Ok(None)` when the pod does not ask for a certificate (no
+/// `autocert.step.sm/name`).
+pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest>> {
+    let Some(raw_name) = annotations.get(NAME) else {
+        return Ok(None);
+    };
+    let name = raw_name.trim();
+    if name.is_empty() {
+        return Err(AnnotationError::EmptyName);
+    }
+    check_name(NAME, name)?;
+    if name.contains(',') {
+        return Err(AnnotationError::InvalidName {
+            key: NAME,
+            value: quote(name),
+            problem: "contains a comma",
+            problem_fix: "commas (list several names in autocert.step.sm/sans)",
+        });
+    }
+    let name = name.to_owned();
+
+    let sans = match annotations.get(SANS) {
+        Some(raw) if !raw.trim().is_empty() => parse_sans(raw)?,
+        _ => vec![name.clone()],
+    };
+
+    let duration = annotations
+        .get(DURATION)
+        .map(|raw| parse_duration_annotation(raw))
+        .transpose()?;
+    let init_first = parse_bool(annotations, INIT_FIRST)?;
+    let bootstrapper_only = parse_bool(annotations, BOOTSTRAPPER_ONLY)?;
+    let owner = annotations
+        .get(OWNER)
+        .map(|raw| parse_owner(raw))
+        .transpose()?;
+    let mode = annotations
+        .get(MODE)
+        .map(|raw| parse_mode(raw))
+        .transpose()?;
+    let issuer = annotations
+        .get(ISSUER)
+        .map(|raw| parse_issuer(raw))
+        .transpose()?;
+
+    Ok(Some(PodRequest {
+        name,
+        sans,
+        duration,
+        init_first,
+        bootstrapper_only,
+        owner,
+        mode,
+        issuer,
+    }))
+}
+
+fn check_name(key: &'static str, value: &str) -> Result<()> {
+    if value.len() > MAX_NAME_LEN {
+        return Err(AnnotationError::NameTooLong {
+            key,
+            value: quote(value),
+            len: value.len(),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(AnnotationError::InvalidName {
+            key,
+            value: quote(value),
+            problem: "contains a control character",
+            problem_fix: "control characters",
+        });
+    }
+    if value.chars().any(char::is_whitespace) {
+        return Err(AnnotationError::InvalidName {
+            key,
+            value: quote(value),
+            problem: "contains whitespace",
+            problem_fix: "spaces",
+        });
+    }
+    Ok(())
+}
+
+fn parse_sans(raw: &str) -> Result<Vec<String>> {
+    // Count before checking each entry so a huge list fails fast with the right message.
+    let count = raw.split(',').filter(|s| !s.trim().is_empty()).count();
+    if count > MAX_SANS {
+        return Err(AnnotationError::TooManySans { count });
+    }
+    let mut sans: Vec<String> = Vec::with_capacity(count);
+    for entry in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        check_name(SANS, entry)?;
+        if !sans.iter().any(|s| s == entry) {
+            sans.push(entry.to_owned());
+        }
+    }
+    Ok(sans)
+}
+
+fn parse_duration_annotation(raw: &str) -> Result<Duration> {
+    let value = raw.trim();
+    parse_go_duration(value).map_err(|e| match e {
+        GoDurationError::Invalid => AnnotationError::InvalidDuration {
+            value: quote(value),
+        },
+        GoDurationError::NotPositive => AnnotationError::NonPositiveDuration {
+            value: quote(value),
+        },
+        GoDurationError::TooLong => AnnotationError::DurationTooLong {
+            value: quote(value),
+        },
+    })
+}
+
+fn parse_bool(annotations: &BTreeMap<String, String>, key: &'static str) -> Result<bool> {
+    match annotations.get(key) {
+        None => Ok(false),
+        Some(raw) => {
+            let v = raw.trim();
+            if v.eq_ignore_ascii_case("true") {
+                Ok(true)
+            } else if v.eq_ignore_ascii_case("false") {
+                Ok(false)
+            } else {
+                Err(AnnotationError::InvalidBool {
+                    key,
+                    value: quote(raw),
+                })
+            }
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_owner(raw: &str) -> Result<(u32, u32)> {
+    let value = raw.trim();
+    let invalid = || AnnotationError::InvalidOwner {
+        value: quote(value),
+    };
+    let (uid, gid) = value.split_once(':').ok_or_else(invalid)?;
+    let uid = parse_id(uid).ok_or_else(invalid)?;
+    let gid = parse_id(gid).ok_or_else(invalid)?;
+    if uid == 0 {
+        return Err(AnnotationError::RootOwner {
+            value: quote(value),
+        });
+    }
+    Ok((uid, gid))
+}
+
+fn parse_mode(raw: &str) -> Result<u32> {
+    let value = raw.trim();
+    let invalid = || AnnotationError::InvalidMode {
+        value: quote(value),
+    };
+    if value.is_empty() || value.len() > 4 || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(invalid());
+    }
+    let mode = u32::from_str_radix(value, 8).map_err(|_| invalid())?;
+    if mode > 0o777 {
+        return Err(invalid());
+    }
+    if mode & 0o400 == 0 {
+        return Err(AnnotationError::UnreadableMode {
+            value: quote(value),
+        });
+    }
+    Ok(mode)
+}
+
+/// Whether `s` is a Kubernetes DNS-1123 subdomain (the rule for most object names).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(first), Some(last)) => {
+                    (first.is_ascii_lowercase() || first.is_ascii_digit())
+                        && (last.is_ascii_lowercase() || last.is_ascii_digit())
+                        && b.iter()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                }
+                _ => false,
+            }
+        })
+}
+
+fn parse_issuer(raw: &str) -> Result<String> {
+    let value = raw.trim();
+    if is_dns1123_subdomain(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(AnnotationError::InvalidIssuer {
+            value: quote(value),
+        })
+    }
+}
+
+/// Why a Go duration string was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GoDurationError {
+    /// Not Go duration syntax.
+    Invalid,
+    /// Zero or negative.
+    NotPositive,
+    /// Longer than [`MAX_DURATION`].
+    TooLong,
+}
+
+/// Parses a Go `time.ParseDuration` string (`"24h"`, `"1h30m"`, `"1.5h"`, `"300ms"`; units ns, us,
+/// µs, ms, s, m, h). Only positive durations up to [`MAX_DURATION`] are accepted; `"0"` and any
+/// negative value are [`GoDurationError::NotPositive`].
+pub fn parse_go_duration(s: &str) -> std::result::Result<Duration, GoDurationError> {
+    const MAX_NANOS: u128 = MAX_DURATION.as_nanos();
+    let (negative, rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Err(GoDurationError::NotPositive);
+    }
+    if rest.is_empty() {
+        return Err(GoDurationError::Invalid);
+    }
+    let mut total: u128 = 0;
+    let mut rest = rest;
+    while !rest.is_empty() {
+        // Number: digits, optional '.', digits; at least one digit overall.
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let int_digits = &rest[..int_len];
+        rest = &rest[int_len..];
+        let mut frac_digits = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let frac_len = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+            frac_digits = &after_dot[..frac_len];
+            rest = &after_dot[frac_len..];
+        }
+        if int_digits.is_empty() && frac_digits.is_empty() {
+            return Err(GoDurationError::Invalid);
+        }
+        // Unit: everything up to the next digit or '.'.
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| c.is_ascii_digit() || *c == '.')
+            .map_or(rest.len(), |(i, _)| i);
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            _ => return Err(GoDurationError::Invalid),
+        };
+        // Integer part; more than 30 digits is certainly too long (and would overflow).
+        let int_digits = int_digits.trim_start_matches('0');
+        if int_digits.len() > 30 {
+            return Err(GoDurationError::TooLong);
+        }
+        let int: u128 = if int_digits.is_empty() {
+            0
+        } else {
+            int_digits.parse().map_err(|_| GoDurationError::Invalid)?
+        };
+        let mut value = int.checked_mul(scale).ok_or(GoDurationError::TooLong)?;
+        // Fraction: only the first 18 digits matter at nanosecond precision.
+        let frac_digits = &frac_digits[..frac_digits.len().min(18)];
+        if !frac_digits.is_empty() {
+            let frac: u128 = frac_digits.parse().map_err(|_| GoDurationError::Invalid)?;
+            let denom = 10u128.pow(u32::try_from(frac_digits.len()).unwrap_or(18));
+            value = value
+                .checked_add(frac * scale / denom)
+                .ok_or(GoDurationError::TooLong)?;
+        }
+        total = total.checked_add(value).ok_or(GoDurationError::TooLong)?;
+        if total > MAX_NANOS {
+            return Err(GoDurationError::TooLong);
+        }
+    }
+    if negative || total == 0 {
+        return Err(GoDurationError::NotPositive);
+    }
+    let nanos = u64::try_from(total).map_err(|_| GoDurationError::TooLong)?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Formats a duration as a Go duration string that [`parse_go_duration`] (and Go) read back
+/// exactly: `"24h"`, `"1h30m"`, `"90s"`, `"1500ms"`, `"7ns"`.
+pub fn format_go_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        let secs = d.as_secs();
+        if secs == 0 {
+            return "0s".to_owned();
+        }
+        let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        if s > 0 {
+            out.push_str(&format!("{s}s"));
+        }
+        out
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}ns", d.as_nanos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn req(name: &str) -> PodRequest {
+        PodRequest {
+            name: name.to_owned(),
+            sans: vec![name.to_owned()],
+            duration: None,
+            init_first: false,
+            bootstrapper_only: false,
+            owner: None,
+            mode: None,
+            issuer: None,
+        }
+    }
+
+    #[test]
+    fn no_name_is_none() {
+        assert_eq!(parse(&BTreeMap::new()), Ok(None));
+        assert_eq!(parse(&ann(&[(SANS, "a,b"), ("other", "x")])), Ok(None));
+    }
+
+    #[test]
+    fn valid_annotations() {
+        let cases: Vec<(Vec<(&str, &str)>, PodRequest)> = vec![
+            (vec![(NAME, "api")], req("api")),
+            (vec![(NAME, " api.default.svc ")], req("api.default.svc")),
+            (
+                vec![(NAME, "api"), (SANS, " a , b,,a, c ,")],
+                PodRequest {
+                    sans: vec!["a".into(), "b".into(), "c".into()],
+                    ..req("api")
+                },
+            ),
+            (vec![(NAME, "api"), (SANS, "  ")], req("api")),
+            (
+                vec![(NAME, "api"), (DURATION, "1h30m")],
+                PodRequest {
+                    duration: Some(Duration::from_secs(5400)),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (INIT_FIRST, "TRUE"),
+                    (BOOTSTRAPPER_ONLY, "False"),
+                ],
+                PodRequest {
+                    init_first: true,
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (BOOTSTRAPPER_ONLY, "true")],
+                PodRequest {
+                    bootstrapper_only: true,
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (OWNER, "1000:2000"), (MODE, "0640")],
+                PodRequest {
+                    owner: Some((1000, 2000)),
+                    mode: Some(0o640),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (MODE, "600")],
+                PodRequest {
+                    mode: Some(0o600),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (ISSUER, "step-ca.internal")],
+                PodRequest {
+                    issuer: Some("step-ca.internal".into()),
+                    ..req("api")
+                },
+            ),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(parse(&ann(&pairs)), Ok(Some(want)), "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_annotations() {
+        let many = vec!["a"; 10_000].join(",");
+        let long = "a".repeat(254);
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![(NAME, "")], "autocert.step.sm/name is empty"),
+            (vec![(NAME, "a b")], "contains whitespace"),
+            (vec![(NAME, "a,b")], "contains a comma"),
+            (vec![(NAME, &long)], "254 bytes long"),
+            (
+                vec![(NAME, "api"), (SANS, "ok,bad\u{7}")],
+                "control character",
+            ),
+            (vec![(NAME, "api"), (SANS, "ok,a\tb")], "control character"),
+            (
+                vec![(NAME, "api"), (SANS, &many)],
+                "lists 10000 names: at most 100",
+            ),
+            (
+                vec![(NAME, "api"), (DURATION, "1d")],
+                "autocert.step.sm/duration \"1d\" is not a Go duration: use e.g. 24h or 90m",
+            ),
+            (vec![(NAME, "api"), (DURATION, "-1h")], "must be positive"),
+            (vec![(NAME, "api"), (DURATION, "0")], "must be positive"),
+            (vec![(NAME, "api"), (DURATION, "876001h")], "100 years"),
+            (
+                vec![(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")],
+                "autocert.step.sm/bootstrapper-only \"maybe\" is not a boolean",
+            ),
+            (vec![(NAME, "api"), (INIT_FIRST, "1")], "is not a boolean"),
+            (
+                vec![(NAME, "api"), (OWNER, "garbage")],
+                "is not \"uid:gid\"",
+            ),
+            (vec![(NAME, "api"), (OWNER, "root:root")], "numeric IDs"),
+            (vec![(NAME, "api"), (OWNER, "+1:2")], "numeric IDs"),
+            (vec![(NAME, "api"), (OWNER, "1:2:3")], "numeric IDs"),
+            (vec![(NAME, "api"), (OWNER, "99999999999:1")], "numeric IDs"),
+            (vec![(NAME, "api"), (OWNER, "0:0")], "has uid 0"),
+            (
+                vec![(NAME, "api"), (MODE, "0999")],
+                "is not an octal file mode",
+            ),
+            (vec![(NAME, "api"), (MODE, "1777")], "at most 0777"),
+            (
+                vec![(NAME, "api"), (MODE, "rw")],
+                "is not an octal file mode",
+            ),
+            (vec![(NAME, "api"), (MODE, "0044")], "owner read the key"),
+            (
+                vec![(NAME, "api"), (ISSUER, "Step_CA")],
+                "DNS-1123 subdomain",
+            ),
+            (vec![(NAME, "api"), (ISSUER, "")], "DNS-1123 subdomain"),
+        ];
+        for (pairs, want) in cases {
+            let err = match parse(&ann(&pairs)) {
+                Err(e) => e.to_string(),
+                Ok(ok) => panic!("{pairs:?} parsed as {ok:?}"),
+            };
+            assert!(err.contains(want), "{err:?} does not contain {want:?}");
+            assert!(err.len() < 300, "message too long: {err}");
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok: &[(&str, Duration)] = &[
+            ("24h", Duration::from_secs(86_400)),
+            ("90m", Duration::from_secs(5_400)),
+            ("1h30m", Duration::from_secs(5_400)),
+            ("1.5h", Duration::from_secs(5_400)),
+            (".5s", Duration::from_millis(500)),
+            ("1.s", Duration::from_secs(1)),
+            ("+5m", Duration::from_secs(300)),
+            ("300ms", Duration::from_millis(300)),
+            ("2us", Duration::from_micros(2)),
+            ("2\u{b5}s", Duration::from_micros(2)),
+            ("2\u{3bc}s", Duration::from_micros(2)),
+            ("7ns", Duration::from_nanos(7)),
+            ("1h1h", Duration::from_secs(7_200)),
+            ("0.000000001s", Duration::from_nanos(1)),
+            ("876000h", MAX_DURATION),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_go_duration(s), Ok(*want), "{s}");
+        }
+        let bad: &[(&str, GoDurationError)] = &[
+            ("", GoDurationError::Invalid),
+            ("1d", GoDurationError::Invalid),
+            ("h", GoDurationError::Invalid),
+            ("1", GoDurationError::Invalid),
+            (".h", GoDurationError::Invalid),
+            ("1h 2m", GoDurationError::Invalid),
+            ("1H", GoDurationError::Invalid),
+            ("-", GoDurationError::Invalid),
+            ("0", GoDurationError::NotPositive),
+            ("0s", GoDurationError::NotPositive),
+            ("-1h", GoDurationError::NotPositive),
+            ("-0", GoDurationError::NotPositive),
+            ("876000h1ns", GoDurationError::TooLong),
+            (
+                "99999999999999999999999999999999999h",
+                GoDurationError::TooLong,
+            ),
+        ];
+        for (s, want) in bad {
+            assert_eq!(parse_go_duration(s), Err(*want), "{s}");
+        }
+    }
+
+    #[test]
+    fn go_duration_format() {
+        let cases: &[(Duration, &str)] = &[
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(5_400), "1h30m"),
+            (Duration::from_secs(3_661), "1h1m1s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1_500), "1500ms"),
+            (Duration::from_nanos(7), "7ns"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format_go_duration(*d), *want);
+        }
+    }
+
+    #[test]
+    fn dns1123() {
+        for ok in ["a", "step-ca", "a.b-c.d", "0a"] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a-", "a..b", "a.", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(
+            pairs in proptest::collection::btree_map(
+                prop_oneof![
+                    Just(NAME.to_owned()), Just(SANS.to_owned()), Just(DURATION.to_owned()),
+                    Just(INIT_FIRST.to_owned()), Just(BOOTSTRAPPER_ONLY.to_owned()),
+                    Just(OWNER.to_owned()), Just(MODE.to_owned()), Just(ISSUER.to_owned()),
+                    ".*",
+                ],
+                ".*",
+                0..10,
+            )
+        ) {
+            let _ = parse(&pairs);
+        }
+
+        #[test]
+        fn go_duration_never_panics(s in ".*") {
+            let _ = parse_go_duration(&s);
+        }
+
+        #[test]
+        fn go_duration_syntax_never_panics(s in "[-+]?([0-9]{0,25}(\\.[0-9]{0,25})?(ns|us|ms|s|m|h|x|µs)?){1,4}") {
+            let _ = parse_go_duration(&s);
+        }
+
+        #[test]
+        fn go_duration_round_trip(nanos in 1u64..=MAX_DURATION.as_nanos() as u64) {
+            let d = Duration::from_nanos(nanos);
+            prop_assert_eq!(parse_go_duration(&format_go_duration(d)), Ok(d));
+        }
+    }
+}

@@ -1,0 +1,810 @@
+//! Tests of [`super::mutate`] and [`super::review`].
+//!
+//! Golden patches live in `src/webhook/testdata/*.patch.json`; regenerate them with
+//! `UPDATE_GOLDEN=1 cargo test --lib webhook::` and review the diff.
+
+use super::*;
+use crate::webhook::annotations::{
+    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
+};
+use crate::webhook::policy::Pattern;
+use base64::Engine as _;
+use proptest::prelude::*;
+
+const NS: &str = "default";
+
+fn cfg() -> InjectConfig {
+    InjectConfig::new(
+        "ghcr.io/example/step-operator:test",
+        "https://step-operator-webhook.step-operator.svc:443/",
+        "https://step-ca.step.svc:9000",
+        "step-ca",
+    )
+}
+
+fn annotations(pairs: &[(&str, &str)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect(),
+    )
+}
+
+/// A pod with one app container and the given annotations.
+fn simple_pod(pairs: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "api", "namespace": NS, "annotations": annotations(pairs)},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+    })
+}
+
+/// A pod with two init containers, two app containers (one with mounts), and a volume.
+fn busy_pod(pairs: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "api", "namespace": NS, "annotations": annotations(pairs)},
+        "spec": {
+            "initContainers": [
+                {"name": "migrate", "image": "migrate"},
+                {"name": "seed", "image": "seed"}
+            ],
+            "containers": [
+                {"name": "app", "image": "nginx",
+                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                {"name": "metrics", "image": "exporter"}
+            ],
+            "volumes": [{"name": "data", "emptyDir": {}}]
+        }
+    })
+}
+
+fn to_pod(v: &Value) -> Pod {
+    match serde_json::from_value(v.clone()) {
+        Ok(p) => p,
+        Err(e) => panic!("not a Pod: {e}"),
+    }
+}
+
+fn patch_of(pod: &Value) -> Patch {
+    match mutate(&to_pod(pod), NS, &cfg()) {
+        Ok(Mutation::Patch(p)) => p,
+        other => panic!("expected a patch, got {other:?}"),
+    }
+}
+
+fn apply(pod: &Value, patch: &Patch) -> Value {
+    let mut doc = pod.clone();
+    if let Err(e) = json_patch::patch(&mut doc, patch) {
+        panic!("patch does not apply: {e}\n{patch}");
+    }
+    doc
+}
+
+fn golden(name: &str, patch: &Patch) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/webhook/testdata")
+        .join(format!("{name}.patch.json"));
+    let got = serde_json::to_value(patch).unwrap_or_default();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&got).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(&path, text) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        return;
+    }
+    let want: Value = match std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "cannot read golden {}: {e} (run UPDATE_GOLDEN=1 cargo test)",
+            path.display()
+        ),
+    };
+    assert_eq!(
+        got,
+        want,
+        "patch differs from {} (run UPDATE_GOLDEN=1 cargo test and review the diff):\n{}",
+        path.display(),
+        serde_json::to_string_pretty(&got).unwrap_or_default()
+    );
+}
+
+fn names(containers: &Option<Vec<Container>>) -> Vec<String> {
+    containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+fn env_of(c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(src)) => format!(
+                    "fieldRef:{}",
+                    src.field_ref
+                        .as_ref()
+                        .map(|f| f.field_path.clone())
+                        .unwrap_or_default()
+                ),
+                (None, None) => String::new(),
+            };
+            (e.name.clone(), v)
+        })
+        .collect()
+}
+
+fn find<'a>(containers: &'a Option<Vec<Container>>, name: &str) -> &'a Container {
+    match containers.iter().flatten().find(|c| c.name == name) {
+        Some(c) => c,
+        None => panic!("no container {name}"),
+    }
+}
+
+/// Checks the invariants of every injected pod and returns it typed.
+fn check_injected(patched: &Value, renewer: bool, owner: Option<(i64, i64)>) -> Pod {
+    let pod = to_pod(patched);
+    let spec = pod.spec.clone().unwrap_or_default();
+    let ann = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(ann.get(STATUS).map(String::as_str), Some(STATUS_INJECTED));
+
+    // Renewer right after the bootstrapper.
+    let init = names(&spec.init_containers);
+    let b = init.iter().position(|n| n == BOOTSTRAPPER);
+    let r = init.iter().position(|n| n == RENEWER);
+    match (b, r, renewer) {
+        (Some(b), Some(r), true) => assert_eq!(r, b + 1, "{init:?}"),
+        (Some(_), None, false) => {}
+        other => panic!("bad init containers {init:?}: {other:?}"),
+    }
+
+    let mut injected = vec![find(&spec.init_containers, BOOTSTRAPPER)];
+    if renewer {
+        injected.push(find(&spec.init_containers, RENEWER));
+    }
+    for c in &injected {
+        let sc = c.security_context.clone().unwrap_or_default();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(owner.map_or(DEFAULT_UID, |o| o.0)));
+        assert_eq!(sc.run_as_group, owner.map(|o| o.1));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.map(|p| p.type_),
+            Some("RuntimeDefault".to_owned())
+        );
+        assert_eq!(c.resources, Some(default_resources()));
+        let mounts: Vec<(String, String, Option<bool>)> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                (CERTS_VOLUME.into(), CERTS_DIR.into(), None),
+                (TOKEN_VOLUME.into(), TOKEN_DIR.into(), Some(true)),
+            ]
+        );
+        let env = env_of(c);
+        assert_eq!(
+            env.get("STEP_OPERATOR_BOOTSTRAP_URL").map(String::as_str),
+            Some("https://step-operator-webhook.step-operator.svc:443/bootstrap")
+        );
+        assert_eq!(
+            env.get("POD_UID").map(String::as_str),
+            Some("fieldRef:metadata.uid")
+        );
+    }
+    assert_eq!(injected[0].restart_policy, None);
+    assert_eq!(injected[0].args, Some(vec!["bootstrap".to_owned()]));
+    if renewer {
+        assert_eq!(injected[1].restart_policy.as_deref(), Some("Always"));
+        assert_eq!(injected[1].args, Some(vec!["renew".to_owned()]));
+        assert_eq!(injected[0].env, injected[1].env);
+    }
+
+    // Every app container mounts the certificates read-only, exactly once.
+    for c in &spec.containers {
+        let certs: Vec<_> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path == CERTS_DIR)
+            .collect();
+        assert_eq!(certs.len(), 1, "{}", c.name);
+        assert_eq!(certs[0].read_only, Some(true), "{}", c.name);
+    }
+    // The pod's own init containers are untouched.
+    for c in spec.init_containers.iter().flatten() {
+        if c.name != BOOTSTRAPPER && c.name != RENEWER {
+            assert!(c.volume_mounts.is_none(), "{}", c.name);
+        }
+    }
+
+    let volumes: Vec<&Volume> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.name == CERTS_VOLUME || v.name == TOKEN_VOLUME)
+        .collect();
+    assert_eq!(volumes.len(), 2);
+    assert_eq!(
+        volumes[0]
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.medium.as_deref()),
+        Some("Memory")
+    );
+    let token = volumes[1]
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.first())
+        .and_then(|s| s.service_account_token.clone())
+        .unwrap_or_default();
+    assert_eq!(token.audience.as_deref(), Some("step-operator"));
+    assert_eq!(token.expiration_seconds, Some(600));
+    assert_eq!(token.path, "token");
+
+    // Idempotent: the patched pod is skipped.
+    assert_eq!(mutate(&pod, NS, &cfg()), Ok(Mutation::Skip));
+    pod
+}
+
+#[test]
+fn golden_minimal() {
+    let pod = simple_pod(&[(NAME, "api.default.svc")]);
+    let patch = patch_of(&pod);
+    golden("minimal", &patch);
+    let patched = check_injected(&apply(&pod, &patch), true, None);
+    let spec = patched.spec.unwrap_or_default();
+    assert_eq!(
+        names(&spec.init_containers),
+        vec![BOOTSTRAPPER.to_owned(), RENEWER.to_owned()]
+    );
+    let env = env_of(find(&spec.init_containers, BOOTSTRAPPER));
+    let want: BTreeMap<String, String> = [
+        (
+            "STEP_OPERATOR_BOOTSTRAP_URL",
+            "https://step-operator-webhook.step-operator.svc:443/bootstrap",
+        ),
+        ("STEP_CA_URL", "https://step-ca.step.svc:9000"),
+        ("AUTOCERT_NAME", "api.default.svc"),
+        ("AUTOCERT_SANS", "api.default.svc"),
+        ("AUTOCERT_MODE", "0600"),
+        ("AUTOCERT_ISSUER", "step-ca"),
+        ("AUTOCERT_CERTS_DIR", "/var/run/autocert.step.sm"),
+        (
+            "STEP_OPERATOR_TOKEN_PATH",
+            "/var/run/secrets/step-operator/token",
+        ),
+        ("POD_NAME", "fieldRef:metadata.name"),
+        ("POD_NAMESPACE", "fieldRef:metadata.namespace"),
+        ("POD_UID", "fieldRef:metadata.uid"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(env, want);
+}
+
+#[test]
+fn golden_cases() {
+    struct Case {
+        golden: &'static str,
+        pod: Value,
+        renewer: bool,
+        owner: Option<(i64, i64)>,
+        init_order: &'static [&'static str],
+        env: &'static [(&'static str, Option<&'static str>)],
+    }
+    let cases = vec![
+        Case {
+            golden: "sans",
+            pod: simple_pod(&[
+                (NAME, "api.default.svc"),
+                (
+                    SANS,
+                    " api.default.svc, api ,, api.default.svc.cluster.local ",
+                ),
+            ]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                (
+                    "AUTOCERT_SANS",
+                    Some("api.default.svc,api,api.default.svc.cluster.local"),
+                ),
+                ("AUTOCERT_NAME", Some("api.default.svc")),
+            ],
+        },
+        Case {
+            golden: "duration",
+            pod: simple_pod(&[(NAME, "api"), (DURATION, "90m")]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[("AUTOCERT_DURATION", Some("1h30m"))],
+        },
+        Case {
+            golden: "init_first",
+            pod: busy_pod(&[(NAME, "api"), (INIT_FIRST, "true")]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER, "migrate", "seed"],
+            env: &[("AUTOCERT_DURATION", None)],
+        },
+        Case {
+            golden: "init_last",
+            pod: busy_pod(&[(NAME, "api")]),
+            renewer: true,
+            owner: None,
+            init_order: &["migrate", "seed", BOOTSTRAPPER, RENEWER],
+            env: &[],
+        },
+        Case {
+            golden: "bootstrapper_only",
+            pod: busy_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "true")]),
+            renewer: false,
+            owner: None,
+            init_order: &["migrate", "seed", BOOTSTRAPPER],
+            env: &[],
+        },
+        Case {
+            golden: "owner_mode",
+            pod: simple_pod(&[(NAME, "api"), (OWNER, "1000:2000"), (MODE, "640")]),
+            renewer: true,
+            owner: Some((1000, 2000)),
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                ("AUTOCERT_OWNER", Some("1000:2000")),
+                ("AUTOCERT_MODE", Some("0640")),
+            ],
+        },
+        Case {
+            golden: "issuer",
+            pod: simple_pod(&[(NAME, "api"), (ISSUER, "internal-ca")]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[("AUTOCERT_ISSUER", Some("internal-ca"))],
+        },
+    ];
+    for case in cases {
+        let patch = patch_of(&case.pod);
+        golden(case.golden, &patch);
+        let patched = check_injected(&apply(&case.pod, &patch), case.renewer, case.owner);
+        let spec = patched.spec.unwrap_or_default();
+        assert_eq!(
+            names(&spec.init_containers),
+            case.init_order.to_vec(),
+            "{}",
+            case.golden
+        );
+        let env = env_of(find(&spec.init_containers, BOOTSTRAPPER));
+        for (k, v) in case.env {
+            assert_eq!(env.get(*k).map(String::as_str), *v, "{} {k}", case.golden);
+        }
+    }
+}
+
+#[test]
+fn appends_use_dash_and_escape_annotation_key() {
+    let patch = patch_of(&busy_pod(&[(NAME, "api")]));
+    let paths: Vec<String> = patch.iter().map(|op| op.path().to_string()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/spec/initContainers/-",
+            "/spec/initContainers/-",
+            "/spec/volumes/-",
+            "/spec/volumes/-",
+            "/spec/containers/0/volumeMounts/-",
+            "/spec/containers/1/volumeMounts",
+            "/metadata/annotations/autocert.step.sm~1status",
+        ]
+    );
+}
+
+#[test]
+fn default_duration_and_existing_mount() {
+    let mut c = cfg();
+    c.default_duration = Some(Duration::from_secs(86_400));
+    c.ca_url = String::new();
+    let pod = json!({
+        "metadata": {"name": "api", "annotations": {NAME: "api"}},
+        "spec": {"containers": [
+            {"name": "a", "image": "a",
+             "volumeMounts": [{"name": "mine", "mountPath": "/var/run/autocert.step.sm/"}]},
+            {"name": "b", "image": "b"}
+        ], "volumes": [{"name": "mine", "emptyDir": {}}]}
+    });
+    let patch = match mutate(&to_pod(&pod), NS, &c) {
+        Ok(Mutation::Patch(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    let paths: Vec<String> = patch.iter().map(|op| op.path().to_string()).collect();
+    assert!(!paths.iter().any(|p| p.starts_with("/spec/containers/0")));
+    assert!(paths.contains(&"/spec/containers/1/volumeMounts".to_owned()));
+    let patched = to_pod(&apply(&pod, &patch));
+    let spec = patched.spec.unwrap_or_default();
+    let env = env_of(find(&spec.init_containers, BOOTSTRAPPER));
+    assert_eq!(
+        env.get("AUTOCERT_DURATION").map(String::as_str),
+        Some("24h")
+    );
+    assert!(!env.contains_key("STEP_CA_URL"));
+}
+
+#[test]
+fn skips() {
+    let cases = vec![
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}}),
+        simple_pod(&[]),
+        simple_pod(&[("other", "x")]),
+        simple_pod(&[(NAME, "api"), (STATUS, "injected")]),
+        // Already injected: even bad annotations are not re-checked.
+        simple_pod(&[(NAME, "api.other.svc"), (STATUS, "injected")]),
+    ];
+    for pod in cases {
+        assert_eq!(
+            mutate(&to_pod(&pod), NS, &cfg()),
+            Ok(Mutation::Skip),
+            "{pod}"
+        );
+    }
+}
+
+#[test]
+fn status_annotation_key_is_escaped() {
+    let patch = patch_of(&simple_pod(&[(NAME, "api"), (STATUS, "pending")]));
+    let last = patch.last().map(|op| op.path().to_string());
+    assert_eq!(
+        last.as_deref(),
+        Some("/metadata/annotations/autocert.step.sm~1status")
+    );
+    // An existing status other than "injected" is overwritten.
+    let pod = simple_pod(&[(NAME, "api"), (STATUS, "pending")]);
+    let patched = apply(&pod, &patch);
+    assert_eq!(patched["metadata"]["annotations"][STATUS], STATUS_INJECTED);
+}
+
+#[test]
+fn denials() {
+    let many = vec!["api"; 10_000].join(",");
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            simple_pod(&[(NAME, "api"), (DURATION, "1d")]),
+            "autocert.step.sm/duration \"1d\" is not a Go duration: use e.g. 24h or 90m",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (DURATION, "-5m")]),
+            "autocert.step.sm/duration \"-5m\" must be positive",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (OWNER, "nobody")]),
+            "autocert.step.sm/owner \"nobody\" is not \"uid:gid\": use numeric IDs",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (MODE, "0999")]),
+            "autocert.step.sm/mode \"0999\" is not an octal file mode",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, &many)]),
+            "lists 10000 names: at most 100",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, "api,bad\u{1b}[31m")]),
+            "contains a control character",
+        ),
+        (
+            simple_pod(&[(NAME, "api.other.svc")]),
+            "name \"api.other.svc\" is not allowed in namespace \"default\": use <svc>.default.svc",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, "api,www.google.com")]),
+            "name \"www.google.com\" is not allowed in namespace \"default\"",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, "api,10.0.0.1")]),
+            "IP address \"10.0.0.1\" is not allowed",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")]),
+            "autocert.step.sm/bootstrapper-only \"maybe\" is not a boolean: use \"true\" or \"false\"",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (ISSUER, "Bad Issuer")]),
+            "is not a valid StepClusterIssuer name",
+        ),
+        (
+            json!({"metadata": {"name": "p", "annotations": {NAME: "api"}},
+                   "spec": {"containers": [{"name": "autocert-renewer"}]}}),
+            "already has a container named \"autocert-renewer\"",
+        ),
+        (
+            json!({"metadata": {"name": "p", "annotations": {NAME: "api"}},
+                   "spec": {"initContainers": [{"name": "autocert-bootstrapper"}],
+                            "containers": [{"name": "a"}]}}),
+            "already has a container named \"autocert-bootstrapper\"",
+        ),
+        (
+            json!({"metadata": {"name": "p", "annotations": {NAME: "api"}},
+                   "spec": {"containers": [{"name": "a"}],
+                            "volumes": [{"name": "certs", "emptyDir": {}}]}}),
+            "already has a volume named \"certs\" but no autocert.step.sm/status: injected annotation: rename that volume",
+        ),
+        (
+            json!({"metadata": {"name": "p", "annotations": {NAME: "api"}},
+                   "spec": {"containers": [{"name": "a"}],
+                            "volumes": [{"name": "step-operator-token", "emptyDir": {}}]}}),
+            "already has a volume named \"step-operator-token\"",
+        ),
+        (
+            json!({"metadata": {"name": "p", "annotations": {NAME: "api"}}}),
+            "the pod has no spec",
+        ),
+    ];
+    for (pod, want) in cases {
+        match mutate(&to_pod(&pod), NS, &cfg()) {
+            Err(Denial { message }) => {
+                assert!(message.starts_with("autocert.step.sm: "), "{message}");
+                assert!(message.contains(want), "{message:?} lacks {want:?}");
+                assert!(message.len() < 400, "too long: {message}");
+            }
+            other => panic!("expected a denial for {pod}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn policy_patterns_allow_external_names() {
+    let mut c = cfg();
+    c.policy.allowed = vec![
+        "*.example.com"
+            .parse::<Pattern>()
+            .unwrap_or(Pattern::Exact(String::new())),
+    ];
+    let pod = simple_pod(&[(NAME, "api.example.com"), (SANS, "api.example.com,api")]);
+    assert!(matches!(
+        mutate(&to_pod(&pod), NS, &c),
+        Ok(Mutation::Patch(_))
+    ));
+}
+
+// ---- review() ----
+
+fn admission_review(api_version: &str, kind: &str, operation: &str, object: &Value) -> Vec<u8> {
+    let (group, version, resource) = if kind == "Pod" {
+        ("", "v1", "pods")
+    } else {
+        ("apps", "v1", "deployments")
+    };
+    serde_json::to_vec(&json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "namespace": NS,
+            "operation": operation,
+            "userInfo": {"username": "admin"},
+            "object": object,
+            "dryRun": false
+        }
+    }))
+    .unwrap_or_default()
+}
+
+fn parse_body(body: &[u8]) -> Value {
+    match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => panic!("body is not JSON: {e}: {}", String::from_utf8_lossy(body)),
+    }
+}
+
+#[test]
+fn review_round_trip() {
+    let pod = simple_pod(&[(NAME, "api.default.svc")]);
+    let (status, body) = review(
+        &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
+        &cfg(),
+    );
+    assert_eq!(status, 200);
+    let v = parse_body(&body);
+    assert_eq!(v["apiVersion"], ADMISSION_V1);
+    assert_eq!(v["kind"], "AdmissionReview");
+    let resp = &v["response"];
+    assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(resp["allowed"], true);
+    assert_eq!(resp["patchType"], "JSONPatch");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(resp["patch"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    let patch: Patch = match serde_json::from_slice(&raw) {
+        Ok(p) => p,
+        Err(e) => panic!("patch is not a JSON Patch: {e}"),
+    };
+    assert_eq!(patch, patch_of(&pod));
+    check_injected(&apply(&pod, &patch), true, None);
+}
+
+#[test]
+fn review_answers() {
+    let pod = simple_pod(&[(NAME, "api.default.svc")]);
+    /// (body, HTTP status, allowed (None: not an AdmissionReview), has patch, text in the body)
+    type Case = (Vec<u8>, u16, Option<bool>, bool, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            admission_review("admission.k8s.io/v1beta1", "Pod", "CREATE", &pod),
+            400,
+            None,
+            false,
+            "only admission.k8s.io/v1 is supported",
+        ),
+        (b"garbage".to_vec(), 400, None, false, "not valid JSON"),
+        (Vec::new(), 400, None, false, "not valid JSON"),
+        (
+            {
+                let full = admission_review(ADMISSION_V1, "Pod", "CREATE", &pod);
+                full[..full.len() / 2].to_vec()
+            },
+            400,
+            None,
+            false,
+            "not valid JSON",
+        ),
+        (
+            serde_json::to_vec(&json!({"apiVersion": ADMISSION_V1, "kind": "AdmissionReview"}))
+                .unwrap_or_default(),
+            400,
+            None,
+            false,
+            "no request",
+        ),
+        (
+            serde_json::to_vec(
+                &json!({"apiVersion": ADMISSION_V1, "kind": "AdmissionReview",
+                                        "request": {"uid": 5}}),
+            )
+            .unwrap_or_default(),
+            400,
+            None,
+            false,
+            "malformed AdmissionReview",
+        ),
+        (
+            admission_review(
+                ADMISSION_V1,
+                "Deployment",
+                "CREATE",
+                &json!({"metadata": {"name": "d"}}),
+            ),
+            200,
+            Some(true),
+            false,
+            "705ab4f5",
+        ),
+        (
+            admission_review(ADMISSION_V1, "Pod", "UPDATE", &pod),
+            200,
+            Some(true),
+            false,
+            "705ab4f5",
+        ),
+        (
+            admission_review(ADMISSION_V1, "Pod", "CREATE", &simple_pod(&[])),
+            200,
+            Some(true),
+            false,
+            "705ab4f5",
+        ),
+        (
+            admission_review(
+                ADMISSION_V1,
+                "Pod",
+                "CREATE",
+                &simple_pod(&[(NAME, "api.other.svc")]),
+            ),
+            200,
+            Some(false),
+            false,
+            "autocert.step.sm: name \\\"api.other.svc\\\" is not allowed",
+        ),
+        (
+            admission_review(ADMISSION_V1, "Pod", "CREATE", &json!({"spec": 5})),
+            200,
+            Some(false),
+            false,
+            "cannot read the Pod",
+        ),
+    ];
+    for (body, want_status, allowed, has_patch, text) in cases {
+        let (status, out) = review(&body, &cfg());
+        let shown = String::from_utf8_lossy(&out).into_owned();
+        assert_eq!(status, want_status, "{shown}");
+        assert!(shown.contains(text), "{shown} lacks {text}");
+        let v = parse_body(&out);
+        match allowed {
+            None => {
+                assert_eq!(v["kind"], "Status");
+                assert_eq!(v["code"], want_status);
+            }
+            Some(allowed) => {
+                assert_eq!(v["apiVersion"], ADMISSION_V1);
+                assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+                assert_eq!(v["response"]["allowed"], allowed, "{shown}");
+                assert_eq!(v["response"].get("patch").is_some(), has_patch, "{shown}");
+                if !allowed {
+                    assert_eq!(v["response"]["status"]["code"], 403, "{shown}");
+                    let msg = v["response"]["status"]["message"].as_str().unwrap_or("");
+                    assert!(msg.starts_with("autocert.step.sm: "), "{msg}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn review_too_large() {
+    let (status, _) = review(&vec![b' '; MAX_REVIEW_BYTES + 1], &cfg());
+    assert_eq!(status, 413);
+}
+
+proptest! {
+    #[test]
+    fn review_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let (status, out) = review(&body, &cfg());
+        prop_assert!(status == 200 || status == 400);
+        prop_assert!(serde_json::from_slice::<Value>(&out).is_ok());
+    }
+
+    #[test]
+    fn review_never_panics_on_annotations(
+        pairs in proptest::collection::btree_map(
+            prop_oneof![
+                Just(NAME.to_owned()), Just(SANS.to_owned()), Just(DURATION.to_owned()),
+                Just(INIT_FIRST.to_owned()), Just(BOOTSTRAPPER_ONLY.to_owned()),
+                Just(OWNER.to_owned()), Just(MODE.to_owned()), Just(ISSUER.to_owned()),
+                Just(STATUS.to_owned()), "[a-z./]{1,20}",
+            ],
+            prop_oneof![
+                Just("api".to_owned()), Just("true".to_owned()), Just("1h".to_owned()),
+                Just("1000:1000".to_owned()), Just("0600".to_owned()), ".{0,40}",
+            ],
+            0..8,
+        ),
+        busy in any::<bool>(),
+    ) {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pod = if busy { busy_pod(&pairs) } else { simple_pod(&pairs) };
+        let (status, out) = review(&admission_review(ADMISSION_V1, "Pod", "CREATE", &pod), &cfg());
+        prop_assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&out).unwrap_or_default();
+        if let Some(p) = v["response"]["patch"].as_str() {
+            let raw = base64::engine::general_purpose::STANDARD.decode(p).unwrap_or_default();
+            let patch: Patch = serde_json::from_slice(&raw).unwrap_or_default();
+            let mut doc = pod.clone();
+            prop_assert!(json_patch::patch(&mut doc, &patch).is_ok());
+            prop_assert_eq!(mutate(&to_pod(&doc), NS, &cfg()), Ok(Mutation::Skip));
+        }
+    }
+}
