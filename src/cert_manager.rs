@@ -54,7 +54,8 @@ pub struct CertificateRequestStatus {
     pub failure_time: Option<Time>,
 }
 
-/// cert-manager's own condition type (not `metav1.Condition`: reason and message are optional).
+/// cert-manager's own condition type (not `metav1.Condition`: reason and message are optional
+/// and there is no `observedGeneration`; the apiserver rejects unknown fields in an apply).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestCondition {
@@ -67,8 +68,6 @@ pub struct RequestCondition {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
 }
 
 pub const CONDITION_READY: &str = "Ready";

@@ -448,7 +448,8 @@ spec:
         "spec": {
             "secretName": "backend-tls",
             "commonName": "backend.default.svc.cluster.local",
-            "dnsNames": ["backend.default.svc.cluster.local", "127.0.0.1"],
+            "dnsNames": ["backend.default.svc.cluster.local"],
+            "ipAddresses": ["127.0.0.1"],
             "duration": "24h",
             "renewBefore": "8h",
             "issuerRef": {"group": "certmanager.step.sm", "kind": "StepIssuer", "name": "step-issuer"}

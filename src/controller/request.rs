@@ -313,7 +313,6 @@ async fn sign(c: &RequestCtx, cr: &CertificateRequest, key: &IssuerKey, uid: &st
                 reason: Some("InvalidRequest".into()),
                 message: Some(message.clone()),
                 last_transition_time: Some(Time(Timestamp::now())),
-                observed_generation: fresh.meta().generation,
             });
             apply_status(ctx, &fresh, &status).await?;
             finish(&c.memory, uid);
@@ -405,6 +404,13 @@ async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateR
             Err(e) => return Err(SignFailure::Invalid(format!("spec.duration: {e}"))),
         },
     };
+    // step-ca classifies token SANs by their text, so an IP written as a DNS name can never match
+    // the CSR: say so now instead of relaying step-ca's 403.
+    if let Some(ip) = csr.dns_names.iter().find(|d| d.parse::<std::net::IpAddr>().is_ok()) {
+        return Err(SignFailure::Invalid(format!(
+            "The CSR lists the IP address {ip} as a DNS name, which step-ca cannot sign: move it from dnsNames to ipAddresses in the Certificate"
+        )));
+    }
     let sans = csr.sans();
     let Some(subject) = step::token::subject_for(csr.common_name.as_deref(), &sans) else {
         return Err(SignFailure::Invalid(
@@ -476,7 +482,6 @@ fn ready_condition(cr: &CertificateRequest, status: &str, why: &str, message: &s
         reason: Some(why.into()),
         message: Some(message.into()),
         last_transition_time: Some(previous.unwrap_or(Time(Timestamp::now()))),
-        observed_generation: cr.meta().generation,
     }
 }
 
