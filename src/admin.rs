@@ -88,6 +88,9 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(text.contains("step_operator_issuance_duration_seconds"), "{text}");
+        assert!(
+            text.contains("step_operator_issuance_duration_seconds"),
+            "{text}"
+        );
     }
 }

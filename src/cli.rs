@@ -14,7 +14,12 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Log filter, in `RUST_LOG` syntax (for example `info,step_operator=debug`).
-    #[arg(long, env = "RUST_LOG", default_value = "info,kube=warn", global = true)]
+    #[arg(
+        long,
+        env = "RUST_LOG",
+        default_value = "info,kube=warn",
+        global = true
+    )]
     pub log_level: String,
 
     #[command(subcommand)]
@@ -48,7 +53,11 @@ pub struct ControllerArgs {
     pub leader_elect: bool,
 
     /// Name of the Lease used for leader election (in the namespace from POD_NAMESPACE).
-    #[arg(long, env = "STEP_OPERATOR_LEASE_NAME", default_value = "step-operator-controller")]
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_LEASE_NAME",
+        default_value = "step-operator-controller"
+    )]
     pub lease_name: String,
 
     /// Lease duration: how long a standby waits for a dead leader.
@@ -57,7 +66,11 @@ pub struct ControllerArgs {
 
     /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names no
     /// namespace.
-    #[arg(long, env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE", default_value = "step-operator")]
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
+        default_value = "step-operator"
+    )]
     pub cluster_resource_namespace: String,
 
     /// How long a CertificateRequest is retried after retryable errors, counted from its

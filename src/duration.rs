@@ -9,7 +9,9 @@ pub enum DurationError {
     Empty,
     #[error("duration {0:?} is negative: use a positive Go duration such as 2160h")]
     Negative(String),
-    #[error("duration {0:?} is not a Go duration: use digits with a unit (ns, us, ms, s, m, h), for example 2160h or 1h30m")]
+    #[error(
+        "duration {0:?} is not a Go duration: use digits with a unit (ns, us, ms, s, m, h), for example 2160h or 1h30m"
+    )]
     Invalid(String),
     #[error("duration {0:?} is too large: the limit is 100 years")]
     TooLarge(String),

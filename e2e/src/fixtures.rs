@@ -18,16 +18,31 @@ pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiReso
 }
 
 pub fn step_issuers() -> ApiResource {
-    resource("certmanager.step.sm", "v1beta1", "StepIssuer", "stepissuers")
+    resource(
+        "certmanager.step.sm",
+        "v1beta1",
+        "StepIssuer",
+        "stepissuers",
+    )
 }
 pub fn step_cluster_issuers() -> ApiResource {
-    resource("certmanager.step.sm", "v1beta1", "StepClusterIssuer", "stepclusterissuers")
+    resource(
+        "certmanager.step.sm",
+        "v1beta1",
+        "StepClusterIssuer",
+        "stepclusterissuers",
+    )
 }
 pub fn certificates() -> ApiResource {
     resource("cert-manager.io", "v1", "Certificate", "certificates")
 }
 pub fn certificate_requests() -> ApiResource {
-    resource("cert-manager.io", "v1", "CertificateRequest", "certificaterequests")
+    resource(
+        "cert-manager.io",
+        "v1",
+        "CertificateRequest",
+        "certificaterequests",
+    )
 }
 
 pub fn namespaced(client: &Client, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
@@ -46,10 +61,13 @@ pub fn object(v: Value) -> Result<DynamicObject> {
 pub async fn apply(api: &Api<DynamicObject>, v: Value) -> Result<DynamicObject> {
     let obj = object(v)?;
     let name = obj.name_any();
-    Ok(api
-        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&obj))
-        .await
-        .with_context(|| format!("applying {name}"))?)
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .with_context(|| format!("applying {name}"))
 }
 
 /// Ensures a namespace exists (idempotent; shared namespaces are created by whichever test runs first).
@@ -70,19 +88,32 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 /// Writes a password Secret (value used verbatim, no newline).
-pub async fn password_secret(client: &Client, ns: &str, name: &str, key: &str, password: &str) -> Result<()> {
+pub async fn password_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    password: &str,
+) -> Result<()> {
     let api = Api::<Secret>::namespaced(client.clone(), ns);
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(key.to_string(), ByteString(password.as_bytes().to_vec()))])),
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(password.as_bytes().to_vec()),
+        )])),
         ..Default::default()
     };
-    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(&secret))
-        .await
-        .with_context(|| format!("writing Secret {ns}/{name}"))?;
+    api.patch(
+        name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .with_context(|| format!("writing Secret {ns}/{name}"))?;
     Ok(())
 }
 
@@ -90,7 +121,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -151,7 +186,14 @@ pub async fn wait_ready_condition(
         async || {
             let obj = api.get_opt(name).await.ok().flatten();
             let log = std::fs::read_to_string(controller_log).unwrap_or_default();
-            let tail: Vec<_> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: Vec<_> = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             format!("{}\ncontroller log tail:\n{}", dump(&obj), tail.join("\n"))
         },
     )

@@ -43,7 +43,10 @@ fn var(name: &str) -> Result<String> {
 fn existing(name: &str) -> Result<PathBuf> {
     let p = PathBuf::from(var(name)?);
     if !p.exists() {
-        bail!("{name}={} does not exist: is e2e/cluster.sh still up?", p.display());
+        bail!(
+            "{name}={} does not exist: is e2e/cluster.sh still up?",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -78,7 +81,10 @@ impl Env {
     pub fn tool(&self, name: &str) -> Result<PathBuf> {
         let p = self.bin.join(name);
         if !p.exists() {
-            bail!("{} is missing from E2E_BIN: rebuild with e2e/build-infra.sh", p.display());
+            bail!(
+                "{} is missing from E2E_BIN: rebuild with e2e/build-infra.sh",
+                p.display()
+            );
         }
         Ok(p)
     }
@@ -176,7 +182,9 @@ pub async fn wait_for<T>(
         }
         if Instant::now() >= deadline {
             let seen = describe().await;
-            let err = last_err.map(|e| format!("\nlast error: {e:#}")).unwrap_or_default();
+            let err = last_err
+                .map(|e| format!("\nlast error: {e:#}"))
+                .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}; seen:\n{seen}{err}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

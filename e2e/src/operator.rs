@@ -71,7 +71,9 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let pid_file = env.state.join(format!("extra-{name}.pid"));
         std::fs::write(&pid_file, child.id().to_string())?;
         Ok(Process {
@@ -105,7 +107,13 @@ impl Process {
         wait_for(
             &format!("{} /readyz", self.name),
             timeout,
-            async || Ok(http_get(&url).await.ok().filter(|(s, _)| *s == 200).map(|_| ())),
+            async || {
+                Ok(http_get(&url)
+                    .await
+                    .ok()
+                    .filter(|(s, _)| *s == 200)
+                    .map(|_| ()))
+            },
             async || std::fs::read_to_string(&log).unwrap_or_default(),
         )
         .await
@@ -142,9 +150,12 @@ impl Drop for Process {
 pub async fn http_get(url: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).to_string();
@@ -153,7 +164,10 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .context("no HTTP status line")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

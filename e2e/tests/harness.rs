@@ -35,7 +35,10 @@ async fn harness_apiserver_enforces_rbac() -> Result<()> {
 }
 
 fn cm_resource(kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cert-manager.io", "v1", kind), plural)
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("cert-manager.io", "v1", kind),
+        plural,
+    )
 }
 
 #[tokio::test]
@@ -82,8 +85,8 @@ async fn harness_selfsigned_certificate() -> Result<()> {
     wait_for(
         "the SelfSigned Certificate to become Ready",
         Duration::from_secs(60),
-        async || { Ok(certs.get("demo").await.ok().filter(ready)) },
-        async || { dump(&certs.get("demo").await.ok()) },
+        async || Ok(certs.get("demo").await.ok().filter(ready)),
+        async || dump(&certs.get("demo").await.ok()),
     )
     .await?;
 
@@ -93,10 +96,17 @@ async fn harness_selfsigned_certificate() -> Result<()> {
     let data = secret.data.unwrap_or_default();
     for key in ["tls.crt", "tls.key"] {
         let v = data.get(key).map(|b| b.0.clone()).unwrap_or_default();
-        assert!(!v.is_empty(), "Secret demo-tls has no {key}; keys: {:?}", data.keys());
+        assert!(
+            !v.is_empty(),
+            "Secret demo-tls has no {key}; keys: {:?}",
+            data.keys()
+        );
     }
     let crt = String::from_utf8(data["tls.crt"].0.clone())?;
-    assert!(crt.starts_with("-----BEGIN CERTIFICATE-----"), "tls.crt is not PEM");
+    assert!(
+        crt.starts_with("-----BEGIN CERTIFICATE-----"),
+        "tls.crt is not PEM"
+    );
     ns.delete().await
 }
 
@@ -151,7 +161,13 @@ async fn harness_step_cli_certificate_verifies() -> Result<()> {
     .await?;
     let inspect = run(
         &step,
-        &["certificate", "inspect", "--format", "json", crt.to_str().context("utf-8 path")?],
+        &[
+            "certificate",
+            "inspect",
+            "--format",
+            "json",
+            crt.to_str().context("utf-8 path")?,
+        ],
         &envs,
     )
     .await?;

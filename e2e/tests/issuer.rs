@@ -34,7 +34,14 @@ async fn setup() -> Result<Setup> {
 async fn cluster_issuer(s: &Setup, prefix: &str) -> Result<String> {
     let name = format!("{prefix}-{}", random_suffix());
     let secret = format!("{name}-password");
-    password_secret(&s.client, CLUSTER_RESOURCE_NAMESPACE, &secret, "password", &s.env.provisioner_password()?).await?;
+    password_secret(
+        &s.client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &secret,
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
     let api = cluster(&s.client, &step_cluster_issuers());
     apply(
         &api,
@@ -49,7 +56,12 @@ async fn cluster_issuer(s: &Setup, prefix: &str) -> Result<String> {
     Ok(name)
 }
 
-fn certificate(name: &str, issuer_kind: &str, issuer: &str, extra: serde_json::Value) -> serde_json::Value {
+fn certificate(
+    name: &str,
+    issuer_kind: &str,
+    issuer: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
     let mut spec = json!({
         "secretName": format!("{name}-tls"),
         "issuerRef": {"group": "certmanager.step.sm", "kind": issuer_kind, "name": issuer},
@@ -66,22 +78,41 @@ async fn wait_certificate_ready(s: &Setup, ns: &str, name: &str) -> Result<Secre
     wait_for(
         &format!("Certificate {ns}/{name} to become Ready"),
         READY_TIMEOUT,
-        async || { Ok(certs.get_opt(name).await?.filter(|c| is_true(c, "Ready")).map(|_| ())) },
+        async || {
+            Ok(certs
+                .get_opt(name)
+                .await?
+                .filter(|c| is_true(c, "Ready"))
+                .map(|_| ()))
+        },
         async || {
             let c = certs.get_opt(name).await.ok().flatten();
-            let r = requests.list(&Default::default()).await.map(|l| l.items).unwrap_or_default();
+            let r = requests
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
             let log = std::fs::read_to_string(&s.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(20).collect();
-            format!("certificate: {}\nrequests: {}\ncontroller log (newest first):\n{}", dump(&c), dump(&r), tail.join("\n"))
+            format!(
+                "certificate: {}\nrequests: {}\ncontroller log (newest first):\n{}",
+                dump(&c),
+                dump(&r),
+                tail.join("\n")
+            )
         },
     )
     .await?;
-    Ok(Api::<Secret>::namespaced(s.client.clone(), ns).get(&format!("{name}-tls")).await?)
+    Ok(Api::<Secret>::namespaced(s.client.clone(), ns)
+        .get(&format!("{name}-tls"))
+        .await?)
 }
 
 fn secret_text(secret: &Secret, key: &str) -> Result<String> {
     let data = secret.data.as_ref().context("Secret has no data")?;
-    let v = data.get(key).with_context(|| format!("Secret has no {key}; keys: {:?}", data.keys()))?;
+    let v = data
+        .get(key)
+        .with_context(|| format!("Secret has no {key}; keys: {:?}", data.keys()))?;
     Ok(String::from_utf8(v.0.clone())?)
 }
 
@@ -94,8 +125,18 @@ async fn verify_chain(env: &Env, chain_pem: &str) -> Result<serde_json::Value> {
     let p = path.to_str().context("utf-8")?;
     let root = env.step_ca_root.to_str().context("utf-8")?;
     let steppath = dir.path().to_str().context("utf-8")?;
-    run(&step, &["certificate", "verify", p, "--roots", root], &[("STEPPATH", steppath)]).await?;
-    let out = run(&step, &["certificate", "inspect", "--format", "json", p], &[("STEPPATH", steppath)]).await?;
+    run(
+        &step,
+        &["certificate", "verify", p, "--roots", root],
+        &[("STEPPATH", steppath)],
+    )
+    .await?;
+    let out = run(
+        &step,
+        &["certificate", "inspect", "--format", "json", p],
+        &[("STEPPATH", steppath)],
+    )
+    .await?;
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -107,14 +148,40 @@ async fn issuer_cluster_issuer_becomes_ready() -> Result<()> {
     let obj = api.get(&name).await?;
     let ready = condition(&obj, "Ready").context("no Ready condition")?;
     assert_eq!(ready["reason"], "Verified", "{}", dump(&obj));
-    assert!(ready["message"].as_str().unwrap_or("").contains(&s.env.step_provisioner), "{}", dump(&obj));
-    assert_eq!(ready["observedGeneration"], obj.metadata.generation.unwrap_or_default(), "{}", dump(&obj));
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&s.env.step_provisioner),
+        "{}",
+        dump(&obj)
+    );
+    assert_eq!(
+        ready["observedGeneration"],
+        obj.metadata.generation.unwrap_or_default(),
+        "{}",
+        dump(&obj)
+    );
 
     // kubectl shows the printer columns.
-    let out = run(&s.env.tool("kubectl")?, &["--kubeconfig", s.env.kubeconfig.to_str().context("utf-8")?, "get", "stepclusterissuers", &name], &[]).await?;
+    let out = run(
+        &s.env.tool("kubectl")?,
+        &[
+            "--kubeconfig",
+            s.env.kubeconfig.to_str().context("utf-8")?,
+            "get",
+            "stepclusterissuers",
+            &name,
+        ],
+        &[],
+    )
+    .await?;
     let text = String::from_utf8_lossy(&out.stdout);
     for column in ["READY", "REASON", "MESSAGE", "AGE", "True", "Verified"] {
-        assert!(text.contains(column), "kubectl get output lacks {column}:\n{text}");
+        assert!(
+            text.contains(column),
+            "kubectl get output lacks {column}:\n{text}"
+        );
     }
     Ok(())
 }
@@ -144,14 +211,27 @@ async fn issuer_certificate_with_every_san_type() -> Result<()> {
         .await?;
     let secret = wait_certificate_ready(&s, &ns.name, "web").await?;
     let chain = secret_text(&secret, "tls.crt")?;
-    assert!(chain.matches("BEGIN CERTIFICATE").count() >= 2, "tls.crt must hold the leaf and the intermediate:\n{chain}");
+    assert!(
+        chain.matches("BEGIN CERTIFICATE").count() >= 2,
+        "tls.crt must hold the leaf and the intermediate:\n{chain}"
+    );
     let info = verify_chain(&s.env, &chain).await?;
     let sans = info["extensions"]["subject_alt_name"].to_string();
-    for want in ["web.example.com", "www.example.com", "10.9.8.7", "spiffe://cluster.local/ns/app/sa/web", "ops@example.com"] {
+    for want in [
+        "web.example.com",
+        "www.example.com",
+        "10.9.8.7",
+        "spiffe://cluster.local/ns/app/sa/web",
+        "ops@example.com",
+    ] {
         assert!(sans.contains(want), "certificate lacks SAN {want}: {sans}");
     }
     let ca = secret_text(&secret, "ca.crt")?;
-    assert_eq!(ca.trim(), s.env.root_pem()?.trim(), "ca.crt must be the step-ca root");
+    assert_eq!(
+        ca.trim(),
+        s.env.root_pem()?.trim(),
+        "ca.crt must be the step-ca root"
+    );
     assert!(!secret_text(&secret, "tls.key")?.is_empty());
     ns.delete().await
 }
@@ -160,7 +240,14 @@ async fn issuer_certificate_with_every_san_type() -> Result<()> {
 async fn issuer_namespaced_step_issuer_with_password_ref() -> Result<()> {
     let s = setup().await?;
     let ns = TestNamespace::create(&s.client, "issuer-ns").await?;
-    password_secret(&s.client, &ns.name, "step-pass", "password", &s.env.provisioner_password()?).await?;
+    password_secret(
+        &s.client,
+        &ns.name,
+        "step-pass",
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
     let issuers = namespaced(&s.client, &ns.name, &step_issuers());
     apply(
         &issuers,
@@ -171,10 +258,26 @@ async fn issuer_namespaced_step_issuer_with_password_ref() -> Result<()> {
         }),
     )
     .await?;
-    wait_ready_condition(&issuers, "team-ca", "True", Some("Verified"), READY_TIMEOUT, &s.log).await?;
+    wait_ready_condition(
+        &issuers,
+        "team-ca",
+        "True",
+        Some("Verified"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let certs = namespaced(&s.client, &ns.name, &certificates());
     certs
-        .create(&PostParams::default(), &object(certificate("app", "StepIssuer", "team-ca", json!({"dnsNames": ["app.team.svc"]})))?)
+        .create(
+            &PostParams::default(),
+            &object(certificate(
+                "app",
+                "StepIssuer",
+                "team-ca",
+                json!({"dnsNames": ["app.team.svc"]}),
+            ))?,
+        )
         .await?;
     let secret = wait_certificate_ready(&s, &ns.name, "app").await?;
     verify_chain(&s.env, &secret_text(&secret, "tls.crt")?).await?;
@@ -189,8 +292,18 @@ async fn issuer_namespaced_step_issuer_with_password_ref() -> Result<()> {
         }),
     )
     .await?;
-    let obj = wait_ready_condition(&issuers, "escape", "False", Some("InvalidSpec"), READY_TIMEOUT, &s.log).await?;
-    let message = condition(&obj, "Ready").map(|c| c["message"].to_string()).unwrap_or_default();
+    let obj = wait_ready_condition(
+        &issuers,
+        "escape",
+        "False",
+        Some("InvalidSpec"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
+    let message = condition(&obj, "Ready")
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
     assert!(message.contains("own namespace"), "{message}");
     ns.delete().await
 }
@@ -210,16 +323,50 @@ async fn issuer_wrong_password_then_fixed_secret() -> Result<()> {
         }),
     )
     .await?;
-    let obj = wait_ready_condition(&issuers, "ca", "False", Some("WrongPassword"), READY_TIMEOUT, &s.log).await?;
-    let message = condition(&obj, "Ready").map(|c| c["message"].to_string()).unwrap_or_default();
-    assert!(message.to_lowercase().contains("password"), "the message must name the cause: {message}");
-    assert!(!message.contains("not-the-password"), "the password leaked into the status: {message}");
+    let obj = wait_ready_condition(
+        &issuers,
+        "ca",
+        "False",
+        Some("WrongPassword"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
+    let message = condition(&obj, "Ready")
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains("password"),
+        "the message must name the cause: {message}"
+    );
+    assert!(
+        !message.contains("not-the-password"),
+        "the password leaked into the status: {message}"
+    );
     let generation = obj.metadata.generation;
 
     // Fixing the Secret alone (the issuer is not touched) makes it Ready within 10 s.
-    password_secret(&s.client, &ns.name, "pw", "password", &s.env.provisioner_password()?).await?;
-    let obj = wait_ready_condition(&issuers, "ca", "True", Some("Verified"), Duration::from_secs(10), &s.log).await?;
-    assert_eq!(obj.metadata.generation, generation, "the issuer spec must not have changed");
+    password_secret(
+        &s.client,
+        &ns.name,
+        "pw",
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
+    let obj = wait_ready_condition(
+        &issuers,
+        "ca",
+        "True",
+        Some("Verified"),
+        Duration::from_secs(10),
+        &s.log,
+    )
+    .await?;
+    assert_eq!(
+        obj.metadata.generation, generation,
+        "the issuer spec must not have changed"
+    );
     ns.delete().await
 }
 
@@ -250,19 +397,49 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
     requests
         .patch_status("denied", &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    let obj = wait_ready_condition(&requests, "denied", "False", Some("Denied"), READY_TIMEOUT, &s.log).await?;
-    assert!(obj.data["status"]["failureTime"].is_string(), "failureTime must be set: {}", dump(&obj));
+    let obj = wait_ready_condition(
+        &requests,
+        "denied",
+        "False",
+        Some("Denied"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
+    assert!(
+        obj.data["status"]["failureTime"].is_string(),
+        "failureTime must be set: {}",
+        dump(&obj)
+    );
     // Now the issuer exists and is Ready; the request must stay unsigned.
     let _ = cluster_issuer(&s, &missing).await;
     let obj = requests.get("denied").await?;
-    assert!(obj.data["status"]["certificate"].is_null(), "a denied request was signed: {}", dump(&obj));
+    assert!(
+        obj.data["status"]["certificate"].is_null(),
+        "a denied request was signed: {}",
+        dump(&obj)
+    );
     ns.delete().await
 }
 
 /// A P-256 CSR made with openssl, as a user would.
 fn csr_pem(cn: &str) -> String {
     let out = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null", "-subj", &format!("/CN={cn}"), "-addext", &format!("subjectAltName=DNS:{cn}")])
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{cn}"),
+        ])
         .output()
         .expect("openssl is installed");
     String::from_utf8(out.stdout).expect("PEM")
@@ -288,10 +465,27 @@ async fn issuer_duration_over_the_provisioner_limit_fails() -> Result<()> {
             }))?,
         )
         .await?;
-    let obj = wait_ready_condition(&requests, "too-long", "False", Some("Failed"), READY_TIMEOUT, &s.log).await?;
-    let message = condition(&obj, "Ready").map(|c| c["message"].to_string()).unwrap_or_default();
-    assert!(message.contains("2160h"), "the message must name the provisioner's limit: {message}");
-    assert!(obj.data["status"]["failureTime"].is_string(), "{}", dump(&obj));
+    let obj = wait_ready_condition(
+        &requests,
+        "too-long",
+        "False",
+        Some("Failed"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
+    let message = condition(&obj, "Ready")
+        .map(|c| c["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("2160h"),
+        "the message must name the provisioner's limit: {message}"
+    );
+    assert!(
+        obj.data["status"]["failureTime"].is_string(),
+        "{}",
+        dump(&obj)
+    );
     ns.delete().await
 }
 
@@ -312,7 +506,12 @@ async fn issuer_key_types() -> Result<()> {
         certs
             .create(
                 &PostParams::default(),
-                &object(certificate(name, "StepClusterIssuer", &issuer, json!({"dnsNames": [format!("{name}.example.com")], "privateKey": key})))?,
+                &object(certificate(
+                    name,
+                    "StepClusterIssuer",
+                    &issuer,
+                    json!({"dnsNames": [format!("{name}.example.com")], "privateKey": key}),
+                ))?,
             )
             .await?;
     }
@@ -332,10 +531,22 @@ async fn issuer_ignores_requests_for_other_issuers() -> Result<()> {
     let ns = TestNamespace::create(&s.client, "issuer-foreign").await?;
     let requests = namespaced(&s.client, &ns.name, &certificate_requests());
     let refs = [
-        ("empty-group", json!({"kind": "StepClusterIssuer", "name": issuer})),
-        ("blank-group", json!({"group": "", "kind": "StepClusterIssuer", "name": issuer})),
-        ("other-group", json!({"group": "example.com", "kind": "StepClusterIssuer", "name": issuer})),
-        ("other-kind", json!({"group": "certmanager.step.sm", "kind": "ClusterIssuer", "name": issuer})),
+        (
+            "empty-group",
+            json!({"kind": "StepClusterIssuer", "name": issuer}),
+        ),
+        (
+            "blank-group",
+            json!({"group": "", "kind": "StepClusterIssuer", "name": issuer}),
+        ),
+        (
+            "other-group",
+            json!({"group": "example.com", "kind": "StepClusterIssuer", "name": issuer}),
+        ),
+        (
+            "other-kind",
+            json!({"group": "certmanager.step.sm", "kind": "ClusterIssuer", "name": issuer}),
+        ),
     ];
     for (name, issuer_ref) in &refs {
         requests
@@ -362,20 +573,38 @@ async fn issuer_ignores_requests_for_other_issuers() -> Result<()> {
             }))?,
         )
         .await?;
-    wait_ready_condition(&requests, "ours", "True", Some("Issued"), READY_TIMEOUT, &s.log).await?;
+    wait_ready_condition(
+        &requests,
+        "ours",
+        "True",
+        Some("Issued"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &ns.name)
         .list(&Default::default())
         .await?;
     for (name, _) in &refs {
         let obj = requests.get(name).await?;
         let ready = condition(&obj, "Ready");
-        assert!(ready.is_none(), "{name} is not ours but got a Ready condition: {}", dump(&obj));
-        assert!(obj.data["status"]["certificate"].is_null(), "{name} is not ours but was signed");
+        assert!(
+            ready.is_none(),
+            "{name} is not ours but got a Ready condition: {}",
+            dump(&obj)
+        );
+        assert!(
+            obj.data["status"]["certificate"].is_null(),
+            "{name} is not ours but was signed"
+        );
         let ours = events.items.iter().any(|e| {
             e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(*name)
                 && e.reporting_controller.as_deref() == Some("step-operator-controller")
         });
-        assert!(!ours, "{name} is not ours but step-operator emitted an Event about it");
+        assert!(
+            !ours,
+            "{name} is not ours but step-operator emitted an Event about it"
+        );
     }
     ns.delete().await
 }
@@ -384,8 +613,22 @@ async fn issuer_ignores_requests_for_other_issuers() -> Result<()> {
 async fn issuer_step_issuer_manifests_work_unchanged() -> Result<()> {
     let s = setup().await?;
     let ns = TestNamespace::create(&s.client, "issuer-compat").await?;
-    password_secret(&s.client, &ns.name, "step-issuer-provisioner-password", "password", &s.env.provisioner_password()?).await?;
-    password_secret(&s.client, CLUSTER_RESOURCE_NAMESPACE, "step-cluster-issuer-provisioner-password", "password", &s.env.provisioner_password()?).await?;
+    password_secret(
+        &s.client,
+        &ns.name,
+        "step-issuer-provisioner-password",
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
+    password_secret(
+        &s.client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        "step-cluster-issuer-provisioner-password",
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
     let root_b64 = base64(s.env.root_pem()?.as_bytes());
     // Exactly the shape of step-issuer's README and config/samples (YAML, as users apply it).
     let cluster_name = format!("step-cluster-issuer-{}", random_suffix());
@@ -431,14 +674,36 @@ spec:
     std::fs::write(&file, manifest)?;
     run(
         &s.env.tool("kubectl")?,
-        &["--kubeconfig", s.env.kubeconfig.to_str().context("utf-8")?, "apply", "-f", file.to_str().context("utf-8")?],
+        &[
+            "--kubeconfig",
+            s.env.kubeconfig.to_str().context("utf-8")?,
+            "apply",
+            "-f",
+            file.to_str().context("utf-8")?,
+        ],
         &[],
     )
     .await?;
     let issuers = namespaced(&s.client, &ns.name, &step_issuers());
-    wait_ready_condition(&issuers, "step-issuer", "True", Some("Verified"), READY_TIMEOUT, &s.log).await?;
+    wait_ready_condition(
+        &issuers,
+        "step-issuer",
+        "True",
+        Some("Verified"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let clusters = cluster(&s.client, &step_cluster_issuers());
-    wait_ready_condition(&clusters, &cluster_name, "True", Some("Verified"), READY_TIMEOUT, &s.log).await?;
+    wait_ready_condition(
+        &clusters,
+        &cluster_name,
+        "True",
+        Some("Verified"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
 
     // step-issuer's sample Certificate.
     let certs = namespaced(&s.client, &ns.name, &certificates());
@@ -488,13 +753,20 @@ async fn issuer_renews_short_lived_certificates() -> Result<()> {
         Duration::from_secs(90),
         async || {
             let sec = secrets.get("short-tls").await?;
-            Ok(secret_text(&sec, "tls.crt").ok().filter(|c| *c != first_crt).map(|_| sec))
+            Ok(secret_text(&sec, "tls.crt")
+                .ok()
+                .filter(|c| *c != first_crt)
+                .map(|_| sec))
         },
-        async || { dump(&certs.get_opt("short").await.ok().flatten()) },
+        async || dump(&certs.get_opt("short").await.ok().flatten()),
     )
     .await?;
     verify_chain(&s.env, &secret_text(&renewed, "tls.crt")?).await?;
     let cert: DynamicObject = certs.get("short").await?;
-    assert!(cert.data["status"]["revision"].as_i64().unwrap_or(0) >= 2, "{}", dump(&cert));
+    assert!(
+        cert.data["status"]["revision"].as_i64().unwrap_or(0) >= 2,
+        "{}",
+        dump(&cert)
+    );
     ns.delete().await
 }

@@ -36,7 +36,14 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
     ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
     let log = shared_controller(&env)?.to_string();
     let name = format!("outage-{}", random_suffix());
-    password_secret(&client, CLUSTER_RESOURCE_NAMESPACE, &name, "password", &env.provisioner_password()?).await?;
+    password_secret(
+        &client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
     let issuers = cluster(&client, &step_cluster_issuers());
     apply(
         &issuers,
@@ -47,7 +54,15 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
         }),
     )
     .await?;
-    wait_ready_condition(&issuers, &name, "True", Some("Verified"), Duration::from_secs(60), &log).await?;
+    wait_ready_condition(
+        &issuers,
+        &name,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await?;
 
     cluster_component("stop", "step-ca").await?;
     let result = async {
@@ -116,7 +131,13 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
             let tail: Vec<_> = log_text.lines().rev().take(30).collect();
             format!(
                 "{}\ncontroller log (newest first):\n{}",
-                dump(&requests.list(&Default::default()).await.ok().map(|l| l.items)),
+                dump(
+                    &requests
+                        .list(&Default::default())
+                        .await
+                        .ok()
+                        .map(|l| l.items)
+                ),
                 tail.join("\n")
             )
         },

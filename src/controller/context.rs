@@ -115,7 +115,10 @@ impl Context {
     /// The signer for an issuer, from the cache when its spec and password are unchanged,
     /// otherwise by validating the spec, reading the password and connecting to step-ca.
     /// Returns whether a new connection was made.
-    pub async fn signer_for<K: IssuerObject>(&self, issuer: &K) -> Result<(Signer, bool), IssuerError> {
+    pub async fn signer_for<K: IssuerObject>(
+        &self,
+        issuer: &K,
+    ) -> Result<(Signer, bool), IssuerError> {
         let valid = validate(
             &issuer.spec_view(),
             issuer.own_namespace().as_deref(),

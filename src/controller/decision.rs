@@ -90,7 +90,11 @@ pub enum Decision {
 /// The gates, in order: terminal → denied → approval → initialise → issuer → sign.
 /// Terminal comes first so that a request we already finished is never touched again, even if an
 /// approver later adds a condition.
-pub fn decide(status: Option<&CertificateRequestStatus>, key: &IssuerKey, issuer: &IssuerState) -> Decision {
+pub fn decide(
+    status: Option<&CertificateRequestStatus>,
+    key: &IssuerKey,
+    issuer: &IssuerState,
+) -> Decision {
     let empty = CertificateRequestStatus::default();
     let status = status.unwrap_or(&empty);
     let ready = status.condition(CONDITION_READY);
@@ -201,7 +205,10 @@ mod tests {
             (iref(Some(GROUP), Some("Issuer")), None),
             (iref(Some(GROUP), Some("stepissuer")), None),
             (iref(Some(GROUP), None), None),
-            (iref(Some("certmanager.step.sm.evil"), Some("StepIssuer")), None),
+            (
+                iref(Some("certmanager.step.sm.evil"), Some("StepIssuer")),
+                None,
+            ),
         ];
         for (r, want) in cases {
             assert_eq!(owning_issuer(&r, "team"), want, "{r:?}");
@@ -267,7 +274,11 @@ mod tests {
             ),
         ];
         for (conds, issuer, want) in cases {
-            assert_eq!(decide(Some(&status(&conds)), &key, &issuer), want, "{conds:?} {issuer:?}");
+            assert_eq!(
+                decide(Some(&status(&conds)), &key, &issuer),
+                want,
+                "{conds:?} {issuer:?}"
+            );
         }
         assert_eq!(decide(None, &key, &ready), Decision::AwaitApproval);
     }
@@ -288,11 +299,23 @@ mod tests {
         let t0 = Timestamp::from_second(1_000_000).unwrap();
         let at = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
         let max = Duration::from_secs(300);
-        assert_eq!(retry(t0, at(1), 0, max), Retry::After(Duration::from_secs(1)));
-        assert_eq!(retry(t0, at(10), 3, max), Retry::After(Duration::from_secs(8)));
-        assert_eq!(retry(t0, at(10), 30, max), Retry::After(Duration::from_secs(60)));
+        assert_eq!(
+            retry(t0, at(1), 0, max),
+            Retry::After(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry(t0, at(10), 3, max),
+            Retry::After(Duration::from_secs(8))
+        );
+        assert_eq!(
+            retry(t0, at(10), 30, max),
+            Retry::After(Duration::from_secs(60))
+        );
         // Close to the deadline the wait shrinks to hit it.
-        assert_eq!(retry(t0, at(295), 10, max), Retry::After(Duration::from_secs(5)));
+        assert_eq!(
+            retry(t0, at(295), 10, max),
+            Retry::After(Duration::from_secs(5))
+        );
         assert_eq!(retry(t0, at(300), 0, max), Retry::GiveUp);
         assert_eq!(retry(t0, at(3000), 0, max), Retry::GiveUp);
     }

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::ResourceExt;
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::issuer_spec::{PasswordSource, validate};
@@ -100,8 +100,14 @@ pub async fn run<K: IssuerObject>(
 }
 
 fn references_secret<K: IssuerObject>(issuer: &K, cluster_ns: &str, ns: &str, name: &str) -> bool {
-    match validate(&issuer.spec_view(), issuer.own_namespace().as_deref(), cluster_ns) {
-        Ok(v) => matches!(v.password, PasswordSource::Secret { namespace, name: n, .. } if namespace == ns && n == name),
+    match validate(
+        &issuer.spec_view(),
+        issuer.own_namespace().as_deref(),
+        cluster_ns,
+    ) {
+        Ok(v) => {
+            matches!(v.password, PasswordSource::Secret { namespace, name: n, .. } if namespace == ns && n == name)
+        }
         Err(_) => false,
     }
 }
@@ -112,7 +118,10 @@ pub enum ReconcileError {
     Status(#[source] kube::Error),
 }
 
-async fn reconcile<K: IssuerObject>(issuer: Arc<K>, c: Arc<IssuerCtx>) -> Result<Action, ReconcileError> {
+async fn reconcile<K: IssuerObject>(
+    issuer: Arc<K>,
+    c: Arc<IssuerCtx>,
+) -> Result<Action, ReconcileError> {
     let ctx = &c.ctx;
     let key = issuer.key();
     let tracker_key = format!("{}/{}", K::KIND, key);
@@ -141,7 +150,8 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, c: Arc<IssuerCtx>) -> Result
             } else {
                 let t = Instant::now();
                 let r = signer.check_health().await;
-                ctx.metrics.observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
+                ctx.metrics
+                    .observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
                 r.map_err(crate::controller::error::IssuerError::from)
             };
             health.map(|_| signer)
@@ -172,7 +182,14 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, c: Arc<IssuerCtx>) -> Result
             },
         ),
     };
-    let cond = condition::ready(&previous, ready, &reason, &message, generation, Timestamp::now());
+    let cond = condition::ready(
+        &previous,
+        ready,
+        &reason,
+        &message,
+        generation,
+        Timestamp::now(),
+    );
     let unchanged = previous.iter().any(|p| {
         p.type_ == cond.type_
             && p.status == cond.status
@@ -192,14 +209,19 @@ async fn reconcile<K: IssuerObject>(issuer: Arc<K>, c: Arc<IssuerCtx>) -> Result
         } else {
             (EventType::Warning, "Check")
         };
-        ctx.event(&*issuer, type_, &reason, message.clone(), action).await;
+        ctx.event(&*issuer, type_, &reason, message.clone(), action)
+            .await;
         tracing::info!(issuer = %key, ready, reason, elapsed_ms = started.elapsed().as_millis() as u64, "Issuer checked");
     }
     c.tracker.set(ctx, K::KIND, tracker_key, Some(ready));
     Ok(Action::requeue(requeue))
 }
 
-fn error_policy<K: IssuerObject>(issuer: Arc<K>, err: &ReconcileError, _c: Arc<IssuerCtx>) -> Action {
+fn error_policy<K: IssuerObject>(
+    issuer: Arc<K>,
+    err: &ReconcileError,
+    _c: Arc<IssuerCtx>,
+) -> Action {
     tracing::warn!(issuer = %issuer.key(), error = %err, "Issuer reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -215,13 +237,20 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         &previous,
         false,
         SIGN_AUTH_FAILED,
-        &format!("step-ca refused a signing token ({detail}); re-checking the provisioner and password"),
+        &format!(
+            "step-ca refused a signing token ({detail}); re-checking the provisioner and password"
+        ),
         issuer.meta().generation,
         Timestamp::now(),
     );
     ctx.signers.evict(&issuer.key()).await;
     if let Err(e) = ctx
-        .apply_issuer_status(issuer, &IssuerStatus { conditions: vec![cond] })
+        .apply_issuer_status(
+            issuer,
+            &IssuerStatus {
+                conditions: vec![cond],
+            },
+        )
         .await
     {
         tracing::warn!(issuer = %issuer.key(), error = %e, "Failed to mark the issuer not Ready");

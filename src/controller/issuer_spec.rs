@@ -62,7 +62,7 @@ pub fn validate(
     let kid = p.kid.as_deref().map(str::trim).filter(|k| !k.is_empty());
     let ca_bundle_pem = match spec.ca_bundle {
         None => None,
-        Some(b) if b.is_empty() => None,
+        Some([]) => None,
         Some(b) => Some(ca_bundle_to_pem(b)?),
     };
 
@@ -86,7 +86,10 @@ pub fn validate(
                 r.name
             ));
         };
-        let namespace = match (issuer_namespace, r.namespace.as_deref().filter(|n| !n.is_empty())) {
+        let namespace = match (
+            issuer_namespace,
+            r.namespace.as_deref().filter(|n| !n.is_empty()),
+        ) {
             (Some(own), Some(other)) if other != own => {
                 return invalid(format!(
                     "spec.provisioner.passwordRef.namespace {other:?} differs from the StepIssuer's namespace {own:?}: a StepIssuer reads only Secrets in its own namespace; remove the field or use a StepClusterIssuer"
@@ -108,7 +111,9 @@ pub fn validate(
     } else if let Some(f) = file {
         PasswordSource::File(PathBuf::from(f))
     } else {
-        return invalid("one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set".into());
+        return invalid(
+            "one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set".into(),
+        );
     };
     Ok(ValidIssuer {
         url: url.trim_end_matches('/').to_string(),
@@ -124,7 +129,9 @@ pub fn ca_bundle_to_pem(bytes: &[u8]) -> Result<Vec<u8>, InvalidSpec> {
     let text = String::from_utf8_lossy(bytes);
     if text.contains("-----BEGIN") {
         let blocks = pem::parse_many(bytes).map_err(|e| {
-            InvalidSpec(format!("spec.caBundle is not valid PEM ({e}): set it to base64 of step-ca's root_ca.crt"))
+            InvalidSpec(format!(
+                "spec.caBundle is not valid PEM ({e}): set it to base64 of step-ca's root_ca.crt"
+            ))
         })?;
         if blocks.is_empty() || blocks.iter().any(|b| b.tag() != "CERTIFICATE") {
             return Err(InvalidSpec(
@@ -139,7 +146,7 @@ pub fn ca_bundle_to_pem(bytes: &[u8]) -> Result<Vec<u8>, InvalidSpec> {
         return Ok(bytes.to_vec());
     }
     match x509_parser::parse_x509_certificate(bytes) {
-        Ok((rest, _)) if rest.is_empty() => {
+        Ok(([], _)) => {
             Ok(pem::encode(&pem::Pem::new("CERTIFICATE", bytes.to_vec())).into_bytes())
         }
         _ => Err(InvalidSpec(
@@ -201,21 +208,73 @@ mod tests {
             name: "pw".into(),
             key: "password".into(),
         };
-        type Case = (Provisioner, Option<&'static str>, Result<PasswordSource, &'static str>);
+        type Case = (
+            Provisioner,
+            Option<&'static str>,
+            Result<PasswordSource, &'static str>,
+        );
         let cases: Vec<Case> = vec![
-            (prov(pref("pw", Some("password"), None), None, None), Some("team"), Ok(secret("team"))),
-            (prov(pref("pw", Some("password"), Some("team")), None, None), Some("team"), Ok(secret("team"))),
-            (prov(pref("pw", Some("password"), Some("other")), None, None), Some("team"), Err("differs from the StepIssuer's namespace")),
-            (prov(pref("pw", Some("password"), Some("other")), None, None), None, Ok(secret("other"))),
-            (prov(pref("pw", Some("password"), None), None, None), None, Ok(secret("step-operator"))),
-            (prov(pref("pw", None, None), None, None), None, Err("passwordRef.key is empty")),
-            (prov(None, Some("PW"), None), None, Ok(PasswordSource::Env("PW".into()))),
-            (prov(None, None, Some("/pw")), None, Ok(PasswordSource::File("/pw".into()))),
-            (prov(None, Some("PW"), None), Some("team"), Err("only on a StepClusterIssuer")),
-            (prov(None, None, Some("/pw")), Some("team"), Err("only on a StepClusterIssuer")),
+            (
+                prov(pref("pw", Some("password"), None), None, None),
+                Some("team"),
+                Ok(secret("team")),
+            ),
+            (
+                prov(pref("pw", Some("password"), Some("team")), None, None),
+                Some("team"),
+                Ok(secret("team")),
+            ),
+            (
+                prov(pref("pw", Some("password"), Some("other")), None, None),
+                Some("team"),
+                Err("differs from the StepIssuer's namespace"),
+            ),
+            (
+                prov(pref("pw", Some("password"), Some("other")), None, None),
+                None,
+                Ok(secret("other")),
+            ),
+            (
+                prov(pref("pw", Some("password"), None), None, None),
+                None,
+                Ok(secret("step-operator")),
+            ),
+            (
+                prov(pref("pw", None, None), None, None),
+                None,
+                Err("passwordRef.key is empty"),
+            ),
+            (
+                prov(None, Some("PW"), None),
+                None,
+                Ok(PasswordSource::Env("PW".into())),
+            ),
+            (
+                prov(None, None, Some("/pw")),
+                None,
+                Ok(PasswordSource::File("/pw".into())),
+            ),
+            (
+                prov(None, Some("PW"), None),
+                Some("team"),
+                Err("only on a StepClusterIssuer"),
+            ),
+            (
+                prov(None, None, Some("/pw")),
+                Some("team"),
+                Err("only on a StepClusterIssuer"),
+            ),
             (prov(None, None, None), None, Err("must be set")),
-            (prov(pref("", None, None), None, None), None, Err("must be set")),
-            (prov(pref("pw", Some("k"), None), Some("PW"), Some("/f")), None, Err("only one of")),
+            (
+                prov(pref("", None, None), None, None),
+                None,
+                Err("must be set"),
+            ),
+            (
+                prov(pref("pw", Some("k"), None), Some("PW"), Some("/f")),
+                None,
+                Err("only one of"),
+            ),
         ];
         for (p, ns, want) in cases {
             let got = validate(&view("https://ca.example", None, &p), ns, "step-operator");
@@ -257,8 +316,16 @@ mod tests {
         let pem = cert.pem();
         assert_eq!(ca_bundle_to_pem(pem.as_bytes()).unwrap(), pem.as_bytes());
         let from_der = ca_bundle_to_pem(cert.der()).unwrap();
-        assert!(String::from_utf8(from_der).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
-        for bad in [&b"garbage"[..], b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+        assert!(
+            String::from_utf8(from_der)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        for bad in [
+            &b"garbage"[..],
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
             let e = ca_bundle_to_pem(bad).unwrap_err();
             assert!(e.0.contains("spec.caBundle"), "{e}");
         }

@@ -27,7 +27,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(args.admin_addr, ready_rx, metrics.clone()));
+    let admin = tokio::spawn(crate::admin::serve(
+        args.admin_addr,
+        ready_rx,
+        metrics.clone(),
+    ));
 
     let identity = args.pod_name.clone().unwrap_or_else(default_identity);
     let mut lost_lease = None;

@@ -100,8 +100,11 @@ pub async fn run(
                 .state()
                 .into_iter()
                 .filter(|cr| {
-                    decision::owning_issuer(&cr.spec.issuer_ref, &cr.namespace().unwrap_or_default())
-                        .as_ref()
+                    decision::owning_issuer(
+                        &cr.spec.issuer_ref,
+                        &cr.namespace().unwrap_or_default(),
+                    )
+                    .as_ref()
                         == Some(&key)
                 })
                 .map(|cr| ObjectRef::from_obj(&*cr))
@@ -120,10 +123,18 @@ pub async fn run(
     Controller::for_stream(request_stream, requests)
         // Requests waiting on an issuer are re-queued the moment it turns Ready.
         .watches_stream(issuer_stream, move |i: StepIssuer| {
-            if is_ready(&i) { for_issuer(i.key()) } else { Vec::new() }
+            if is_ready(&i) {
+                for_issuer(i.key())
+            } else {
+                Vec::new()
+            }
         })
         .watches_stream(cluster_stream, move |i: StepClusterIssuer| {
-            if is_ready(&i) { for_cluster_issuer(i.key()) } else { Vec::new() }
+            if is_ready(&i) {
+                for_cluster_issuer(i.key())
+            } else {
+                Vec::new()
+            }
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
@@ -152,14 +163,23 @@ pub enum ReconcileError {
     Read(#[source] kube::Error),
 }
 
-async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RequestCtx>) -> Result<Action, ReconcileError> {
+async fn reconcile(
+    cr: Arc<CertificateRequest>,
+    c: Arc<RequestCtx>,
+) -> Result<Action, ReconcileError> {
     let namespace = cr.namespace().unwrap_or_default();
     let Some(key) = decision::owning_issuer(&cr.spec.issuer_ref, &namespace) else {
         // Not ours: no status, no event.
         return Ok(Action::await_change());
     };
     let uid = cr.uid().unwrap_or_default();
-    if cr.meta().deletion_timestamp.is_some() || c.memory.finished.lock().unwrap_or_else(|p| p.into_inner()).contains(&uid) {
+    if cr.meta().deletion_timestamp.is_some()
+        || c.memory
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&uid)
+    {
         forget(&c.memory, &uid);
         return Ok(Action::await_change());
     }
@@ -184,19 +204,29 @@ async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RequestCtx>) -> Result<Ac
         Decision::Done => {
             // The cache has caught up with our write: the guard is no longer needed.
             forget(&c.memory, &uid);
-            c.memory.finished.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            c.memory
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
             Ok(Action::await_change())
         }
         Decision::Deny => {
             let message = "The CertificateRequest was denied by an approval controller";
             write_ready(ctx, &cr, "False", reason::DENIED, message, true).await?;
-            ctx.event(&*cr, EventType::Warning, "Denied", message.into(), "Deny").await;
+            ctx.event(&*cr, EventType::Warning, "Denied", message.into(), "Deny")
+                .await;
             ctx.metrics.count_request(reason::DENIED);
             finish(&c.memory, &uid);
             Ok(Action::await_change())
         }
         Decision::AwaitApproval => {
-            let first = c.memory.told_approval.lock().unwrap_or_else(|p| p.into_inner()).insert(uid);
+            let first = c
+                .memory
+                .told_approval
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid);
             if first {
                 ctx.event(
                     &*cr,
@@ -210,14 +240,19 @@ async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RequestCtx>) -> Result<Ac
             Ok(Action::await_change())
         }
         Decision::Initialize => {
-            let message = format!("{FIELD_MANAGER} has started reconciling this CertificateRequest");
+            let message =
+                format!("{FIELD_MANAGER} has started reconciling this CertificateRequest");
             write_ready(ctx, &cr, "Unknown", "Initializing", &message, false).await?;
             Ok(Action::await_change())
         }
-        Decision::WaitForIssuer { event_reason, message } => {
+        Decision::WaitForIssuer {
+            event_reason,
+            message,
+        } => {
             if pending_message(&cr) != Some(message.as_str()) {
                 write_ready(ctx, &cr, "False", reason::PENDING, &message, false).await?;
-                ctx.event(&*cr, EventType::Normal, event_reason, message, "Wait").await;
+                ctx.event(&*cr, EventType::Normal, event_reason, message, "Wait")
+                    .await;
             }
             // The issuer watch re-queues this request when the issuer turns Ready.
             Ok(Action::await_change())
@@ -235,13 +270,25 @@ fn pending_message(cr: &CertificateRequest) -> Option<&str> {
 }
 
 fn forget(memory: &Memory, uid: &str) {
-    memory.retries.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
-    memory.told_approval.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    memory
+        .retries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(uid);
+    memory
+        .told_approval
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(uid);
 }
 
 fn finish(memory: &Memory, uid: &str) {
     forget(memory, uid);
-    memory.finished.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string());
+    memory
+        .finished
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uid.to_string());
 }
 
 /// Why signing did not produce a certificate.
@@ -249,43 +296,86 @@ enum SignFailure {
     /// The request itself is bad: Failed + InvalidRequest; a new request is needed.
     Invalid(String),
     /// step-ca refused for a reason retrying will not change (policy, duration limit): Failed.
-    Permanent { reason: &'static str, message: String },
+    Permanent {
+        reason: &'static str,
+        message: String,
+    },
     /// Worth retrying (CA down, 5xx, timeouts).
-    Retryable { reason: &'static str, message: String },
+    Retryable {
+        reason: &'static str,
+        message: String,
+    },
     /// step-ca refused our token: the issuer is re-checked, the request retried.
     Auth(String),
 }
 
-async fn sign(c: &RequestCtx, cr: &CertificateRequest, key: &IssuerKey, uid: &str) -> Result<Action, ReconcileError> {
+async fn sign(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    key: &IssuerKey,
+    uid: &str,
+) -> Result<Action, ReconcileError> {
     let ctx = &c.ctx;
     // Honour the backoff of an earlier failure: our own Pending write re-triggers us at once.
-    if let Some((_, not_before)) = c.memory.retries.lock().unwrap_or_else(|p| p.into_inner()).get(uid).copied() {
+    if let Some((_, not_before)) = c
+        .memory
+        .retries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(uid)
+        .copied()
+    {
         let now = Instant::now();
         if not_before > now {
             return Ok(Action::requeue(not_before - now));
         }
     }
     // The cache may lag our own writes: read the status fresh, and never sign twice.
-    let api = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    let fresh = api.get_status(&cr.name_any()).await.map_err(ReconcileError::Read)?;
-    if fresh.uid().as_deref() != Some(uid) || decision::decide(fresh.status.as_ref(), key, &IssuerState::Known(Readiness::Ready)) != Decision::Sign {
+    let api = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    );
+    let fresh = api
+        .get_status(&cr.name_any())
+        .await
+        .map_err(ReconcileError::Read)?;
+    if fresh.uid().as_deref() != Some(uid)
+        || decision::decide(
+            fresh.status.as_ref(),
+            key,
+            &IssuerState::Known(Readiness::Ready),
+        ) != Decision::Sign
+    {
         return Ok(Action::await_change());
     }
     let started = Instant::now();
     let result = match key {
-        IssuerKey::Namespaced { namespace, name } => match c.issuers.get(&ObjectRef::new(name).within(namespace)) {
-            Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
-            None => Err(SignFailure::Retryable { reason: "IssuerMissing", message: format!("{key} disappeared") }),
-        },
+        IssuerKey::Namespaced { namespace, name } => {
+            match c.issuers.get(&ObjectRef::new(name).within(namespace)) {
+                Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
+                None => Err(SignFailure::Retryable {
+                    reason: "IssuerMissing",
+                    message: format!("{key} disappeared"),
+                }),
+            }
+        }
         IssuerKey::Cluster { name } => match c.cluster_issuers.get(&ObjectRef::new(name)) {
             Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
-            None => Err(SignFailure::Retryable { reason: "IssuerMissing", message: format!("{key} disappeared") }),
+            None => Err(SignFailure::Retryable {
+                reason: "IssuerMissing",
+                message: format!("{key} disappeared"),
+            }),
         },
     };
     match result {
         Ok(issued) => {
             let status = CertificateRequestStatus {
-                conditions: vec![ready_condition(&fresh, "True", reason::ISSUED, &issued.message)],
+                conditions: vec![ready_condition(
+                    &fresh,
+                    "True",
+                    reason::ISSUED,
+                    &issued.message,
+                )],
                 certificate: Some(ByteString(issued.certificate.into_bytes())),
                 ca: Some(ByteString(issued.ca.into_bytes())),
                 failure_time: None,
@@ -298,7 +388,8 @@ async fn sign(c: &RequestCtx, cr: &CertificateRequest, key: &IssuerKey, uid: &st
                 ctx.metrics.issuance_duration.observe(age.max(0.0));
             }
             tracing::info!(request = %fresh.name_any(), namespace = %fresh.namespace().unwrap_or_default(), issuer = %key, elapsed_ms = started.elapsed().as_millis() as u64, "Certificate issued");
-            ctx.event(&fresh, EventType::Normal, "Issued", issued.message, "Sign").await;
+            ctx.event(&fresh, EventType::Normal, "Issued", issued.message, "Sign")
+                .await;
             Ok(Action::await_change())
         }
         Err(SignFailure::Invalid(message)) => {
@@ -317,32 +408,58 @@ async fn sign(c: &RequestCtx, cr: &CertificateRequest, key: &IssuerKey, uid: &st
             apply_status(ctx, &fresh, &status).await?;
             finish(&c.memory, uid);
             ctx.metrics.count_request("InvalidRequest");
-            ctx.event(&fresh, EventType::Warning, "PermanentError", message, "Sign").await;
+            ctx.event(
+                &fresh,
+                EventType::Warning,
+                "PermanentError",
+                message,
+                "Sign",
+            )
+            .await;
             Ok(Action::await_change())
         }
-        Err(SignFailure::Permanent { reason: why, message }) => {
-            fail(c, &fresh, uid, why, &message).await
-        }
-        Err(SignFailure::Retryable { reason: why, message }) => retry_later(c, &fresh, uid, why, message).await,
+        Err(SignFailure::Permanent {
+            reason: why,
+            message,
+        }) => fail(c, &fresh, uid, why, &message).await,
+        Err(SignFailure::Retryable {
+            reason: why,
+            message,
+        }) => retry_later(c, &fresh, uid, why, message).await,
         Err(SignFailure::Auth(message)) => {
             match key {
                 IssuerKey::Namespaced { namespace, name } => {
                     if let Some(i) = c.issuers.get(&ObjectRef::new(name).within(namespace)) {
-                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message).await;
+                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message)
+                            .await;
                     }
                 }
                 IssuerKey::Cluster { name } => {
                     if let Some(i) = c.cluster_issuers.get(&ObjectRef::new(name)) {
-                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message).await;
+                        crate::controller::issuer::report_sign_auth_failure(ctx, &*i, &message)
+                            .await;
                     }
                 }
             }
-            retry_later(c, &fresh, uid, "CARejectedToken", format!("step-ca refused the signing token: {message}")).await
+            retry_later(
+                c,
+                &fresh,
+                uid,
+                "CARejectedToken",
+                format!("step-ca refused the signing token: {message}"),
+            )
+            .await
         }
     }
 }
 
-async fn fail(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &str, message: &str) -> Result<Action, ReconcileError> {
+async fn fail(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    uid: &str,
+    why: &str,
+    message: &str,
+) -> Result<Action, ReconcileError> {
     let ctx = &c.ctx;
     let status = CertificateRequestStatus {
         conditions: vec![ready_condition(cr, "False", reason::FAILED, message)],
@@ -353,15 +470,39 @@ async fn fail(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &str, mes
     finish(&c.memory, uid);
     ctx.metrics.count_request(why);
     tracing::warn!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), reason = why, "CertificateRequest failed");
-    ctx.event(cr, EventType::Warning, "PermanentError", message.to_string(), "Sign").await;
+    ctx.event(
+        cr,
+        EventType::Warning,
+        "PermanentError",
+        message.to_string(),
+        "Sign",
+    )
+    .await;
     Ok(Action::await_change())
 }
 
-async fn retry_later(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &'static str, message: String) -> Result<Action, ReconcileError> {
+async fn retry_later(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    uid: &str,
+    why: &'static str,
+    message: String,
+) -> Result<Action, ReconcileError> {
     let ctx = &c.ctx;
-    let attempts = c.memory.retries.lock().unwrap_or_else(|p| p.into_inner()).get(uid).map_or(0, |(n, _)| *n);
+    let attempts = c
+        .memory
+        .retries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(uid)
+        .map_or(0, |(n, _)| *n);
     let created = cr.creation_timestamp().map_or_else(Timestamp::now, |t| t.0);
-    match decision::retry(created, Timestamp::now(), attempts, ctx.settings.max_retry_duration) {
+    match decision::retry(
+        created,
+        Timestamp::now(),
+        attempts,
+        ctx.settings.max_retry_duration,
+    ) {
         Retry::GiveUp => {
             let message = format!(
                 "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
@@ -375,12 +516,16 @@ async fn retry_later(c: &RequestCtx, cr: &CertificateRequest, uid: &str, why: &'
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(uid.to_string(), (attempts + 1, Instant::now() + delay));
-            let message = format!("Failed to sign, will retry in {}s: {message}", delay.as_secs().max(1));
+            let message = format!(
+                "Failed to sign, will retry in {}s: {message}",
+                delay.as_secs().max(1)
+            );
             ctx.metrics.count_request(why);
             tracing::info!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), reason = why, attempt = attempts + 1, "Signing failed; will retry");
             if pending_message(cr) != Some(message.as_str()) {
                 write_ready(ctx, cr, "False", reason::PENDING, &message, false).await?;
-                ctx.event(cr, EventType::Warning, "RetryableError", message, "Sign").await;
+                ctx.event(cr, EventType::Warning, "RetryableError", message, "Sign")
+                    .await;
             }
             Ok(Action::requeue(delay))
         }
@@ -393,9 +538,14 @@ struct Issued {
     message: String,
 }
 
-async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateRequest) -> Result<Issued, SignFailure> {
+async fn sign_with<K: IssuerObject>(
+    ctx: &Context,
+    issuer: &K,
+    cr: &CertificateRequest,
+) -> Result<Issued, SignFailure> {
     // Validate the request before touching the CA: a bad CSR never costs a token.
-    let csr = pki::csr::parse_csr(&cr.spec.request.0).map_err(|e| SignFailure::Invalid(format!("The CSR is not acceptable: {e}")))?;
+    let csr = pki::csr::parse_csr(&cr.spec.request.0)
+        .map_err(|e| SignFailure::Invalid(format!("The CSR is not acceptable: {e}")))?;
     let not_after = match cr.spec.duration.as_deref() {
         None | Some("") => None,
         Some(d) => match parse_go_duration(d) {
@@ -406,7 +556,11 @@ async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateR
     };
     // step-ca classifies token SANs by their text, so an IP written as a DNS name can never match
     // the CSR: say so now instead of relaying step-ca's 403.
-    if let Some(ip) = csr.dns_names.iter().find(|d| d.parse::<std::net::IpAddr>().is_ok()) {
+    if let Some(ip) = csr
+        .dns_names
+        .iter()
+        .find(|d| d.parse::<std::net::IpAddr>().is_ok())
+    {
         return Err(SignFailure::Invalid(format!(
             "The CSR lists the IP address {ip} as a DNS name, which step-ca cannot sign: move it from dnsNames to ipAddresses in the Certificate"
         )));
@@ -418,25 +572,47 @@ async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateR
         ));
     };
 
-    let signer = match ctx.signers.current(&issuer.key(), &issuer.uid().unwrap_or_default(), issuer.meta().generation.unwrap_or_default()).await {
+    let signer = match ctx
+        .signers
+        .current(
+            &issuer.key(),
+            &issuer.uid().unwrap_or_default(),
+            issuer.meta().generation.unwrap_or_default(),
+        )
+        .await
+    {
         Some(s) => s,
         None => match ctx.signer_for(issuer).await {
             Ok((s, _)) => s,
             Err(e) if e.is_transient() => {
-                return Err(SignFailure::Retryable { reason: e.reason(), message: e.to_string() });
+                return Err(SignFailure::Retryable {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                });
             }
             // The issuer reconciler will report this on the issuer; the request waits.
-            Err(e) => return Err(SignFailure::Retryable { reason: e.reason(), message: format!("{} is not usable: {e}", issuer.key()) }),
+            Err(e) => {
+                return Err(SignFailure::Retryable {
+                    reason: e.reason(),
+                    message: format!("{} is not usable: {e}", issuer.key()),
+                });
+            }
         },
     };
 
     let started = Instant::now();
     let result = signer.sign(&csr.pem, &subject, &sans, not_after).await;
-    ctx.metrics.observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
+    ctx.metrics
+        .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
     let response = match result {
         Ok(r) => r,
         Err(e) if e.is_auth_failure() => return Err(SignFailure::Auth(e.to_string())),
-        Err(e) if e.is_retryable() => return Err(SignFailure::Retryable { reason: e.reason(), message: e.to_string() }),
+        Err(e) if e.is_retryable() => {
+            return Err(SignFailure::Retryable {
+                reason: e.reason(),
+                message: e.to_string(),
+            });
+        }
         Err(e) => {
             return Err(SignFailure::Permanent {
                 reason: e.reason(),
@@ -444,14 +620,22 @@ async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateR
             });
         }
     };
-    let issued = pki::chain::verify_issued(&response.cert_chain, &csr.public_key_der, chrono::Utc::now()).map_err(|e| SignFailure::Permanent {
+    let issued = pki::chain::verify_issued(
+        &response.cert_chain,
+        &csr.public_key_der,
+        chrono::Utc::now(),
+    )
+    .map_err(|e| SignFailure::Permanent {
         reason: e.reason(),
         message: format!("step-ca returned an unusable certificate: {e}"),
     })?;
-    let chain_infos = pki::chain::parse_pem_chain(issued.certificate_pem.as_bytes()).map_err(|e| SignFailure::Permanent {
-        reason: e.reason(),
-        message: format!("step-ca returned an unusable certificate: {e}"),
-    })?;
+    let chain_infos =
+        pki::chain::parse_pem_chain(issued.certificate_pem.as_bytes()).map_err(|e| {
+            SignFailure::Permanent {
+                reason: e.reason(),
+                message: format!("step-ca returned an unusable certificate: {e}"),
+            }
+        })?;
     let ca = pki::chain::signing_root(&chain_infos, signer.roots_pem())
         .ok()
         .flatten()
@@ -468,7 +652,12 @@ async fn sign_with<K: IssuerObject>(ctx: &Context, issuer: &K, cr: &CertificateR
     })
 }
 
-fn ready_condition(cr: &CertificateRequest, status: &str, why: &str, message: &str) -> RequestCondition {
+fn ready_condition(
+    cr: &CertificateRequest,
+    status: &str,
+    why: &str,
+    message: &str,
+) -> RequestCondition {
     // Keep the transition time while the status holds, as cert-manager does.
     let previous = cr
         .status
@@ -501,16 +690,27 @@ async fn write_ready(
     apply_status(ctx, cr, &status).await
 }
 
-async fn apply_status(ctx: &Context, cr: &CertificateRequest, status: &CertificateRequestStatus) -> Result<(), ReconcileError> {
-    let api = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+async fn apply_status(
+    ctx: &Context,
+    cr: &CertificateRequest,
+    status: &CertificateRequestStatus,
+) -> Result<(), ReconcileError> {
+    let api = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    );
     let patch = serde_json::json!({
         "apiVersion": "cert-manager.io/v1",
         "kind": "CertificateRequest",
         "status": status,
     });
-    api.patch_status(&cr.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(ReconcileError::Status)?;
+    api.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::Status)?;
     Ok(())
 }
 

@@ -36,7 +36,10 @@ pub fn ready(
 pub enum Readiness {
     Ready,
     /// Ready=False (or Unknown) with the reason and message to relay to waiting requests.
-    NotReady { reason: String, message: String },
+    NotReady {
+        reason: String,
+        message: String,
+    },
     /// No condition yet, or one written for an older generation of the spec.
     NotChecked,
 }
@@ -89,7 +92,11 @@ mod tests {
         let cases = [
             (vec![], Some(1), Readiness::NotChecked),
             (vec![cond("True", Some(1), 0)], Some(1), Readiness::Ready),
-            (vec![cond("True", Some(1), 0)], Some(2), Readiness::NotChecked),
+            (
+                vec![cond("True", Some(1), 0)],
+                Some(2),
+                Readiness::NotChecked,
+            ),
             // step-issuer's status had no observedGeneration: trust it until we write ours.
             (vec![cond("True", None, 0)], Some(3), Readiness::Ready),
             (
@@ -110,7 +117,11 @@ mod tests {
             ),
         ];
         for (conds, generation, want) in cases {
-            assert_eq!(readiness(&conds, generation), want, "{conds:?} gen {generation:?}");
+            assert_eq!(
+                readiness(&conds, generation),
+                want,
+                "{conds:?} gen {generation:?}"
+            );
         }
     }
 }

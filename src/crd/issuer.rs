@@ -150,7 +150,10 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     if let Some(obj) = schema.as_object_mut() {
         obj.insert("x-kubernetes-list-type".into(), "map".into());
-        obj.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+        obj.insert(
+            "x-kubernetes-list-map-keys".into(),
+            serde_json::json!(["type"]),
+        );
     }
     schema
 }

@@ -64,7 +64,10 @@ mod tests {
     #[test]
     fn crds_have_the_step_issuer_names_and_scopes() {
         let crds = all();
-        let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = crds
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(
             names,
             [
