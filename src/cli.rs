@@ -37,6 +37,9 @@ pub enum Command {
     /// Run the cert-manager external issuer: StepIssuer, StepClusterIssuer and CertificateRequest
     /// reconcilers.
     Controller(ControllerArgs),
+    /// Serve the pod-mutating admission webhook (`/mutate`) and the pod bootstrap endpoint
+    /// (`/bootstrap`) over HTTPS with a certificate from step-ca.
+    Webhook(WebhookArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crd(CrdArgs),
 }
@@ -97,6 +100,112 @@ pub struct ControllerArgs {
     /// Name of this pod: the leader identity and the Events' reporting instance.
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// HTTPS address for /mutate and /bootstrap.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_LISTEN_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "STEP_OPERATOR_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// StepClusterIssuer that signs pods without `autocert.step.sm/issuer`, and the webhook's
+    /// own serving certificate.
+    #[arg(long, env = "STEP_OPERATOR_DEFAULT_ISSUER")]
+    pub default_issuer: String,
+
+    /// Name of the webhook's Service; its DNS names go into the serving certificate.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_SERVICE_NAME",
+        default_value = "step-operator-webhook"
+    )]
+    pub service_name: String,
+
+    /// Namespace of this pod and of the webhook's Service (set from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+
+    /// Extra names or IPs for the serving certificate (repeatable).
+    #[arg(
+        long = "tls-san",
+        env = "STEP_OPERATOR_TLS_SANS",
+        value_delimiter = ','
+    )]
+    pub tls_sans: Vec<String>,
+
+    /// Lifetime of the serving certificate; it is renewed at 2/3 of it without a restart.
+    #[arg(long, env = "STEP_OPERATOR_SERVING_CERT_DURATION", default_value = "24h", value_parser = parse_duration)]
+    pub serving_cert_duration: Duration,
+
+    /// MutatingWebhookConfiguration whose caBundle the webhook keeps equal to the step-ca root
+    /// (only this one, by name; empty to disable).
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_WEBHOOK_CONFIG_NAME",
+        default_value = "step-operator"
+    )]
+    pub webhook_config_name: String,
+
+    /// Image of the injected bootstrapper and renewer (step-operator's own image).
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_IMAGE",
+        default_value = "ghcr.io/step-operator/step-operator:latest"
+    )]
+    pub image: String,
+
+    /// `imagePullPolicy` of the injected containers.
+    #[arg(long, env = "STEP_OPERATOR_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+
+    /// URL the injected bootstrapper calls; defaults to https://<service>.<namespace>.svc:443.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_URL")]
+    pub bootstrap_url: Option<String>,
+
+    /// Extra names pods may request, beyond their own namespace's (`*.example.com`,
+    /// `api.example.com`; repeatable).
+    #[arg(
+        long = "allowed-names",
+        env = "STEP_OPERATOR_ALLOWED_NAMES",
+        value_delimiter = ','
+    )]
+    pub allowed_names: Vec<String>,
+
+    /// Cluster DNS domain used by the name policy.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
+    /// Audience the pods' projected tokens must carry.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_TOKEN_AUDIENCE",
+        default_value = "step-operator"
+    )]
+    pub token_audience: String,
+
+    /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names none.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
+        default_value = "step-operator"
+    )]
+    pub cluster_resource_namespace: String,
+
+    /// Timeout of each request to step-ca and to the Kubernetes API.
+    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub ca_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

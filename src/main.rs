@@ -9,6 +9,7 @@ async fn main() -> anyhow::Result<()> {
     step_operator::telemetry::init(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Controller(args) => step_operator::controller::run(args).await,
+        Command::Webhook(args) => step_operator::webhook::server::run(args).await,
         Command::Crd(args) => step_operator::crd_cmd::run(&args),
     }
 }

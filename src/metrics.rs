@@ -39,6 +39,8 @@ pub struct Metrics {
     pub ca_request_duration: Family<CaRequestLabels, Histogram>,
     /// Admission reviews answered by the webhook.
     pub admission_duration: Histogram,
+    /// `/bootstrap` answers by result reason.
+    pub bootstrap_results: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,8 +79,15 @@ impl Default for Metrics {
             "Time to answer an AdmissionReview",
             admission_duration.clone(),
         );
+        let bootstrap_results = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "bootstrap_results",
+            "Pod bootstrap answers by result reason",
+            bootstrap_results.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            bootstrap_results,
             issuance_duration,
             requests,
             issuers_ready,
@@ -101,6 +110,14 @@ impl Metrics {
 
     pub fn count_request(&self, result: &str) {
         self.requests
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_bootstrap(&self, result: &str) {
+        self.bootstrap_results
             .get_or_create(&ResultLabels {
                 result: result.to_string(),
             })

@@ -1,4 +1,8 @@
-//! Admission webhook: pod annotations, the name policy and the pure pod mutation.
+//! `step-operator webhook`: pod admission (`/mutate`, a pure function of the Pod), pod bootstrap
+//! (`/bootstrap`, identity-bound one-time tokens) and the webhook's own serving certificate.
 pub mod annotations;
+pub mod bootstrap;
 pub mod mutate;
 pub mod policy;
+pub mod server;
+pub mod serving;

@@ -89,6 +89,8 @@ pub struct InjectConfig {
     pub policy: NamePolicy,
     /// Resources of each injected container.
     pub resources: ResourceRequirements,
+    /// PEM root the injected agent trusts for the webhook's TLS (`STEP_OPERATOR_BOOTSTRAP_CA`).
+    pub bootstrap_ca_pem: Option<String>,
 }
 
 impl InjectConfig {
@@ -108,6 +110,7 @@ impl InjectConfig {
             cluster_domain: policy.cluster_domain.clone(),
             policy,
             resources: default_resources(),
+            bootstrap_ca_pem: None,
         }
     }
 }
@@ -188,10 +191,15 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
 }
 
 fn injected_env(req: &annotations::PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
+    // The base URL of the webhook; the agent POSTs `<it>/bootstrap`.
     let mut out = vec![env(
         "STEP_OPERATOR_BOOTSTRAP_URL",
-        format!("{}/bootstrap", cfg.webhook_url.trim_end_matches('/')),
+        cfg.webhook_url.trim_end_matches('/').to_string(),
     )];
+    if let Some(root) = &cfg.bootstrap_ca_pem {
+        // The webhook's serving certificate comes from step-ca: the agent trusts this root.
+        out.push(env("STEP_OPERATOR_BOOTSTRAP_CA", root.clone()));
+    }
     if !cfg.ca_url.is_empty() {
         out.push(env("STEP_CA_URL", cfg.ca_url.clone()));
     }

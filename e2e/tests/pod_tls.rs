@@ -1,0 +1,677 @@
+//! Pod TLS injection: the mutating webhook registered in the real apiserver, the identity-bound
+//! `/bootstrap`, and `step-operator bootstrap` / `renew` run as processes with a pod's injected
+//! environment. There is no kubelet here, so the test plays it: it requests the pod's projected
+//! token through the TokenRequest API and starts the injected commands itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use e2e::fixtures::*;
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, free_port};
+use e2e::process::run;
+use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const ISSUER: &str = "pod-tls-e2e";
+const WEBHOOK_CONFIG: &str = "step-operator-e2e";
+const LABEL: &str = "autocert.step.sm";
+
+struct Webhook {
+    port: u16,
+    log: String,
+}
+
+/// One webhook per test binary, registered as MutatingWebhookConfiguration `step-operator-e2e`
+/// for namespaces labelled `autocert.step.sm=enabled`.
+async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
+    static SHARED: OnceLock<(Webhook, std::sync::Mutex<Process>)> = OnceLock::new();
+    static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = INIT.lock().await;
+    if let Some((w, _)) = SHARED.get() {
+        return Ok(w);
+    }
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    password_secret(
+        client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        ISSUER,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    apply(
+        &cluster(client, &step_cluster_issuers()),
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": ISSUER},
+            "spec": issuer_spec(env, json!({"name": ISSUER, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
+        }),
+    )
+    .await?;
+    let port = free_port()?;
+    // Registered before the webhook starts and without a caBundle: the webhook fills it in.
+    let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK_CONFIG},
+        "webhooks": [{
+            "name": "autocert.step.sm",
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
+            "namespaceSelector": {"matchLabels": {LABEL: "enabled"}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10,
+            "reinvocationPolicy": "IfNeeded",
+        }]
+    }))?;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(
+            WEBHOOK_CONFIG,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&mwc),
+        )
+        .await?;
+    let listen = format!("127.0.0.1:{port}");
+    let bootstrap_url = format!("https://127.0.0.1:{port}");
+    let mut p = Process::start(
+        env,
+        "webhook",
+        &[
+            "webhook",
+            "--listen-addr",
+            &listen,
+            "--default-issuer",
+            ISSUER,
+            "--tls-san",
+            "127.0.0.1",
+            "--bootstrap-url",
+            &bootstrap_url,
+            "--webhook-config-name",
+            WEBHOOK_CONFIG,
+            "--cluster-resource-namespace",
+            CLUSTER_RESOURCE_NAMESPACE,
+            "--image",
+            "step-operator:e2e",
+        ],
+        &[("POD_NAMESPACE", "step-operator-e2e")],
+    )?;
+    p.wait_ready(Duration::from_secs(60)).await?;
+    // The webhook puts the step-ca root into its own configuration's caBundle.
+    let root = env.root_pem()?;
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    wait_for(
+        "the webhook to set its caBundle",
+        Duration::from_secs(30),
+        async || {
+            let m = api.get(WEBHOOK_CONFIG).await?;
+            let bundle = m
+                .webhooks
+                .unwrap_or_default()
+                .first()
+                .and_then(|w| w.client_config.ca_bundle.clone());
+            Ok(bundle
+                .filter(|b| String::from_utf8_lossy(&b.0).trim() == root.trim())
+                .map(|_| ()))
+        },
+        async || p.log_tail(),
+    )
+    .await?;
+    let log = p.log.display().to_string();
+    let _ = SHARED.set((Webhook { port, log }, std::sync::Mutex::new(p)));
+    SHARED.get().map(|(w, _)| w).context("webhook slot")
+}
+
+async fn labelled_namespace(client: &Client, prefix: &str) -> Result<TestNamespace> {
+    TestNamespace::create_labelled(
+        client,
+        prefix,
+        BTreeMap::from([(LABEL.to_string(), "enabled".to_string())]),
+    )
+    .await
+}
+
+fn pod(name: &str, annotations: serde_json::Value) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "nginx"}]}
+    }))?)
+}
+
+/// Creates a pod, retrying briefly while the apiserver's webhook informer catches up.
+async fn create_pod(client: &Client, ns: &str, pod: &Pod) -> Result<Pod> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    wait_for(
+        "the pod create to pass admission",
+        Duration::from_secs(20),
+        async || match api.create(&PostParams::default(), pod).await {
+            Ok(p) => Ok(Some(p)),
+            Err(kube::Error::Api(s)) if s.message.contains("failed calling webhook") => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+        async || "webhook not reachable from the apiserver".into(),
+    )
+    .await
+}
+
+async fn service_account(client: &Client, ns: &str) -> Result<()> {
+    let sa = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("app".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await?;
+    Ok(())
+}
+
+/// What the kubelet would mount at the projected token path for this pod.
+async fn pod_token(client: &Client, pod: &Pod, audience: &str) -> Result<String> {
+    let ns = pod.namespace().unwrap_or_default();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_string()]),
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.name_any()),
+                uid: pod.uid(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create_subresource("token", "app", &PostParams::default(), &request)
+        .await?;
+    answer
+        .status
+        .and_then(|s| s.token)
+        .context("no token in the TokenRequest answer")
+}
+
+fn container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
+    pod.spec
+        .as_ref()?
+        .init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)
+}
+
+/// The injected container's environment, with the downward-API fields resolved as the kubelet
+/// would, and the paths moved into `dir`.
+fn injected_env(pod: &Pod, dir: &Path, token: &Path) -> Result<Vec<(String, String)>> {
+    let c = container(pod, "autocert-bootstrapper").context("no bootstrapper injected")?;
+    let mut out = Vec::new();
+    for EnvVar {
+        name,
+        value,
+        value_from,
+    } in c.env.clone().unwrap_or_default()
+    {
+        let value = match (
+            value,
+            value_from.and_then(|v| v.field_ref).map(|f| f.field_path),
+        ) {
+            (Some(v), _) => v,
+            (None, Some(path)) if path == "metadata.name" => pod.name_any(),
+            (None, Some(path)) if path == "metadata.namespace" => {
+                pod.namespace().unwrap_or_default()
+            }
+            (None, Some(path)) if path == "metadata.uid" => pod.uid().unwrap_or_default(),
+            (None, other) => bail!("unexpected env source for {name}: {other:?}"),
+        };
+        let value = match name.as_str() {
+            "AUTOCERT_CERTS_DIR" => dir.display().to_string(),
+            "STEP_OPERATOR_TOKEN_PATH" => token.display().to_string(),
+            _ => value,
+        };
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+async fn step_inspect(env: &Env, file: &Path) -> Result<serde_json::Value> {
+    let step = env.tool("step")?;
+    let dir = tempfile::tempdir()?;
+    let sp = dir.path().to_str().context("utf-8")?;
+    let f = file.to_str().context("utf-8")?;
+    let root = env.step_ca_root.to_str().context("utf-8")?;
+    run(
+        &step,
+        &["certificate", "verify", f, "--roots", root],
+        &[("STEPPATH", sp)],
+    )
+    .await?;
+    let out = run(
+        &step,
+        &["certificate", "inspect", "--format", "json", f],
+        &[("STEPPATH", sp)],
+    )
+    .await?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Runs `step-operator <cmd>` with the pod's environment until it exits; returns its log.
+async fn run_agent(
+    env: &Env,
+    cmd: &str,
+    vars: &[(String, String)],
+    timeout: Duration,
+) -> Result<String> {
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = Process::start(env, cmd, &[cmd], &refs)?;
+    let log = p.log.clone();
+    let exited = wait_for(
+        &format!("step-operator {cmd} to finish"),
+        timeout,
+        async || Ok((!p.is_running()).then_some(())),
+        async || std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+    .await;
+    let logs = p.logs();
+    exited.with_context(|| logs.clone())?;
+    Ok(logs)
+}
+
+async fn bootstrap_call(
+    env: &Env,
+    w: &Webhook,
+    token: Option<&str>,
+) -> Result<(u16, serde_json::Value)> {
+    let url = format!("https://127.0.0.1:{}/bootstrap", w.port);
+    let root = env.step_ca_root.to_str().context("utf-8")?;
+    let mut args = vec![
+        "-sS",
+        "-X",
+        "POST",
+        "--cacert",
+        root,
+        "-d",
+        "{}",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ];
+    let header;
+    if let Some(t) = token {
+        header = format!("Authorization: Bearer {t}");
+        args.extend(["-H", header.as_str()]);
+    }
+    let out = run(Path::new("curl"), &args, &[]).await?;
+    let text = String::from_utf8(out.stdout)?;
+    let (body, code) = text.rsplit_once('\n').context("curl output")?;
+    Ok((
+        code.trim().parse()?,
+        serde_json::from_str(body).unwrap_or(json!({"raw": body})),
+    ))
+}
+
+#[tokio::test]
+async fn pod_tls_injects_annotated_pods() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?;
+    let ns = labelled_namespace(&client, "pod-tls-inject").await?;
+    let name = format!("web.{}.svc", ns.name);
+    let created = create_pod(
+        &client,
+        &ns.name,
+        &pod("web", json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name}, web"), "autocert.step.sm/duration": "1h"}))?,
+    )
+    .await?;
+    let stored = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .get("web")
+        .await?;
+    assert_eq!(
+        stored
+            .annotations()
+            .get("autocert.step.sm/status")
+            .map(String::as_str),
+        Some("injected"),
+        "{}",
+        dump(&created)
+    );
+    let spec = stored.spec.clone().context("spec")?;
+    let inits: Vec<_> = spec.init_containers.clone().unwrap_or_default();
+    let names: Vec<_> = inits.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["autocert-bootstrapper", "autocert-renewer"],
+        "{}",
+        dump(&spec)
+    );
+    assert_eq!(inits[0].args.clone().unwrap_or_default(), ["bootstrap"]);
+    assert_eq!(inits[1].args.clone().unwrap_or_default(), ["renew"]);
+    assert_eq!(
+        inits[1].restart_policy.as_deref(),
+        Some("Always"),
+        "the renewer must be a native sidecar"
+    );
+    for c in &inits {
+        let sc = c.security_context.clone().context("no securityContext")?;
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(
+            sc.capabilities.and_then(|c| c.drop),
+            Some(vec!["ALL".to_string()])
+        );
+    }
+    let app = &spec.containers[0];
+    let mount = app
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.mount_path == "/var/run/autocert.step.sm")
+        .context("app has no certs mount")?;
+    assert_eq!(mount.read_only, Some(true));
+    let volumes: Vec<_> = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert!(
+        volumes.contains(&"certs".to_string())
+            && volumes.contains(&"step-operator-token".to_string()),
+        "{volumes:?}"
+    );
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn pod_tls_leaves_unlabelled_namespaces_and_plain_pods_alone() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?;
+    let plain_ns = TestNamespace::create(&client, "pod-tls-plain").await?;
+    let name = format!("web.{}.svc", plain_ns.name);
+    let p = Api::<Pod>::namespaced(client.clone(), &plain_ns.name)
+        .create(
+            &PostParams::default(),
+            &pod("web", json!({"autocert.step.sm/name": name}))?,
+        )
+        .await?;
+    assert!(
+        p.spec.and_then(|s| s.init_containers).is_none(),
+        "a pod in an unlabelled namespace was mutated"
+    );
+    let labelled = labelled_namespace(&client, "pod-tls-noannot").await?;
+    let p = create_pod(&client, &labelled.name, &pod("plain", json!({}))?).await?;
+    assert!(
+        p.spec.and_then(|s| s.init_containers).is_none(),
+        "a pod without the annotation was mutated"
+    );
+    plain_ns.delete().await?;
+    labelled.delete().await
+}
+
+#[tokio::test]
+async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?;
+    let ns = labelled_namespace(&client, "pod-tls-deny").await?;
+    let own = format!("web.{}.svc", ns.name);
+    let cases = [
+        (
+            "baddur",
+            json!({"autocert.step.sm/name": own, "autocert.step.sm/duration": "1d"}),
+            "duration",
+        ),
+        (
+            "foreign",
+            json!({"autocert.step.sm/name": "api.kube-system.svc"}),
+            "api.kube-system.svc",
+        ),
+        (
+            "owner",
+            json!({"autocert.step.sm/name": own, "autocert.step.sm/owner": "root"}),
+            "owner",
+        ),
+    ];
+    let api = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    for (name, annotations, needle) in cases {
+        // Wait until the webhook answers at all, then expect the denial.
+        let err = wait_for(
+            &format!("pod {name} to be denied"),
+            Duration::from_secs(20),
+            async || match api
+                .create(&PostParams::default(), &pod(name, annotations.clone())?)
+                .await
+            {
+                Ok(p) => bail!("pod {name} was admitted: {}", dump(&p)),
+                Err(kube::Error::Api(s)) if s.message.contains("failed calling webhook") => {
+                    Ok(None)
+                }
+                Err(kube::Error::Api(s)) => Ok(Some(s)),
+                Err(e) => Err(e.into()),
+            },
+            async || String::new(),
+        )
+        .await?;
+        assert!(
+            err.message.contains("autocert.step.sm") && err.message.contains(needle),
+            "{name}: {}",
+            err.message
+        );
+    }
+    ns.delete().await
+}
+
+/// The full flow: admission, TokenRequest, bootstrap, renew. Also checks the file modes.
+#[tokio::test]
+async fn pod_tls_bootstrap_then_renew() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?;
+    let ns = labelled_namespace(&client, "pod-tls-boot").await?;
+    service_account(&client, &ns.name).await?;
+    let name = format!("api.{}.svc", ns.name);
+    let long = format!("api.{}.svc.cluster.local", ns.name);
+    let created = create_pod(
+        &client,
+        &ns.name,
+        &pod("api", json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name},{long}"), "autocert.step.sm/duration": "1m"}))?,
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        pod_token(&client, &created, "step-operator").await?,
+    )?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    let vars = injected_env(&created, &certs, &token_file)?;
+    run_agent(&env, "bootstrap", &vars, Duration::from_secs(60)).await?;
+
+    let info = step_inspect(&env, &certs.join("site.crt")).await?;
+    let dns = info["extensions"]["subject_alt_name"]["dns_names"].clone();
+    let mut got: Vec<String> = serde_json::from_value(dns.clone()).unwrap_or_default();
+    got.sort();
+    let mut want = vec![name.clone(), long.clone()];
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the certificate must carry exactly the annotated names: {info}"
+    );
+    let root = std::fs::read_to_string(certs.join("root.crt"))?;
+    assert_eq!(root.trim(), env.root_pem()?.trim());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(certs.join("site.key"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "site.key must not be world-readable");
+
+    // The renewer replaces the 1-minute certificate at about 2/3 of its life.
+    let before = std::fs::read_to_string(certs.join("site.crt"))?;
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut renewer = Process::start(&env, "renew", &["renew"], &refs)?;
+    let site = certs.join("site.crt");
+    wait_for(
+        "the renewer to replace site.crt",
+        Duration::from_secs(90),
+        async || {
+            Ok(std::fs::read_to_string(&site)
+                .ok()
+                .filter(|c| *c != before)
+                .map(|_| ()))
+        },
+        async || renewer.log_tail(),
+    )
+    .await?;
+    step_inspect(&env, &site).await?;
+    assert!(
+        renewer.is_running(),
+        "the renewer must keep running: {}",
+        renewer.log_tail()
+    );
+    renewer.stop();
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn pod_tls_autocert_manifest_is_injected_and_bootstraps() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?;
+    let ns = labelled_namespace(&client, "pod-tls-autocert").await?;
+    service_account(&client, &ns.name).await?;
+    // autocert's README example, in this test's namespace.
+    let manifest: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hello-mtls", "annotations": {"autocert.step.sm/name": format!("hello-mtls.{}.svc.cluster.local", ns.name)}},
+        "spec": {"serviceAccountName": "app", "containers": [{"name": "hello-mtls", "image": "smallstep/hello-mtls-server-go:latest"}]}
+    }))?;
+    let created = create_pod(&client, &ns.name, &manifest).await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        pod_token(&client, &created, "step-operator").await?,
+    )?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    run_agent(
+        &env,
+        "bootstrap",
+        &injected_env(&created, &certs, &token_file)?,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let info = step_inspect(&env, &certs.join("site.crt")).await?;
+    assert!(
+        info.to_string()
+            .contains(&format!("hello-mtls.{}.svc.cluster.local", ns.name)),
+        "{info}"
+    );
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn pod_tls_bootstrap_refusals() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let w = webhook(&env, &client).await?;
+
+    // No token at all.
+    let (code, body) = bootstrap_call(&env, w, None).await?;
+    assert_eq!(code, 401, "{body}");
+
+    // An unlabelled namespace, so admission does not stop the forbidden name; /bootstrap must.
+    let ns = TestNamespace::create(&client, &format!("pod-tls-refuse-{}", random_suffix())).await?;
+    service_account(&client, &ns.name).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let good = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "good",
+                json!({"autocert.step.sm/name": format!("good.{}.svc", ns.name)}),
+            )?,
+        )
+        .await?;
+    let evil = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "evil",
+                json!({"autocert.step.sm/name": "api.kube-system.svc"}),
+            )?,
+        )
+        .await?;
+
+    let (code, body) = bootstrap_call(
+        &env,
+        w,
+        Some(&pod_token(&client, &evil, "step-operator").await?),
+    )
+    .await?;
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (403, Some("NameNotAllowed")),
+        "{body}"
+    );
+
+    let (code, body) = bootstrap_call(
+        &env,
+        w,
+        Some(&pod_token(&client, &good, "some-other-audience").await?),
+    )
+    .await?;
+    assert_eq!(
+        code, 401,
+        "a token for another audience must be refused: {body}"
+    );
+
+    let (code, body) = bootstrap_call(
+        &env,
+        w,
+        Some(&pod_token(&client, &good, "step-operator").await?),
+    )
+    .await?;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body["token"].is_string() && body["rootPem"].is_string(),
+        "{body}"
+    );
+
+    // A token issued before the pod was deleted: the apiserver or we refuse it.
+    let replay = pod_token(&client, &good, "step-operator").await?;
+    pods.delete("good", &DeleteParams::default().grace_period(0))
+        .await?;
+    wait_for(
+        "the pod to be gone",
+        Duration::from_secs(30),
+        async || Ok(pods.get_opt("good").await?.is_none().then_some(())),
+        async || String::new(),
+    )
+    .await?;
+    let (code, body) = bootstrap_call(&env, w, Some(&replay)).await?;
+    assert!(
+        code == 401 || code == 403,
+        "a token of a deleted pod must be refused, got {code}: {body}"
+    );
+
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert!(!log.contains(&replay), "the webhook logged a pod token");
+    ns.delete().await
+}

@@ -1,0 +1,314 @@
+//! `step-operator webhook`: HTTPS `/mutate` and `/bootstrap`; plain-HTTP admin endpoints.
+//! Every replica serves (no leader election): the handlers keep no state between requests.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum_server::tls_rustls::RustlsConfig;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::cli::WebhookArgs;
+use crate::controller::context::{Context, Settings};
+use crate::metrics::Metrics;
+use crate::webhook::bootstrap::{self, BootstrapSettings};
+use crate::webhook::mutate::{self, InjectConfig};
+use crate::webhook::policy::{NamePolicy, Pattern};
+use crate::webhook::serving;
+
+/// Largest request body read (AdmissionReviews of big pods fit easily).
+const MAX_BODY: usize = 8 * 1024 * 1024 + 1;
+/// Upper bound on one /bootstrap (TokenReview, Pod read, maybe a provisioner key decryption).
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct AppState {
+    ctx: Arc<Context>,
+    inject: RwLock<Arc<InjectConfig>>,
+    bootstrap: BootstrapSettings,
+}
+
+pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let admin = tokio::spawn(crate::admin::serve(
+        args.admin_addr,
+        ready_rx,
+        metrics.clone(),
+    ));
+
+    let allowed = args
+        .allowed_names
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.parse::<Pattern>()
+                .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let policy = NamePolicy::new(&args.cluster_domain, allowed);
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "step-operator-webhook".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        client,
+        metrics: metrics.clone(),
+        signers: Default::default(),
+        settings: Settings {
+            cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+            max_retry_duration: Duration::from_secs(300),
+            issuer_recheck_interval: Duration::from_secs(300),
+            ca_timeout: args.ca_timeout,
+        },
+    });
+
+    let names = serving::serving_names(
+        &args.service_name,
+        &args.pod_namespace,
+        &args.cluster_domain,
+        &args.tls_sans,
+    );
+    let first = obtain_until_ready(&ctx, &args, &names).await;
+    let tls = RustlsConfig::from_pem(
+        first.chain_pem.as_bytes().to_vec(),
+        first.key_pem.as_bytes().to_vec(),
+    )
+    .await
+    .context("loading the serving certificate")?;
+
+    let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
+        format!(
+            "https://{}.{}.svc:443",
+            args.service_name, args.pod_namespace
+        )
+    });
+    let mut inject = InjectConfig::new(&args.image, &webhook_url, "", &args.default_issuer);
+    inject.image_pull_policy = args.image_pull_policy.clone();
+    inject.cluster_domain = args.cluster_domain.clone();
+    inject.policy = policy.clone();
+    inject.bootstrap_ca_pem = Some(first.root_pem.clone());
+    let state = Arc::new(AppState {
+        ctx: ctx.clone(),
+        inject: RwLock::new(Arc::new(inject)),
+        bootstrap: BootstrapSettings {
+            audience: args.token_audience.clone(),
+            default_issuer: args.default_issuer.clone(),
+            policy,
+        },
+    });
+
+    tokio::spawn(keep_serving_cert(
+        ctx.clone(),
+        args.clone(),
+        names,
+        tls.clone(),
+        first,
+        state.clone(),
+    ));
+
+    let app = Router::new()
+        .route("/mutate", post(mutate_handler))
+        .route("/bootstrap", post(bootstrap_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    let handle = axum_server::Handle::new();
+    let server = axum_server::bind_rustls(args.listen_addr, tls)
+        .handle(handle.clone())
+        .serve(app.into_make_service());
+    let _ = ready_tx.send(true);
+    tracing::info!(addr = %args.listen_addr, "Webhook serving HTTPS");
+    tokio::select! {
+        r = server => r.context("the HTTPS server stopped")?,
+        r = admin => anyhow::bail!("admin server stopped: {r:?}"),
+        _ = crate::controller::shutdown_signal() => {
+            tracing::info!("Shutting down");
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps trying to get the first serving certificate; the pod stays unready meanwhile.
+async fn obtain_until_ready(
+    ctx: &Context,
+    args: &WebhookArgs,
+    names: &[String],
+) -> serving::Serving {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match serving::issue(ctx, &args.default_issuer, names, args.serving_cert_duration).await {
+            Ok(s) => {
+                tracing::info!(names = ?names, not_after = %s.not_after, "Obtained the serving certificate from step-ca");
+                sync_bundle(ctx, args, &s.root_pem).await;
+                return s;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "Cannot obtain the serving certificate yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+async fn sync_bundle(ctx: &Context, args: &WebhookArgs, root: &str) {
+    match serving::sync_ca_bundle(ctx, &args.webhook_config_name, root).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(config = %args.webhook_config_name, "No MutatingWebhookConfiguration to update")
+        }
+        Err(e) => {
+            tracing::warn!(config = %args.webhook_config_name, error = %e, "Failed to update the caBundle")
+        }
+    }
+}
+
+/// Renews the serving certificate at 2/3 of its lifetime and swaps it in; re-syncs the caBundle
+/// every minute in case someone (a Helm upgrade) reset it.
+async fn keep_serving_cert(
+    ctx: Arc<Context>,
+    args: WebhookArgs,
+    names: Vec<String>,
+    tls: RustlsConfig,
+    mut current: serving::Serving,
+    state: Arc<AppState>,
+) {
+    loop {
+        let renew_at = crate::pki::chain::renew_at(
+            current.not_before,
+            current.not_after,
+            rand::random::<f64>(),
+        );
+        loop {
+            let now = chrono::Utc::now();
+            if now >= renew_at {
+                break;
+            }
+            let wait = (renew_at - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(60));
+            tokio::time::sleep(wait).await;
+            sync_bundle(&ctx, &args, &current.root_pem).await;
+        }
+        match serving::issue(
+            &ctx,
+            &args.default_issuer,
+            &names,
+            args.serving_cert_duration,
+        )
+        .await
+        {
+            Ok(next) => {
+                if let Err(e) = tls
+                    .reload_from_pem(
+                        next.chain_pem.as_bytes().to_vec(),
+                        next.key_pem.as_bytes().to_vec(),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "Failed to load the renewed serving certificate; keeping the old one");
+                    continue;
+                }
+                tracing::info!(not_after = %next.not_after, "Renewed the serving certificate");
+                if next.root_pem != current.root_pem {
+                    let mut inject = state
+                        .inject
+                        .read()
+                        .map(|c| (**c).clone())
+                        .unwrap_or_else(|p| (**p.into_inner()).clone());
+                    inject.bootstrap_ca_pem = Some(next.root_pem.clone());
+                    if let Ok(mut slot) = state.inject.write() {
+                        *slot = Arc::new(inject);
+                    }
+                }
+                sync_bundle(&ctx, &args, &next.root_pem).await;
+                current = next;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Failed to renew the serving certificate; retrying in 10s");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
+
+async fn mutate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let cfg = state
+        .inject
+        .read()
+        .map(|c| c.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    let (status, json) = mutate::review(&body, &cfg);
+    state
+        .ctx
+        .metrics
+        .admission_duration
+        .observe(started.elapsed().as_secs_f64());
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        [(header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response()
+}
+
+// The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset.
+async fn bootstrap_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    _body: Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let result = match bootstrap::bearer(auth) {
+        Ok(token) => match tokio::time::timeout(
+            BOOTSTRAP_TIMEOUT,
+            bootstrap::handle(&state.ctx, &state.bootstrap, token),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(bootstrap::Refusal {
+                status: 503,
+                reason: "Timeout",
+                message: "bootstrap timed out talking to the Kubernetes API or step-ca; retry"
+                    .into(),
+            }),
+        },
+        Err(refusal) => Err(refusal),
+    };
+    match result {
+        Ok(answer) => {
+            state.ctx.metrics.count_bootstrap("Issued");
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        Err(refusal) => {
+            state.ctx.metrics.count_bootstrap(refusal.reason);
+            tracing::info!(reason = refusal.reason, message = %refusal.message, "Bootstrap refused");
+            (
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(
+                    serde_json::json!({"reason": refusal.reason, "message": refusal.message}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
