@@ -5,6 +5,8 @@ pub mod decision;
 pub mod error;
 pub mod issuer;
 pub mod issuer_spec;
+#[cfg(test)]
+mod mock_tests;
 pub mod request;
 pub mod signers;
 

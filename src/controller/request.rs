@@ -714,6 +714,15 @@ async fn apply_status(
     Ok(())
 }
 
+/// The status write of a denied request, for the mocked-API tests.
+#[cfg(test)]
+pub(crate) async fn test_write_denied(
+    ctx: &Context,
+    cr: &CertificateRequest,
+) -> Result<(), ReconcileError> {
+    write_ready(ctx, cr, "False", reason::DENIED, "denied", true).await
+}
+
 fn error_policy(cr: Arc<CertificateRequest>, err: &ReconcileError, _c: Arc<RequestCtx>) -> Action {
     tracing::warn!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), error = %err, "CertificateRequest reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
