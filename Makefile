@@ -45,6 +45,7 @@ e2e: build
 	@rc=0; eval "$$(e2e/cluster.sh env)"; \
 	  STEP_OPERATOR_BIN=$(CURDIR)/target/debug/step-operator \
 	  $(CARGO) test --locked -p e2e -- --test-threads=$(E2E_THREADS) || rc=$$?; \
+	  e2e/check-secrets.sh || rc=1; \
 	  e2e/cluster.sh down; exit $$rc
 
 test: fmt-check lint unit e2e
