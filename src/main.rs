@@ -10,5 +10,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Controller(args) => step_operator::controller::run(args).await,
         Command::Crd(args) => step_operator::crd_cmd::run(&args),
+        Command::Bootstrap(args) => step_operator::agent::bootstrap::run(args).await,
+        Command::Renew(args) => step_operator::agent::renew::run(args).await,
     }
 }
