@@ -349,3 +349,221 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fake::Fake;
+    use chrono::TimeDelta;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    pub(crate) fn current(not_before: &str, not_after: &str) -> Current {
+        Current {
+            chain_pem: String::new(),
+            key_pem: Zeroizing::new(String::new()),
+            root_pem: String::new(),
+            subject: "CN=app".into(),
+            not_before: at(not_before),
+            not_after: at(not_after),
+            public_key_der: vec![],
+        }
+    }
+
+    #[test]
+    fn keep_or_replace() {
+        // A 30-day certificate from 2026-01-01: renewal (jitter 0) at 2026-01-21.
+        let c = current("2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z");
+        let cases: &[(&str, Option<&Current>, bool)] = &[
+            ("2026-01-02T00:00:00Z", Some(&c), true),
+            ("2026-01-20T23:59:00Z", Some(&c), true),
+            ("2026-01-21T00:00:00Z", Some(&c), false),
+            ("2026-01-25T00:00:00Z", Some(&c), false),
+            ("2026-02-01T00:00:00Z", Some(&c), false),
+            // Not yet valid (clock skew): still kept; it was just issued.
+            ("2025-12-31T23:59:00Z", Some(&c), true),
+            ("2026-01-02T00:00:00Z", None, false),
+        ];
+        for (now, cur, want) in cases {
+            assert_eq!(
+                keep_existing(at(now), *cur),
+                *want,
+                "{now} {}",
+                cur.is_some()
+            );
+        }
+        let broken = current("2026-01-31T00:00:00Z", "2026-01-01T00:00:00Z");
+        assert!(!keep_existing(at("2026-01-02T00:00:00Z"), Some(&broken)));
+    }
+
+    #[test]
+    fn endpoints() {
+        let cases = [
+            ("https://wh.ns.svc", "https://wh.ns.svc/bootstrap"),
+            ("https://wh.ns.svc/", "https://wh.ns.svc/bootstrap"),
+            ("https://wh.ns.svc:8443", "https://wh.ns.svc:8443/bootstrap"),
+            ("https://wh.ns.svc/bootstrap", "https://wh.ns.svc/bootstrap"),
+            (
+                "https://wh.ns.svc/bootstrap/",
+                "https://wh.ns.svc/bootstrap",
+            ),
+            ("https://wh/custom/path", "https://wh/custom/path"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(endpoint(input), want, "{input}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_unavailable_webhook_then_succeeds() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        fake.log().script.extend([
+            (503, r#"{"message":"webhook starting"}"#.to_owned()),
+            (503, "<html>busy</html>".to_owned()),
+        ]);
+        let client = BootstrapClient::new(&cfg).unwrap();
+        let resp = client.fetch().await;
+        assert_eq!(resp.token, "ott-1");
+        assert_eq!(resp.ca_url, fake.url);
+        let log = fake.log();
+        assert_eq!(log.auth, vec!["Bearer projected-token"; 3]);
+        assert_eq!(log.bootstrap_bodies, vec!["{}"; 3]);
+    }
+
+    #[tokio::test]
+    async fn classifies_statuses_and_surfaces_the_message() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        let msg =
+            "pod default/app may not request app.other.svc: names are bound to the pod's namespace";
+        fake.log().script.extend([
+            (403, format!(r#"{{"message":"{msg}"}}"#)),
+            (429, r#"{"message":"slow down"}"#.to_owned()),
+            (401, "not json".to_owned()),
+        ]);
+        let client = BootstrapClient::new(&cfg).unwrap();
+        let e = client.request_once().await.unwrap_err();
+        assert!(
+            matches!(&e, BootstrapError::Refused { status: 403, message } if message == msg),
+            "{e:?}"
+        );
+        assert_eq!(e.failure(), Failure::Refused);
+        assert_eq!(e.to_string(), format!("refused: {msg} (HTTP 403)"));
+        let e = client.request_once().await.unwrap_err();
+        assert!(
+            matches!(e, BootstrapError::Unavailable { status: 429, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.failure(), Failure::Transient);
+        let e = client.request_once().await.unwrap_err();
+        assert!(
+            matches!(&e, BootstrapError::Refused { status: 401, message } if message.contains("not json")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn token_file_problems_and_untrusted_server() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = fake.config(dir.path());
+        std::fs::write(&cfg.token_path, "  \n").unwrap();
+        let e = BootstrapClient::new(&cfg)
+            .unwrap()
+            .request_once()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BootstrapError::Token { .. }), "{e:?}");
+        std::fs::remove_file(&cfg.token_path).unwrap();
+        let e = BootstrapClient::new(&cfg)
+            .unwrap()
+            .request_once()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BootstrapError::Token { .. }), "{e:?}");
+        assert!(fake.log().auth.is_empty());
+
+        // Only the configured root is trusted: another root (or the system roots) fails TLS
+        // before the token is sent.
+        std::fs::write(&cfg.token_path, "projected-token").unwrap();
+        let other = Fake::start().await;
+        cfg.bootstrap_ca_pem = Some(other.root_pem.clone());
+        let e = BootstrapClient::new(&cfg)
+            .unwrap()
+            .request_once()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BootstrapError::Unreachable(_)), "{e:?}");
+        cfg.bootstrap_ca_pem = None;
+        let e = BootstrapClient::new(&cfg)
+            .unwrap()
+            .request_once()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BootstrapError::Unreachable(_)), "{e:?}");
+        assert!(fake.log().auth.is_empty());
+
+        cfg.bootstrap_url = None;
+        assert!(BootstrapClient::new(&cfg).is_err());
+    }
+
+    #[tokio::test]
+    async fn obtain_signs_verifies_and_writes() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        fake.log().duration = Some("24h".into());
+        let issued = obtain(&cfg).await.unwrap();
+        write_issued(&cfg, &issued).unwrap();
+        assert_eq!(issued.sans, ["app.default.svc", "app"]);
+        assert!(
+            issued.subject.contains("app.default.svc"),
+            "{}",
+            issued.subject
+        );
+        assert_eq!(issued.ca_url, fake.url);
+        let cur = files::read_current(&cfg.certs_dir).unwrap();
+        let lifetime = cur.not_after - Utc::now();
+        assert!(
+            lifetime > TimeDelta::hours(23) && lifetime <= TimeDelta::hours(24),
+            "{lifetime}"
+        );
+        // site.crt holds the leaf and the intermediate, root.crt the root.
+        assert_eq!(cur.chain_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(cur.root_pem.trim(), fake.root_pem.trim());
+        let log = fake.log();
+        assert_eq!(log.sign_otts, ["ott-1"]);
+        assert_eq!(log.sign_not_after, [Some("24h".to_owned())]);
+        // A restarted bootstrapper keeps these files.
+        assert!(keep_existing(Utc::now(), Some(&cur)));
+    }
+
+    #[tokio::test]
+    async fn sign_failure_gets_a_new_token() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        fake.log().sign_failures = 2;
+        let issued = obtain(&cfg).await.unwrap();
+        assert!(issued.not_after > Utc::now());
+        let log = fake.log();
+        assert_eq!(log.sign_otts, ["ott-1", "ott-2", "ott-3"]);
+        assert_eq!(log.sign_not_after, [None, None, None]);
+        assert_eq!(log.auth.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn unsupported_key_algorithm_is_fatal() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = fake.config(dir.path());
+        cfg.key_algorithm = crate::pki::keys::KeyAlgorithm::Rsa2048;
+        let e = obtain(&cfg).await.unwrap_err();
+        assert!(format!("{e:#}").contains("RSA"), "{e:#}");
+    }
+}

@@ -11,6 +11,8 @@
 
 pub mod backoff;
 pub mod bootstrap;
+#[cfg(test)]
+mod fake;
 pub mod files;
 pub mod protocol;
 pub mod renew;

@@ -262,3 +262,183 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args).context("invalid configuration")?;
     run_until(cfg, crate::controller::shutdown_signal()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::fake::Fake;
+    use zeroize::Zeroizing;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn current(not_before: &str, not_after: &str) -> Current {
+        Current {
+            chain_pem: String::new(),
+            key_pem: Zeroizing::new(String::new()),
+            root_pem: String::new(),
+            subject: "CN=app".into(),
+            not_before: at(not_before),
+            not_after: at(not_after),
+            public_key_der: vec![],
+        }
+    }
+
+    #[test]
+    fn next_actions() {
+        // 30 days from 2026-01-01: renewal at 2026-01-21 (jitter 0) or 2026-01-19T12:00 (jitter 1).
+        let c = current("2026-01-01T00:00:00Z", "2026-01-31T00:00:00Z");
+        let cases: &[(&str, Option<&Current>, f64, Action)] = &[
+            ("2026-01-02T00:00:00Z", None, 0.0, Action::Rebootstrap),
+            (
+                "2026-01-02T00:00:00Z",
+                Some(&c),
+                0.0,
+                Action::RenewAt(at("2026-01-21T00:00:00Z")),
+            ),
+            (
+                "2026-01-02T00:00:00Z",
+                Some(&c),
+                1.0,
+                Action::RenewAt(at("2026-01-19T12:00:00Z")),
+            ),
+            (
+                "2026-01-02T00:00:00Z",
+                Some(&c),
+                0.5,
+                Action::RenewAt(at("2026-01-20T06:00:00Z")),
+            ),
+            ("2026-01-20T00:00:00Z", Some(&c), 1.0, Action::RenewNow),
+            ("2026-01-21T00:00:00Z", Some(&c), 0.0, Action::RenewNow),
+            ("2026-01-30T23:59:59Z", Some(&c), 0.0, Action::RenewNow),
+            ("2026-01-31T00:00:00Z", Some(&c), 0.0, Action::Rebootstrap),
+            ("2026-03-01T00:00:00Z", Some(&c), 0.0, Action::Rebootstrap),
+            // Before notBefore (clock skew): wait.
+            (
+                "2025-12-31T00:00:00Z",
+                Some(&c),
+                0.0,
+                Action::RenewAt(at("2026-01-21T00:00:00Z")),
+            ),
+        ];
+        for (now, cur, jitter, want) in cases {
+            assert_eq!(next_action(at(now), *cur, *jitter), *want, "{now} {jitter}");
+        }
+    }
+
+    #[test]
+    fn retry_delays() {
+        let s = Duration::from_secs;
+        let h = TimeDelta::hours;
+        let cases: &[(Option<Duration>, TimeDelta, Duration)] = &[
+            (None, h(8), s(1)),
+            (Some(s(1)), h(8), s(2)),
+            (Some(s(1024)), h(8), s(2048)),
+            (Some(s(4000)), h(8), s(2880)),
+            // A tenth of 60 s remaining.
+            (Some(s(4)), TimeDelta::seconds(60), s(6)),
+            (Some(s(8)), TimeDelta::seconds(60), s(6)),
+            // Never below 1 s, even when (almost) expired.
+            (Some(s(8)), TimeDelta::seconds(5), s(1)),
+            (None, TimeDelta::seconds(-5), s(1)),
+            (Some(Duration::MAX), h(1), s(360)),
+        ];
+        for (prev, remaining, want) in cases {
+            assert_eq!(
+                retry_delay(*prev, *remaining),
+                *want,
+                "{prev:?} {remaining}"
+            );
+        }
+    }
+
+    fn read(dir: &std::path::Path, name: &str) -> String {
+        std::fs::read_to_string(dir.join(name)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bootstraps_then_renews_over_mtls() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        let certs = cfg.certs_dir.clone();
+        let mut r = Renewer::new(cfg);
+        // No files: bootstrap. The fake backdates, so the certificate is due at once.
+        assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+        let key = read(&certs, files::SITE_KEY);
+        let crt = read(&certs, SITE_CRT);
+        assert_eq!(fake.log().sign_otts, ["ott-1"]);
+        // Due: renew over mTLS with the CA URL learnt from the bootstrap.
+        assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+        assert_eq!(fake.log().renews, 1);
+        assert_eq!(read(&certs, files::SITE_KEY), key, "renewal keeps the key");
+        assert_ne!(read(&certs, SITE_CRT), crt, "renewal replaces site.crt");
+        assert!(files::read_current(&certs).is_some());
+        assert_eq!(fake.log().auth.len(), 1, "no second bootstrap");
+    }
+
+    #[tokio::test]
+    async fn refused_renewal_rebootstraps_with_a_new_key() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = fake.config(dir.path());
+        cfg.ca_url = Some(fake.url.clone());
+        let certs = cfg.certs_dir.clone();
+        let mut r = Renewer::new(cfg);
+        r.tick().await.unwrap();
+        let key = read(&certs, files::SITE_KEY);
+        fake.log().renew_status = 401;
+        assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+        assert_eq!(fake.log().renews, 1);
+        assert_eq!(fake.log().sign_otts, ["ott-1", "ott-2"]);
+        assert_ne!(read(&certs, files::SITE_KEY), key, "a new key");
+        assert!(files::read_current(&certs).is_some());
+    }
+
+    #[tokio::test]
+    async fn retryable_renewal_failure_backs_off() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        let certs = cfg.certs_dir.clone();
+        let mut r = Renewer::new(cfg);
+        r.tick().await.unwrap();
+        let crt = read(&certs, SITE_CRT);
+        fake.log().renew_status = 503;
+        assert_eq!(r.tick().await.unwrap(), Duration::from_secs(1));
+        assert_eq!(r.tick().await.unwrap(), Duration::from_secs(2));
+        assert_eq!(read(&certs, SITE_CRT), crt);
+        assert_eq!(fake.log().sign_otts.len(), 1, "no re-bootstrap on 5xx");
+        fake.log().renew_status = 201;
+        assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+        assert_ne!(read(&certs, SITE_CRT), crt);
+        assert_eq!(r.previous_retry, None);
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_renewal_time_and_stops_on_shutdown() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake.config(dir.path());
+        fake.log().duration = Some("24h".into());
+        let mut r = Renewer::new(cfg.clone());
+        r.tick().await.unwrap();
+        // Valid for 24h: the next step is a capped wait, with no request.
+        assert_eq!(r.tick().await.unwrap(), MAX_WAIT);
+        assert_eq!(fake.log().renews, 0);
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run_until(cfg, async {
+            let _ = rx.await;
+        }));
+        tx.send(()).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("run_until stops promptly")
+            .unwrap();
+        assert!(res.is_ok());
+        assert_eq!(fake.log().renews, 0);
+        assert_eq!(fake.log().sign_otts.len(), 1);
+    }
+}
