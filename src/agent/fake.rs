@@ -53,15 +53,33 @@ struct AppState {
 }
 
 pub(crate) struct Fake {
+    /// Serves everything without asking for a client certificate.
     pub url: String,
+    /// Serves the same routes but requires a client certificate issued under the fake root:
+    /// set it as `STEP_CA_URL` to prove that renewal authenticates with the current certificate.
+    pub mtls_url: String,
     pub root_pem: String,
     state: Arc<AppState>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn serve(
+    listener: std::net::TcpListener,
+    config: rustls::ServerConfig,
+    app: Router,
+) -> tokio::task::JoinHandle<()> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(async move {
+        let _ = server.serve(app.into_make_service()).await;
+    })
 }
 
 impl Drop for Fake {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -115,29 +133,56 @@ impl Fake {
             .route("/1.0/sign", post(sign))
             .route("/1.0/renew", post(renew))
             .with_state(state.clone());
+        let chain = vec![
+            server.der().clone(),
+            CertificateDer::from(root.der().to_vec()),
+        ];
+        let key_der = server_key.serialize_der();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
+        let plain = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![
-                    server.der().clone(),
-                    CertificateDer::from(root.der().to_vec()),
-                ],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+                chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der.clone())),
             )
             .unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-        let task = tokio::spawn(async move {
-            let _ = server.serve(app.into_make_service()).await;
-        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(root.der().to_vec()))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let mtls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                chain,
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+            )
+            .unwrap();
+        let mtls_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        mtls_listener.set_nonblocking(true).unwrap();
+        let mtls_url = format!(
+            "https://127.0.0.1:{}",
+            mtls_listener.local_addr().unwrap().port()
+        );
+        let tasks = vec![
+            serve(listener, plain, app.clone()),
+            serve(mtls_listener, mtls, app),
+        ];
         Fake {
             url,
+            mtls_url,
             root_pem: root.pem(),
             state,
-            task,
+            tasks,
         }
     }
 

@@ -62,9 +62,9 @@ pub struct AgentArgs {
     #[arg(long, env = "AUTOCERT_KEY_ALGORITHM", default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
     pub key_algorithm: KeyAlgorithm,
 
-    /// Numeric `uid:gid` owning the written files.
-    #[arg(long, env = "AUTOCERT_OWNER", value_parser = parse_owner)]
-    pub owner: Option<Owner>,
+    /// Numeric `uid:gid` owning the written files (empty: unchanged).
+    #[arg(long, env = "AUTOCERT_OWNER")]
+    pub owner: Option<String>,
 
     /// Octal mode of `site.key` (certificates are always 0644).
     #[arg(long, env = "AUTOCERT_MODE", default_value = "0600", value_parser = parse_mode)]
@@ -138,7 +138,10 @@ impl AgentConfig {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned),
             key_algorithm: args.key_algorithm,
-            owner: args.owner,
+            owner: match args.owner.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(o) => Some(parse_owner(o).map_err(|e| anyhow::anyhow!("AUTOCERT_OWNER {e}"))?),
+            },
             key_mode: args.mode,
             name: args.name.clone().filter(|n| !n.is_empty()),
             sans: args
@@ -260,6 +263,11 @@ mod tests {
 
         let t = T::try_parse_from(["x", "--mode", "0200"]).unwrap();
         assert!(AgentConfig::from_args(&t.a).is_err());
+        let t = T::try_parse_from(["x", "--owner", ""]).unwrap();
+        assert_eq!(AgentConfig::from_args(&t.a).unwrap().owner, None);
+        let t = T::try_parse_from(["x", "--owner", "root"]).unwrap();
+        let e = AgentConfig::from_args(&t.a).unwrap_err().to_string();
+        assert!(e.contains("AUTOCERT_OWNER"), "{e}");
         assert!(T::try_parse_from(["x", "--key-algorithm", "dsa"]).is_err());
     }
 

@@ -379,11 +379,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn renewal_authenticates_with_the_current_certificate() {
+        let fake = Fake::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = fake.config(dir.path());
+        // STEP_CA_URL wins over the bootstrap's caUrl; this listener requires a client
+        // certificate issued under the fake root.
+        cfg.ca_url = Some(fake.mtls_url.clone());
+        let certs = cfg.certs_dir.clone();
+        let mut r = Renewer::new(cfg);
+        r.tick().await.unwrap();
+        let crt = read(&certs, SITE_CRT);
+        assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+        assert_eq!(fake.log().renews, 1);
+        assert_ne!(read(&certs, SITE_CRT), crt);
+
+        // Without a usable client certificate the handshake fails: the files are replaced by an
+        // unrelated self-signed certificate and key, which the mTLS listener rejects.
+        let key =
+            crate::pki::keys::GeneratedKey::generate(crate::pki::keys::KeyAlgorithm::EcdsaP256)
+                .unwrap();
+        let mut stranger = crate::agent::files::tests::leaf_files(&key, -2, 1);
+        stranger.root_crt = fake.root_pem.clone();
+        files::write_all(&certs, &stranger, 0o600, None).unwrap();
+        let wait = r.tick().await.unwrap();
+        assert_eq!(
+            wait,
+            Duration::from_secs(1),
+            "a TLS failure is retried, not refused"
+        );
+        assert_eq!(fake.log().renews, 1);
+    }
+
+    #[tokio::test]
     async fn refused_renewal_rebootstraps_with_a_new_key() {
         let fake = Fake::start().await;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = fake.config(dir.path());
-        cfg.ca_url = Some(fake.url.clone());
+        cfg.ca_url = Some(fake.mtls_url.clone());
         let certs = cfg.certs_dir.clone();
         let mut r = Renewer::new(cfg);
         r.tick().await.unwrap();
