@@ -134,7 +134,14 @@ impl BootstrapClient {
         }
         let message = match serde_json::from_slice::<ErrorResponse>(&body) {
             Ok(e) => e.message,
-            Err(_) => step::error::decode_error_body(status, &body),
+            Err(_) => {
+                let text: String = String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(160)
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                format!("no JSON message; the body starts with {:?}", text.trim())
+            }
         };
         if (400..500).contains(&status) && status != 408 && status != 429 {
             Err(BootstrapError::Refused { status, message })
