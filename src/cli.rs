@@ -42,6 +42,10 @@ pub enum Command {
     Webhook(WebhookArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
     Crd(CrdArgs),
+    /// In-pod init container: obtain the pod's certificate through the webhook and step-ca.
+    Bootstrap(crate::agent::AgentArgs),
+    /// In-pod sidecar: renew the pod's certificate before it expires.
+    Renew(crate::agent::AgentArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,6 +2,7 @@
 //! `StepClusterIssuer`) and autocert-compatible pod TLS injection, in one binary.
 
 pub mod admin;
+pub mod agent;
 pub mod cert_manager;
 pub mod cli;
 pub mod controller;

@@ -1,0 +1,289 @@
+//! The in-pod agents injected by the webhook: `step-operator bootstrap` (the init container
+//! `autocert-bootstrapper`) and `step-operator renew` (the native sidecar `autocert-renewer`).
+//!
+//! The bootstrapper asks the webhook for a one-time token (`POST /bootstrap`, [`protocol`]),
+//! generates the key in the pod, has step-ca sign a CSR and writes `site.crt`, `site.key` and
+//! `root.crt` into the shared emptyDir ([`files`]). The renewer renews the certificate over mTLS
+//! before it expires and bootstraps again (new key) when renewal is impossible.
+//!
+//! Configuration comes from flags, each also an environment variable set by the webhook
+//! (`src/webhook/mutate.rs`, `injected_env`); see [`AgentArgs`].
+
+pub mod backoff;
+pub mod bootstrap;
+#[cfg(test)]
+mod fake;
+pub mod files;
+pub mod protocol;
+pub mod renew;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::pki::keys::KeyAlgorithm;
+use backoff::RetryPolicy;
+use files::Owner;
+
+/// Default directory of the certificate files (the autocert path).
+pub const DEFAULT_CERTS_DIR: &str = "/var/run/autocert.step.sm";
+/// Default path of the projected ServiceAccount token.
+pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/step-operator/token";
+
+/// Flags of `bootstrap` and `renew`.
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Directory the certificate files are written to.
+    #[arg(long, env = "AUTOCERT_CERTS_DIR", default_value = DEFAULT_CERTS_DIR)]
+    pub certs_dir: PathBuf,
+
+    /// The webhook's bootstrap endpoint: `https://<webhook>/bootstrap` (a URL without a path gets
+    /// `/bootstrap` appended).
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_URL")]
+    pub bootstrap_url: Option<String>,
+
+    /// File holding the projected ServiceAccount token sent to the webhook (re-read at every
+    /// attempt: the kubelet refreshes it).
+    #[arg(long, env = "STEP_OPERATOR_TOKEN_PATH", default_value = DEFAULT_TOKEN_PATH)]
+    pub token_path: PathBuf,
+
+    /// PEM root(s) trusted for the webhook's serving certificate (normally the step-ca root),
+    /// or the path of a file holding them. Without it, the system roots are used.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_CA")]
+    pub bootstrap_ca: Option<String>,
+
+    /// step-ca URL for renewals (trusting `root.crt`); without it the renewer asks the webhook.
+    #[arg(long, env = "STEP_CA_URL")]
+    pub ca_url: Option<String>,
+
+    /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384 or ed25519.
+    #[arg(long, env = "AUTOCERT_KEY_ALGORITHM", default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
+    pub key_algorithm: KeyAlgorithm,
+
+    /// Numeric `uid:gid` owning the written files (empty: unchanged).
+    #[arg(long, env = "AUTOCERT_OWNER")]
+    pub owner: Option<String>,
+
+    /// Octal mode of `site.key` (certificates are always 0644).
+    #[arg(long, env = "AUTOCERT_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub mode: u32,
+
+    /// The certificate's name, for log lines only (the webhook decides the names).
+    #[arg(long, env = "AUTOCERT_NAME")]
+    pub name: Option<String>,
+
+    /// The certificate's SANs, comma-separated, for log lines only.
+    #[arg(long, env = "AUTOCERT_SANS")]
+    pub sans: Option<String>,
+
+    /// Timeout of each request to the webhook and to step-ca.
+    #[arg(long, env = "STEP_OPERATOR_AGENT_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Validated configuration of the agents.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub certs_dir: PathBuf,
+    /// The full bootstrap endpoint URL (`.../bootstrap`).
+    pub bootstrap_url: Option<String>,
+    pub token_path: PathBuf,
+    /// PEM roots for the webhook connection; `None`: system roots.
+    pub bootstrap_ca_pem: Option<String>,
+    pub ca_url: Option<String>,
+    pub key_algorithm: KeyAlgorithm,
+    pub owner: Option<Owner>,
+    /// Mode of `site.key`.
+    pub key_mode: u32,
+    /// For log lines.
+    pub name: Option<String>,
+    /// For log lines.
+    pub sans: Vec<String>,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl AgentConfig {
+    /// Checks the flags and loads `STEP_OPERATOR_BOOTSTRAP_CA` when it names a file.
+    pub fn from_args(args: &AgentArgs) -> anyhow::Result<AgentConfig> {
+        let bootstrap_ca_pem = match args.bootstrap_ca.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(pem) if pem.starts_with("-----BEGIN") => Some(pem.to_owned()),
+            Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read STEP_OPERATOR_BOOTSTRAP_CA file {path:?} (the value is neither PEM nor a readable file)")
+            })?),
+        };
+        if args.mode & 0o400 == 0 || args.mode > 0o777 {
+            anyhow::bail!(
+                "AUTOCERT_MODE {:04o} must be at most 0777 and let the owner read the key (0400), which the renewer needs",
+                args.mode
+            );
+        }
+        Ok(AgentConfig {
+            certs_dir: args.certs_dir.clone(),
+            bootstrap_url: args
+                .bootstrap_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(bootstrap::endpoint),
+            token_path: args.token_path.clone(),
+            bootstrap_ca_pem,
+            ca_url: args
+                .ca_url
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned),
+            key_algorithm: args.key_algorithm,
+            owner: match args.owner.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(o) => Some(parse_owner(o).map_err(|e| anyhow::anyhow!("AUTOCERT_OWNER {e}"))?),
+            },
+            key_mode: args.mode,
+            name: args.name.clone().filter(|n| !n.is_empty()),
+            sans: args
+                .sans
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            timeout: args.timeout,
+            retry: RetryPolicy::default(),
+        })
+    }
+}
+
+fn parse_key_algorithm(s: &str) -> Result<KeyAlgorithm, String> {
+    s.parse().map_err(|e: crate::pki::Error| e.to_string())
+}
+
+/// Parses `uid:gid` (numeric).
+pub fn parse_owner(s: &str) -> Result<Owner, String> {
+    let bad = || format!("{s:?} is not \"uid:gid\": use numeric IDs, e.g. 1000:1000");
+    let (uid, gid) = s.trim().split_once(':').ok_or_else(bad)?;
+    Ok(Owner {
+        uid: uid.parse().map_err(|_| bad())?,
+        gid: gid.parse().map_err(|_| bad())?,
+    })
+}
+
+/// Parses an octal mode such as `0600`, `600` or `0o640`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    u32::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| !digits.is_empty() && *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode: use e.g. 0600 or 0640"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: AgentArgs,
+    }
+
+    #[test]
+    fn owner_and_mode() {
+        assert_eq!(
+            parse_owner("1000:2000"),
+            Ok(Owner {
+                uid: 1000,
+                gid: 2000
+            })
+        );
+        for bad in ["", "1000", "a:b", "1000:", "-1:0", "1:2:3"] {
+            assert!(parse_owner(bad).is_err(), "{bad:?}");
+        }
+        let cases: &[(&str, Option<u32>)] = &[
+            ("0600", Some(0o600)),
+            ("600", Some(0o600)),
+            ("0o640", Some(0o640)),
+            ("0777", Some(0o777)),
+            ("1777", None),
+            ("0800", None),
+            ("", None),
+            ("rw", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_mode(s).ok(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_config() {
+        let t = T::try_parse_from(["x"]).unwrap();
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert_eq!(cfg.certs_dir, PathBuf::from(DEFAULT_CERTS_DIR));
+        assert_eq!(cfg.key_mode, 0o600);
+        assert_eq!(cfg.key_algorithm, KeyAlgorithm::EcdsaP256);
+        assert_eq!(cfg.timeout, Duration::from_secs(10));
+        assert!(cfg.bootstrap_url.is_none() && cfg.owner.is_none());
+
+        let t = T::try_parse_from([
+            "x",
+            "--bootstrap-url",
+            "https://webhook.step-operator.svc",
+            "--sans",
+            "a, b,,c",
+            "--owner",
+            "1000:1000",
+            "--key-algorithm",
+            "ed25519",
+            "--mode",
+            "0640",
+        ])
+        .unwrap();
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert_eq!(
+            cfg.bootstrap_url.as_deref(),
+            Some("https://webhook.step-operator.svc/bootstrap")
+        );
+        assert_eq!(cfg.sans, ["a", "b", "c"]);
+        assert_eq!(
+            cfg.owner,
+            Some(Owner {
+                uid: 1000,
+                gid: 1000
+            })
+        );
+        assert_eq!(cfg.key_algorithm, KeyAlgorithm::Ed25519);
+        assert_eq!(cfg.key_mode, 0o640);
+
+        let t = T::try_parse_from(["x", "--mode", "0200"]).unwrap();
+        assert!(AgentConfig::from_args(&t.a).is_err());
+        let t = T::try_parse_from(["x", "--owner", ""]).unwrap();
+        assert_eq!(AgentConfig::from_args(&t.a).unwrap().owner, None);
+        let t = T::try_parse_from(["x", "--owner", "root"]).unwrap();
+        let e = AgentConfig::from_args(&t.a).unwrap_err().to_string();
+        assert!(e.contains("AUTOCERT_OWNER"), "{e}");
+        assert!(T::try_parse_from(["x", "--key-algorithm", "dsa"]).is_err());
+    }
+
+    #[test]
+    fn bootstrap_ca_is_pem_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nX\n").unwrap();
+        let mut t = T::try_parse_from(["x"]).unwrap();
+        t.a.bootstrap_ca = Some(path.display().to_string());
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert!(cfg.bootstrap_ca_pem.unwrap().starts_with("-----BEGIN"));
+        t.a.bootstrap_ca = Some("  -----BEGIN CERTIFICATE-----\nY\n".into());
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert!(cfg.bootstrap_ca_pem.unwrap().ends_with("Y"));
+        t.a.bootstrap_ca = Some(dir.path().join("missing").display().to_string());
+        assert!(AgentConfig::from_args(&t.a).is_err());
+    }
+}

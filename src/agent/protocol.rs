@@ -1,0 +1,137 @@
+//! The bootstrap protocol between the in-pod bootstrapper/renewer and the webhook.
+//!
+//! `POST <webhook>/bootstrap` with `Authorization: Bearer <projected ServiceAccount token>` and
+//! the JSON body [`BootstrapRequest`] (`{}`). The webhook answers 200 with a
+//! [`BootstrapResponse`] (camelCase JSON), or any other status with an [`ErrorResponse`]
+//! (`{"message": "..."}`).
+//!
+//! Client-side handling of statuses (see [`super::bootstrap`]):
+//! - 4xx other than 408 and 429: refused; the message is logged and the request is retried
+//!   slowly (at most [`super::backoff::REFUSED_MAX`] apart), since the operator may fix the pod's
+//!   policy or the issuer meanwhile;
+//! - 5xx, 408, 429 and transport errors: retried with backoff from 1 s doubling to 30 s.
+//!
+//! These types are shared with the webhook (`crate::agent::protocol::BootstrapResponse`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The path served by the webhook.
+pub const BOOTSTRAP_PATH: &str = "/bootstrap";
+
+/// Body of `POST /bootstrap`: an empty object today. The pod is identified by its projected
+/// ServiceAccount token alone; unknown fields are ignored, so fields can be added later.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapRequest {}
+
+/// 200 answer of `POST /bootstrap`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapResponse {
+    /// A one-time step-ca token (JWT) for exactly `common_name` and `sans`. Secret; single use.
+    pub token: String,
+    /// The step-ca URL, `https://host[:port]`.
+    pub ca_url: String,
+    /// The step-ca root certificate(s), PEM; trusted for the CA connection and written to
+    /// `root.crt`.
+    pub root_pem: String,
+    /// Subject common name of the certificate.
+    pub common_name: String,
+    /// Subject alternative names; the bootstrapper puts exactly these in its CSR (or
+    /// `[common_name]` when empty).
+    #[serde(default)]
+    pub sans: Vec<String>,
+    /// Requested lifetime as a Go duration (`"24h"`), sent to step-ca as `notAfter`; absent or
+    /// null lets the CA decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+}
+
+impl fmt::Debug for BootstrapResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapResponse")
+            .field("token", &"<redacted>")
+            .field("ca_url", &self.ca_url)
+            .field("root_pem", &format_args!("<{} bytes>", self.root_pem.len()))
+            .field("common_name", &self.common_name)
+            .field("sans", &self.sans)
+            .field("duration", &self.duration)
+            .finish()
+    }
+}
+
+/// Body of every non-200 answer of `POST /bootstrap`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What went wrong and, where possible, how to fix it. Never contains a token.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> BootstrapResponse {
+        BootstrapResponse {
+            token: "eyJhbGciOiJFUzI1NiJ9.secret.sig".into(),
+            ca_url: "https://step-ca.step:9000".into(),
+            root_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+            common_name: "app.default.svc".into(),
+            sans: vec!["app.default.svc".into(), "app".into()],
+            duration: Some("24h".into()),
+        }
+    }
+
+    #[test]
+    fn wire_format_is_camel_case() {
+        let v = serde_json::to_value(sample()).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "token": "eyJhbGciOiJFUzI1NiJ9.secret.sig",
+                "caUrl": "https://step-ca.step:9000",
+                "rootPem": "-----BEGIN CERTIFICATE-----\n...",
+                "commonName": "app.default.svc",
+                "sans": ["app.default.svc", "app"],
+                "duration": "24h",
+            })
+        );
+        let back: BootstrapResponse = serde_json::from_value(v).unwrap();
+        assert_eq!(back, sample());
+        assert_eq!(serde_json::to_string(&BootstrapRequest {}).unwrap(), "{}");
+    }
+
+    #[test]
+    fn duration_and_sans_are_optional() {
+        for extra in [json!({}), json!({"duration": null})] {
+            let mut v =
+                json!({"token": "t", "caUrl": "https://ca", "rootPem": "r", "commonName": "cn"});
+            if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                m.extend(e.clone());
+            }
+            let r: BootstrapResponse = serde_json::from_value(v).unwrap();
+            assert_eq!(r.duration, None);
+            assert!(r.sans.is_empty());
+        }
+        let mut none = sample();
+        none.duration = None;
+        assert!(
+            serde_json::to_value(none)
+                .unwrap()
+                .get("duration")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let dbg = format!("{:?}", sample());
+        assert!(!dbg.contains("secret"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+        let e: ErrorResponse = serde_json::from_str(r#"{"message":"no"}"#).unwrap();
+        assert_eq!(e.message, "no");
+    }
+}
