@@ -122,7 +122,10 @@ impl Process {
     /// SIGTERM (through the supervisor), then SIGKILL after 10 s.
     pub fn stop(&mut self) {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stderr(Stdio::null())
+            .status();
         for _ in 0..50 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 let _ = std::fs::remove_file(&self.pid_file);

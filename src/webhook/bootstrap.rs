@@ -11,7 +11,6 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use serde::{Deserialize, Serialize};
 
 use crate::controller::context::Context;
 use crate::crd::StepClusterIssuer;
@@ -25,18 +24,8 @@ pub const POD_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 
-/// The answer to a pod (JSON, camelCase).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct BootstrapResponse {
-    pub token: String,
-    pub ca_url: String,
-    pub root_pem: String,
-    pub common_name: String,
-    pub sans: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<String>,
-}
+/// The answer to a pod; the type is shared with the agent that reads it.
+pub use crate::agent::protocol::BootstrapResponse;
 
 /// A refusal: HTTP status, a stable reason for metrics, and a message for the pod's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,8 +133,7 @@ pub async fn handle(
     if !status
         .audiences
         .unwrap_or_default()
-        .iter()
-        .any(|a| *a == settings.audience)
+        .contains(&settings.audience)
     {
         return Err(refuse(
             401,

@@ -109,8 +109,8 @@ pub async fn sync_ca_bundle(
     if ops.is_empty() {
         return Ok(true);
     }
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
-        .map_err(|e| kube::Error::SerdeError(e))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
     api.patch(
         config_name,
         &PatchParams::default(),
