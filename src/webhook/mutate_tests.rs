@@ -204,7 +204,7 @@ fn check_injected(patched: &Value, renewer: bool, owner: Option<(i64, i64)>) -> 
         let env = env_of(c);
         assert_eq!(
             env.get("STEP_OPERATOR_BOOTSTRAP_URL").map(String::as_str),
-            Some("https://step-operator-webhook.step-operator.svc:443/bootstrap")
+            Some("https://step-operator-webhook.step-operator.svc:443")
         );
         assert_eq!(
             env.get("POD_UID").map(String::as_str),
@@ -282,7 +282,7 @@ fn golden_minimal() {
     let want: BTreeMap<String, String> = [
         (
             "STEP_OPERATOR_BOOTSTRAP_URL",
-            "https://step-operator-webhook.step-operator.svc:443/bootstrap",
+            "https://step-operator-webhook.step-operator.svc:443",
         ),
         ("STEP_CA_URL", "https://step-ca.step.svc:9000"),
         ("AUTOCERT_NAME", "api.default.svc"),
