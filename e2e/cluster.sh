@@ -54,7 +54,8 @@ PY
 # start NAME CMD...: runs CMD in the background with its output in $D/NAME.log and its PID saved.
 start() {
   local name=$1; shift
-  nohup "$@" >"$D/$name.log" 2>&1 </dev/null &
+  # Append: a component restarted by a fault test keeps its earlier log.
+  nohup "$@" >>"$D/$name.log" 2>&1 </dev/null &
   echo $! >"$D/$name.pid"
 }
 
@@ -146,9 +147,11 @@ apply_crds() {
 }
 
 start_cert_manager() {
+  local seen=0
+  [ -f "$D/cert-manager.log" ] && seen=$(wc -l <"$D/cert-manager.log")
   start cert-manager "$BIN/cert-manager-controller" --kubeconfig "$D/kubeconfig" \
     --cluster-resource-namespace kube-system --enable-certificate-owner-ref
-  wait_until cert-manager 60 grep -q "cert-manager-controller: running" "$D/cert-manager.log"
+  wait_until cert-manager 60 bash -c "tail -n +$((seen + 1)) '$D/cert-manager.log' | grep -q 'cert-manager-controller: running'"
 }
 
 start_step_ca() {

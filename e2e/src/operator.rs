@@ -138,6 +138,28 @@ impl Process {
         let _ = std::fs::remove_file(&self.pid_file);
     }
 
+    /// PID of step-operator itself (the supervisor's child), for fault tests that SIGKILL it.
+    pub fn operator_pid(&self) -> Option<u32> {
+        let id = self.child.id();
+        std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// SIGKILL to step-operator itself: no graceful shutdown, no lease release.
+    pub fn kill_hard(&mut self) {
+        if let Some(pid) = self.operator_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -1,0 +1,278 @@
+//! Helpers for the fault-injection tests: bursts of CertificateRequests, stopping and starting
+//! cluster components, and the evidence (step-ca's log, a watch of every certificate written).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::fixtures::*;
+use crate::operator::CLUSTER_RESOURCE_NAMESPACE;
+use crate::{Env, dump, random_suffix, wait_for};
+
+fn cluster_sh() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh")
+}
+
+/// `e2e/cluster.sh stop|start <component>`.
+pub async fn component(action: &str, name: &str) -> Result<()> {
+    let out = tokio::process::Command::new(cluster_sh())
+        .args([action, name])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "cluster.sh {action} {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A PEM P-256 CSR for `cn`.
+pub fn csr(cn: &str) -> Result<String> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec![cn.to_string()])?;
+    let mut params = params;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    Ok(params.serialize_request(&key)?.pem()?)
+}
+
+/// A Ready StepClusterIssuer with its own password Secret.
+pub async fn ready_cluster_issuer(
+    env: &Env,
+    client: &Client,
+    prefix: &str,
+    log: &str,
+) -> Result<String> {
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let name = format!("{prefix}-{}", random_suffix());
+    password_secret(
+        client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    let api = cluster(client, &step_cluster_issuers());
+    apply(
+        &api,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": name},
+            "spec": issuer_spec(env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
+        }),
+    )
+    .await?;
+    wait_ready_condition(
+        &api,
+        &name,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(60),
+        log,
+    )
+    .await?;
+    Ok(name)
+}
+
+/// Creates `n` CertificateRequests named `<prefix>-<i>` with subject `<prefix>-<i>.<ns>.example`.
+pub async fn burst(client: &Client, ns: &str, issuer: &str, prefix: &str, n: usize) -> Result<()> {
+    let api = namespaced(client, ns, &certificate_requests());
+    let mut creates = Vec::new();
+    for i in 0..n {
+        let name = format!("{prefix}-{i}");
+        let cn = format!("{name}.{ns}.example");
+        let obj = object(json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+            "metadata": {"name": name},
+            "spec": {"request": base64(csr(&cn)?.as_bytes()), "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer}}
+        }))?;
+        let api = api.clone();
+        creates.push(async move { api.create(&PostParams::default(), &obj).await });
+    }
+    // Created 20 at a time: a burst, without overrunning the client.
+    let results: Vec<_> = futures::stream::iter(creates)
+        .buffer_unordered(20)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+fn ready_reason(obj: &DynamicObject) -> Option<String> {
+    condition(obj, "Ready").and_then(|c| c["reason"].as_str().map(str::to_string))
+}
+
+/// Counts requests by their Ready reason.
+pub async fn reasons(api: &Api<DynamicObject>) -> Result<BTreeMap<String, usize>> {
+    let mut out = BTreeMap::new();
+    for r in api.list(&Default::default()).await?.items {
+        *out.entry(ready_reason(&r).unwrap_or_else(|| "<none>".into()))
+            .or_default() += 1;
+    }
+    Ok(out)
+}
+
+/// Waits until all `n` requests are Issued; fails at once if one turns Failed.
+pub async fn wait_all_issued(
+    api: &Api<DynamicObject>,
+    n: usize,
+    timeout: Duration,
+    log: &str,
+) -> Result<()> {
+    wait_for(
+        &format!("all {n} requests to be Issued"),
+        timeout,
+        async || {
+            let items = api.list(&Default::default()).await?.items;
+            if let Some(failed) = items
+                .iter()
+                .find(|r| ready_reason(r).as_deref() == Some("Failed"))
+            {
+                bail!("a request failed: {}", dump(failed));
+            }
+            let issued = items
+                .iter()
+                .filter(|r| ready_reason(r).as_deref() == Some("Issued"))
+                .count();
+            Ok((issued == n).then_some(()))
+        },
+        async || {
+            let log_text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<_> = log_text.lines().rev().take(25).collect();
+            format!(
+                "reasons: {:?}\ncontroller log (newest first):\n{}",
+                reasons(api).await.ok(),
+                tail.join("\n")
+            )
+        },
+    )
+    .await
+}
+
+/// How many certificates step-ca signed for each subject starting with `prefix` (from its log).
+pub fn signs_by_subject(env: &Env, prefix: &str) -> Result<HashMap<String, usize>> {
+    let log =
+        std::fs::read_to_string(env.state.join("step-ca.log")).context("reading step-ca.log")?;
+    let mut out = HashMap::new();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("path=/1.0/sign") && l.contains("status=201"))
+    {
+        if let Some(subject) = line
+            .split(" subject=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            && subject.starts_with(prefix)
+        {
+            *out.entry(subject.to_string()).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Asserts that step-ca signed at least one certificate for each of the `n` requests, and at most
+/// `max_repeats` of them a second time (signs that were in flight when a process died: step-ca
+/// has no idempotency key, so such a sign can only be repeated). Returns the number of repeats.
+pub fn assert_signed_once_except_in_flight(
+    env: &Env,
+    ns: &str,
+    prefix: &str,
+    n: usize,
+    max_repeats: usize,
+) -> Result<usize> {
+    let signs = signs_by_subject(env, prefix)?;
+    let suffix = format!(".{ns}.example");
+    let ours: Vec<_> = signs.iter().filter(|(s, _)| s.ends_with(&suffix)).collect();
+    if ours.len() != n {
+        bail!("step-ca signed for {} of {n} requests", ours.len());
+    }
+    if let Some((s, c)) = ours.iter().find(|(_, c)| **c > 2) {
+        bail!("{s} was signed {c} times");
+    }
+    let repeats = ours.iter().filter(|(_, c)| **c == 2).count();
+    if repeats > max_repeats {
+        bail!("{repeats} requests signed twice, more than the {max_repeats} that can be in flight");
+    }
+    Ok(repeats)
+}
+
+/// Asserts that step-ca signed exactly one certificate for each of the `n` requests.
+pub fn assert_signed_once(env: &Env, ns: &str, prefix: &str, n: usize) -> Result<()> {
+    let signs = signs_by_subject(env, prefix)?;
+    let twice: Vec<_> = signs.iter().filter(|(_, c)| **c > 1).collect();
+    if !twice.is_empty() {
+        bail!("signed more than once: {twice:?}");
+    }
+    let ours = signs
+        .keys()
+        .filter(|s| s.ends_with(&format!(".{ns}.example")))
+        .count();
+    if ours != n {
+        bail!("step-ca signed {ours} certificates for {n} requests");
+    }
+    Ok(())
+}
+
+/// Records every distinct `status.certificate` each request shows, to prove none is rewritten.
+pub struct CertificateLedger {
+    seen: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CertificateLedger {
+    pub fn start(client: &Client, ns: &str) -> CertificateLedger {
+        let api = namespaced(client, ns, &certificate_requests());
+        let seen: Arc<Mutex<HashMap<String, Vec<String>>>> = Default::default();
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(Ok(obj)) = stream.next().await {
+                if let Some(cert) = obj.data["status"]["certificate"].as_str() {
+                    let mut map = sink.lock().unwrap_or_else(|p| p.into_inner());
+                    let list = map.entry(obj.name_any()).or_default();
+                    if !list.iter().any(|c| c == cert) {
+                        list.push(cert.to_string());
+                    }
+                }
+            }
+        });
+        CertificateLedger { seen, task }
+    }
+
+    /// Fails if any request showed more than one certificate over its life.
+    pub fn assert_written_once(&self) -> Result<usize> {
+        let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let rewritten: Vec<_> = map
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !rewritten.is_empty() {
+            bail!("certificates rewritten for {rewritten:?}");
+        }
+        Ok(map.len())
+    }
+}
+
+impl Drop for CertificateLedger {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
