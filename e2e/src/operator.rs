@@ -196,7 +196,9 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// The controller shared by the tests of one test binary (started once, without leader election).
+/// The controller shared by the tests of one test binary. It runs with leader election on a
+/// fixed Lease, so the controller of the previous test binary (stopped when that binary exits)
+/// hands over instead of overlapping with this one.
 pub fn shared_controller(env: &Env) -> Result<&'static str> {
     static SHARED: OnceLock<std::sync::Mutex<Option<Process>>> = OnceLock::new();
     static LOG: OnceLock<String> = OnceLock::new();
@@ -208,13 +210,17 @@ pub fn shared_controller(env: &Env) -> Result<&'static str> {
             "controller",
             &[
                 "controller",
-                "--leader-elect=false",
+                "--leader-elect=true",
+                "--lease-name",
+                "step-operator-e2e-shared",
+                "--lease-duration",
+                "4s",
                 "--cluster-resource-namespace",
                 CLUSTER_RESOURCE_NAMESPACE,
                 "--max-retry-duration",
                 "3m",
             ],
-            &[],
+            &[("POD_NAMESPACE", "default")],
         )?;
         let _ = LOG.set(p.log.display().to_string());
         *guard = Some(p);

@@ -101,6 +101,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let controllers = async {
         tokio::join!(issuers, cluster_issuers, requests);
     };
+    tokio::pin!(controllers);
 
     let lease_lost = async {
         match lost_lease.as_mut() {
@@ -111,19 +112,34 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(concurrency = args.concurrency, "Controllers started");
-    tokio::select! {
-        _ = controllers => Ok(()),
+    let outcome = tokio::select! {
+        _ = &mut controllers => Ok(()),
         r = admin => Err(anyhow::anyhow!("admin server stopped: {:?}", r)),
         _ = shutdown_signal() => {
-            tracing::info!("Shutting down");
+            tracing::info!("Shutting down: finishing the reconciles in flight");
             let _ = stop_tx.send(true);
+            if tokio::time::timeout(std::time::Duration::from_secs(20), &mut controllers).await.is_err() {
+                tracing::warn!("Reconciles still running after 20s; exiting anyway");
+            }
             Ok(())
         }
         _ = lease_lost => {
             // Deterministic exit: the Deployment restarts this pod as a standby.
-            anyhow::bail!("lost the leader lease; exiting so that only one replica writes")
+            Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica writes"))
+        }
+    };
+    // Hand the lease over now rather than make a standby wait for it to expire: closing the
+    // receiver makes the lease task release it.
+    if let Some((leader, task)) = lost_lease.take() {
+        drop(leader);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), task).await {
+            Ok(Ok(Ok(_))) => tracing::info!("Released the leader lease"),
+            _ => tracing::warn!(
+                "Could not release the leader lease; a standby takes over when it expires"
+            ),
         }
     }
+    outcome
 }
 
 fn default_identity() -> String {
