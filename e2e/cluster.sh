@@ -33,7 +33,9 @@ fail() {
 }
 
 pid_of() { [ -f "$D/$1.pid" ] && cat "$D/$1.pid"; }
-alive() { local p; p=$(pid_of "$1" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# A stopped process may linger as a zombie until its parent reaps it: that counts as dead.
+pid_alive() { kill -0 "$1" 2>/dev/null && [ "$(ps -o stat= -p "$1" 2>/dev/null | cut -c1)" != Z ]; }
+alive() { local p; p=$(pid_of "$1" 2>/dev/null) && [ -n "$p" ] && pid_alive "$p"; }
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -266,10 +268,10 @@ cmd_down() {
 # stop_pid PID NAME: SIGTERM, wait up to 15 s, then SIGKILL.
 stop_pid() {
   local p=$1 name=$2 n
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  [ -n "$p" ] && pid_alive "$p" || return 0
   kill -TERM "$p" 2>/dev/null || return 0
   for ((n = 0; n < 75; n++)); do
-    kill -0 "$p" 2>/dev/null || { log "stopped $name (pid $p)"; return 0; }
+    pid_alive "$p" || { log "stopped $name (pid $p)"; return 0; }
     sleep 0.2
   done
   log "$name (pid $p) ignored SIGTERM for 15s; killing"
