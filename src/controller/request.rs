@@ -38,6 +38,9 @@ struct Memory {
     /// Requests this process finished; their status write may not be in the cache yet, and they
     /// must never be signed again.
     finished: Mutex<HashSet<String>>,
+    /// Certificates signed whose status write failed (apiserver blip): written on the next
+    /// attempt instead of signing again.
+    unwritten: Mutex<HashMap<String, (String, String, String)>>,
     /// Requests already told they wait for approval (one Event each).
     told_approval: Mutex<HashSet<String>>,
 }
@@ -271,6 +274,11 @@ fn pending_message(cr: &CertificateRequest) -> Option<&str> {
 
 fn forget(memory: &Memory, uid: &str) {
     memory
+        .unwritten
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(uid);
+    memory
         .retries
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -349,8 +357,19 @@ async fn sign(
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let result = match key {
-        IssuerKey::Namespaced { namespace, name } => {
+    let unwritten = c
+        .memory
+        .unwritten
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(uid);
+    let result = match (unwritten, key) {
+        (Some((certificate, ca, message)), _) => Ok(Issued {
+            certificate,
+            ca,
+            message,
+        }),
+        (None, IssuerKey::Namespaced { namespace, name }) => {
             match c.issuers.get(&ObjectRef::new(name).within(namespace)) {
                 Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
                 None => Err(SignFailure::Retryable {
@@ -359,7 +378,7 @@ async fn sign(
                 }),
             }
         }
-        IssuerKey::Cluster { name } => match c.cluster_issuers.get(&ObjectRef::new(name)) {
+        (None, IssuerKey::Cluster { name }) => match c.cluster_issuers.get(&ObjectRef::new(name)) {
             Some(issuer) => sign_with(ctx, &*issuer, &fresh).await,
             None => Err(SignFailure::Retryable {
                 reason: "IssuerMissing",
@@ -369,6 +388,11 @@ async fn sign(
     };
     match result {
         Ok(issued) => {
+            let keep = (
+                issued.certificate.clone(),
+                issued.ca.clone(),
+                issued.message.clone(),
+            );
             let status = CertificateRequestStatus {
                 conditions: vec![ready_condition(
                     &fresh,
@@ -380,7 +404,15 @@ async fn sign(
                 ca: Some(ByteString(issued.ca.into_bytes())),
                 failure_time: None,
             };
-            apply_status(ctx, &fresh, &status).await?;
+            if let Err(e) = apply_status(ctx, &fresh, &status).await {
+                // Never sign twice because the API was briefly away: keep what step-ca gave us.
+                c.memory
+                    .unwritten
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(uid.to_string(), keep);
+                return Err(e);
+            }
             finish(&c.memory, uid);
             ctx.metrics.count_request(reason::ISSUED);
             if let Some(created) = fresh.creation_timestamp() {
