@@ -394,22 +394,10 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
             );
         }
 
-        // Approver: cert-manager's ServiceAccount may approve step signers (both forms).
-        for name in [
-            "stepclusterissuers.certmanager.step.sm/x",
-            &format!("stepissuers.certmanager.step.sm/{}.x", ns.name),
-        ] {
-            let access = Access {
-                group: "cert-manager.io",
-                resource: "signers",
-                verb: "approve",
-                name,
-                ..Default::default()
-            };
-            ensure!(
-                service_account_can(&client, "cert-manager", "cert-manager", &access).await?,
-                "cert-manager/cert-manager may not approve signers {name}"
-            );
+        // Approver: cert-manager/cert-manager may approve requests for any step issuer.
+        for (plural, issuer) in [("stepclusterissuers", "x".to_string()), ("stepissuers", format!("{}.x", ns.name))] {
+            ensure!(approver_may_approve(&client, "cert-manager", "cert-manager", plural, &issuer).await?,
+                "cert-manager/cert-manager may not approve signers {plural}.certmanager.step.sm/{issuer}");
         }
         let controller_sa = format!("{fullname}-controller");
         let webhook_sa = format!("{fullname}-webhook");
@@ -671,6 +659,13 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
         password_secret(&client, &ns.name, &format!("{fullname}-provisioner-password"), "password", "wrong-password").await?;
         wait_ready_condition(&issuers, &issuer, "False", None, Duration::from_secs(60), &log).await?;
 
+        // The configured approver subject (approver.subjects) may approve this issuer's
+        // requests; a ServiceAccount the chart does not name may not.
+        ensure!(approver_may_approve(&client, &ns.name, "approver", "stepclusterissuers", &issuer).await?,
+            "the approver.subjects ServiceAccount may not approve {issuer}");
+        ensure!(!approver_may_approve(&client, &ns.name, "nobody", "stepclusterissuers", &issuer).await?,
+            "an unrelated ServiceAccount may approve {issuer}");
+
         fail_on_forbidden("the controller", &p.logs())?;
         ensure!(p.is_running(), "the controller exited: {}", p.log_tail());
         Ok::<_, anyhow::Error>(())
@@ -827,6 +822,42 @@ async fn chart_webhook_identity_admits_and_bootstraps() -> Result<()> {
     ns.delete().await
 }
 
+/// cert-manager's approval check (the webhook's SubjectAccessReviews): `approve` on `signers`
+/// named `<plural>.<group>/*` or `<plural>.<group>/<[namespace.]name>`; RBAC matches
+/// resourceNames literally, and the chart grants the `/*` form.
+async fn approver_may_approve(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    plural: &str,
+    issuer: &str,
+) -> Result<bool> {
+    for name in [
+        format!("{plural}.certmanager.step.sm/*"),
+        format!("{plural}.certmanager.step.sm/{issuer}"),
+    ] {
+        let access = Access {
+            group: "cert-manager.io",
+            resource: "signers",
+            verb: "approve",
+            name: &name,
+            ..Default::default()
+        };
+        if service_account_can(client, ns, sa, &access).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `target` as a path relative to `from` (kustomize refuses absolute resource paths).
+fn relative_to_root(from: &std::path::Path, target: &std::path::Path) -> String {
+    let up = from.components().count().saturating_sub(1);
+    let mut rel = "../".repeat(up);
+    rel.push_str(target.to_string_lossy().trim_start_matches('/'));
+    rel
+}
+
 async fn configs_delete(client: &Client, name: &str) -> Result<()> {
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete(name, &Default::default())
@@ -876,7 +907,7 @@ async fn chart_kustomize_tree_renders() -> Result<()> {
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {}\nresources:\n  - {}\npatches:\n  - patch: |\n      $patch: delete\n      apiVersion: v1\n      kind: Namespace\n      metadata:\n        name: step-operator\n",
             ns.name,
-            dir.canonicalize()?.display()
+            relative_to_root(overlay.path(), &dir.canonicalize()?)
         ),
     )?;
     let out = run(
