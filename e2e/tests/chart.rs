@@ -647,7 +647,7 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
         // This process signed it (not some other controller on the shared cluster) and could
         // publish the Event.
         let events = Api::<Event>::namespaced(client.clone(), &app.name);
-        wait_for("an Issued Event from this controller", Duration::from_secs(30),
+        wait_for("an Issued Event from this controller (another step-operator controller running against the shared cluster, e.g. issuer_ tests from another checkout, may have signed first)", Duration::from_secs(30),
             async || Ok(events.list(&Default::default()).await?.items.into_iter()
                 .find(|e| e.reason.as_deref() == Some("Issued") && e.reporting_instance.as_deref() == Some(pod_name.as_str()))
                 .map(|_| ())),
