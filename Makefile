@@ -26,9 +26,11 @@ lint:
 unit:
 	$(CARGO) test --locked
 
-# Regenerates the CRD YAML from the Rust types (a unit test fails when it is stale).
+# Regenerates the CRD YAML from the Rust types: crds/, the chart's copy, and the kustomize base
+# (kustomize cannot load files above config/). A unit test fails when crds/ or the chart's copy is
+# stale; the chart e2e test compares config/crd/bases with crds/.
 generate: build
-	./target/debug/step-operator crd --out-dir crds
+	./target/debug/step-operator crd --out-dir crds --out-dir charts/step-operator/crds --out-dir config/crd/bases
 
 e2e-build:
 	e2e/build-infra.sh >/dev/null
