@@ -167,6 +167,9 @@ start_step_ca() {
   local cfg=$STEPPATH/config/ca.json
   jq '.authority.claims = {"minTLSCertDuration": "1m", "maxTLSCertDuration": "2160h", "defaultTLSCertDuration": "24h"}' \
     "$cfg" >"$cfg.new" && mv "$cfg.new" "$cfg"
+  # A provisioner of another type, for the "not a JWK provisioner" tests.
+  "$BIN/step" ca provisioner add acme --type ACME --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "adding the ACME provisioner failed"
   run_step_ca
 }
 

@@ -1,0 +1,466 @@
+//! Hostile input to the issuer: broken CertificateRequests and broken issuer specs each get a
+//! clear message naming the cause, and the controller keeps serving everyone else.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use e2e::faults::{csr, ready_cluster_issuer};
+use e2e::fixtures::*;
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
+use e2e::{Env, TestNamespace, dump, random_suffix};
+use kube::api::PostParams;
+use serde_json::json;
+
+fn openssl_csr(args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            "/CN=hostile.example.com",
+        ])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// A CSR whose signature no longer matches its content.
+fn tampered_csr() -> Result<String> {
+    let pem = csr("tampered.example.com")?;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut der = decode_b64(&body)?;
+    let n = der.len();
+    der[n - 5] ^= 0x55; // inside the signature BIT STRING
+    Ok(format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64(&der)
+    ))
+}
+
+fn decode_b64(s: &str) -> Result<Vec<u8>> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|a| *a == c).context("base64")? as u32;
+        buf = (buf << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let log = shared_controller(&env)?.to_string();
+    let issuer = ready_cluster_issuer(&env, &client, "hostile-cr", &log).await?;
+    let ns = TestNamespace::create(&client, "hostile-cr").await?;
+    let requests = namespaced(&client, &ns.name, &certificate_requests());
+    let good = csr("good.example.com")?;
+    let cases: Vec<(&str, String, Option<&str>, &str)> = vec![
+        ("not-pem", "this is not a CSR".into(), None, "PEM"),
+        ("two-blocks", format!("{good}{good}"), None, "2"),
+        ("bad-signature", tampered_csr()?, None, "signature"),
+        (
+            "rsa1024",
+            openssl_csr(&["-newkey", "rsa:1024"])?,
+            None,
+            "2048",
+        ),
+        ("ed448", openssl_csr(&["-newkey", "ed448"])?, None, "key"),
+        (
+            "ip-as-dns",
+            openssl_csr(&[
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-addext",
+                "subjectAltName=DNS:10.0.0.1",
+            ])?,
+            None,
+            "ipAddresses",
+        ),
+        (
+            "absurd-duration",
+            good.clone(),
+            Some("99999999h"),
+            "duration",
+        ),
+        ("negative-duration", good.clone(), Some("-1h"), "negative"),
+        ("garbage-duration", good.clone(), Some("soon"), "duration"),
+    ];
+    for (name, pem, duration, _) in &cases {
+        let mut spec = json!({
+            "request": base64(pem.as_bytes()),
+            "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer},
+        });
+        if let Some(d) = duration {
+            spec["duration"] = json!(d);
+        }
+        requests
+            .create(&PostParams::default(), &object(json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest", "metadata": {"name": name}, "spec": spec}))?)
+            .await?;
+    }
+    for (name, _, _, needle) in &cases {
+        let obj = wait_ready_condition(
+            &requests,
+            name,
+            "False",
+            Some("Failed"),
+            Duration::from_secs(60),
+            &log,
+        )
+        .await?;
+        let message = condition(&obj, "Ready")
+            .map(|c| c["message"].to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{name}: the message must name the cause ({needle}): {message}"
+        );
+        assert!(
+            obj.data["status"]["failureTime"].is_string(),
+            "{name}: {}",
+            dump(&obj)
+        );
+        assert!(
+            obj.data["status"]["certificate"].is_null(),
+            "{name} was signed"
+        );
+        let invalid = condition(&obj, "InvalidRequest").map(|c| c["status"].clone());
+        assert_eq!(
+            invalid,
+            Some(json!("True")),
+            "{name}: InvalidRequest must be set: {}",
+            dump(&obj)
+        );
+    }
+    // The controller survived all of it and still signs.
+    requests
+        .create(&PostParams::default(), &object(json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest", "metadata": {"name": "after"},
+            "spec": {"request": base64(good.as_bytes()), "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer}}}))?)
+        .await?;
+    wait_ready_condition(
+        &requests,
+        "after",
+        "True",
+        Some("Issued"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await?;
+    ns.delete().await
+}
+
+/// A TLS server answering an HTML page to everything, and a TCP server that never answers.
+struct BadServers {
+    html_port: u16,
+    hang_port: u16,
+    cert_pem: String,
+    children: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BadServers {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn bad_servers() -> Result<BadServers> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("k.pem");
+    let crt = dir.path().join("c.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()?;
+    anyhow::ensure!(
+        status.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let html_port = e2e::operator::free_port()?;
+    let hang_port = e2e::operator::free_port()?;
+    let html = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{html_port}"),
+        ])
+        .arg("-cert")
+        .arg(&crt)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let hang = std::process::Command::new("python3")
+        .args(["-c", &format!("import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',{hang_port}));s.listen(64)\nc=[]\nwhile True: c.append(s.accept())")])
+        .spawn()?;
+    Ok(BadServers {
+        html_port,
+        hang_port,
+        cert_pem: std::fs::read_to_string(&crt)?,
+        children: vec![html, hang],
+        _dir: dir,
+    })
+}
+
+#[tokio::test]
+async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let log = shared_controller(&env)?.to_string();
+    let bad = bad_servers()?;
+    let password = env.provisioner_password()?;
+    let secret = format!("hostile-{}", random_suffix());
+    password_secret(
+        &client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &secret,
+        "password",
+        &password,
+    )
+    .await?;
+    password_secret(
+        &client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &format!("{secret}-wrong"),
+        "password",
+        "wrong-password",
+    )
+    .await?;
+    let root = env.root_pem()?;
+    let root_der = decode_b64(
+        &root
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )?;
+    let pref = |name: &str, key: &str| json!({"name": name, "key": key, "namespace": CLUSTER_RESOURCE_NAMESPACE});
+    let spec = |url: &str,
+                bundle: Option<String>,
+                name: &str,
+                kid: Option<&str>,
+                pr: serde_json::Value| {
+        let mut p = json!({"name": name, "passwordRef": pr});
+        if let Some(k) = kid {
+            p["kid"] = json!(k);
+        }
+        let mut s = json!({"url": url, "provisioner": p});
+        if let Some(b) = bundle {
+            s["caBundle"] = json!(b);
+        }
+        s
+    };
+    let url = env.step_ca_url.clone();
+    let kid = env.step_provisioner_kid.clone();
+    let prov = env.step_provisioner.clone();
+    let rootb = Some(base64(root.as_bytes()));
+    type Case = (&'static str, serde_json::Value, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
+        (
+            "invalid-url",
+            spec(
+                "not a url",
+                rootb.clone(),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "InvalidSpec",
+            "spec.url",
+        ),
+        (
+            "garbage-bundle",
+            spec(
+                &url,
+                Some(base64(b"garbage")),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "InvalidSpec",
+            "caBundle",
+        ),
+        (
+            "der-bundle",
+            spec(
+                &url,
+                Some(base64(&root_der)),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "Verified",
+            "JWK provisioner",
+        ),
+        (
+            "missing-secret",
+            spec(
+                &url,
+                rootb.clone(),
+                &prov,
+                Some(&kid),
+                pref("no-such-secret", "password"),
+            ),
+            "SecretNotFound",
+            "no-such-secret",
+        ),
+        (
+            "missing-key",
+            spec(
+                &url,
+                rootb.clone(),
+                &prov,
+                Some(&kid),
+                pref(&secret, "nokey"),
+            ),
+            "SecretKeyMissing",
+            "nokey",
+        ),
+        (
+            "unknown-kid",
+            spec(
+                &url,
+                rootb.clone(),
+                &prov,
+                Some("unknownkid"),
+                pref(&secret, "password"),
+            ),
+            "ProvisionerNotFound",
+            "unknownkid",
+        ),
+        (
+            "unknown-name",
+            spec(
+                &url,
+                rootb.clone(),
+                "nobody",
+                None,
+                pref(&secret, "password"),
+            ),
+            "ProvisionerNotFound",
+            "nobody",
+        ),
+        (
+            "not-jwk",
+            spec(&url, rootb.clone(), "acme", None, pref(&secret, "password")),
+            "NotJWKProvisioner",
+            "acme",
+        ),
+        (
+            "wrong-password",
+            spec(
+                &url,
+                rootb.clone(),
+                &prov,
+                Some(&kid),
+                pref(&format!("{secret}-wrong"), "password"),
+            ),
+            "WrongPassword",
+            "password",
+        ),
+        (
+            "html-ca",
+            spec(
+                &format!("https://127.0.0.1:{}", bad.html_port),
+                Some(base64(bad.cert_pem.as_bytes())),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "CAInvalidResponse",
+            "HTML",
+        ),
+        (
+            "hanging-ca",
+            spec(
+                &format!("https://127.0.0.1:{}", bad.hang_port),
+                Some(base64(bad.cert_pem.as_bytes())),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "CATimeout",
+            "10s",
+        ),
+    ];
+    let api = cluster(&client, &step_cluster_issuers());
+    let suffix = random_suffix();
+    for (name, spec, _, _) in &cases {
+        apply(&api, json!({"apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer", "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec})).await?;
+    }
+    for (name, _, reason, needle) in &cases {
+        let full = format!("{name}-{suffix}");
+        let status = if *reason == "Verified" {
+            "True"
+        } else {
+            "False"
+        };
+        let obj = wait_ready_condition(
+            &api,
+            &full,
+            status,
+            Some(reason),
+            Duration::from_secs(60),
+            &log,
+        )
+        .await?;
+        let message = condition(&obj, "Ready")
+            .map(|c| c["message"].to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{name}: the message must name the cause ({needle}): {message}"
+        );
+        assert!(
+            !message.contains(&password),
+            "{name}: the password leaked into the status"
+        );
+    }
+    Ok(())
+}
