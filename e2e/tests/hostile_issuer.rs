@@ -105,6 +105,8 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
         ("negative-duration", good.clone(), Some("-1h"), "negative"),
         ("garbage-duration", good.clone(), Some("soon"), "duration"),
     ];
+    // cert-manager's approver cannot decode a duration Go cannot parse, so the test approves.
+    let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "e2e", "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
     for (name, pem, duration, _) in &cases {
         let mut spec = json!({
             "request": base64(pem.as_bytes()),
@@ -116,6 +118,15 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
         requests
             .create(&PostParams::default(), &object(json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest", "metadata": {"name": name}, "spec": spec}))?)
             .await?;
+        if duration.is_some() {
+            requests
+                .patch_status(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&approve),
+                )
+                .await?;
+        }
     }
     for (name, _, _, needle) in &cases {
         let obj = wait_ready_condition(
