@@ -197,38 +197,36 @@ impl Drop for BadServers {
     }
 }
 
-fn bad_servers() -> Result<BadServers> {
+/// `env` is used to get the HTML server a certificate from the e2e CA for 127.0.0.1.
+async fn bad_servers(env: &Env) -> Result<BadServers> {
     let dir = tempfile::tempdir()?;
     let key = dir.path().join("k.pem");
     let crt = dir.path().join("c.pem");
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()?;
-    anyhow::ensure!(
-        status.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let steppath = dir.path().join("steppath");
+    std::fs::create_dir_all(&steppath)?;
+    e2e::process::run(
+        &env.tool("step")?,
+        &[
+            "ca",
+            "certificate",
+            "127.0.0.1",
+            crt.to_str().context("utf-8")?,
+            key.to_str().context("utf-8")?,
+            "--ca-url",
+            &env.step_ca_url,
+            "--root",
+            env.step_ca_root.to_str().context("utf-8")?,
+            "--provisioner",
+            &env.step_provisioner,
+            "--provisioner-password-file",
+            env.step_provisioner_password_file
+                .to_str()
+                .context("utf-8")?,
+            "--force",
+        ],
+        &[("STEPPATH", steppath.to_str().context("utf-8")?)],
+    )
+    .await?;
     let html_port = e2e::operator::free_port()?;
     let hang_port = e2e::operator::free_port()?;
     let html = std::process::Command::new("openssl")
@@ -265,7 +263,7 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
     let client = env.client().await?;
     ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
     let log = shared_controller(&env)?.to_string();
-    let bad = bad_servers()?;
+    let bad = bad_servers(&env).await?;
     let password = env.provisioner_password()?;
     let secret = format!("hostile-{}", random_suffix());
     password_secret(
