@@ -675,3 +675,126 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
     assert!(!log.contains(&replay), "the webhook logged a pod token");
     ns.delete().await
 }
+
+/// POSTs `body` to the webhook's /mutate with curl; returns the HTTP status and the body.
+async fn mutate_call(env: &Env, w: &Webhook, body: &[u8]) -> Result<(u16, String)> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("body");
+    std::fs::write(&file, body)?;
+    let url = format!("https://127.0.0.1:{}/mutate", w.port);
+    let data = format!("@{}", file.display());
+    let root = env.step_ca_root.to_str().context("utf-8")?;
+    let args = [
+        "-sS",
+        "-X",
+        "POST",
+        "--cacert",
+        root,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &data,
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ];
+    let out = run(Path::new("curl"), &args, &[]).await?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').context("curl output")?;
+    Ok((code.trim().parse()?, body.to_string()))
+}
+
+#[tokio::test]
+async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let w = webhook(&env, &client).await?;
+    let valid = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": "team", "operation": "CREATE", "userInfo": {},
+                    "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"autocert.step.sm/name": "p.team.svc"}},
+                               "spec": {"containers": [{"name": "c", "image": "x"}]}}}
+    })
+    .to_string();
+    let mut v1beta1: serde_json::Value = serde_json::from_str(&valid)?;
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let huge_sans = (0..10_000)
+        .map(|i| format!("n{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut many: serde_json::Value = serde_json::from_str(&valid)?;
+    many["request"]["object"]["metadata"]["annotations"]["autocert.step.sm/sans"] =
+        json!(huge_sans);
+    let mut control: serde_json::Value = serde_json::from_str(&valid)?;
+    control["request"]["object"]["metadata"]["annotations"]["autocert.step.sm/name"] =
+        json!("p.team.svc\u{7}");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("malformed", b"{not json".to_vec(), 400, "AdmissionReview"),
+        (
+            "truncated",
+            valid.as_bytes()[..valid.len() / 2].to_vec(),
+            400,
+            "AdmissionReview",
+        ),
+        ("empty", Vec::new(), 400, "AdmissionReview"),
+        (
+            "v1beta1",
+            v1beta1.to_string().into_bytes(),
+            400,
+            "admission.k8s.io/v1",
+        ),
+        ("oversized", vec![b' '; 9 * 1024 * 1024], 413, ""),
+        ("10000 sans", many.to_string().into_bytes(), 200, "sans"),
+        (
+            "control character",
+            control.to_string().into_bytes(),
+            200,
+            "autocert.step.sm",
+        ),
+    ];
+    for (name, body, want, needle) in cases {
+        let (code, text) = mutate_call(&env, w, &body).await?;
+        assert_eq!(code, want, "{name}: {text}");
+        assert!(
+            text.contains(needle),
+            "{name}: the answer must name the problem ({needle}): {text}"
+        );
+        if want == 200 {
+            let review: serde_json::Value = serde_json::from_str(&text)?;
+            assert_eq!(
+                review["response"]["allowed"], false,
+                "{name} must be denied: {text}"
+            );
+            assert_eq!(review["response"]["uid"], "u1");
+        }
+    }
+    // Still healthy and serving after all of it.
+    let (code, text) = mutate_call(&env, w, valid.as_bytes()).await?;
+    assert_eq!(code, 200, "{text}");
+    let review: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(review["response"]["allowed"], true, "{text}");
+    assert_eq!(review["response"]["patchType"], "JSONPatch", "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_bootstrap_tokens_are_refused() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let w = webhook(&env, &client).await?;
+    // A well-formed JWT signed by nobody the apiserver trusts, and plain garbage.
+    let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.eyJhdWQiOlsic3RlcC1vcGVyYXRvciJdLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDphcHAifQ.c2lnbmF0dXJl";
+    for token in [forged, "garbage", "Bearer"] {
+        let (code, body) = bootstrap_call(&env, w, Some(token)).await?;
+        assert_eq!(code, 401, "token {token:.12}…: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| !m.contains(token) || token.len() < 8),
+            "the refusal must not echo the token: {body}"
+        );
+    }
+    Ok(())
+}
