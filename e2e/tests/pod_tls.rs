@@ -731,14 +731,14 @@ async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
     control["request"]["object"]["metadata"]["annotations"]["autocert.step.sm/name"] =
         json!("p.team.svc\u{7}");
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("malformed", b"{not json".to_vec(), 400, "AdmissionReview"),
+        ("malformed", b"{not json".to_vec(), 400, "JSON"),
         (
             "truncated",
             valid.as_bytes()[..valid.len() / 2].to_vec(),
             400,
             "AdmissionReview",
         ),
-        ("empty", Vec::new(), 400, "AdmissionReview"),
+        ("empty", Vec::new(), 400, "JSON"),
         (
             "v1beta1",
             v1beta1.to_string().into_bytes(),
