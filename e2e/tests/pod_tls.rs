@@ -736,7 +736,7 @@ async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
             "truncated",
             valid.as_bytes()[..valid.len() / 2].to_vec(),
             400,
-            "AdmissionReview",
+            "JSON",
         ),
         ("empty", Vec::new(), 400, "JSON"),
         (
