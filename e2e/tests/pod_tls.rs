@@ -755,7 +755,13 @@ async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
         ),
     ];
     for (name, body, want, needle) in cases {
-        let (code, text) = mutate_call(&env, w, &body).await?;
+        let (code, text) = match mutate_call(&env, w, &body).await {
+            // HTTP/2 servers may reset the stream of a body they refuse to read (curl: 92).
+            Err(e) if want == 413 && e.to_string().contains("exit status: 92") => {
+                (413, String::new())
+            }
+            other => other?,
+        };
         assert_eq!(code, want, "{name}: {text}");
         assert!(
             text.contains(needle),
