@@ -69,4 +69,50 @@ STEPPATH=$tmp "$E2E_BIN/step" certificate inspect --short "$tmp/tls.crt"
 STEPPATH=$tmp "$E2E_BIN/step" certificate verify "$tmp/tls.crt" --roots "$STEP_CA_ROOT" && echo "chain verifies against the step-ca root"
 rm -rf "$tmp"
 
+say "starting the webhook (log: $E2E_STATE/logs/demo-webhook.log) and registering it"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wp=$(free_port); ap=$(free_port)
+k apply -f - >/dev/null <<YAML
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: step-operator-demo}
+webhooks:
+- name: autocert.step.sm
+  clientConfig: {url: "https://127.0.0.1:$wp/mutate"}
+  rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}]
+  namespaceSelector: {matchLabels: {autocert.step.sm: enabled}}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 10
+YAML
+if [ -f "$E2E_STATE/extra-demo-webhook.pid" ]; then kill "$(cat "$E2E_STATE/extra-demo-webhook.pid")" 2>/dev/null || true; fi
+POD_NAMESPACE=step-operator nohup "$bin" webhook --default-issuer step-ca --listen-addr "127.0.0.1:$wp" \
+  --admin-addr "127.0.0.1:$ap" --tls-san 127.0.0.1 --bootstrap-url "https://127.0.0.1:$wp" \
+  --webhook-config-name step-operator-demo --image step-operator:dev \
+  >"$E2E_STATE/logs/demo-webhook.log" 2>&1 </dev/null &
+echo $! >"$E2E_STATE/extra-demo-webhook.pid"
+for _ in $(seq 1 150); do curl -fsS "http://127.0.0.1:$ap/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fsS "http://127.0.0.1:$ap/readyz" >/dev/null || { echo "the webhook did not become ready; see $E2E_STATE/logs/demo-webhook.log" >&2; exit 1; }
+
+say "creating an annotated pod in a labelled namespace"
+k label namespace demo autocert.step.sm=enabled --overwrite >/dev/null
+k -n demo delete pod api --ignore-not-found >/dev/null
+pod_yaml="apiVersion: v1
+kind: Pod
+metadata:
+  name: api
+  namespace: demo
+  annotations: {autocert.step.sm/name: api.demo.svc.cluster.local}
+spec:
+  containers: [{name: api, image: nginx}]"
+# The apiserver picks up a new webhook configuration within about a second: poll the create.
+for _ in $(seq 1 50); do
+  printf '%s\n' "$pod_yaml" | k apply -f - >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "containers of demo/api after admission:"
+k -n demo get pod api -o jsonpath='{range .spec.initContainers[*]}  init: {.name} args={.args} restartPolicy={.restartPolicy}{"\n"}{end}{range .spec.containers[*]}  app:  {.name} mounts={.volumeMounts[*].mountPath}{"\n"}{end}'
+echo "  autocert.step.sm/status=$(k -n demo get pod api -o jsonpath='{.metadata.annotations.autocert\.step\.sm/status}')"
+
 say "done; the cluster is still up: eval \"\$(e2e/cluster.sh env)\"; stop it with: make e2e-down"
