@@ -98,6 +98,9 @@ curl -fsS "http://127.0.0.1:$ap/readyz" >/dev/null || { echo "the webhook did no
 say "creating an annotated pod in a labelled namespace"
 k label namespace demo autocert.step.sm=enabled --overwrite >/dev/null
 k -n demo delete pod api --ignore-not-found >/dev/null
+# This control plane has no ServiceAccount admission plugin (no kube-controller-manager), so the
+# pod names its ServiceAccount itself; a real cluster fills in `default`.
+k -n demo create serviceaccount default --dry-run=client -o yaml | k apply -f - >/dev/null
 pod_yaml="apiVersion: v1
 kind: Pod
 metadata:
@@ -105,6 +108,7 @@ metadata:
   namespace: demo
   annotations: {autocert.step.sm/name: api.demo.svc.cluster.local}
 spec:
+  serviceAccountName: default
   containers: [{name: api, image: nginx}]"
 # The apiserver picks up a new webhook configuration within about a second: poll the create.
 for _ in $(seq 1 50); do
