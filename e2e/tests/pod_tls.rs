@@ -57,15 +57,31 @@ async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
     )
     .await?;
     let port = free_port()?;
+    let p = start_webhook(env, client, WEBHOOK_CONFIG, "enabled", port).await?;
+    let log = p.log.display().to_string();
+    let _ = SHARED.set((Webhook { port, log }, std::sync::Mutex::new(p)));
+    SHARED.get().map(|(w, _)| w).context("webhook slot")
+}
+
+/// Registers MutatingWebhookConfiguration `config` for namespaces labelled
+/// `autocert.step.sm=<label_value>` (without a caBundle), starts a webhook on `port`, and waits
+/// until it is ready and has set the caBundle to the step-ca root.
+async fn start_webhook(
+    env: &Env,
+    client: &Client,
+    config: &str,
+    label_value: &str,
+    port: u16,
+) -> Result<Process> {
     // Registered before the webhook starts and without a caBundle: the webhook fills it in.
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": WEBHOOK_CONFIG},
+        "metadata": {"name": config},
         "webhooks": [{
             "name": "autocert.step.sm",
             "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
             "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {LABEL: "enabled"}},
+            "namespaceSelector": {"matchLabels": {LABEL: label_value}},
             "failurePolicy": "Fail",
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
@@ -75,7 +91,7 @@ async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
     }))?;
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .patch(
-            WEBHOOK_CONFIG,
+            config,
             &PatchParams::apply("e2e").force(),
             &Patch::Apply(&mwc),
         )
@@ -96,7 +112,7 @@ async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
             "--bootstrap-url",
             &bootstrap_url,
             "--webhook-config-name",
-            WEBHOOK_CONFIG,
+            config,
             "--cluster-resource-namespace",
             CLUSTER_RESOURCE_NAMESPACE,
             "--image",
@@ -112,7 +128,7 @@ async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
         "the webhook to set its caBundle",
         Duration::from_secs(30),
         async || {
-            let m = api.get(WEBHOOK_CONFIG).await?;
+            let m = api.get(config).await?;
             let bundle = m
                 .webhooks
                 .unwrap_or_default()
@@ -125,9 +141,7 @@ async fn webhook(env: &Env, client: &Client) -> Result<&'static Webhook> {
         async || p.log_tail(),
     )
     .await?;
-    let log = p.log.display().to_string();
-    let _ = SHARED.set((Webhook { port, log }, std::sync::Mutex::new(p)));
-    SHARED.get().map(|(w, _)| w).context("webhook slot")
+    Ok(p)
 }
 
 async fn labelled_namespace(client: &Client, prefix: &str) -> Result<TestNamespace> {
@@ -803,4 +817,109 @@ async fn hostile_bootstrap_tokens_are_refused() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The webhook killed while pods are created: with `failurePolicy: Fail` (the chart's default)
+/// creates are refused while it is down, and a bootstrapper that starts meanwhile retries until
+/// the webhook is back, then gets its certificate.
+#[tokio::test]
+async fn fault_webhook_killed_while_pods_are_created() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    webhook(&env, &client).await?; // the issuer objects
+    let label = format!("fault-{}", random_suffix());
+    let config = format!("step-operator-e2e-{label}");
+    let port = free_port()?;
+    let mut first = start_webhook(&env, &client, &config, &label, port).await?;
+    let ns = TestNamespace::create_labelled(
+        &client,
+        "fault-webhook",
+        BTreeMap::from([(LABEL.to_string(), label.clone())]),
+    )
+    .await?;
+    service_account(&client, &ns.name).await?;
+    let name = format!("api.{}.svc", ns.name);
+    let admitted = create_pod(
+        &client,
+        &ns.name,
+        &pod("api", json!({"autocert.step.sm/name": name}))?,
+    )
+    .await?;
+
+    first.stop();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let refused = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "while-down",
+                json!({"autocert.step.sm/name": format!("b.{}.svc", ns.name)}),
+            )?,
+        )
+        .await;
+    match refused {
+        Err(kube::Error::Api(s)) => assert!(
+            s.message.contains("failed calling webhook"),
+            "{}",
+            s.message
+        ),
+        other => bail!(
+            "with failurePolicy Fail and the webhook down, the create must be refused: {other:?}"
+        ),
+    }
+
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        pod_token(&client, &admitted, "step-operator").await?,
+    )?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    let vars = injected_env(&admitted, &certs, &token_file)?;
+    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut agent = Process::start(&env, "bootstrap-retry", &["bootstrap"], &refs)?;
+    let agent_log = agent.log.clone();
+    wait_for(
+        "the bootstrapper to report the webhook unreachable and retry",
+        Duration::from_secs(30),
+        async || {
+            Ok(std::fs::read_to_string(&agent_log)?
+                .contains("retrying")
+                .then_some(()))
+        },
+        async || std::fs::read_to_string(&agent_log).unwrap_or_default(),
+    )
+    .await?;
+    assert!(agent.is_running(), "the bootstrapper must keep retrying");
+
+    // The webhook comes back on the same address.
+    let second = start_webhook(&env, &client, &config, &label, port).await?;
+    wait_for(
+        "the bootstrapper to finish once the webhook is back",
+        Duration::from_secs(90),
+        async || Ok((!agent.is_running()).then_some(())),
+        async || {
+            format!(
+                "{}\nwebhook:\n{}",
+                std::fs::read_to_string(&agent_log).unwrap_or_default(),
+                second.log_tail()
+            )
+        },
+    )
+    .await?;
+    step_inspect(&env, &certs.join("site.crt")).await?;
+    create_pod(
+        &client,
+        &ns.name,
+        &pod(
+            "after",
+            json!({"autocert.step.sm/name": format!("c.{}.svc", ns.name)}),
+        )?,
+    )
+    .await?;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete(&config, &DeleteParams::default())
+        .await?;
+    ns.delete().await
 }
