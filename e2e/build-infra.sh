@@ -133,7 +133,7 @@ build_step_issuer() (
   gocmd go get -tool "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" >/dev/null
   go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/step-issuer" github.com/smallstep/step-issuer
   local dir
-  dir=$(go mod download -json "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" >/dev/null |
+  dir=$(go mod download -json "github.com/smallstep/step-issuer@$STEP_ISSUER_VERSION" |
     sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p')
   rm -rf "$BIN/step-issuer-crds"; mkdir -p "$BIN/step-issuer-crds"
   cp "$dir"/config/crd/bases/*.yaml "$BIN/step-issuer-crds/"; chmod -R u+w "$BIN/step-issuer-crds"
