@@ -562,6 +562,7 @@ fn step_ref(issuer: &str) -> Value {
 /// watch that is running before anything is created.
 #[derive(Clone, Default)]
 struct Seen {
+    approved: Arc<Mutex<HashMap<String, Instant>>>,
     ready: Arc<Mutex<HashMap<String, Instant>>>,
     failed: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -587,6 +588,13 @@ async fn watch_ready(ctx: &Ctx, ns: &str) -> Result<(Seen, tokio::task::JoinHand
                     _ => continue,
                 };
                 let now = Instant::now();
+                if is_true(&obj, "Approved") {
+                    s.approved
+                        .lock()
+                        .unwrap()
+                        .entry(obj.name_any())
+                        .or_insert(now);
+                }
                 if let Some(c) = condition(&obj, "Ready") {
                     let name = obj.name_any();
                     if c["status"] == "True" {
@@ -768,13 +776,18 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     }
     drop(sampler);
     let mem = p.memory()?;
-    let (mut lat, last_ready, failed) = {
+    let (mut lat, mut approve_lat, last_ready, failed) = {
         let r = seen.ready.lock().unwrap();
+        let a = seen.approved.lock().unwrap();
         let c = created.lock().unwrap();
         let f = seen.failed.lock().unwrap();
         let mut lat = Vec::new();
+        let mut approve_lat = Vec::new();
         let mut last = first_create;
         for (name, t0) in c.iter() {
+            if let Some(t1) = a.get(name) {
+                approve_lat.push(ms(t1.saturating_duration_since(*t0)));
+            }
             if let Some(t1) = r.get(name) {
                 lat.push(ms(t1.saturating_duration_since(*t0)));
                 last = last.max(*t1);
@@ -785,7 +798,7 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
             .filter(|(k, _)| c.contains_key(*k))
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
-        (lat, last, failed)
+        (lat, approve_lat, last, failed)
     };
     let total = last_ready
         .saturating_duration_since(first_create)
@@ -811,6 +824,8 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
             "ready": ok, "failed": failed.len(), "seconds": round(total, 3),
             "creates_seconds": round(creates_done.as_secs_f64(), 3),
             "rss_end_mib": round(mem.rss_mib, 1),
+            "create_to_approved_p50_ms": percentile(&mut approve_lat, 50.0).map(|x| round(x, 0)),
+            "create_to_approved_p99_ms": percentile(&mut approve_lat, 99.0).map(|x| round(x, 0)),
             "rss_max_sampled_mib": round(*mem_peak_sampled.lock().unwrap(), 1),
             "log": p.log.display().to_string(),
         }),
