@@ -686,6 +686,15 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         s.key
     ));
     report.set(&["startup_ms", s.key], json!(round(startup, 0)));
+    // Whatever else the start-up does (other issuers, cache sync) must not overlap the burst.
+    let (idle_after, idle) = procs::wait_idle(p.pid, 0.05, Duration::from_secs(60)).await?;
+    let idle_wait_ms = round(ms(idle_after), 0);
+    if !idle {
+        report.notes.push(format!(
+            "{}: the controller still used more than 5 % CPU 60 s after start-up; the burst started anyway",
+            s.key
+        ));
+    }
 
     // 2. Throughput.
     let n = ctx.opts.requests;
@@ -824,6 +833,7 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
             "ready": ok, "failed": failed.len(), "seconds": round(total, 3),
             "creates_seconds": round(creates_done.as_secs_f64(), 3),
             "rss_end_mib": round(mem.rss_mib, 1),
+            "idle_wait_ms": idle_wait_ms,
             "create_to_approved_p50_ms": percentile(&mut approve_lat, 50.0).map(|x| round(x, 0)),
             "create_to_approved_p99_ms": percentile(&mut approve_lat, 99.0).map(|x| round(x, 0)),
             "rss_max_sampled_mib": round(*mem_peak_sampled.lock().unwrap(), 1),

@@ -159,3 +159,45 @@ pub fn memory_of(pid: u32) -> Result<Memory> {
         hwm_mib: field("VmHWM:")?,
     })
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("bad /proc/<pid>/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f.get(11).context("short stat")?.parse::<u64>()?
+        + f.get(12).context("short stat")?.parse::<u64>()?)
+}
+
+/// Waits until the process used less than `max_share` of one core over the last second (or
+/// `timeout` passes); returns how long that took and whether it got idle.
+pub async fn wait_idle(pid: u32, max_share: f64, timeout: Duration) -> Result<(Duration, bool)> {
+    let tick_hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    let start = Instant::now();
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    loop {
+        let now = Instant::now();
+        samples.push_back((now, cpu_ticks(pid)?));
+        while samples.len() > 1 && now.duration_since(samples[0].0) > Duration::from_secs(1) {
+            samples.pop_front();
+        }
+        let (t0, c0) = samples[0];
+        let span = now.duration_since(t0).as_secs_f64();
+        if span >= 0.9 {
+            let share = (samples.back().map_or(c0, |s| s.1) - c0) as f64 / tick_hz / span;
+            if share < max_share {
+                return Ok((start.elapsed(), true));
+            }
+        }
+        if start.elapsed() > timeout {
+            return Ok((start.elapsed(), false));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
