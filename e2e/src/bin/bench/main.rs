@@ -221,13 +221,13 @@ async fn main() -> Result<()> {
         }),
     );
     report.set(&["versions"], versions().await);
-    if let Ok(busy) = std::env::var("BENCH_BUSY") {
-        if !busy.trim().is_empty() {
-            report.notes.push(format!(
-                "other CPU-heavy processes were running at the start: {}",
-                busy.trim()
-            ));
-        }
+    if let Ok(busy) = std::env::var("BENCH_BUSY")
+        && !busy.trim().is_empty()
+    {
+        report.notes.push(format!(
+            "other CPU-heavy processes were running at the start: {}",
+            busy.trim()
+        ));
     }
 
     // Unique CSRs for every CertificateRequest that a controller signs: per system the start-up
@@ -312,11 +312,11 @@ async fn versions() -> Value {
     let mut v = serde_json::Map::new();
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("versions.env");
     for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
-        if let Some((k, val)) = line.split_once('=') {
-            if !k.starts_with('#') {
-                let val = val.split_whitespace().next().unwrap_or_default();
-                v.insert(k.trim().to_lowercase(), json!(val));
-            }
+        if let Some((k, val)) = line.split_once('=')
+            && !k.starts_with('#')
+        {
+            let val = val.split_whitespace().next().unwrap_or_default();
+            v.insert(k.trim().to_lowercase(), json!(val));
         }
     }
     if let Ok(bin) = e2e::operator::binary() {
