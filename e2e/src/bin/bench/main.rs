@@ -1729,11 +1729,18 @@ fn markdown(doc: &Value) -> String {
             own["reviews"], f(&own["mean_ms"]), f(&own["p50_le_ms"]), f(&own["p99_le_ms"])
         ));
     }
-    let inj = &doc["admission"];
-    if inj.is_object() {
+    let injected: Vec<String> = [(SO, "step-operator"), (AC, "autocert")]
+        .iter()
+        .filter(|(k, _)| doc["admission"][k]["created"].is_number())
+        .map(|(k, label)| {
+            let a = &doc["admission"][k];
+            format!("{label} {} of {}", a["injected"], a["created"])
+        })
+        .collect();
+    if !injected.is_empty() {
         s.push_str(&format!(
-            "Pods returned injected: step-operator {} of {}, autocert {} of {}.\n",
-            inj[SO]["injected"], inj[SO]["created"], inj[AC]["injected"], inj[AC]["created"]
+            "Pods returned injected: {}.\n",
+            injected.join(", ")
         ));
     }
     for (title, key) in [("Notes", "notes"), ("Errors", "errors")] {
