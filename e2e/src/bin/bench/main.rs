@@ -46,6 +46,8 @@ struct Opts {
     create_concurrency: usize,
     admission_concurrency: usize,
     only: Vec<String>,
+    /// Approve the controllers' requests right after each create (else: cm-lite's approver).
+    approve_by_bench: bool,
 }
 
 impl Opts {
@@ -60,6 +62,7 @@ impl Opts {
             create_concurrency: 64,
             admission_concurrency: 8,
             only: vec![],
+            approve_by_bench: true,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut i = 0;
@@ -91,8 +94,15 @@ impl Opts {
                 "--create-concurrency" => o.create_concurrency = n()?,
                 "--admission-concurrency" => o.admission_concurrency = n()?,
                 "--only" => o.only = v.split(',').map(str::to_string).collect(),
+                "--approver" => {
+                    o.approve_by_bench = match v.as_str() {
+                        "bench" => true,
+                        "cm-lite" => false,
+                        _ => bail!("--approver is bench or cm-lite"),
+                    }
+                }
                 _ => bail!(
-                    "unknown argument {k}; see e2e/BENCHMARKS.md (--requests --pods --steady-crs --steady-secrets --ceiling-secs --concurrency --create-concurrency --admission-concurrency --only ceiling,issuance,steady,admission)"
+                    "unknown argument {k}; see e2e/BENCHMARKS.md (--requests --pods --steady-crs --steady-secrets --ceiling-secs --concurrency --create-concurrency --admission-concurrency --approver bench|cm-lite --only ceiling,issuance,steady,admission)"
                 ),
             }
         }
@@ -218,6 +228,7 @@ async fn main() -> Result<()> {
             "steady_secrets": opts.steady_secrets, "ceiling_secs": opts.ceiling_secs,
             "concurrency": opts.concurrency, "create_concurrency": opts.create_concurrency,
             "admission_concurrency": opts.admission_concurrency,
+            "approver": if opts.approve_by_bench { "bench (server-side apply of the Approved condition right after each create)" } else { "cm-lite (cert-manager's approver)" },
         }),
     );
     report.set(&["versions"], versions().await);
@@ -558,6 +569,52 @@ fn step_ref(issuer: &str) -> Value {
     json!({"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer})
 }
 
+/// RFC 3339 UTC timestamp of now (seconds precision), for condition times.
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Approves a CertificateRequest the way an approver does, by server-side apply of only the
+/// `Approved` condition on the status subresource (`conditions` is a map list keyed by `type`, so
+/// no other condition is touched, whoever wrote it).
+async fn approve(api: &Api<DynamicObject>, name: &str) -> Result<()> {
+    let patch = json!({
+        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+        "status": {"conditions": [{
+            "type": "Approved", "status": "True", "reason": "bench",
+            "message": "approved by the step-operator benchmark", "lastTransitionTime": now_rfc3339(),
+        }]}
+    });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::apply("bench").force(),
+        &kube::api::Patch::Apply(&patch),
+    )
+    .await
+    .with_context(|| format!("approving {name}"))?;
+    Ok(())
+}
+
 /// First time each CertificateRequest of a namespace was seen Ready=True (or Failed), from a
 /// watch that is running before anything is created.
 #[derive(Clone, Default)]
@@ -677,6 +734,9 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     )
     .await
     .with_context(|| format!("creating the start-up probe ({cn})"))?;
+    if ctx.opts.approve_by_bench {
+        approve(&api, "startup").await?;
+    }
     wait_approved(&api, "startup").await?;
     let (mut p, _) = s.start(ctx, &format!("{}-issuance", s.key))?;
     let ready_at = wait_seen_ready(&seen, "startup", &mut p, Duration::from_secs(120)).await?;
@@ -729,15 +789,17 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     let errors: Vec<String> = futures::stream::iter(objs)
         .map(|(name, obj)| {
             let (api, created) = (api.clone(), created.clone());
+            let by_bench = ctx.opts.approve_by_bench;
             async move {
                 let t = Instant::now();
-                match api.create(&PostParams::default(), &obj).await {
-                    Ok(_) => {
-                        created.lock().unwrap().insert(name, t);
-                        None
-                    }
-                    Err(e) => Some(format!("{name}: {e}")),
+                if let Err(e) = api.create(&PostParams::default(), &obj).await {
+                    return Some(format!("{name}: {e}"));
                 }
+                created.lock().unwrap().insert(name.clone(), t);
+                if by_bench && let Err(e) = approve(&api, &name).await {
+                    return Some(format!("{e:#}"));
+                }
+                None
             }
         })
         .buffer_unordered(ctx.opts.create_concurrency)
@@ -985,6 +1047,9 @@ async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         ))?,
     )
     .await?;
+    if ctx.opts.approve_by_bench {
+        approve(&api, "steady-probe").await?;
+    }
     wait_approved(&api, "steady-probe").await?;
     let (mut p, _) = s.start(ctx, &format!("{}-steady", s.key))?;
     // A signed probe proves the caches are synced and the controller is working.
