@@ -300,6 +300,26 @@ async fn main() -> Result<()> {
         }
     }
 
+    // The documented keys are always present; null means "not measured" (see notes/errors).
+    for path in [
+        &["ceiling_signs_per_s"][..],
+        &["throughput_per_s", SO],
+        &["throughput_per_s", SI],
+        &["p99_ready_ms", SO],
+        &["p99_ready_ms", SI],
+        &["peak_rss_mib", SO],
+        &["peak_rss_mib", SI],
+        &["steady_rss_mib", SO],
+        &["steady_rss_mib", SI],
+        &["admission_p99_ms", SO],
+        &["admission_p99_ms", AC],
+        &["startup_ms", SO],
+        &["startup_ms", SI],
+    ] {
+        if report.get(path).is_none() {
+            report.set(path, Value::Null);
+        }
+    }
     ratios(&mut report);
     let mut doc = Value::Object(report.values.clone());
     doc["errors"] = json!(report.errors);
