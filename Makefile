@@ -55,6 +55,11 @@ test: fmt-check lint unit e2e
 demo: build
 	e2e/demo.sh
 
+# Benchmarks against step-ca's ceiling, step-issuer and autocert (not part of `make test`).
+# Builds --release first; BENCH_ARGS="--requests 50 ..." for small runs. See e2e/BENCHMARKS.md.
+bench:
+	BENCH_ARGS="$(BENCH_ARGS)" CARGO="$(CARGO)" e2e/bench.sh
+
 clean:
 	e2e/cluster.sh down || true
 	$(CARGO) clean

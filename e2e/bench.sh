@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `make bench`: step-operator against step-ca's own ceiling, step-issuer and autocert on the local
+# control plane of e2e/cluster.sh. Method and latest numbers: e2e/BENCHMARKS.md.
+#
+#   e2e/bench.sh                                   the issue's counts (1,000 requests, 1,000 pods, ...)
+#   BENCH_ARGS="--requests 50 --pods 50 --steady-crs 200 --steady-secrets 200 --ceiling-secs 5" e2e/bench.sh
+#
+# Environment:
+#   BENCH_ARGS          arguments for the bench binary (see e2e/BENCHMARKS.md)
+#   STEP_OPERATOR_BIN   use this step-operator binary instead of building --release
+#   BENCH_REQUIRE_QUIET=1  refuse to run while compilers or other CPU-heavy processes are running
+#   BENCH_KEEP_CLUSTER=1   leave a cluster that this script started running
+#
+# Everything is built first; nothing compiles while measuring. Results go to e2e/.state/bench/
+# (removed by `cluster.sh down`) and are copied to ${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bench/.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+CARGO=${CARGO:-cargo}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+keep=${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bench
+
+log() { printf '[bench.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# 1. Builds: step-operator (release), the bench binary, the peers from their Go modules.
+if [ -z "${STEP_OPERATOR_BIN:-}" ]; then
+  log "building step-operator --release"
+  (cd "$repo" && $CARGO build --release --locked --bin step-operator)
+  STEP_OPERATOR_BIN=$CARGO_TARGET_DIR/release/step-operator
+fi
+export STEP_OPERATOR_BIN
+log "building the bench binary --release"
+(cd "$repo" && $CARGO build --release --locked -p e2e --bin bench)
+log "building the peers (step-issuer, autocert) into the e2e cache if needed"
+if ! "$here/build-infra.sh" --bench >/dev/null; then
+  log "build-infra.sh --bench failed (output above); a peer that is missing is reported as not measured"
+fi
+
+# 2. The cluster: reuse a running one, otherwise start one and stop it afterwards.
+started=0
+if ! "$here/cluster.sh" status >/dev/null 2>&1; then
+  "$here/cluster.sh" up
+  started=1
+fi
+cleanup() {
+  if [ "$started" = 1 ] && [ "${BENCH_KEEP_CLUSTER:-0}" != 1 ]; then "$here/cluster.sh" down; fi
+}
+trap cleanup EXIT
+eval "$("$here/cluster.sh" env)"
+
+# 3. Nothing may compile meanwhile: name what else is busy (recorded in the JSON as a note).
+busy=$(ps -eo pid=,pcpu=,comm= --sort=-pcpu |
+  awk -v self=$$ '$1 != self && $2 >= 20 && $3 ~ /^(cargo|rustc|cc1|cc1plus|ld|go|compile|link|clippy-driver)$/ {printf "%s(pid %s, %s%% CPU) ", $3, $1, $2}')
+if [ -n "$busy" ]; then
+  log "other CPU-heavy processes are running: $busy"
+  if [ "${BENCH_REQUIRE_QUIET:-0}" = 1 ]; then log "BENCH_REQUIRE_QUIET=1: not measuring"; exit 1; fi
+fi
+export BENCH_BUSY="$busy"
+
+# 4. Measure.
+rc=0
+# shellcheck disable=SC2086
+"$CARGO_TARGET_DIR/release/bench" ${BENCH_ARGS:-} || rc=$?
+
+# 5. Keep the results where `cluster.sh down` does not remove them.
+if [ -f "$E2E_STATE/bench/latest.json" ]; then
+  mkdir -p "$keep"
+  stamp=$(jq -r '.date' "$E2E_STATE/bench/latest.json" | tr -d ':')
+  cp "$E2E_STATE/bench/latest.json" "$keep/latest.json"
+  cp "$E2E_STATE/bench/latest.md" "$keep/latest.md"
+  cp "$E2E_STATE/bench/latest.json" "$keep/$stamp.json"
+  log "results: $E2E_STATE/bench/latest.{json,md}, copied to $keep/ (latest.* and $stamp.json)"
+fi
+exit $rc
