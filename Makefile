@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 E2E_THREADS ?= 4
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 
 .PHONY: all build release fmt fmt-check lint unit generate e2e-build e2e-up e2e-down e2e test demo bench clean
 
@@ -30,7 +32,7 @@ unit:
 # (kustomize cannot load files above config/). A unit test fails when crds/ or the chart's copy is
 # stale; the chart e2e test compares config/crd/bases with crds/.
 generate: build
-	./target/debug/step-operator crd --out-dir crds --out-dir charts/step-operator/crds --out-dir config/crd/bases
+	$(TARGET_DIR)/debug/step-operator crd --out-dir crds --out-dir charts/step-operator/crds --out-dir config/crd/bases
 
 e2e-build:
 	e2e/build-infra.sh >/dev/null
@@ -45,7 +47,7 @@ e2e-down:
 e2e: build
 	@e2e/cluster.sh up
 	@rc=0; eval "$$(e2e/cluster.sh env)"; \
-	  STEP_OPERATOR_BIN=$(CURDIR)/target/debug/step-operator \
+	  STEP_OPERATOR_BIN=$(TARGET_DIR)/debug/step-operator \
 	  $(CARGO) test --locked -p e2e -- --test-threads=$(E2E_THREADS) || rc=$$?; \
 	  e2e/check-secrets.sh || rc=1; \
 	  e2e/cluster.sh down; exit $$rc
@@ -53,7 +55,7 @@ e2e: build
 test: fmt-check lint unit e2e
 
 demo: build
-	e2e/demo.sh
+	STEP_OPERATOR_BIN=$(TARGET_DIR)/debug/step-operator e2e/demo.sh
 
 # Benchmarks against step-ca's ceiling, step-issuer and autocert (not part of `make test`).
 # Builds --release first; BENCH_ARGS="--requests 50 ..." for small runs. See e2e/BENCHMARKS.md.

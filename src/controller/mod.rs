@@ -57,10 +57,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         let _ = ready_tx.send(true);
         tracing::info!(identity, lease = %args.lease_name, namespace = %args.pod_namespace, "Waiting to become the leader");
         while !*leader.borrow_and_update() {
-            leader
-                .changed()
-                .await
-                .context("the leader-election task ended before this replica became leader")?;
+            // Say so periodically: a standby and a replica that lacks Lease RBAC look the same.
+            match tokio::time::timeout(std::time::Duration::from_secs(30), leader.changed()).await {
+                Ok(changed) => changed
+                    .context("the leader-election task ended before this replica became leader")?,
+                Err(_) => tracing::info!(
+                    identity,
+                    lease = %args.lease_name,
+                    namespace = %args.pod_namespace,
+                    "Still waiting for the leader lease: another replica holds it, or this ServiceAccount may not get, create or patch Leases in this namespace"
+                ),
+            }
         }
         tracing::info!(identity, "Became the leader");
         lost_lease = Some((leader, task));
