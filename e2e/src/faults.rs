@@ -11,11 +11,9 @@ use futures::StreamExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::fixtures::*;
-use crate::operator::CLUSTER_RESOURCE_NAMESPACE;
-use crate::{Env, dump, random_suffix, wait_for};
+use crate::{Env, dump, wait_for};
 
 fn cluster_sh() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh")
@@ -36,56 +34,6 @@ pub async fn component(action: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A PEM P-256 CSR for `cn`.
-pub fn csr(cn: &str) -> Result<String> {
-    let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(vec![cn.to_string()])?;
-    let mut params = params;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    Ok(params.serialize_request(&key)?.pem()?)
-}
-
-/// A Ready StepClusterIssuer with its own password Secret.
-pub async fn ready_cluster_issuer(
-    env: &Env,
-    client: &Client,
-    prefix: &str,
-    log: &str,
-) -> Result<String> {
-    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    let name = format!("{prefix}-{}", random_suffix());
-    password_secret(
-        client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &name,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let api = cluster(client, &step_cluster_issuers());
-    apply(
-        &api,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": name},
-            "spec": issuer_spec(env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
-        }),
-    )
-    .await?;
-    wait_ready_condition(
-        &api,
-        &name,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        log,
-    )
-    .await?;
-    Ok(name)
-}
-
 /// Creates `n` CertificateRequests named `<prefix>-<i>` with subject `<prefix>-<i>.<ns>.example`.
 pub async fn burst(client: &Client, ns: &str, issuer: &str, prefix: &str, n: usize) -> Result<()> {
     let api = namespaced(client, ns, &certificate_requests());
@@ -93,11 +41,7 @@ pub async fn burst(client: &Client, ns: &str, issuer: &str, prefix: &str, n: usi
     for i in 0..n {
         let name = format!("{prefix}-{i}");
         let cn = format!("{name}.{ns}.example");
-        let obj = object(json!({
-            "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-            "metadata": {"name": name},
-            "spec": {"request": base64(csr(&cn)?.as_bytes()), "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer}}
-        }))?;
+        let obj = certificate_request(&name, &csr(&cn)?, step_cluster_issuer_ref(issuer))?;
         let api = api.clone();
         creates.push(async move { api.create(&PostParams::default(), &obj).await });
     }

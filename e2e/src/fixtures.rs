@@ -11,7 +11,8 @@ use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::{Env, dump, wait_for};
+use crate::operator::CLUSTER_RESOURCE_NAMESPACE;
+use crate::{Env, dump, random_suffix, wait_for};
 
 pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -198,4 +199,68 @@ pub async fn wait_ready_condition(
         },
     )
     .await
+}
+
+/// A PEM P-256 CSR for `cn`.
+pub fn csr(cn: &str) -> Result<String> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(vec![cn.to_string()])?;
+    let mut params = params;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    Ok(params.serialize_request(&key)?.pem()?)
+}
+
+/// A Ready StepClusterIssuer with its own password Secret.
+pub async fn ready_cluster_issuer(
+    env: &Env,
+    client: &Client,
+    prefix: &str,
+    log: &str,
+) -> Result<String> {
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let name = format!("{prefix}-{}", random_suffix());
+    password_secret(
+        client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    let api = cluster(client, &step_cluster_issuers());
+    apply(
+        &api,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": name},
+            "spec": issuer_spec(env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
+        }),
+    )
+    .await?;
+    wait_ready_condition(
+        &api,
+        &name,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(60),
+        log,
+    )
+    .await?;
+    Ok(name)
+}
+
+/// `issuerRef` of a StepClusterIssuer.
+pub fn step_cluster_issuer_ref(name: &str) -> Value {
+    json!({"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": name})
+}
+
+/// A CertificateRequest as a user writes it.
+pub fn certificate_request(name: &str, csr_pem: &str, issuer_ref: Value) -> Result<DynamicObject> {
+    object(json!({
+        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+        "metadata": {"name": name},
+        "spec": {"request": base64(csr_pem.as_bytes()), "issuerRef": issuer_ref}
+    }))
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use e2e::faults::{csr, ready_cluster_issuer};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
 use e2e::{Env, TestNamespace, dump, random_suffix};
@@ -166,8 +165,10 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
     }
     // The controller survived all of it and still signs.
     requests
-        .create(&PostParams::default(), &object(json!({"apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest", "metadata": {"name": "after"},
-            "spec": {"request": base64(good.as_bytes()), "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer}}}))?)
+        .create(
+            &PostParams::default(),
+            &certificate_request("after", &good, step_cluster_issuer_ref(&issuer))?,
+        )
         .await?;
     wait_ready_condition(
         &requests,

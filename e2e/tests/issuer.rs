@@ -32,28 +32,7 @@ async fn setup() -> Result<Setup> {
 
 /// A Ready StepClusterIssuer with its own password Secret.
 async fn cluster_issuer(s: &Setup, prefix: &str) -> Result<String> {
-    let name = format!("{prefix}-{}", random_suffix());
-    let secret = format!("{name}-password");
-    password_secret(
-        &s.client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &secret,
-        "password",
-        &s.env.provisioner_password()?,
-    )
-    .await?;
-    let api = cluster(&s.client, &step_cluster_issuers());
-    apply(
-        &api,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": name},
-            "spec": issuer_spec(&s.env, json!({"name": secret, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
-        }),
-    )
-    .await?;
-    wait_ready_condition(&api, &name, "True", Some("Verified"), READY_TIMEOUT, &s.log).await?;
-    Ok(name)
+    ready_cluster_issuer(&s.env, &s.client, prefix, &s.log).await
 }
 
 fn certificate(
@@ -385,7 +364,7 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
                 "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
                 "metadata": {"name": "denied"},
                 "spec": {
-                    "request": base64(csr_pem("denied.example.com").as_bytes()),
+                    "request": base64(csr("denied.example.com")?.as_bytes()),
                     "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": missing},
                 }
             }))?,
@@ -422,29 +401,6 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
     ns.delete().await
 }
 
-/// A P-256 CSR made with openssl, as a user would.
-fn csr_pem(cn: &str) -> String {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "/dev/null",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{cn}"),
-        ])
-        .output()
-        .expect("openssl is installed");
-    String::from_utf8(out.stdout).expect("PEM")
-}
-
 #[tokio::test]
 async fn issuer_duration_over_the_provisioner_limit_fails() -> Result<()> {
     let s = setup().await?;
@@ -458,7 +414,7 @@ async fn issuer_duration_over_the_provisioner_limit_fails() -> Result<()> {
                 "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
                 "metadata": {"name": "too-long"},
                 "spec": {
-                    "request": base64(csr_pem("long.example.com").as_bytes()),
+                    "request": base64(csr("long.example.com")?.as_bytes()),
                     "duration": "8760h",
                     "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer},
                 }
@@ -552,11 +508,7 @@ async fn issuer_ignores_requests_for_other_issuers() -> Result<()> {
         requests
             .create(
                 &PostParams::default(),
-                &object(json!({
-                    "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                    "metadata": {"name": name},
-                    "spec": {"request": base64(csr_pem("foreign.example.com").as_bytes()), "issuerRef": issuer_ref}
-                }))?,
+                &certificate_request(name, &csr("foreign.example.com")?, issuer_ref.clone())?,
             )
             .await?;
     }
@@ -565,12 +517,11 @@ async fn issuer_ignores_requests_for_other_issuers() -> Result<()> {
     requests
         .create(
             &PostParams::default(),
-            &object(json!({
-                "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                "metadata": {"name": "ours"},
-                "spec": {"request": base64(csr_pem("ours.example.com").as_bytes()),
-                         "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer}}
-            }))?,
+            &certificate_request(
+                "ours",
+                &csr("ours.example.com")?,
+                step_cluster_issuer_ref(&issuer),
+            )?,
         )
         .await?;
     wait_ready_condition(
