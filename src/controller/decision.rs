@@ -74,10 +74,9 @@ pub enum Decision {
     Done,
     /// Denied by an approver: Ready=False/Denied with failureTime; never signed.
     Deny,
-    /// Neither approved nor denied yet: tell the user, write nothing.
+    /// Neither approved nor denied yet: tell the user (see `approval_event_delay`), write
+    /// nothing.
     AwaitApproval,
-    /// First sight: Ready=Unknown/Initializing.
-    Initialize,
     /// The issuer cannot sign yet: Ready=False/Pending with this message; re-checked when the
     /// issuer changes.
     WaitForIssuer {
@@ -87,9 +86,14 @@ pub enum Decision {
     Sign,
 }
 
-/// The gates, in order: terminal → denied → approval → initialise → issuer → sign.
+/// The gates, in order: terminal → denied → approval → issuer → sign.
 /// Terminal comes first so that a request we already finished is never touched again, even if an
 /// approver later adds a condition.
+///
+/// There is no separate `Ready=Unknown/Initializing` pass (issuer-lib writes one before anything
+/// else): it would cost every request one more status write, one more watch event to every
+/// CertificateRequest watcher and one more reconcile, for a condition that the next write
+/// (Issued, Pending or Failed) replaces milliseconds later. cert-manager waits on any reason.
 pub fn decide(
     status: Option<&CertificateRequestStatus>,
     key: &IssuerKey,
@@ -115,9 +119,6 @@ pub fn decide(
     if !status.has_true(CONDITION_APPROVED) {
         return Decision::AwaitApproval;
     }
-    if ready.is_none() {
-        return Decision::Initialize;
-    }
     match issuer {
         IssuerState::Missing => Decision::WaitForIssuer {
             event_reason: "WaitingForIssuerExist",
@@ -135,6 +136,29 @@ pub fn decide(
         },
         IssuerState::Known(Readiness::Ready) => Decision::Sign,
     }
+}
+
+/// How long a request may wait for approval before the `WaitingForApproval` Event is worth
+/// emitting. Approvers (cert-manager's own, approver-policy) usually act within milliseconds of the
+/// create; an Event for every request that was approved a moment later would be noise, and an
+/// apiserver write per request.
+pub const APPROVAL_GRACE: Duration = Duration::from_secs(5);
+
+/// `None`: emit `WaitingForApproval` now. `Some(d)`: look again in `d` (an approval re-triggers
+/// the request sooner).
+pub fn approval_event_delay(created: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    // Without a creation time (never from a real apiserver) there is nothing to wait for.
+    let age = now.duration_since(created?);
+    let grace = k8s_openapi::jiff::SignedDuration::try_from(APPROVAL_GRACE).ok()?;
+    if age >= grace {
+        return None;
+    }
+    // A creation time in the future (clock skew) waits at most one grace period.
+    Some(
+        Duration::try_from(grace - age)
+            .unwrap_or(APPROVAL_GRACE)
+            .min(APPROVAL_GRACE),
+    )
 }
 
 /// How a failed signing attempt ends.
@@ -238,8 +262,18 @@ mod tests {
             (vec![approved.clone(), denied.clone()], ready.clone(), Decision::Deny),
             (vec![denied.clone()], IssuerState::Missing, Decision::Deny),
             (vec![denied.clone(), was_denied.clone()], ready.clone(), Decision::Done),
-            (vec![approved.clone()], ready.clone(), Decision::Initialize),
+            // No Initializing pass: an approved request for a Ready issuer is signed at once.
+            (vec![approved.clone()], ready.clone(), Decision::Sign),
             (vec![approved.clone(), init.clone()], ready.clone(), Decision::Sign),
+            (
+                vec![approved.clone()],
+                IssuerState::Missing,
+                Decision::WaitForIssuer {
+                    event_reason: "WaitingForIssuerExist",
+                    message: "StepClusterIssuer ca does not exist. Waiting for it to be created."
+                        .into(),
+                },
+            ),
             (vec![approved.clone(), pending.clone()], ready.clone(), Decision::Sign),
             (vec![approved.clone(), issued.clone()], ready.clone(), Decision::Done),
             (vec![approved.clone(), failed.clone()], ready.clone(), Decision::Done),
@@ -292,6 +326,29 @@ mod tests {
             decide(Some(&s), &key, &IssuerState::Known(Readiness::Ready)),
             Decision::Done
         );
+    }
+
+    #[test]
+    fn approval_event_waits_out_the_grace_period() {
+        let t0 = Timestamp::from_second(1_000_000).unwrap();
+        let at = |ms: i64| Timestamp::from_millisecond(1_000_000_000 + ms).unwrap();
+        let cases = [
+            (Some(t0), at(0), Some(Duration::from_secs(5))),
+            (Some(t0), at(1_500), Some(Duration::from_millis(3_500))),
+            (Some(t0), at(4_999), Some(Duration::from_millis(1))),
+            (Some(t0), at(5_000), None),
+            (Some(t0), at(600_000), None),
+            // Created "in the future" (skewed clock): at most one grace period.
+            (Some(t0), at(-60_000), Some(APPROVAL_GRACE)),
+            (None, at(0), None),
+        ];
+        for (created, now, want) in cases {
+            assert_eq!(
+                approval_event_delay(created, now),
+                want,
+                "{created:?} {now:?}"
+            );
+        }
     }
 
     #[test]

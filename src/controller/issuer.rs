@@ -68,12 +68,12 @@ pub async fn run<K: IssuerObject>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = K::api(ctx.client.clone(), None);
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, crate::controller::watch_config());
     let store = controller.store();
     // Metadata only: the controller never holds the bodies of the cluster's Secrets.
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
+        crate::controller::watch_config(),
     )
     .default_backoff()
     .touched_objects();

@@ -149,6 +149,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// How every watch of the controller lists: a streaming list (`sendInitialEvents`), so that the
+/// initial state arrives object by object and each one is slimmed before the next is read,
+/// instead of one LIST response holding every CertificateRequest (or Secret) of the cluster in
+/// memory at once. That transient list set the controller's peak memory.
+pub fn watch_config() -> kube::runtime::watcher::Config {
+    kube::runtime::watcher::Config::default().streaming_lists()
+}
+
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
     format!("{host}-{}", std::process::id())

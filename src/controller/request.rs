@@ -52,20 +52,32 @@ struct RequestCtx {
     memory: Memory,
 }
 
-/// Drops what the reconciler never reads from the cached copy of each request: managed fields
-/// always, and the CSR and certificate of finished requests, which are most of the bytes.
+/// Keeps in the cache only what the gates read (names, uid, creation and deletion times,
+/// `issuerRef`, conditions): signing reads the request fresh from the API, so the CSR, the
+/// certificate, labels, annotations and managed fields would only cost memory, for every
+/// CertificateRequest in the cluster, ours or not.
 fn slim(mut cr: CertificateRequest) -> CertificateRequest {
-    cr.managed_fields_mut().clear();
-    let finished = cr.status.as_ref().is_some_and(|s| {
-        s.certificate.is_some()
-            || s.ready_reason()
-                .is_some_and(|r| r == reason::FAILED || r == reason::DENIED || r == reason::ISSUED)
-    });
-    if finished {
-        cr.spec.request = ByteString(Vec::new());
-        if let Some(s) = cr.status.as_mut() {
-            s.certificate = s.certificate.take().map(|_| ByteString(b"-".to_vec()));
-            s.ca = None;
+    let meta = cr.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    cr.spec.request = ByteString(Vec::new());
+    cr.spec.duration = None;
+    if let Some(s) = cr.status.as_mut() {
+        // Only its presence matters to decide(): a certificate in status is final.
+        s.certificate = s
+            .certificate
+            .take()
+            .filter(|c| !c.0.is_empty())
+            .map(|_| ByteString(b"-".to_vec()));
+        s.ca = None;
+        for c in &mut s.conditions {
+            // Messages matter only for our own Pending condition (written again when it changes).
+            if c.type_ != CONDITION_READY || c.reason.as_deref() != Some(reason::PENDING) {
+                c.message = None;
+            }
         }
     }
     cr
@@ -77,7 +89,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let cfg = watcher::Config::default().any_semantic();
+    let cfg = crate::controller::watch_config();
 
     let (requests, requests_writer) = reflector::store::<CertificateRequest>();
     let request_stream = watcher(Api::<CertificateRequest>::all(client.clone()), cfg.clone())
@@ -224,6 +236,10 @@ async fn reconcile(
             Ok(Action::await_change())
         }
         Decision::AwaitApproval => {
+            let created = cr.creation_timestamp().map(|t| t.0);
+            if let Some(wait) = decision::approval_event_delay(created, Timestamp::now()) {
+                return Ok(Action::requeue(wait));
+            }
             let first = c
                 .memory
                 .told_approval
@@ -240,12 +256,6 @@ async fn reconcile(
                 )
                 .await;
             }
-            Ok(Action::await_change())
-        }
-        Decision::Initialize => {
-            let message =
-                format!("{FIELD_MANAGER} has started reconciling this CertificateRequest");
-            write_ready(ctx, &cr, "Unknown", "Initializing", &message, false).await?;
             Ok(Action::await_change())
         }
         Decision::WaitForIssuer {
@@ -766,33 +776,62 @@ mod tests {
     use crate::cert_manager::{CertificateRequestSpec, IssuerRef};
 
     #[test]
-    fn slim_drops_bytes_of_finished_requests_only() {
+    fn slim_keeps_only_what_the_gates_read() {
         let mut cr = CertificateRequest::new(
             "r",
             CertificateRequestSpec {
                 request: ByteString(b"csr".to_vec()),
-                issuer_ref: IssuerRef::default(),
+                duration: Some("1h".into()),
+                issuer_ref: IssuerRef {
+                    name: "ca".into(),
+                    kind: Some("StepClusterIssuer".into()),
+                    group: Some(crate::crd::GROUP.into()),
+                },
                 ..Default::default()
             },
         );
+        cr.meta_mut().uid = Some("u1".into());
+        cr.meta_mut().annotations = Some([("a".to_string(), "b".to_string())].into());
+        cr.meta_mut().labels = Some([("l".to_string(), "v".to_string())].into());
         let open = slim(cr.clone());
-        assert_eq!(open.spec.request.0, b"csr");
+        assert!(open.spec.request.0.is_empty());
+        assert_eq!(open.meta().annotations, None);
+        assert_eq!(open.meta().labels, None);
+        assert_eq!(open.uid().as_deref(), Some("u1"));
+        assert_eq!(open.spec.issuer_ref, cr.spec.issuer_ref);
+
+        let ready = RequestCondition {
+            type_: CONDITION_READY.into(),
+            status: "False".into(),
+            reason: Some(reason::PENDING.into()),
+            message: Some("waiting".into()),
+            ..Default::default()
+        };
+        let approved = RequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            reason: Some("cert-manager.io".into()),
+            message: Some("approved by policy".into()),
+            ..Default::default()
+        };
         cr.status = Some(CertificateRequestStatus {
-            conditions: vec![RequestCondition {
-                type_: CONDITION_READY.into(),
-                status: "True".into(),
-                reason: Some(reason::ISSUED.into()),
-                ..Default::default()
-            }],
+            conditions: vec![approved, ready.clone()],
             certificate: Some(ByteString(b"long pem".to_vec())),
             ca: Some(ByteString(b"root".to_vec())),
             failure_time: None,
         });
+        let key = decision::owning_issuer(&cr.spec.issuer_ref, "ns").unwrap();
+        let state = IssuerState::Known(Readiness::Ready);
+        let before = decision::decide(cr.status.as_ref(), &key, &state);
         let done = slim(cr);
-        assert!(done.spec.request.0.is_empty());
-        let status = done.status.unwrap();
+        let status = done.status.as_ref().unwrap();
         assert_eq!(status.ca, None);
-        // Still recognisably finished for decide().
-        assert!(status.certificate.is_some());
+        assert_eq!(status.certificate.as_ref().unwrap().0, b"-");
+        assert_eq!(status.conditions[0].message, None);
+        // Our own Pending message is compared before it is written again.
+        assert_eq!(status.conditions[1], ready);
+        // The gates decide the same on the slim copy.
+        assert_eq!(decision::decide(done.status.as_ref(), &key, &state), before);
+        assert_eq!(pending_message(&done), Some("waiting"));
     }
 }

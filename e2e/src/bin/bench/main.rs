@@ -265,6 +265,16 @@ async fn main() -> Result<()> {
         }
     }
 
+    if ctx.opts.wants("ceiling") {
+        log(format!(
+            "1b. API ceiling: {} CertificateRequests created, approved and written Ready by the bench itself, no issuer running",
+            ctx.opts.requests
+        ));
+        if let Err(e) = api_ceiling(&ctx, &mut report).await {
+            report.error("api ceiling", e);
+        }
+    }
+
     let mut systems: BTreeMap<&str, System> = BTreeMap::new();
     for sys in [SO, SI] {
         systems.insert(sys, System::create(&ctx, sys).await?);
@@ -303,6 +313,7 @@ async fn main() -> Result<()> {
     // The documented keys are always present; null means "not measured" (see notes/errors).
     for path in [
         &["ceiling_signs_per_s"][..],
+        &["api_ceiling_per_s"],
         &["throughput_per_s", SO],
         &["throughput_per_s", SI],
         &["p99_ready_ms", SO],
@@ -482,6 +493,93 @@ async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
             "ceiling: {err} sign requests failed; first: {first:?}"
         ));
     }
+    Ok(())
+}
+
+/// The most an issuer could reach through this control plane: the bench does the work of the
+/// test client (create, approve) and of an ideal issuer that costs nothing and writes one status
+/// (Ready=True with a certificate-sized chain) per request, as soon as it is approved, at the
+/// same concurrency as the issuance runs. No step-ca, no watch round trip, no Event.
+async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let ns = format!("bench-api-{}", ctx.suffix);
+    ensure_namespace(&ctx.client, &ns).await?;
+    let api = namespaced(&ctx.client, &ns, &certificate_requests());
+    let root = std::fs::read_to_string(&ctx.env.step_ca_root)?;
+    // Leaf + intermediate: about two certificates' worth of PEM.
+    let chain = base64(format!("{root}{root}").as_bytes());
+    let ca = base64(root.as_bytes());
+    // Nobody's issuer: neither controller nor cm-lite acts on these.
+    let nobody = json!({"group": "bench.invalid", "kind": "NobodysIssuer", "name": "none"});
+    let n = ctx.opts.requests;
+    let mut objs = Vec::with_capacity(n);
+    for i in 0..n {
+        // The CSR is only payload here: reuse one so the signing systems keep unique ones.
+        let csr = &ctx.csrs[0].1;
+        objs.push((
+            format!("a{i:05}"),
+            object(certificate_request(
+                &format!("a{i:05}"),
+                csr,
+                nobody.clone(),
+            ))?,
+        ));
+    }
+    let watched = cluster_pids(&ctx.env);
+    let cpu = procs::CpuSnapshot::take(&watched);
+    let start = Instant::now();
+    let done: Vec<Result<f64>> = futures::stream::iter(objs)
+        .map(|(name, obj)| {
+            let api = api.clone();
+            let (chain, ca) = (chain.clone(), ca.clone());
+            async move {
+                let t = Instant::now();
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("creating {name}"))?;
+                approve(&api, &name).await?;
+                let status = json!({
+                    "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "Issued",
+                            "message": "Certificate fetched from issuer successfully",
+                            "lastTransitionTime": now_rfc3339()}],
+                        "certificate": chain, "ca": ca,
+                    }
+                });
+                api.patch_status(
+                    &name,
+                    &kube::api::PatchParams::apply("bench-ideal-issuer").force(),
+                    &kube::api::Patch::Apply(&status),
+                )
+                .await
+                .with_context(|| format!("writing the status of {name}"))?;
+                Ok(ms(t.elapsed()))
+            }
+        })
+        .buffer_unordered(ctx.opts.create_concurrency)
+        .collect()
+        .await;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.since();
+    let mut lat = Vec::with_capacity(n);
+    for r in done {
+        lat.push(r?);
+    }
+    let rate = n as f64 / secs;
+    log(format!(
+        "API ceiling: {n} requests in {secs:.2} s = {rate:.1}/s; CPU seconds: {cpu}"
+    ));
+    report.set(&["api_ceiling_per_s"], json!(round(rate, 1)));
+    report.set(
+        &["api_ceiling"],
+        json!({
+            "requests": n, "seconds": round(secs, 3),
+            "p50_ms": percentile(&mut lat, 50.0).map(|x| round(x, 0)),
+            "p99_ms": percentile(&mut lat, 99.0).map(|x| round(x, 0)),
+            "cpu_seconds": cpu,
+            "writes_per_request": "create + approve (status apply) + Ready with certificate (status apply)",
+        }),
+    );
     Ok(())
 }
 
@@ -791,6 +889,10 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         ));
     }
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let mut watched = cluster_pids(&ctx.env);
+    watched.push((s.key.to_string(), p.pid));
+    watched.push(("bench".to_string(), std::process::id()));
+    let cpu = procs::CpuSnapshot::take(&watched);
     let first_create = Instant::now();
     let mem_peak_sampled = Arc::new(Mutex::new(0f64));
     let pid = p.pid;
@@ -866,6 +968,8 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(sampler);
+    let cpu = cpu.since();
+    log(format!("{}: CPU seconds during the burst: {cpu}", s.key));
     let mem = p.memory()?;
     let (mut lat, mut approve_lat, last_ready, failed) = {
         let r = seen.ready.lock().unwrap();
@@ -919,6 +1023,7 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
             "create_to_approved_p50_ms": percentile(&mut approve_lat, 50.0).map(|x| round(x, 0)),
             "create_to_approved_p99_ms": percentile(&mut approve_lat, 99.0).map(|x| round(x, 0)),
             "rss_max_sampled_mib": round(*mem_peak_sampled.lock().unwrap(), 1),
+            "cpu_seconds": cpu,
             "log": p.log.display().to_string(),
         }),
     );
@@ -932,6 +1037,17 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     }
     p.stop();
     Ok(())
+}
+
+/// The control plane's processes by name, from the PID files `e2e/cluster.sh` writes.
+fn cluster_pids(env: &Env) -> Vec<(String, u32)> {
+    ["etcd", "apiserver", "cert-manager", "step-ca"]
+        .iter()
+        .filter_map(|n| {
+            let pid = std::fs::read_to_string(env.state.join(format!("{n}.pid"))).ok()?;
+            Some((n.to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -1644,7 +1760,17 @@ async fn admission_autocert(ctx: &Ctx, report: &mut Report) -> Result<()> {
 // Output
 
 fn ratios(report: &mut Report) {
-    let pairs: [(&str, &[&str], &[&str]); 8] = [
+    let pairs: [(&str, &[&str], &[&str]); 10] = [
+        (
+            "throughput_step_operator_per_api_ceiling",
+            &["throughput_per_s", SO],
+            &["api_ceiling_per_s"],
+        ),
+        (
+            "throughput_step_issuer_per_api_ceiling",
+            &["throughput_per_s", SI],
+            &["api_ceiling_per_s"],
+        ),
         (
             "throughput_step_operator_per_step_issuer",
             &["throughput_per_s", SO],
@@ -1722,6 +1848,22 @@ fn markdown(doc: &Value) -> String {
             Value::Null,
             ceiling.clone(),
             "step-ca alone",
+            Value::Null,
+            Value::Null,
+        ),
+        (
+            "API ceiling: create + approve + one status write, no issuer (requests/s)",
+            Value::Null,
+            doc["api_ceiling_per_s"].clone(),
+            "control plane alone",
+            Value::Null,
+            Value::Null,
+        ),
+        (
+            "issuance throughput / API ceiling",
+            r["throughput_step_operator_per_api_ceiling"].clone(),
+            r["throughput_step_issuer_per_api_ceiling"].clone(),
+            "step-issuer",
             Value::Null,
             Value::Null,
         ),

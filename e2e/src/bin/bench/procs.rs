@@ -170,15 +170,58 @@ pub fn cpu_ticks(pid: u32) -> Result<u64> {
         + f.get(12).context("short stat")?.parse::<u64>()?)
 }
 
-/// Waits until the process used less than `max_share` of one core over the last second (or
-/// `timeout` passes); returns how long that took and whether it got idle.
-pub async fn wait_idle(pid: u32, max_share: f64, timeout: Duration) -> Result<(Duration, bool)> {
-    let tick_hz: f64 = std::process::Command::new("getconf")
+fn tick_hz() -> f64 {
+    std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0);
+        .unwrap_or(100.0)
+}
+
+/// CPU time of a set of named processes between `CpuSnapshot::take` and `since`: where the
+/// cores went during a measurement (2 cores are shared by everything on this machine).
+pub struct CpuSnapshot {
+    at: Instant,
+    ticks: Vec<(String, u32, u64)>,
+}
+
+impl CpuSnapshot {
+    pub fn take(pids: &[(String, u32)]) -> CpuSnapshot {
+        CpuSnapshot {
+            at: Instant::now(),
+            ticks: pids
+                .iter()
+                .filter_map(|(n, p)| cpu_ticks(*p).ok().map(|t| (n.clone(), *p, t)))
+                .collect(),
+        }
+    }
+
+    /// `{name: cpu seconds}` used since the snapshot, plus `wall_seconds`.
+    pub fn since(&self) -> serde_json::Value {
+        let hz = tick_hz();
+        let mut out = serde_json::Map::new();
+        out.insert(
+            "wall_seconds".into(),
+            serde_json::json!((self.at.elapsed().as_secs_f64() * 100.0).round() / 100.0),
+        );
+        for (name, pid, t0) in &self.ticks {
+            if let Ok(t1) = cpu_ticks(*pid) {
+                let secs = t1.saturating_sub(*t0) as f64 / hz;
+                out.insert(
+                    name.clone(),
+                    serde_json::json!((secs * 100.0).round() / 100.0),
+                );
+            }
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+/// Waits until the process used less than `max_share` of one core over the last second (or
+/// `timeout` passes); returns how long that took and whether it got idle.
+pub async fn wait_idle(pid: u32, max_share: f64, timeout: Duration) -> Result<(Duration, bool)> {
+    let tick_hz = tick_hz();
     let start = Instant::now();
     let mut samples: std::collections::VecDeque<(Instant, u64)> = Default::default();
     loop {
