@@ -48,6 +48,12 @@ pub enum Command {
     Renew(crate::agent::AgentArgs),
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitialList {
+    Paged,
+    Streaming,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
@@ -88,6 +94,13 @@ pub struct ControllerArgs {
     /// CertificateRequests signed in parallel.
     #[arg(long, env = "STEP_OPERATOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+
+    /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page)
+    /// or `streaming` (watch with sendInitialEvents: objects arrive one by one, less memory; needs
+    /// the WatchList feature, on by default in Kubernetes 1.32 and 1.34+; can stall after an
+    /// apiserver restart until the watch times out, see src/controller/initial_list.rs).
+    #[arg(long, env = "STEP_OPERATOR_INITIAL_LIST", value_enum, default_value_t = InitialList::Paged)]
+    pub initial_list: InitialList,
 
     /// How often a Ready issuer re-checks its step-ca.
     #[arg(long, env = "STEP_OPERATOR_ISSUER_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]

@@ -9,7 +9,9 @@ use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::{Env, TestNamespace, wait_for};
 
-fn controller(env: &Env) -> Result<Process> {
+/// `initial_list`: how the watches load their initial state (both ways are exercised here: the
+/// restarted controller must pick up a half-finished burst with either).
+fn controller(env: &Env, initial_list: &str) -> Result<Process> {
     Process::start(
         env,
         "controller-kill",
@@ -18,6 +20,8 @@ fn controller(env: &Env) -> Result<Process> {
             "--leader-elect=false",
             "--cluster-resource-namespace",
             CLUSTER_RESOURCE_NAMESPACE,
+            "--initial-list",
+            initial_list,
         ],
         &[],
     )
@@ -27,7 +31,7 @@ fn controller(env: &Env) -> Result<Process> {
 async fn fault_controller_sigkill_mid_burst() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
-    let mut first = controller(&env)?;
+    let mut first = controller(&env, "streaming")?;
     let log = first.log.display().to_string();
     let issuer = ready_cluster_issuer(&env, &client, "fault-kill", &log).await?;
     let ns = TestNamespace::create(&client, "fault-kill").await?;
@@ -44,7 +48,7 @@ async fn fault_controller_sigkill_mid_burst() -> Result<()> {
     first.kill_hard();
     let at_kill = reasons(&api).await?;
     let restarted = Instant::now();
-    let second = controller(&env)?;
+    let second = controller(&env, "paged")?;
     wait_all_issued(
         &api,
         200,
@@ -53,6 +57,14 @@ async fn fault_controller_sigkill_mid_burst() -> Result<()> {
     )
     .await?;
     assert_eq!(ledger.assert_written_once()?, 200);
+    for (p, mode) in [(&first, "streaming"), (&second, "paged")] {
+        assert!(
+            p.logs().contains(&format!("initial_list=\"{mode}\""))
+                || p.logs().contains(&format!("initial_list={mode}")),
+            "the controller did not log initial_list={mode}:\n{}",
+            p.log_tail()
+        );
+    }
     // Signs in flight when the process died reached step-ca but never the API; the restarted
     // controller signs those requests again (the orphaned certificates are written nowhere).
     let extra = assert_signed_once_except_in_flight(&env, &ns.name, "kill-", 200, 16)?;

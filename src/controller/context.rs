@@ -29,6 +29,8 @@ pub struct Settings {
     pub max_retry_duration: Duration,
     pub issuer_recheck_interval: Duration,
     pub ca_timeout: Duration,
+    /// Streaming lists (watch with sendInitialEvents) rather than paged LISTs.
+    pub streaming_lists: bool,
 }
 
 pub struct Context {

@@ -101,16 +101,7 @@ pub fn decide(
 ) -> Decision {
     let empty = CertificateRequestStatus::default();
     let status = status.unwrap_or(&empty);
-    let ready = status.condition(CONDITION_READY);
-    let terminal = match ready {
-        Some(c) if c.status == "True" => true,
-        Some(c) => matches!(
-            c.reason.as_deref(),
-            Some(reason::FAILED) | Some(reason::DENIED)
-        ),
-        None => false,
-    };
-    if terminal || status.certificate.as_ref().is_some_and(|c| !c.0.is_empty()) {
+    if is_finished(Some(status)) {
         return Decision::Done;
     }
     if status.has_true(CONDITION_DENIED) {
@@ -136,6 +127,24 @@ pub fn decide(
         },
         IssuerState::Known(Readiness::Ready) => Decision::Sign,
     }
+}
+
+/// Terminal: `Ready=True`, `Ready=False` with reason Failed or Denied, or a certificate in the
+/// status. Nothing ever changes a finished request again (cert-manager's contract), so the
+/// controller neither reconciles nor caches it.
+pub fn is_finished(status: Option<&CertificateRequestStatus>) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    let terminal = match status.condition(CONDITION_READY) {
+        Some(c) if c.status == "True" => true,
+        Some(c) => matches!(
+            c.reason.as_deref(),
+            Some(reason::FAILED) | Some(reason::DENIED)
+        ),
+        None => false,
+    };
+    terminal || status.certificate.as_ref().is_some_and(|c| !c.0.is_empty())
 }
 
 /// How long a request may wait for approval before the `WaitingForApproval` Event is worth

@@ -68,12 +68,15 @@ pub async fn run<K: IssuerObject>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = K::api(ctx.client.clone(), None);
-    let controller = Controller::new(api, crate::controller::watch_config());
+    let controller = Controller::new(
+        api,
+        crate::controller::initial_list::watch_config(ctx.settings.streaming_lists),
+    );
     let store = controller.store();
     // Metadata only: the controller never holds the bodies of the cluster's Secrets.
     let secrets = watcher(
         Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-        crate::controller::watch_config(),
+        crate::controller::initial_list::watch_config(ctx.settings.streaming_lists),
     )
     .default_backoff()
     .touched_objects();

@@ -33,6 +33,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
             max_retry_duration: Duration::from_secs(300),
             issuer_recheck_interval: Duration::from_secs(300),
             ca_timeout: Duration::from_secs(5),
+            streaming_lists: false,
         },
     };
     (Arc::new(ctx), handle)

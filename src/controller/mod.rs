@@ -3,6 +3,7 @@
 pub mod context;
 pub mod decision;
 pub mod error;
+pub mod initial_list;
 pub mod issuer;
 pub mod issuer_spec;
 #[cfg(test)]
@@ -73,6 +74,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         lost_lease = Some((leader, task));
     }
 
+    let streaming_lists = initial_list::streaming(args.initial_list);
+    tracing::info!(
+        initial_list = if streaming_lists {
+            "streaming"
+        } else {
+            "paged"
+        },
+        "Watches load their initial state"
+    );
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -90,6 +100,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             max_retry_duration: args.max_retry_duration,
             issuer_recheck_interval: args.issuer_recheck_interval,
             ca_timeout: args.ca_timeout,
+            streaming_lists,
         },
     });
     let _ = ready_tx.send(true);
@@ -147,14 +158,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
     }
     outcome
-}
-
-/// How every watch of the controller lists: a streaming list (`sendInitialEvents`), so that the
-/// initial state arrives object by object and each one is slimmed before the next is read,
-/// instead of one LIST response holding every CertificateRequest (or Secret) of the cluster in
-/// memory at once. That transient list set the controller's peak memory.
-pub fn watch_config() -> kube::runtime::watcher::Config {
-    kube::runtime::watcher::Config::default().streaming_lists()
 }
 
 fn default_identity() -> String {

@@ -49,7 +49,7 @@ struct RequestCtx {
     ctx: Arc<Context>,
     issuers: Store<StepIssuer>,
     cluster_issuers: Store<StepClusterIssuer>,
-    memory: Memory,
+    memory: Arc<Memory>,
 }
 
 /// Keeps in the cache only what the gates read (names, uid, creation and deletion times,
@@ -83,20 +83,62 @@ fn slim(mut cr: CertificateRequest) -> CertificateRequest {
     cr
 }
 
+/// Only requests that are ours and not finished are cached and reconciled. Everything else (other
+/// issuers' requests, and ours once Issued, Failed or Denied) would cost memory for every
+/// CertificateRequest the cluster keeps, and a reconcile per event, for nothing: `issuerRef` is
+/// immutable and a finished request never changes again.
+fn worth_caching(cr: &CertificateRequest) -> bool {
+    decision::owning_issuer(&cr.spec.issuer_ref, &cr.namespace().unwrap_or_default()).is_some()
+        && !decision::is_finished(cr.status.as_ref())
+}
+
+/// Filters and slims the watch events before they reach the cache. A request that has just
+/// finished becomes a `Delete`, which takes it out of the cache; its guards in `memory` are no
+/// longer needed once the API itself shows it finished.
+fn admit(
+    ev: watcher::Event<CertificateRequest>,
+    memory: &Memory,
+) -> Option<watcher::Event<CertificateRequest>> {
+    use watcher::Event;
+    match ev {
+        Event::Apply(cr) if worth_caching(&cr) => Some(Event::Apply(slim(cr))),
+        Event::InitApply(cr) if worth_caching(&cr) => Some(Event::InitApply(slim(cr))),
+        Event::Apply(cr) | Event::Delete(cr) => {
+            if let Some(uid) = cr.uid() {
+                forget(memory, &uid);
+                memory
+                    .finished
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&uid);
+            }
+            Some(Event::Delete(slim(cr)))
+        }
+        // During a (re)list the cache is rebuilt from what is admitted: nothing stale to remove.
+        Event::InitApply(_) => None,
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let cfg = crate::controller::watch_config();
+    let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
 
+    let memory = Arc::new(Memory::default());
     let (requests, requests_writer) = reflector::store::<CertificateRequest>();
+    let admit_memory = memory.clone();
     let request_stream = watcher(Api::<CertificateRequest>::all(client.clone()), cfg.clone())
         .default_backoff()
-        .map_ok(|ev| ev.modify(|cr| *cr = slim(cr.clone())))
+        .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
         .reflect(requests_writer)
-        .touched_objects();
+        .touched_objects()
+        // Deletes of finished requests only clean the cache; they need no reconcile.
+        .try_filter(|cr| futures::future::ready(worth_caching(cr)));
 
     let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
     let issuer_stream = watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone())
@@ -133,7 +175,7 @@ pub async fn run(
         ctx,
         issuers,
         cluster_issuers,
-        memory: Memory::default(),
+        memory,
     });
     Controller::for_stream(request_stream, requests)
         // Requests waiting on an issuer are re-queued the moment it turns Ready.
@@ -833,5 +875,107 @@ mod tests {
         // The gates decide the same on the slim copy.
         assert_eq!(decision::decide(done.status.as_ref(), &key, &state), before);
         assert_eq!(pending_message(&done), Some("waiting"));
+    }
+
+    fn request(name: &str, group: &str, ready: Option<(&str, &str)>) -> CertificateRequest {
+        let mut cr = CertificateRequest::new(
+            name,
+            CertificateRequestSpec {
+                request: ByteString(b"csr".to_vec()),
+                issuer_ref: IssuerRef {
+                    name: "ca".into(),
+                    kind: Some("StepClusterIssuer".into()),
+                    group: Some(group.into()),
+                },
+                ..Default::default()
+            },
+        );
+        cr.meta_mut().namespace = Some("team".into());
+        cr.meta_mut().uid = Some(format!("uid-{name}"));
+        cr.status = ready.map(|(status, why)| CertificateRequestStatus {
+            conditions: vec![RequestCondition {
+                type_: CONDITION_READY.into(),
+                status: status.into(),
+                reason: Some(why.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        cr
+    }
+
+    #[test]
+    fn only_open_requests_of_ours_are_cached() {
+        let ours = crate::crd::GROUP;
+        let cases = [
+            (request("new", ours, None), true),
+            (
+                request("pending", ours, Some(("False", reason::PENDING))),
+                true,
+            ),
+            (
+                request("issued", ours, Some(("True", reason::ISSUED))),
+                false,
+            ),
+            (
+                request("failed", ours, Some(("False", reason::FAILED))),
+                false,
+            ),
+            (
+                request("denied", ours, Some(("False", reason::DENIED))),
+                false,
+            ),
+            (request("foreign", "cert-manager.io", None), false),
+        ];
+        for (cr, want) in cases {
+            assert_eq!(worth_caching(&cr), want, "{}", cr.name_any());
+        }
+    }
+
+    #[test]
+    fn admit_slims_filters_and_turns_finished_into_deletes() {
+        use watcher::Event;
+        let ours = crate::crd::GROUP;
+        let memory = Memory::default();
+        memory
+            .finished
+            .lock()
+            .unwrap()
+            .insert("uid-issued".to_string());
+
+        // Open and ours: cached, slim.
+        let Some(Event::Apply(cr)) = admit(Event::Apply(request("new", ours, None)), &memory)
+        else {
+            panic!("an open request of ours is admitted as Apply");
+        };
+        assert!(cr.spec.request.0.is_empty());
+        assert!(matches!(
+            admit(Event::InitApply(request("new", ours, None)), &memory),
+            Some(Event::InitApply(_))
+        ));
+        // Finished: removed from the cache, and its guard forgotten.
+        let issued = request("issued", ours, Some(("True", reason::ISSUED)));
+        assert!(matches!(
+            admit(Event::Apply(issued.clone()), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(memory.finished.lock().unwrap().is_empty());
+        // Never cached during a listing.
+        assert!(admit(Event::InitApply(issued), &memory).is_none());
+        let foreign = request("foreign", "cert-manager.io", None);
+        assert!(admit(Event::InitApply(foreign.clone()), &memory).is_none());
+        assert!(matches!(
+            admit(Event::Apply(foreign), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(matches!(
+            admit(Event::Delete(request("new", ours, None)), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(matches!(admit(Event::Init, &memory), Some(Event::Init)));
+        assert!(matches!(
+            admit(Event::InitDone, &memory),
+            Some(Event::InitDone)
+        ));
     }
 }

@@ -73,6 +73,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             max_retry_duration: Duration::from_secs(300),
             issuer_recheck_interval: Duration::from_secs(300),
             ca_timeout: args.ca_timeout,
+            // The webhook runs no watches.
+            streaming_lists: false,
         },
     });
 

@@ -1,0 +1,58 @@
+//! How the controller's watches load their initial state: paginated LISTs (the default), or a
+//! streaming list (a watch with `sendInitialEvents`) on request.
+//!
+//! A streaming list hands over the cluster's CertificateRequests and Secrets one object at a
+//! time, so each is slimmed or dropped before the next arrives (about 13 MiB less resident memory
+//! with 8,000 CertificateRequests and 5,000 Secrets in `make bench`). It is not the default
+//! because it has been seen to stall: after a kube-apiserver restart, a streaming list started
+//! while the apiserver's watch cache was still initialising never received the bookmark that ends
+//! the initial events, so the controller's cache stayed stale until the watch timed out (the
+//! apiserver-restart fault test caught it). It also waits for that bookmark at start-up (about
+//! 0.7 s). Paged LISTs have neither problem and work on every apiserver; the WatchList feature is
+//! off by default in Kubernetes 1.33 and before 1.32.
+
+use kube::runtime::watcher;
+
+use crate::cli::InitialList;
+
+/// The watcher configuration for either strategy.
+pub fn watch_config(streaming: bool) -> watcher::Config {
+    let config = watcher::Config::default();
+    if streaming {
+        config.streaming_lists()
+    } else {
+        config.page_size(PAGE_SIZE)
+    }
+}
+
+/// Objects per page of the initial LIST: small pages keep the transient memory of a listing low
+/// (it is freed, but the allocator keeps much of it resident).
+pub const PAGE_SIZE: u32 = 100;
+
+/// Streaming lists or not, for a flag value.
+pub fn streaming(flag: InitialList) -> bool {
+    flag == InitialList::Streaming
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_by_flag() {
+        assert!(streaming(InitialList::Streaming));
+        assert!(!streaming(InitialList::Paged));
+    }
+
+    #[test]
+    fn configs() {
+        use watcher::InitialListStrategy;
+        assert_eq!(
+            watch_config(true).initial_list_strategy,
+            InitialListStrategy::StreamingList
+        );
+        let paged = watch_config(false);
+        assert_eq!(paged.initial_list_strategy, InitialListStrategy::ListWatch);
+        assert_eq!(paged.page_size, Some(PAGE_SIZE));
+    }
+}
