@@ -93,7 +93,7 @@ pub enum Error {
 
     /// The decrypted JWK is of a type or algorithm this client cannot sign with.
     #[error(
-        "failed to load the provisioner key: unsupported key ({detail}); use an EC P-256/P-384/P-521, Ed25519 or RSA (>= 2048 bit) JWK provisioner"
+        "failed to load the provisioner key: unsupported key ({detail}); use an EC P-256/P-384/P-521, Ed25519 or RSA (2048 to 4096 bit) JWK provisioner"
     )]
     UnsupportedKey { detail: String },
 

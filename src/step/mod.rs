@@ -1,11 +1,14 @@
 //! Client for Smallstep step-ca: the wire protocol (`client`), provisioner key decryption
-//! (`provisioner`), one-time tokens (`token`) and the per-issuer [`Signer`] built from them.
+//! (`provisioner`, on the JWE and JWS primitives in `jwe` and `jws`), one-time tokens (`token`)
+//! and the per-issuer [`Signer`] built from them.
 //!
 //! This module knows nothing about Kubernetes (no kube or k8s-openapi imports) so it can be
 //! tested against a fake CA and reused by the bootstrap/renew subcommands.
 
 pub mod client;
 pub mod error;
+mod jwe;
+mod jws;
 pub mod provisioner;
 pub mod signer;
 pub mod token;

@@ -10,33 +10,27 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use josekit::jwk::Jwk;
-use josekit::jws::JwsSigner;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
+use super::jwe::CompactJwe;
+use super::jws::JwsSigner;
 use super::{Error, Result};
-
-/// The only key-management algorithm step uses for provisioner keys.
-const ALG_PBES2: &str = "PBES2-HS256+A128KW";
-/// Smallest accepted PBKDF2 iteration count.
-const MIN_P2C: u64 = 1;
-/// Largest accepted PBKDF2 iteration count; also josekit's and go-jose's cap. Bounds the CPU an
-/// attacker-controlled CA answer can make us burn.
-const MAX_P2C: u64 = 1_000_000;
 
 /// JWK members that hold private key material and are wiped after use.
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
-/// A decrypted provisioner private key, ready to sign one-time tokens.
+/// A decrypted provisioner private key, ready to sign one-time tokens. Clones share the key.
 ///
-/// The private key lives inside an OpenSSL `EVP_PKEY` (josekit signer), which OpenSSL clears when
-/// freed; the JSON form of the private JWK is zeroized as soon as the signer is built.
+/// The JSON form of the private JWK and every decoded private member are zeroized as soon as the
+/// signer is built. The key itself then lives in ring's key pair, which is not wiped when freed,
+/// or, for P-521, in a p521 signing key, which is.
+#[derive(Clone)]
 pub struct ProvisionerKey {
     pub(crate) kid: String,
     pub(crate) alg: String,
-    pub(crate) signer: Box<dyn JwsSigner>,
+    pub(crate) signer: JwsSigner,
     pub(crate) public_jwk: Value,
 }
 
@@ -66,7 +60,7 @@ impl ProvisionerKey {
     }
 
     fn from_private_jwk_map(map: Map<String, Value>) -> Result<Self> {
-        let mut guard = WipeOnDrop(map);
+        let guard = WipeOnDrop(map);
         let map = &guard.0;
         let kty = str_member(map, "kty").unwrap_or_default().to_owned();
         let crv = str_member(map, "crv").map(str::to_owned);
@@ -93,13 +87,8 @@ impl ProvisionerKey {
             None => thumbprint,
         };
 
-        let jwk =
-            Jwk::from_map(std::mem::take(&mut guard.0)).map_err(|_| Error::UnsupportedKey {
-                detail: format!("malformed {kty} JWK"),
-            })?;
-        let signer = make_signer(&alg, &jwk);
+        let signer = JwsSigner::from_jwk(&alg, map);
         // Wipe the JSON copy of the private key whether or not the signer could be built.
-        guard.0 = jwk.into();
         drop(guard);
         let signer = signer?;
 
@@ -114,17 +103,6 @@ impl ProvisionerKey {
             signer,
             public_jwk,
         })
-    }
-}
-
-impl Clone for ProvisionerKey {
-    fn clone(&self) -> Self {
-        ProvisionerKey {
-            kid: self.kid.clone(),
-            alg: self.alg.clone(),
-            signer: self.signer.box_clone(),
-            public_jwk: self.public_jwk.clone(),
-        }
     }
 }
 
@@ -203,32 +181,6 @@ fn check_alg_matches(alg: &str, kty: &str, crv: Option<&str>) -> Result<()> {
     }
 }
 
-fn make_signer(alg: &str, jwk: &Jwk) -> Result<Box<dyn JwsSigner>> {
-    use josekit::jws::{ES256, ES384, ES512, EdDSA, PS256, PS384, PS512, RS256, RS384, RS512};
-    // josekit's own error text is not forwarded: it could quote JWK members.
-    let fail = |_| Error::UnsupportedKey {
-        detail: format!("the {alg} private key is malformed or too small"),
-    };
-    let signer: Box<dyn JwsSigner> = match alg {
-        "ES256" => Box::new(ES256.signer_from_jwk(jwk).map_err(fail)?),
-        "ES384" => Box::new(ES384.signer_from_jwk(jwk).map_err(fail)?),
-        "ES512" => Box::new(ES512.signer_from_jwk(jwk).map_err(fail)?),
-        "EdDSA" => Box::new(EdDSA.signer_from_jwk(jwk).map_err(fail)?),
-        "RS256" => Box::new(RS256.signer_from_jwk(jwk).map_err(fail)?),
-        "RS384" => Box::new(RS384.signer_from_jwk(jwk).map_err(fail)?),
-        "RS512" => Box::new(RS512.signer_from_jwk(jwk).map_err(fail)?),
-        "PS256" => Box::new(PS256.signer_from_jwk(jwk).map_err(fail)?),
-        "PS384" => Box::new(PS384.signer_from_jwk(jwk).map_err(fail)?),
-        "PS512" => Box::new(PS512.signer_from_jwk(jwk).map_err(fail)?),
-        other => {
-            return Err(Error::UnsupportedKey {
-                detail: format!("alg {other:?}"),
-            });
-        }
-    };
-    Ok(signer)
-}
-
 /// The RFC 7638 required members of the public key, which are also all a verifier needs.
 fn public_members(map: &Map<String, Value>, kty: &str) -> Result<Map<String, Value>> {
     let names: &[&str] = match kty {
@@ -295,25 +247,10 @@ pub fn trim_password(raw: &[u8]) -> &[u8] {
     &raw[..end]
 }
 
-/// Content-encryption algorithms step has used for provisioner keys, with their CEK length.
-fn cek_len(enc: &str) -> Option<usize> {
-    match enc {
-        "A128GCM" => Some(16),
-        "A256GCM" => Some(32),
-        _ => None,
-    }
-}
-
 fn invalid(detail: impl Into<String>) -> Error {
     Error::InvalidEncryptedKey {
         detail: detail.into(),
     }
-}
-
-fn decode_part(part: &str, what: &str) -> Result<Vec<u8>> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| invalid(format!("the {what} is not base64url")))
 }
 
 /// Decrypts a provisioner's `encryptedKey` (compact JWE) with its password and loads the key.
@@ -323,96 +260,7 @@ fn decode_part(part: &str, what: &str) -> Result<Vec<u8>> {
 /// key-unwrap integrity failure is reported as [`Error::WrongPassword`]. The password is used as
 /// given (see [`trim_password`]).
 pub fn decrypt_provisioner_key(jwe_compact: &str, password: &[u8]) -> Result<ProvisionerKey> {
-    let jwe_compact = jwe_compact.trim();
-    let parts: Vec<&str> = jwe_compact.split('.').collect();
-    if parts.len() != 5 {
-        return Err(invalid(format!(
-            "expected a compact JWE with 5 dot-separated parts, got {}",
-            parts.len()
-        )));
-    }
-    let header_bytes = decode_part(parts[0], "protected header")?;
-    let header: Map<String, Value> = serde_json::from_slice(&header_bytes)
-        .map_err(|_| invalid("the protected header is not a JSON object"))?;
-    match header.get("alg").and_then(Value::as_str) {
-        Some(ALG_PBES2) => {}
-        Some(other) => {
-            return Err(invalid(format!(
-                "unsupported alg {other:?}, expected {ALG_PBES2:?}"
-            )));
-        }
-        None => return Err(invalid("the header has no alg")),
-    }
-    let enc = header
-        .get("enc")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let Some(cek_len) = cek_len(enc) else {
-        return Err(invalid(format!(
-            "unsupported enc {enc:?}, expected A128GCM or A256GCM"
-        )));
-    };
-    let p2c = header
-        .get("p2c")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid("the header has no integer p2c"))?;
-    if !(MIN_P2C..=MAX_P2C).contains(&p2c) {
-        return Err(invalid(format!(
-            "p2c {p2c} is outside {MIN_P2C}..={MAX_P2C}"
-        )));
-    }
-    let p2s = header
-        .get("p2s")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("the header has no p2s"))?;
-    if decode_part(p2s, "p2s salt")?.len() < 8 {
-        return Err(invalid("the p2s salt is shorter than 8 bytes"));
-    }
-    if header.contains_key("zip") || header.contains_key("crit") {
-        return Err(invalid(
-            "compressed or critical-header JWEs are not supported",
-        ));
-    }
-    let wrapped = decode_part(parts[1], "encrypted key")?;
-    if wrapped.len() != cek_len + 8 {
-        return Err(invalid(format!(
-            "the wrapped key is {} bytes, expected {} for {enc}",
-            wrapped.len(),
-            cek_len + 8
-        )));
-    }
-    if decode_part(parts[2], "iv")?.len() != 12 {
-        return Err(invalid("the iv is not 12 bytes"));
-    }
-    if decode_part(parts[3], "ciphertext")?.is_empty() {
-        return Err(invalid("the ciphertext is empty"));
-    }
-    if decode_part(parts[4], "tag")?.len() != 16 {
-        return Err(invalid("the tag is not 16 bytes"));
-    }
-    if password.is_empty() {
-        return Err(Error::WrongPassword {
-            provisioner: String::new(),
-        });
-    }
-
-    let decrypter = josekit::jwe::PBES2_HS256_A128KW
-        .decrypter_from_bytes(password)
-        .map_err(|_| Error::WrongPassword {
-            provisioner: String::new(),
-        })?;
-    let (payload, _header) =
-        josekit::jwe::deserialize_compact(jwe_compact, &decrypter).map_err(|e| {
-            // josekit reports the AES-KW integrity check (RFC 3394) as "Failed to unwrap a key".
-            if format!("{e:#}").contains("unwrap") {
-                Error::WrongPassword {
-                    provisioner: String::new(),
-                }
-            } else {
-                invalid(format!("decryption failed: {e}"))
-            }
-        })?;
-    let payload = Zeroizing::new(payload);
+    let payload = CompactJwe::parse(jwe_compact.trim())?.decrypt(password)?;
     ProvisionerKey::from_private_jwk(&payload).map_err(|e| match e {
         Error::UnsupportedKey { detail } if detail.starts_with("the decrypted key") => {
             invalid(detail)
@@ -425,6 +273,7 @@ pub fn decrypt_provisioner_key(jwe_compact: &str, password: &[u8]) -> Result<Pro
 pub(crate) mod tests {
     use super::*;
     use josekit::jwe::{JweHeader, PBES2_HS256_A128KW};
+    use josekit::jwk::Jwk;
     use josekit::jwk::alg::ec::EcCurve;
     use josekit::jwk::alg::ed::EdCurve;
     use proptest::prelude::*;
@@ -439,17 +288,33 @@ pub(crate) mod tests {
     pub(crate) enum KeyKind {
         P256,
         P384,
+        P521,
         Ed25519,
+        /// RSA 2048 signing with RS256.
         Rsa,
+        /// RSA 2048 signing with PS256.
+        RsaPss,
     }
+
+    /// Every kind, for tests that cover them all.
+    pub(crate) const ALL_KINDS: [KeyKind; 6] = [
+        KeyKind::P256,
+        KeyKind::P384,
+        KeyKind::P521,
+        KeyKind::Ed25519,
+        KeyKind::Rsa,
+        KeyKind::RsaPss,
+    ];
 
     /// A freshly generated private JWK shaped like step's (use, kty, kid, crv, alg, ...).
     pub(crate) fn generate_private_jwk(kind: KeyKind) -> Jwk {
         let (jwk, alg) = match kind {
             KeyKind::P256 => (Jwk::generate_ec_key(EcCurve::P256), "ES256"),
             KeyKind::P384 => (Jwk::generate_ec_key(EcCurve::P384), "ES384"),
+            KeyKind::P521 => (Jwk::generate_ec_key(EcCurve::P521), "ES512"),
             KeyKind::Ed25519 => (Jwk::generate_ed_key(EdCurve::Ed25519), "EdDSA"),
             KeyKind::Rsa => (Jwk::generate_rsa_key(2048), "RS256"),
+            KeyKind::RsaPss => (Jwk::generate_rsa_key(2048), "PS256"),
         };
         let mut jwk = jwk.unwrap();
         let public: Map<String, Value> = jwk.as_ref().clone();
@@ -514,6 +379,9 @@ pub(crate) mod tests {
             (KeyKind::Ed25519, "A128GCM", 1000),
             (KeyKind::Rsa, "A256GCM", 1000),
             (KeyKind::Rsa, "A128GCM", 1000),
+            (KeyKind::P521, "A256GCM", 1000),
+            (KeyKind::P521, "A128GCM", 1000),
+            (KeyKind::RsaPss, "A128GCM", 1000),
         ];
         for (kind, enc, p2c) in cases {
             let jwk = generate_private_jwk(kind);
@@ -636,6 +504,124 @@ pub(crate) mod tests {
         parts[3] = URL_SAFE_NO_PAD.encode(ct);
         let err = decrypt_provisioner_key(&parts.join("."), b"password").unwrap_err();
         assert!(matches!(err, Error::InvalidEncryptedKey { .. }), "{err:?}");
+    }
+
+    /// Flips one bit in the decoded segment `index` of a compact JWE.
+    fn flip_bit(jwe: &str, index: usize) -> String {
+        let mut parts: Vec<String> = jwe.split('.').map(str::to_owned).collect();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&parts[index]).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x80;
+        parts[index] = URL_SAFE_NO_PAD.encode(bytes);
+        parts.join(".")
+    }
+
+    #[test]
+    fn tampering_is_detected_and_classified() {
+        let jwk = generate_private_jwk(KeyKind::P256);
+        for enc in ["A128GCM", "A256GCM"] {
+            let jwe = encrypt_jwk(&jwk, b"pw", 1000, enc);
+            decrypt_provisioner_key(&jwe, b"pw").unwrap();
+
+            // The header is GCM's additional data: any change to it fails authentication.
+            let mut header: Map<String, Value> = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(jwe.split('.').next().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            header.insert("kid".into(), Value::String("added".into()));
+            let with_added_member = with_header(&jwe, &serde_json::to_string(&header).unwrap());
+
+            for (what, tampered) in [
+                ("iv", flip_bit(&jwe, 2)),
+                ("ciphertext", flip_bit(&jwe, 3)),
+                ("tag", flip_bit(&jwe, 4)),
+                ("header", with_added_member),
+            ] {
+                let err = decrypt_provisioner_key(&tampered, b"pw").unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidEncryptedKey { .. }),
+                    "{enc} {what}: {err:?}"
+                );
+            }
+            // A changed wrapped key fails the key-unwrap check, like a wrong password does.
+            for (what, tampered, password) in [
+                ("wrapped key", flip_bit(&jwe, 1), &b"pw"[..]),
+                ("password", jwe.clone(), &b"pW"[..]),
+            ] {
+                let err = decrypt_provisioner_key(&tampered, password).unwrap_err();
+                assert!(
+                    matches!(err, Error::WrongPassword { .. }),
+                    "{enc} {what}: {err:?}"
+                );
+            }
+        }
+    }
+
+    /// The base64url `d` of a generated key, to check it never shows up in output.
+    fn private_d(jwk: &Jwk) -> String {
+        jwk.parameter("d").unwrap().as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_key_kind_loads_and_keeps_secrets_out_of_debug() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<ProvisionerKey>();
+        for kind in ALL_KINDS {
+            let jwk = generate_private_jwk(kind);
+            let jwe = encrypt_jwk(&jwk, b"pw", 1000, "A128GCM");
+            let key = decrypt_provisioner_key(&jwe, b"pw").unwrap();
+            let clone = key.clone();
+            assert_eq!(clone.kid(), key.kid(), "{kind:?}");
+            assert_eq!(Some(clone.alg()), jwk.algorithm(), "{kind:?}");
+            let debug = format!("{clone:?}");
+            assert!(!debug.contains(&private_d(&jwk)), "{kind:?}: {debug}");
+            assert!(!key.public_jwk().to_string().contains("\"d\""), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn private_key_not_matching_public_key_is_unsupported() {
+        for kind in [
+            KeyKind::P256,
+            KeyKind::P384,
+            KeyKind::P521,
+            KeyKind::Ed25519,
+        ] {
+            let mut map: Map<String, Value> = generate_private_jwk(kind).into();
+            let other = generate_private_jwk(kind);
+            map.insert("d".into(), Value::String(private_d(&other)));
+            let err =
+                ProvisionerKey::from_private_jwk(&serde_json::to_vec(&map).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, Error::UnsupportedKey { .. }),
+                "{kind:?}: {err:?}"
+            );
+            let msg = err.to_string();
+            assert!(!msg.contains(&private_d(&other)), "{kind:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn broken_rsa_keys_are_unsupported() {
+        let jwk = generate_private_jwk(KeyKind::Rsa);
+        let other: Map<String, Value> = generate_private_jwk(KeyKind::Rsa).into();
+        // A wrong CRT exponent passes ring's construction checks; the probe signature catches it.
+        for member in ["dp", "qi", "p"] {
+            let mut map: Map<String, Value> = jwk.clone().into();
+            map.insert(member.into(), other[member].clone());
+            let err =
+                ProvisionerKey::from_private_jwk(&serde_json::to_vec(&map).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, Error::UnsupportedKey { .. }),
+                "{member}: {err:?}"
+            );
+        }
+        let mut map: Map<String, Value> = jwk.into();
+        map.insert("oth".into(), serde_json::json!([]));
+        let err = ProvisionerKey::from_private_jwk(&serde_json::to_vec(&map).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedKey { .. }), "{err:?}");
     }
 
     #[test]

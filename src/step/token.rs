@@ -2,8 +2,8 @@
 //! (protocol doc §4): a compact JWS with header `{"alg","kid","typ":"JWT"}` and claims
 //! `iss, sub, aud, sans, jti, iat, nbf, exp[, sha]`.
 //!
-//! The JWS is assembled by hand rather than with josekit's JWT helpers so that the claim set is
-//! exact and the NumericDates are whole seconds.
+//! The JWS is assembled by hand, not with a JWT library, so that the claim set is exact and the
+//! NumericDates are whole seconds.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -157,7 +157,7 @@ pub fn subject_for(common_name: Option<&str>, sans: &[String]) -> Option<String>
 mod tests {
     use super::*;
     use crate::step::provisioner::decrypt_provisioner_key;
-    use crate::step::provisioner::tests::{KeyKind, encrypt_jwk, generate_private_jwk};
+    use crate::step::provisioner::tests::{ALL_KINDS, KeyKind, encrypt_jwk, generate_private_jwk};
     use std::collections::{BTreeSet, HashSet};
 
     fn key(kind: KeyKind) -> (ProvisionerKey, josekit::jwk::Jwk) {
@@ -177,6 +177,7 @@ mod tests {
         }
     }
 
+    /// Verifies with josekit (OpenSSL), an implementation independent of the one that signed.
     fn verify(kind: KeyKind, jwk: &josekit::jwk::Jwk, input: &[u8], sig: &[u8]) {
         use josekit::jws::*;
         let public = jwk.to_public_key().unwrap();
@@ -188,19 +189,47 @@ mod tests {
             (KeyKind::P384, "ES384") => {
                 ES384.verifier_from_jwk(&public).unwrap().verify(input, sig)
             }
+            (KeyKind::P521, "ES512") => {
+                ES512.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
             (KeyKind::Ed25519, "EdDSA") => {
                 EdDSA.verifier_from_jwk(&public).unwrap().verify(input, sig)
             }
-            (KeyKind::Rsa, "RS256") => RS256.verifier_from_jwk(&public).unwrap().verify(input, sig),
+            (KeyKind::Rsa | KeyKind::RsaPss, "RS256") => {
+                RS256.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::Rsa | KeyKind::RsaPss, "RS384") => {
+                RS384.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::Rsa | KeyKind::RsaPss, "RS512") => {
+                RS512.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::Rsa | KeyKind::RsaPss, "PS256") => {
+                PS256.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::Rsa | KeyKind::RsaPss, "PS384") => {
+                PS384.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
+            (KeyKind::Rsa | KeyKind::RsaPss, "PS512") => {
+                PS512.verifier_from_jwk(&public).unwrap().verify(input, sig)
+            }
             other => panic!("unexpected {other:?}"),
         };
-        res.unwrap_or_else(|e| panic!("{kind:?}: signature does not verify: {e}"));
+        res.unwrap_or_else(|e| panic!("{kind:?} {alg}: signature does not verify: {e}"));
+    }
+
+    /// The signature segment and the signing input of a compact JWS.
+    fn split_token(token: &str) -> (Vec<u8>, String) {
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        (sig, format!("{}.{}", parts[0], parts[1]))
     }
 
     #[test]
     fn token_shape_and_signature_for_every_key_type() {
         let now = UNIX_EPOCH + Duration::from_millis(1_800_000_000_750);
-        for kind in [KeyKind::P256, KeyKind::P384, KeyKind::Ed25519, KeyKind::Rsa] {
+        for kind in ALL_KINDS {
             let (key, jwk) = key(kind);
             let token = key.sign_token(&claims(), now).unwrap();
             let parts: Vec<&str> = token.split('.').collect();
@@ -242,8 +271,36 @@ mod tests {
             if matches!(kind, KeyKind::P384) {
                 assert_eq!(sig.len(), 96, "JWS ECDSA signatures are raw r||s");
             }
+            if matches!(kind, KeyKind::P521) {
+                assert_eq!(sig.len(), 132, "JWS ECDSA signatures are raw r||s");
+            }
             let input = format!("{}.{}", parts[0], parts[1]);
             verify(kind, &jwk, input.as_bytes(), &sig);
+        }
+    }
+
+    #[test]
+    fn every_rsa_alg_signs_what_josekit_verifies() {
+        let mut jwk = generate_private_jwk(KeyKind::Rsa);
+        for alg in ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] {
+            jwk.set_algorithm(alg);
+            let key = ProvisionerKey::from_private_jwk(jwk.to_string().as_bytes()).unwrap();
+            assert_eq!(key.alg(), alg);
+            let token = key.sign_token(&claims(), SystemTime::now()).unwrap();
+            let (sig, input) = split_token(&token);
+            assert_eq!(sig.len(), 256, "{alg}: RSA 2048 signatures are 256 bytes");
+            verify(KeyKind::Rsa, &jwk, input.as_bytes(), &sig);
+        }
+    }
+
+    #[test]
+    fn es512_signatures_are_fixed_132_bytes() {
+        let (key, jwk) = key(KeyKind::P521);
+        for _ in 0..20 {
+            let (sig, input) = split_token(&key.sign_token(&claims(), SystemTime::now()).unwrap());
+            // r and s are 66 bytes each, whatever their leading bytes (the first is 0 or 1).
+            assert_eq!(sig.len(), 132);
+            verify(KeyKind::P521, &jwk, input.as_bytes(), &sig);
         }
     }
 
