@@ -121,6 +121,26 @@ fn admit(
     }
 }
 
+/// Which requests an event (already applied to the cache) should reconcile.
+///
+/// A (re)list delivers its objects as `InitApply` while the cache still holds the previous state,
+/// which it keeps until `InitDone`. A reconcile triggered by an `InitApply` could therefore read
+/// the stale copy (say, not yet approved) and then never hear of the request again: after an
+/// apiserver restart, requests approved while the watch was down stayed unsigned. So the listed
+/// objects are reconciled at `InitDone`, from the cache as it now is, as informers do after a
+/// relist.
+fn triggers(
+    ev: watcher::Event<CertificateRequest>,
+    cached: impl FnOnce() -> Vec<Arc<CertificateRequest>>,
+) -> Vec<CertificateRequest> {
+    use watcher::Event;
+    match ev {
+        Event::Apply(cr) | Event::Delete(cr) => vec![cr],
+        Event::InitDone => cached().iter().map(|cr| (**cr).clone()).collect(),
+        Event::Init | Event::InitApply(_) => Vec::new(),
+    }
+}
+
 pub async fn run(
     ctx: Arc<Context>,
     concurrency: u16,
@@ -136,7 +156,11 @@ pub async fn run(
         .default_backoff()
         .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
         .reflect(requests_writer)
-        .touched_objects()
+        .map_ok({
+            let requests = requests.clone();
+            move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok))
+        })
+        .try_flatten()
         // Deletes of finished requests only clean the cache; they need no reconcile.
         .try_filter(|cr| futures::future::ready(worth_caching(cr)));
 
@@ -977,5 +1001,26 @@ mod tests {
             admit(Event::InitDone, &memory),
             Some(Event::InitDone)
         ));
+    }
+
+    #[test]
+    fn a_relist_reconciles_from_the_new_cache_at_its_end() {
+        use watcher::Event;
+        let ours = crate::crd::GROUP;
+        let fresh = Arc::new(request("approved-meanwhile", ours, None));
+        let cache = || vec![fresh.clone()];
+        let names = |v: Vec<CertificateRequest>| v.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+        // Nothing while the list is loading: the cache still holds the old state.
+        assert!(triggers(Event::Init, cache).is_empty());
+        assert!(triggers(Event::InitApply(request("stale", ours, None)), cache).is_empty());
+        // Everything the cache holds once it has been swapped.
+        assert_eq!(
+            names(triggers(Event::InitDone, cache)),
+            ["approved-meanwhile"]
+        );
+        // Ordinary events reconcile their own object.
+        let one = request("one", ours, None);
+        assert_eq!(names(triggers(Event::Apply(one.clone()), cache)), ["one"]);
+        assert_eq!(names(triggers(Event::Delete(one), cache)), ["one"]);
     }
 }
