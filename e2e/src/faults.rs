@@ -71,6 +71,28 @@ pub async fn reasons(api: &Api<DynamicObject>) -> Result<BTreeMap<String, usize>
 }
 
 /// Waits until all `n` requests are Issued; fails at once if one turns Failed.
+/// Fails as soon as any CertificateRequest of `api` turns Failed within `period`. It watches
+/// rather than polls, so even a Failed status that is replaced at once is seen.
+pub async fn assert_none_failed_for(api: &Api<DynamicObject>, period: Duration) -> Result<()> {
+    let mut changes = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let deadline = tokio::time::Instant::now() + period;
+    loop {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Err(_) => return Ok(()),
+            Ok(None) => bail!("the CertificateRequest watch ended while watching for failures"),
+            // The backoff retries the watch; an error here is only reported.
+            Ok(Some(Err(e))) => eprintln!("watching for failed requests: {e}"),
+            Ok(Some(Ok(r))) if ready_reason(&r).as_deref() == Some("Failed") => {
+                bail!("a request failed: {}", dump(&r))
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
 pub async fn wait_all_issued(
     api: &Api<DynamicObject>,
     n: usize,

@@ -98,17 +98,9 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
         )
         .await?;
         // ...and none turns Failed while the CA stays down for 20 s.
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < until {
-            let list = requests.list(&Default::default()).await?.items;
-            for r in &list {
-                let reason = condition(r, "Ready").map(|c| c["reason"].clone());
-                if reason == Some(json!("Failed")) {
-                    bail!("a request failed during the CA outage: {}", dump(r));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        e2e::faults::assert_none_failed_for(&requests, Duration::from_secs(20))
+            .await
+            .context("during the CA outage")?;
         Ok::<_, anyhow::Error>((ns, requests))
     }
     .await;

@@ -105,12 +105,7 @@ fn admit(
         Event::InitApply(cr) if worth_caching(&cr) => Some(Event::InitApply(slim(cr))),
         Event::Apply(cr) | Event::Delete(cr) => {
             if let Some(uid) = cr.uid() {
-                forget(memory, &uid);
-                memory
-                    .finished
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&uid);
+                release(memory, &uid);
             }
             Some(Event::Delete(slim(cr)))
         }
@@ -284,12 +279,7 @@ async fn reconcile(
     match decision::decide(cr.status.as_ref(), &key, &issuer_state) {
         Decision::Done => {
             // The cache has caught up with our write: the guard is no longer needed.
-            forget(&c.memory, &uid);
-            c.memory
-                .finished
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&uid);
+            release(&c.memory, &uid);
             Ok(Action::await_change())
         }
         Decision::Deny => {
@@ -361,6 +351,16 @@ fn forget(memory: &Memory, uid: &str) {
         .remove(uid);
     memory
         .told_approval
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(uid);
+}
+
+/// The API itself shows the request finished (or gone): no guard is needed any more.
+fn release(memory: &Memory, uid: &str) {
+    forget(memory, uid);
+    memory
+        .finished
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(uid);
