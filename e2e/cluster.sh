@@ -7,6 +7,8 @@
 #   e2e/cluster.sh status   report each component
 #   e2e/cluster.sh down     stop everything by saved PID and remove the state
 #   e2e/cluster.sh stop|start step-ca|apiserver|cert-manager   (fault-injection tests)
+#   e2e/cluster.sh empty-apiserver NAME   a second apiserver on the same etcd, with no objects and no
+#                                         CRDs (prints its kubeconfig; stopped by `down`)
 #
 # State and logs live in e2e/.state/ of this checkout, so two checkouts run side by side.
 set -euo pipefail
@@ -193,6 +195,49 @@ cmd_component() {
   esac
 }
 
+# For tests that need an API server without our CRDs: a second kube-apiserver on the same etcd
+# under its own key prefix (so it starts empty), on a free port. Prints its admin kubeconfig.
+# Its PID is saved as extra-apiserver-NAME.pid, so `down` stops it with the test processes.
+cmd_empty_apiserver() {
+  local name=${1:-}
+  [[ "$name" =~ ^[a-z0-9-]+$ ]] || { echo "usage: $0 empty-apiserver NAME (lower-case letters, digits, -)" >&2; exit 2; }
+  [ -f "$D/ports" ] || { echo "cluster.sh: not running" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  . "$D/ports"
+  local port dir
+  port=$(free_port)
+  dir=$D/apiserver-$name
+  mkdir -p "$dir"
+  nohup "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$EP" --etcd-prefix="/registry-$name" \
+    --bind-address=127.0.0.1 --secure-port="$port" \
+    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+    --cert-dir="$dir" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
+    --client-ca-file="$P/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --authorization-mode=RBAC --allow-privileged=true \
+    --disable-admission-plugins=ServiceAccount \
+    --v=1 >>"$dir/apiserver.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$D/extra-apiserver-$name.pid"
+  AP=$port write_kubeconfig "$dir/kubeconfig" admin
+  local deadline=$((SECONDS + 120))
+  until curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+    if ! pid_alive "$pid"; then
+      echo "cluster.sh: the empty apiserver $name exited during start-up; last lines of $dir/apiserver.log:" >&2
+      tail -n 30 "$dir/apiserver.log" >&2; exit 1
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "cluster.sh: the empty apiserver $name is not ready after 120s; last lines of $dir/apiserver.log:" >&2
+      tail -n 30 "$dir/apiserver.log" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+  echo "$dir/kubeconfig"
+}
+
 write_env() {
   local kid
   kid=$(jq -r '.authority.provisioners[] | select(.name == "e2e") | .key.kid' "$D/step/config/ca.json")
@@ -309,6 +354,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  empty-apiserver) shift; cmd_empty_apiserver "$@" ;;
   stop|start) cmd_component "$@" ;;
-  *) echo "usage: $0 up|down|status|env|stop <component>|start <component>" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|stop <component>|start <component>|empty-apiserver <name>" >&2; exit 2 ;;
 esac

@@ -95,6 +95,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// At most this many CertificateRequests of one issuer are signed at once, so that a CA that
+    /// hangs holds at most this many of the `--concurrency` workers and the others keep serving
+    /// the other issuers. 0: a quarter of `--concurrency` (at least 1).
+    #[arg(long, env = "STEP_OPERATOR_MAX_SIGNS_PER_ISSUER", default_value_t = 0)]
+    pub max_signs_per_issuer: u16,
+
     /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page)
     /// or `streaming` (watch with sendInitialEvents: objects arrive one by one, a little less
     /// memory, about 0.7 s more per (re)list; needs the WatchList feature, on by default in

@@ -18,6 +18,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod operator;
 pub mod process;
+pub mod tcp_proxy;
 
 /// The `e2e/cluster.sh env` contract.
 #[derive(Debug, Clone)]

@@ -73,6 +73,18 @@ async fn start_webhook(
     label_value: &str,
     port: u16,
 ) -> Result<Process> {
+    start_webhook_with(env, client, config, label_value, port, &[]).await
+}
+
+/// [`start_webhook`] with extra webhook arguments.
+async fn start_webhook_with(
+    env: &Env,
+    client: &Client,
+    config: &str,
+    label_value: &str,
+    port: u16,
+    extra_args: &[&str],
+) -> Result<Process> {
     // Registered before the webhook starts and without a caBundle: the webhook fills it in.
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
@@ -98,26 +110,28 @@ async fn start_webhook(
         .await?;
     let listen = format!("127.0.0.1:{port}");
     let bootstrap_url = format!("https://127.0.0.1:{port}");
+    let mut args = vec![
+        "webhook",
+        "--listen-addr",
+        &listen,
+        "--default-issuer",
+        ISSUER,
+        "--tls-san",
+        "127.0.0.1",
+        "--bootstrap-url",
+        &bootstrap_url,
+        "--webhook-config-name",
+        config,
+        "--cluster-resource-namespace",
+        CLUSTER_RESOURCE_NAMESPACE,
+        "--image",
+        "step-operator:e2e",
+    ];
+    args.extend_from_slice(extra_args);
     let mut p = Process::start(
         env,
         "webhook",
-        &[
-            "webhook",
-            "--listen-addr",
-            &listen,
-            "--default-issuer",
-            ISSUER,
-            "--tls-san",
-            "127.0.0.1",
-            "--bootstrap-url",
-            &bootstrap_url,
-            "--webhook-config-name",
-            config,
-            "--cluster-resource-namespace",
-            CLUSTER_RESOURCE_NAMESPACE,
-            "--image",
-            "step-operator:e2e",
-        ],
+        &args,
         &[("POD_NAMESPACE", "step-operator-e2e")],
     )?;
     p.wait_ready(Duration::from_secs(60)).await?;
@@ -920,6 +934,90 @@ async fn fault_webhook_killed_while_pods_are_created() -> Result<()> {
     .await?;
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete(&config, &DeleteParams::default())
+        .await?;
+    ns.delete().await
+}
+
+/// The audience of the projected token injected into `pod`: what the kubelet would request.
+fn injected_token_audience(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .volumes
+        .as_ref()?
+        .iter()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .find_map(|s| s.service_account_token.as_ref()?.audience.clone())
+}
+
+/// `--token-audience` reaches the injected token: a webhook run with a non-default audience
+/// injects a projected token for that audience, and a pod bootstraps with the token the kubelet
+/// would mount for it (its audience read from the injected volume, not assumed).
+#[tokio::test]
+async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
+    const AUDIENCE: &str = "pods.step-operator.e2e";
+    let env = Env::load()?;
+    let client = env.client().await?;
+    // The shared webhook creates the default issuer; this one uses it too.
+    webhook(&env, &client).await?;
+    let port = free_port()?;
+    let mut w = start_webhook_with(
+        &env,
+        &client,
+        "step-operator-e2e-audience",
+        "audience",
+        port,
+        &["--token-audience", AUDIENCE],
+    )
+    .await?;
+    let ns = TestNamespace::create_labelled(
+        &client,
+        "pod-tls-aud",
+        BTreeMap::from([(LABEL.to_string(), "audience".to_string())]),
+    )
+    .await?;
+    service_account(&client, &ns.name).await?;
+    let name = format!("aud.{}.svc", ns.name);
+    let created = create_pod(
+        &client,
+        &ns.name,
+        &pod("aud", json!({"autocert.step.sm/name": name}))?,
+    )
+    .await?;
+    let audience = injected_token_audience(&created)
+        .with_context(|| format!("no projected token injected: {}", dump(&created)))?;
+    assert_eq!(audience, AUDIENCE, "{}", dump(&created));
+
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, pod_token(&client, &created, &audience).await?)?;
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    let vars = injected_env(&created, &certs, &token_file)?;
+    run_agent(&env, "bootstrap", &vars, Duration::from_secs(60)).await?;
+    let info = step_inspect(&env, &certs.join("site.crt")).await?;
+    assert_eq!(
+        info["extensions"]["subject_alt_name"]["dns_names"],
+        json!([name]),
+        "{info}"
+    );
+
+    // A token for the default audience is refused by this webhook.
+    let other = Webhook {
+        port,
+        log: w.log.display().to_string(),
+    };
+    let (code, body) = bootstrap_call(
+        &env,
+        &other,
+        Some(&pod_token(&client, &created, "step-operator").await?),
+    )
+    .await?;
+    assert_eq!(code, 401, "a token for another audience: {body}");
+    assert!(body["token"].is_null(), "{body}");
+    w.stop();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete("step-operator-e2e-audience", &DeleteParams::default())
         .await?;
     ns.delete().await
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub ca_timeout: Duration,
     /// Streaming lists (watch with sendInitialEvents) rather than paged LISTs.
     pub streaming_lists: bool,
+    /// Requests of one issuer signed at once (see `--max-signs-per-issuer`).
+    pub max_signs_per_issuer: usize,
 }
 
 pub struct Context {
@@ -53,6 +55,10 @@ pub trait IssuerObject:
     + 'static
 {
     const KIND: &'static str;
+    /// The kind's plural, as watches report it (`StepIssuers`).
+    const PLURAL: &'static str;
+    /// The name under which the issuer reconciler's Secret watch reports.
+    const SECRETS_WATCH: &'static str;
     fn spec_view(&self) -> IssuerSpecView<'_>;
     fn issuer_status(&self) -> Option<&IssuerStatus>;
     fn key(&self) -> IssuerKey;
@@ -63,6 +69,8 @@ pub trait IssuerObject:
 
 impl IssuerObject for StepIssuer {
     const KIND: &'static str = "StepIssuer";
+    const PLURAL: &'static str = "StepIssuers";
+    const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepIssuers)";
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }
@@ -88,6 +96,8 @@ impl IssuerObject for StepIssuer {
 
 impl IssuerObject for StepClusterIssuer {
     const KIND: &'static str = "StepClusterIssuer";
+    const PLURAL: &'static str = "StepClusterIssuers";
+    const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepClusterIssuers)";
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }

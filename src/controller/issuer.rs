@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -17,11 +17,13 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::issuer_spec::{PasswordSource, validate};
+use crate::controller::relist::triggers;
+use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::IssuerStatus;
 use crate::crd::condition;
 
@@ -63,29 +65,46 @@ struct IssuerCtx {
 /// Runs the reconciler for one issuer kind until `shutdown` resolves.
 pub async fn run<K: IssuerObject>(
     ctx: Arc<Context>,
+    health: WatchHealth,
     tracker: Arc<ReadyTracker>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api = K::api(ctx.client.clone(), None);
-    let controller = Controller::new(
-        api,
-        crate::controller::initial_list::watch_config(ctx.settings.streaming_lists),
-    );
-    let store = controller.store();
+    let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
+    let (store, writer) = reflector::store::<K>();
+    // Our own watch rather than Controller::new's, so that a relist reconciles the issuers from
+    // the refreshed cache at InitDone (see `relist`) and its failures reach the log and /readyz.
+    let issuers = health
+        .observe(
+            K::PLURAL,
+            K::PLURAL,
+            watcher(K::api(ctx.client.clone(), None), cfg.clone()).default_backoff(),
+        )
+        .reflect(writer)
+        .map_ok({
+            let store = store.clone();
+            move |ev| futures::stream::iter(triggers(ev, || store.state()).into_iter().map(Ok))
+        })
+        .try_flatten();
     // Metadata only: the controller never holds the bodies of the cluster's Secrets.
-    let secrets = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-        crate::controller::initial_list::watch_config(ctx.settings.streaming_lists),
-    )
-    .default_backoff()
-    .touched_objects();
+    let secrets = health
+        .observe(
+            K::SECRETS_WATCH,
+            "Secrets",
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+                cfg,
+            )
+            .default_backoff(),
+        )
+        .touched_objects();
     let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
-    controller
+    let mapper_store = store.clone();
+    Controller::for_stream(issuers, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            store
+            mapper_store
                 .state()
                 .into_iter()
                 .filter(|issuer| references_secret(&**issuer, &cluster_ns, &ns, &name))
@@ -98,7 +117,10 @@ pub async fn run<K: IssuerObject>(
             error_policy::<K>,
             Arc::new(IssuerCtx { ctx, tracker }),
         )
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|outcome| {
+            log_unreported(K::KIND, outcome);
+            futures::future::ready(())
+        })
         .await;
 }
 

@@ -34,6 +34,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
             issuer_recheck_interval: Duration::from_secs(300),
             ca_timeout: Duration::from_secs(5),
             streaming_lists: false,
+            max_signs_per_issuer: 4,
         },
     };
     (Arc::new(ctx), handle)

@@ -3,13 +3,16 @@
 pub mod context;
 pub mod decision;
 pub mod error;
+pub mod in_flight;
 pub mod initial_list;
 pub mod issuer;
 pub mod issuer_spec;
 #[cfg(test)]
 mod mock_tests;
+pub mod relist;
 pub mod request;
 pub mod signers;
+pub mod watch_health;
 
 use std::sync::Arc;
 
@@ -101,9 +104,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             issuer_recheck_interval: args.issuer_recheck_interval,
             ca_timeout: args.ca_timeout,
             streaming_lists,
+            max_signs_per_issuer: match args.max_signs_per_issuer {
+                0 => in_flight::default_limit(args.concurrency.max(1)),
+                n => usize::from(n),
+            },
         },
     });
-    let _ = ready_tx.send(true);
+    // From here on the leader is ready while every watch has listed and none is failing.
+    let health = watch_health::WatchHealth::new(ready_tx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -113,9 +121,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     let tracker = Arc::new(issuer::ReadyTracker::default());
-    let issuers = issuer::run::<StepIssuer>(ctx.clone(), tracker.clone(), 4, stopped());
-    let cluster_issuers = issuer::run::<StepClusterIssuer>(ctx.clone(), tracker, 4, stopped());
-    let requests = request::run(ctx.clone(), args.concurrency.max(1), stopped());
+    let issuers =
+        issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
+    let cluster_issuers =
+        issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
+    let requests = request::run(ctx.clone(), health, args.concurrency.max(1), stopped());
     let controllers = async {
         tokio::join!(issuers, cluster_issuers, requests);
     };

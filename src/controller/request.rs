@@ -21,6 +21,9 @@ use crate::cert_manager::{
 };
 use crate::controller::context::{Context, FIELD_MANAGER, IssuerObject};
 use crate::controller::decision::{self, Decision, IssuerKey, IssuerState, Retry};
+use crate::controller::in_flight::InFlight;
+use crate::controller::relist::triggers;
+use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::duration::{parse_go_duration, to_go_seconds};
@@ -28,6 +31,8 @@ use crate::pki;
 use crate::step;
 
 const CONDITION_INVALID_REQUEST: &str = "InvalidRequest";
+/// Metric and log reason of a CA request that step-ca signed as a leaf.
+const REASON_NOT_A_CA: &str = "IssuedNotCA";
 
 /// Per-process memory of requests in flight. Lost on restart, which is safe: a restarted
 /// controller re-reads every request's status from the API.
@@ -50,6 +55,7 @@ struct RequestCtx {
     issuers: Store<StepIssuer>,
     cluster_issuers: Store<StepClusterIssuer>,
     memory: Arc<Memory>,
+    in_flight: Arc<InFlight>,
 }
 
 /// Keeps in the cache only what the gates read (names, uid, creation and deletion times,
@@ -116,28 +122,18 @@ fn admit(
     }
 }
 
-/// Which requests an event (already applied to the cache) should reconcile.
-///
-/// A (re)list delivers its objects as `InitApply` while the cache still holds the previous state,
-/// which it keeps until `InitDone`. A reconcile triggered by an `InitApply` could therefore read
-/// the stale copy (say, not yet approved) and then never hear of the request again: after an
-/// apiserver restart, requests approved while the watch was down stayed unsigned. So the listed
-/// objects are reconciled at `InitDone`, from the cache as it now is, as informers do after a
-/// relist.
-fn triggers(
-    ev: watcher::Event<CertificateRequest>,
-    cached: impl FnOnce() -> Vec<Arc<CertificateRequest>>,
-) -> Vec<CertificateRequest> {
-    use watcher::Event;
-    match ev {
-        Event::Apply(cr) | Event::Delete(cr) => vec![cr],
-        Event::InitDone => cached().iter().map(|cr| (**cr).clone()).collect(),
-        Event::Init | Event::InitApply(_) => Vec::new(),
-    }
-}
+/// Names under which the request controller's watches report to [`WatchHealth`].
+pub const WATCH_REQUESTS: &str = "CertificateRequests";
+pub const WATCH_ISSUERS: &str = "StepIssuers (for requests)";
+pub const WATCH_CLUSTER_ISSUERS: &str = "StepClusterIssuers (for requests)";
+
+/// How long a request whose issuer already has `--max-signs-per-issuer` signs in flight waits
+/// before it is tried again.
+const ISSUER_BUSY_REQUEUE: Duration = Duration::from_secs(1);
 
 pub async fn run(
     ctx: Arc<Context>,
+    health: WatchHealth,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -145,30 +141,51 @@ pub async fn run(
     let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
 
     let memory = Arc::new(Memory::default());
-    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
-    let admit_memory = memory.clone();
-    let request_stream = watcher(Api::<CertificateRequest>::all(client.clone()), cfg.clone())
-        .default_backoff()
-        .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
-        .reflect(requests_writer)
-        .map_ok({
-            let requests = requests.clone();
-            move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok))
-        })
-        .try_flatten()
-        // Deletes of finished requests only clean the cache; they need no reconcile.
-        .try_filter(|cr| futures::future::ready(worth_caching(cr)));
-
     let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
-    let issuer_stream = watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone())
-        .default_backoff()
+    let issuer_stream = health
+        .observe(
+            WATCH_ISSUERS,
+            "StepIssuers",
+            watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
+        )
         .reflect(issuers_writer)
         .touched_objects();
     let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
-    let cluster_stream = watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg)
-        .default_backoff()
+    let cluster_stream = health
+        .observe(
+            WATCH_CLUSTER_ISSUERS,
+            "StepClusterIssuers",
+            watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
+        )
         .reflect(cluster_writer)
         .touched_objects();
+
+    // Requests are watched, and so reconciled, only once both issuer caches hold a complete
+    // listing: a request is never told that its issuer is missing while the list is still
+    // loading, and no reconcile ever waits for a cache (and holds a worker) meanwhile.
+    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
+    let admit_memory = memory.clone();
+    let gate = health.clone();
+    let request_watch = health.observe(
+        WATCH_REQUESTS,
+        "CertificateRequests",
+        watcher(Api::<CertificateRequest>::all(client.clone()), cfg).default_backoff(),
+    );
+    let request_stream = futures::stream::once(async move {
+        gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
+        request_watch
+    })
+    .flatten()
+    .boxed()
+    .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
+    .reflect(requests_writer)
+    .map_ok({
+        let requests = requests.clone();
+        move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok))
+    })
+    .try_flatten()
+    // Deletes of finished requests only clean the cache; they need no reconcile.
+    .try_filter(|cr| futures::future::ready(worth_caching(cr)));
 
     let waiting_on = |requests: Store<CertificateRequest>| {
         move |key: IssuerKey| {
@@ -190,11 +207,13 @@ pub async fn run(
     let for_issuer = waiting_on(requests.clone());
     let for_cluster_issuer = waiting_on(requests.clone());
 
+    let in_flight = InFlight::new(ctx.settings.max_signs_per_issuer);
     let rctx = Arc::new(RequestCtx {
         ctx,
         issuers,
         cluster_issuers,
         memory,
+        in_flight,
     });
     Controller::for_stream(request_stream, requests)
         // Requests waiting on an issuer are re-queued the moment it turns Ready.
@@ -215,7 +234,10 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rctx)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|outcome| {
+            log_unreported("CertificateRequest", outcome);
+            futures::future::ready(())
+        })
         .await;
 }
 
@@ -259,10 +281,8 @@ async fn reconcile(
         forget(&c.memory, &uid);
         return Ok(Action::await_change());
     }
-    // The issuer caches are filled by the same controller; wait for their first listing so a
-    // request is never told its issuer is missing while the list is still loading.
-    let _ = c.issuers.wait_until_ready().await;
-    let _ = c.cluster_issuers.wait_until_ready().await;
+    // No wait for the issuer caches here: requests are only watched once both have listed
+    // (see `run`).
     let issuer_state = match &key {
         IssuerKey::Namespaced { namespace, name } => c
             .issuers
@@ -414,6 +434,12 @@ async fn sign(
             return Ok(Action::requeue(not_before - now));
         }
     }
+    // One CA that hangs must not take every worker: at most `--max-signs-per-issuer` requests
+    // of an issuer are signed at once; the others go back to the queue without a status write.
+    let Some(permit) = c.in_flight.try_acquire(key) else {
+        tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer has as many signs in flight as allowed; trying again shortly");
+        return Ok(Action::requeue(ISSUER_BUSY_REQUEUE));
+    };
     // The cache may lag our own writes: read the status fresh, and never sign twice.
     let api = Api::<CertificateRequest>::namespaced(
         ctx.client.clone(),
@@ -462,6 +488,8 @@ async fn sign(
             }),
         },
     };
+    // The CA's work is done; the status write below does not count against the issuer.
+    drop(permit);
     match result {
         Ok(issued) => {
             let keep = (
@@ -737,6 +765,14 @@ async fn sign_with<K: IssuerObject>(
         reason: e.reason(),
         message: format!("step-ca returned an unusable certificate: {e}"),
     })?;
+    if cr.spec.is_ca == Some(true)
+        && let Some(message) = pki::ca::ca_request_shortfall(&issued.leaf)
+    {
+        return Err(SignFailure::Permanent {
+            reason: REASON_NOT_A_CA,
+            message,
+        });
+    }
     let chain_infos =
         pki::chain::parse_pem_chain(issued.certificate_pem.as_bytes()).map_err(|e| {
             SignFailure::Permanent {
@@ -1001,26 +1037,5 @@ mod tests {
             admit(Event::InitDone, &memory),
             Some(Event::InitDone)
         ));
-    }
-
-    #[test]
-    fn a_relist_reconciles_from_the_new_cache_at_its_end() {
-        use watcher::Event;
-        let ours = crate::crd::GROUP;
-        let fresh = Arc::new(request("approved-meanwhile", ours, None));
-        let cache = || vec![fresh.clone()];
-        let names = |v: Vec<CertificateRequest>| v.iter().map(|c| c.name_any()).collect::<Vec<_>>();
-        // Nothing while the list is loading: the cache still holds the old state.
-        assert!(triggers(Event::Init, cache).is_empty());
-        assert!(triggers(Event::InitApply(request("stale", ours, None)), cache).is_empty());
-        // Everything the cache holds once it has been swapped.
-        assert_eq!(
-            names(triggers(Event::InitDone, cache)),
-            ["approved-meanwhile"]
-        );
-        // Ordinary events reconcile their own object.
-        let one = request("one", ours, None);
-        assert_eq!(names(triggers(Event::Apply(one.clone()), cache)), ["one"]);
-        assert_eq!(names(triggers(Event::Delete(one), cache)), ["one"]);
     }
 }

@@ -41,6 +41,8 @@ pub struct CertInfo {
     pub public_key_der: Vec<u8>,
     /// Whether basicConstraints says CA.
     pub is_ca: bool,
+    /// The keyUsage extension allows signing certificates (`keyCertSign`).
+    pub key_cert_sign: bool,
     /// DNS SANs.
     pub dns_names: Vec<String>,
     /// IP SANs.
@@ -124,6 +126,11 @@ pub fn cert_info(index: usize, der: &[u8]) -> Result<CertInfo> {
         not_after: time(&validity.not_after)?,
         public_key_der: cert.public_key().raw.to_vec(),
         is_ca: cert.is_ca(),
+        key_cert_sign: cert
+            .key_usage()
+            .ok()
+            .flatten()
+            .is_some_and(|ku| ku.value.key_cert_sign()),
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
         uris: Vec::new(),

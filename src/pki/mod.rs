@@ -3,6 +3,7 @@
 //! Nothing here does I/O or talks to Kubernetes. Signatures are verified with `ring` (through
 //! x509-parser's `verify` feature), keys are generated with rcgen's `ring` backend.
 
+pub mod ca;
 pub mod chain;
 pub mod csr;
 pub mod error;

@@ -89,6 +89,7 @@ pub fn bound_pod(
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct BootstrapSettings {
     pub audience: String,
     pub default_issuer: String,

@@ -2,6 +2,7 @@
 //! (`/bootstrap`, identity-bound one-time tokens) and the webhook's own serving certificate.
 pub mod annotations;
 pub mod bootstrap;
+pub mod config;
 pub mod mutate;
 pub mod policy;
 pub mod server;

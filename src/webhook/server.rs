@@ -20,8 +20,8 @@ use crate::cli::WebhookArgs;
 use crate::controller::context::{Context, Settings};
 use crate::metrics::Metrics;
 use crate::webhook::bootstrap::{self, BootstrapSettings};
+use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
-use crate::webhook::policy::{NamePolicy, Pattern};
 use crate::webhook::serving;
 
 /// Largest request body read (AdmissionReviews of big pods fit easily).
@@ -47,16 +47,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
-    let allowed = args
-        .allowed_names
-        .iter()
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.parse::<Pattern>()
-                .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let policy = NamePolicy::new(&args.cluster_domain, allowed);
+    // Checked before anything else so that a bad flag fails at once; built again below with the
+    // bootstrap root once the serving certificate is known.
+    config::from_args(&args, "")?;
     let ctx = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -75,6 +68,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             ca_timeout: args.ca_timeout,
             // The webhook runs no watches.
             streaming_lists: false,
+            max_signs_per_issuer: 4,
         },
     });
 
@@ -92,25 +86,11 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     .await
     .context("loading the serving certificate")?;
 
-    let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
-        format!(
-            "https://{}.{}.svc:443",
-            args.service_name, args.pod_namespace
-        )
-    });
-    let mut inject = InjectConfig::new(&args.image, &webhook_url, "", &args.default_issuer);
-    inject.image_pull_policy = args.image_pull_policy.clone();
-    inject.cluster_domain = args.cluster_domain.clone();
-    inject.policy = policy.clone();
-    inject.bootstrap_ca_pem = Some(first.root_pem.clone());
+    let config = config::from_args(&args, &first.root_pem)?;
     let state = Arc::new(AppState {
         ctx: ctx.clone(),
-        inject: RwLock::new(Arc::new(inject)),
-        bootstrap: BootstrapSettings {
-            audience: args.token_audience.clone(),
-            default_issuer: args.default_issuer.clone(),
-            policy,
-        },
+        inject: RwLock::new(Arc::new(config.inject)),
+        bootstrap: config.bootstrap,
     });
 
     tokio::spawn(keep_serving_cert(

@@ -1,0 +1,221 @@
+//! The controller started before step-operator's CRDs exist: it says so in its log within
+//! seconds, `/readyz` is false, and once the CRDs are applied it recovers by itself and issues.
+//! It runs against a second, empty kube-apiserver on the cluster's etcd (`cluster.sh
+//! empty-apiserver`), so the shared cluster keeps its CRDs for the other tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use e2e::fixtures::*;
+use e2e::operator::{Process, http_get};
+use e2e::process::run;
+use e2e::{Env, dump, random_suffix, wait_for};
+use kube::Client;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+fn e2e_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn kubectl_apply(env: &Env, kubeconfig: &Path, files: &[PathBuf]) -> Result<()> {
+    let kubectl = env.tool("kubectl")?;
+    let kc = kubeconfig.to_str().context("utf-8")?;
+    let mut args = vec!["--kubeconfig", kc, "apply", "--server-side"];
+    for f in files {
+        args.push("-f");
+        args.push(f.to_str().context("utf-8")?);
+    }
+    run(&kubectl, &args, &[]).await?;
+    run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            kc,
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ],
+        &[],
+    )
+    .await?;
+    Ok(())
+}
+
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no CRD files in {}", dir.display());
+    Ok(files)
+}
+
+async fn readyz(p: &Process) -> Option<u16> {
+    http_get(&p.admin_url("/readyz")).await.ok().map(|(s, _)| s)
+}
+
+#[tokio::test]
+async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()> {
+    let env = Env::load()?;
+    let name = format!("nocrds-{}", random_suffix());
+    let out = run(
+        &e2e_dir().join("cluster.sh"),
+        &["empty-apiserver", &name],
+        &[],
+    )
+    .await?;
+    let kubeconfig = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let kc = Kubeconfig::read_from(&kubeconfig)?;
+    let client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
+    )?;
+    // cert-manager's CRDs exist (CertificateRequests can be listed); ours do not yet.
+    kubectl_apply(
+        &env,
+        &kubeconfig,
+        &yaml_files(&env.bin.join("cert-manager-crds"))?,
+    )
+    .await?;
+
+    let kc_path = kubeconfig.to_str().context("utf-8")?;
+    let controller = Process::start(
+        &env,
+        "controller-nocrds",
+        &[
+            "controller",
+            "--leader-elect=false",
+            "--cluster-resource-namespace",
+            "step-operator-e2e",
+        ],
+        &[("KUBECONFIG", kc_path)],
+    )?;
+    wait_for(
+        "the controller to log that StepIssuers are not served",
+        Duration::from_secs(15),
+        async || {
+            let logs = controller.logs();
+            Ok(
+                (logs.contains("WARN") && logs.contains("does not serve StepIssuers"))
+                    .then_some(()),
+            )
+        },
+        async || controller.log_tail(),
+    )
+    .await?;
+    assert!(
+        controller
+            .logs()
+            .contains("`step-operator crd | kubectl apply -f -`"),
+        "the warning names the fix:\n{}",
+        controller.log_tail()
+    );
+    assert_eq!(
+        readyz(&controller).await,
+        Some(503),
+        "/readyz while the CRDs are missing"
+    );
+    // Logged once per cause, not once per retry.
+    let warnings = |logs: &str| {
+        logs.lines()
+            .filter(|l| l.contains("does not serve StepClusterIssuers"))
+            .count()
+    };
+
+    kubectl_apply(&env, &kubeconfig, &yaml_files(&e2e_dir().join("../crds"))?).await?;
+    wait_for(
+        "the controller to recover and turn ready",
+        Duration::from_secs(60),
+        async || Ok((readyz(&controller).await == Some(200)).then_some(())),
+        async || controller.log_tail(),
+    )
+    .await?;
+    assert!(
+        controller.logs().contains("A watch recovered"),
+        "{}",
+        controller.log_tail()
+    );
+    // Two watches of StepClusterIssuers (issuer reconciler, request controller): one line each.
+    assert!(
+        warnings(&controller.logs()) <= 2,
+        "the same cause was logged more than once per watch:\n{}",
+        controller.log_tail()
+    );
+
+    // And it works: an issuer turns Ready and an approved request is issued.
+    ensure_namespace(&client, "step-operator-e2e").await?;
+    let issuer = format!("late-{}", random_suffix());
+    password_secret(
+        &client,
+        "step-operator-e2e",
+        &issuer,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    let issuers = cluster(&client, &step_cluster_issuers());
+    apply(
+        &issuers,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": issuer},
+            "spec": issuer_spec(&env, json!({"name": issuer, "key": "password", "namespace": "step-operator-e2e"}))?,
+        }),
+    )
+    .await?;
+    let log = controller.log.display().to_string();
+    wait_ready_condition(
+        &issuers,
+        &issuer,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await?;
+    ensure_namespace(&client, "late").await?;
+    let requests = namespaced(&client, "late", &certificate_requests());
+    let cr = certificate_request(
+        "after-crds",
+        &csr("after-crds.late.svc")?,
+        step_cluster_issuer_ref(&issuer),
+    )?;
+    requests.create(&PostParams::default(), &cr).await?;
+    // No cert-manager runs against this apiserver: approve as its approver would.
+    requests
+        .patch_status(
+            "after-crds",
+            &PatchParams::apply("e2e-approver").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                "status": {"conditions": [{
+                    "type": "Approved", "status": "True", "reason": "e2e",
+                    "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"
+                }]}
+            })),
+        )
+        .await?;
+    let issued = wait_ready_condition(
+        &requests,
+        "after-crds",
+        "True",
+        Some("Issued"),
+        Duration::from_secs(60),
+        &log,
+    )
+    .await
+    .with_context(|| format!("controller log:\n{}", controller.log_tail()))?;
+    assert!(
+        issued.data["status"]["certificate"].is_string(),
+        "{}",
+        dump(&issued)
+    );
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The webhook's configuration, built from its arguments in one place: what `/mutate` injects and
+//! what `/bootstrap` accepts must agree (the audience of the projected token above all), so both
+//! come from the same values here and nowhere else.
+
+use crate::cli::WebhookArgs;
+use crate::webhook::bootstrap::BootstrapSettings;
+use crate::webhook::mutate::InjectConfig;
+use crate::webhook::policy::{NamePolicy, Pattern};
+
+/// Everything the handlers need from the arguments.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    pub inject: InjectConfig,
+    pub bootstrap: BootstrapSettings,
+}
+
+/// Builds the injection and bootstrap settings from the arguments. `bootstrap_ca_pem` is the
+/// root the injected agent trusts for the webhook's TLS (known once the serving certificate is).
+pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<WebhookConfig> {
+    let allowed = args
+        .allowed_names
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.parse::<Pattern>()
+                .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let policy = NamePolicy::new(&args.cluster_domain, allowed);
+    let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
+        format!(
+            "https://{}.{}.svc:443",
+            args.service_name, args.pod_namespace
+        )
+    });
+    let mut inject = InjectConfig::new(&args.image, &webhook_url, "", &args.default_issuer);
+    inject.image_pull_policy = args.image_pull_policy.clone();
+    inject.cluster_domain = args.cluster_domain.clone();
+    inject.policy = policy.clone();
+    inject.token_audience = args.token_audience.clone();
+    inject.bootstrap_ca_pem = Some(bootstrap_ca_pem.to_owned());
+    let bootstrap = BootstrapSettings {
+        audience: args.token_audience.clone(),
+        default_issuer: args.default_issuer.clone(),
+        policy,
+    };
+    Ok(WebhookConfig { inject, bootstrap })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> WebhookArgs {
+        let mut argv = vec!["step-operator", "webhook", "--default-issuer", "ca"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Webhook(a) => a,
+            other => panic!("not the webhook: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn injected_tokens_carry_the_audience_bootstrap_accepts() {
+        for (flags, want) in [
+            (vec![], "step-operator"),
+            (vec!["--token-audience", "pods.example"], "pods.example"),
+        ] {
+            let cfg = from_args(&args(&flags), "root").unwrap();
+            assert_eq!(cfg.inject.token_audience, want, "{flags:?}");
+            assert_eq!(cfg.bootstrap.audience, want, "{flags:?}");
+        }
+    }
+
+    #[test]
+    fn every_injection_setting_comes_from_its_flag() {
+        let cfg = from_args(
+            &args(&[
+                "--image",
+                "local/step-operator:dev",
+                "--image-pull-policy",
+                "Never",
+                "--cluster-domain",
+                "corp.internal",
+                "--service-name",
+                "hook",
+                "--pod-namespace",
+                "ops",
+                "--allowed-names",
+                "*.example.com",
+            ]),
+            "root-pem",
+        )
+        .unwrap();
+        assert_eq!(cfg.inject.image, "local/step-operator:dev");
+        assert_eq!(cfg.inject.image_pull_policy.as_deref(), Some("Never"));
+        assert_eq!(cfg.inject.cluster_domain, "corp.internal");
+        assert_eq!(cfg.inject.policy.cluster_domain, "corp.internal");
+        assert_eq!(cfg.bootstrap.policy.cluster_domain, "corp.internal");
+        assert_eq!(cfg.inject.webhook_url, "https://hook.ops.svc:443");
+        assert_eq!(cfg.inject.default_issuer, "ca");
+        assert_eq!(cfg.bootstrap.default_issuer, "ca");
+        assert_eq!(cfg.inject.bootstrap_ca_pem.as_deref(), Some("root-pem"));
+        let url = from_args(&args(&["--bootstrap-url", "https://127.0.0.1:9443"]), "r").unwrap();
+        assert_eq!(url.inject.webhook_url, "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn a_bad_pattern_names_the_flag() {
+        let err = from_args(&args(&["--allowed-names", "a.*.b"]), "r").unwrap_err();
+        assert!(
+            err.to_string().contains("--allowed-names \"a.*.b\""),
+            "{err}"
+        );
+    }
+}
