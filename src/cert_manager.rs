@@ -24,7 +24,8 @@ pub struct CertificateRequestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     pub issuer_ref: IssuerRef,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// cert-manager spells it `isCA` (camelCase would give `isCa`, which it never sends).
+    #[serde(default, rename = "isCA", skip_serializing_if = "Option::is_none")]
     pub is_ca: Option<bool>,
 }
 
@@ -94,5 +95,40 @@ impl CertificateRequestStatus {
     pub fn ready_reason(&self) -> Option<&str> {
         self.condition(CONDITION_READY)
             .and_then(|c| c.reason.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field names as cert-manager's API writes them (a CertificateRequest from
+    /// `kubectl get -o json`, trimmed).
+    #[test]
+    fn reads_cert_managers_field_names() {
+        let cr: CertificateRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+            "metadata": {"name": "r", "namespace": "ns"},
+            "spec": {
+                "request": "Y3Ny",
+                "duration": "2160h0m0s",
+                "isCA": true,
+                "issuerRef": {"group": "certmanager.step.sm", "kind": "StepIssuer", "name": "ca"}
+            },
+            "status": {
+                "conditions": [{"type": "Approved", "status": "True", "reason": "cert-manager.io"}],
+                "failureTime": "2026-01-01T00:00:00Z"
+            }
+        }))
+        .unwrap();
+        assert_eq!(cr.spec.is_ca, Some(true));
+        assert_eq!(cr.spec.duration.as_deref(), Some("2160h0m0s"));
+        assert_eq!(cr.spec.request.0, b"csr");
+        assert_eq!(cr.spec.issuer_ref.kind.as_deref(), Some("StepIssuer"));
+        let status = cr.status.unwrap();
+        assert!(status.has_true(CONDITION_APPROVED));
+        assert!(status.failure_time.is_some());
+        let back = serde_json::to_value(&cr.spec).unwrap();
+        assert_eq!(back["isCA"], serde_json::json!(true));
     }
 }
