@@ -158,7 +158,7 @@ async fn issuer_rechecked_after_step_ca_refuses_a_token() -> Result<()> {
     .await?;
 
     // Rotate the key at step-ca; the controller still holds the old one.
-    step_provisioner(&env, &["remove", &provisioner, "--all"]).await?;
+    step_provisioner(&env, &["remove", &provisioner]).await?;
     step_provisioner(
         &env,
         &[
@@ -217,7 +217,7 @@ async fn issuer_rechecked_after_step_ca_refuses_a_token() -> Result<()> {
         dump(&issuer_now)
     );
     issuers.delete(&issuer, &Default::default()).await?;
-    step_provisioner(&env, &["remove", &provisioner, "--all"]).await?;
+    step_provisioner(&env, &["remove", &provisioner]).await?;
     restart_step_ca().await?;
     ns.delete().await
 }

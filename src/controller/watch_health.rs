@@ -80,14 +80,18 @@ pub fn all_ready(states: &BTreeMap<&'static str, WatchState>) -> bool {
     states.values().all(|s| s.listed && s.failing.is_none())
 }
 
-fn status_code(err: &watcher::Error) -> Option<u16> {
+fn status(err: &watcher::Error) -> Option<&kube::core::Status> {
     match err {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-        watcher::Error::WatchError(s) => Some(s.code),
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
+        watcher::Error::WatchError(s) => Some(s.as_ref()),
         _ => None,
     }
+}
+
+fn status_code(err: &watcher::Error) -> Option<u16> {
+    status(err).map(|s| s.code)
 }
 
 /// What a watch error means for the controller.
@@ -99,18 +103,32 @@ pub fn observed(resource: &str, err: &watcher::Error) -> Observed {
     }
 }
 
-/// A watch error, with what to check for the causes an operator can fix.
+/// A watch error in one line (the API server's code and message, not its debug form), with what
+/// to check for the causes an operator can fix.
 pub fn describe(resource: &str, err: &watcher::Error) -> String {
+    let what = match err {
+        watcher::Error::InitialListFailed(_) => "listing",
+        watcher::Error::WatchStartFailed(_) => "starting to watch",
+        _ => "watching",
+    };
+    let cause = match status(err) {
+        Some(s) => format!(
+            "{what} {resource} failed: HTTP {} {}",
+            s.code,
+            s.message.trim()
+        ),
+        None => format!("{what} {resource} failed: {err}"),
+    };
     let hint = match status_code(err) {
         Some(404) => format!(
-            ": the API server does not serve {resource}; install its CustomResourceDefinition (cert-manager's for CertificateRequests; `step-operator crd | kubectl apply -f -` or the Helm chart for StepIssuers and StepClusterIssuers)"
+            "; the API server does not serve {resource}: install its CustomResourceDefinition (cert-manager's for CertificateRequests; `step-operator crd | kubectl apply -f -` or the Helm chart for StepIssuers and StepClusterIssuers)"
         ),
         Some(403) => format!(
-            ": the controller's ServiceAccount may not list and watch {resource}; check the ClusterRole the Helm chart installs"
+            "; the controller's ServiceAccount may not list and watch {resource}; check the ClusterRole the Helm chart installs"
         ),
-        _ => format!(": retrying; check that the API server is reachable and serves {resource}"),
+        _ => format!("; retrying; check that the API server is reachable and serves {resource}"),
     };
-    format!("{err}{hint}")
+    format!("{cause}{hint}")
 }
 
 /// The shared record of every watch; cheap to clone.
@@ -331,6 +349,10 @@ mod tests {
     #[test]
     fn errors_name_the_fix() {
         let missing = describe("StepIssuers", &api_error(404));
+        assert!(
+            missing.starts_with("listing StepIssuers failed: HTTP 404 the server could not find"),
+            "{missing}"
+        );
         assert!(missing.contains("does not serve StepIssuers"), "{missing}");
         assert!(missing.contains("step-operator crd"), "{missing}");
         let forbidden = describe("Secrets", &api_error(403));
