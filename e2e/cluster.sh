@@ -121,21 +121,28 @@ start_etcd() {
   wait_until etcd 60 curl -fsS "http://127.0.0.1:$EP/readyz"
 }
 
-start_apiserver() {
-  # The ServiceAccount admission plugin is off as in envtest: without kube-controller-manager no
-  # `default` ServiceAccount exists and every Pod create would fail.
-  start apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$EP" \
-    --bind-address=127.0.0.1 --secure-port="$AP" \
-    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
-    --cert-dir="$D/apiserver" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
-    --client-ca-file="$P/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
+# apiserver_args PORT ETCD_PREFIX CERT_DIR: the flags of every kube-apiserver started here, in
+# APISERVER_ARGS. The ServiceAccount admission plugin is off as in envtest: without
+# kube-controller-manager no `default` ServiceAccount exists and every Pod create would fail.
+apiserver_args() {
+  APISERVER_ARGS=(
+    --etcd-servers="http://127.0.0.1:$EP" --etcd-prefix="$2"
+    --bind-address=127.0.0.1 --secure-port="$1"
+    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+    --cert-dir="$3" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key"
+    --client-ca-file="$P/ca.crt"
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key"
+    --service-cluster-ip-range=10.0.0.0/24
+    --authorization-mode=RBAC --allow-privileged=true
+    --disable-admission-plugins=ServiceAccount
     --v=1
+  )
+}
+
+start_apiserver() {
+  apiserver_args "$AP" /registry "$D/apiserver"
+  start apiserver "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}"
   wait_until apiserver 120 apiserver_ready
 }
 
@@ -208,18 +215,8 @@ cmd_empty_apiserver() {
   port=$(free_port)
   dir=$D/apiserver-$name
   mkdir -p "$dir"
-  nohup "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$EP" --etcd-prefix="/registry-$name" \
-    --bind-address=127.0.0.1 --secure-port="$port" \
-    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
-    --cert-dir="$dir" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
-    --client-ca-file="$P/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --authorization-mode=RBAC --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
-    --v=1 >>"$dir/apiserver.log" 2>&1 </dev/null &
+  apiserver_args "$port" "/registry-$name" "$dir"
+  nohup "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}" >>"$dir/apiserver.log" 2>&1 </dev/null &
   local pid=$!
   echo "$pid" >"$D/extra-apiserver-$name.pid"
   AP=$port write_kubeconfig "$dir/kubeconfig" admin

@@ -264,3 +264,48 @@ pub fn certificate_request(name: &str, csr_pem: &str, issuer_ref: Value) -> Resu
         "spec": {"request": base64(csr_pem.as_bytes()), "issuerRef": issuer_ref}
     }))
 }
+
+/// A StepClusterIssuer `<prefix>-<random>` with its own password Secret, its spec first changed
+/// by `edit` (a CA URL through a proxy, a provisioner found by name, ...), once it is Ready with
+/// reason Verified.
+pub async fn verified_cluster_issuer_with(
+    env: &Env,
+    client: &Client,
+    prefix: &str,
+    log: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<DynamicObject> {
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let name = format!("{prefix}-{}", random_suffix());
+    password_secret(
+        client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    let mut spec = issuer_spec(
+        env,
+        json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
+    )?;
+    edit(&mut spec);
+    let api = cluster(client, &step_cluster_issuers());
+    apply(
+        &api,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": name}, "spec": spec,
+        }),
+    )
+    .await?;
+    wait_ready_condition(
+        &api,
+        &name,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(60),
+        log,
+    )
+    .await
+}

@@ -10,6 +10,7 @@ use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::tcp_proxy::{Mode, TcpProxy};
 use e2e::{Env, TestNamespace};
+use kube::ResourceExt;
 use serde_json::json;
 
 fn controller(env: &Env) -> Result<Process> {
@@ -54,38 +55,11 @@ async fn fault_one_hanging_ca_does_not_stall_other_issuers() -> Result<()> {
 
     // The slow issuer reaches the same step-ca through a proxy that the test can silence.
     let (proxy, through) = TcpProxy::for_url(&env.step_ca_url).await?;
-    let slow = format!("slow-{}", e2e::random_suffix());
-    password_secret(
-        &client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &slow,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let mut spec = issuer_spec(
-        &env,
-        json!({"name": slow, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
-    )?;
-    spec["url"] = json!(through);
-    let issuers = cluster(&client, &step_cluster_issuers());
-    apply(
-        &issuers,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": slow}, "spec": spec,
-        }),
-    )
-    .await?;
-    wait_ready_condition(
-        &issuers,
-        &slow,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        &log,
-    )
-    .await?;
+    let slow = verified_cluster_issuer_with(&env, &client, "slow", &log, |spec| {
+        spec["url"] = json!(through);
+    })
+    .await?
+    .name_any();
 
     // An idle run, for comparison.
     let idle = issue(&env, &healthy, "idle", 20, &log).await?;

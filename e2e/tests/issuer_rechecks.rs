@@ -9,9 +9,9 @@ use anyhow::Result;
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::tcp_proxy::{Mode, TcpProxy};
-use e2e::{Env, dump, random_suffix};
+use e2e::{Env, dump};
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const RECHECK: &str = "3s";
@@ -44,33 +44,6 @@ fn controller(env: &Env) -> Result<String> {
         .unwrap_or_default())
 }
 
-async fn issuer_with(env: &Env, client: &Client, prefix: &str, url: &str) -> Result<String> {
-    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    let name = format!("{prefix}-{}", random_suffix());
-    password_secret(
-        client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &name,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let mut spec = issuer_spec(
-        env,
-        json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
-    )?;
-    spec["url"] = json!(url);
-    apply(
-        &cluster(client, &step_cluster_issuers()),
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": name}, "spec": spec,
-        }),
-    )
-    .await?;
-    Ok(name)
-}
-
 fn ready(obj: &kube::api::DynamicObject) -> Value {
     condition(obj, "Ready").cloned().unwrap_or(Value::Null)
 }
@@ -81,7 +54,11 @@ async fn issuer_rechecked_periodically_notices_an_outage_and_the_recovery() -> R
     let client = env.client().await?;
     let log = controller(&env)?;
     let (proxy, through) = TcpProxy::for_url(&env.step_ca_url).await?;
-    let name = issuer_with(&env, &client, "periodic", &through).await?;
+    let first = verified_cluster_issuer_with(&env, &client, "periodic", &log, |spec| {
+        spec["url"] = json!(through);
+    })
+    .await?;
+    let name = first.name_any();
     let api = cluster(&client, &step_cluster_issuers());
     let wait = |status: &'static str, reason: Option<&'static str>| {
         let (api, name, log) = (api.clone(), name.clone(), log.clone());
@@ -89,7 +66,6 @@ async fn issuer_rechecked_periodically_notices_an_outage_and_the_recovery() -> R
             wait_ready_condition(&api, &name, status, reason, Duration::from_secs(30), &log).await
         }
     };
-    let first = wait("True", Some("Verified")).await?;
     let generation = first.metadata.generation;
 
     // Nobody touches the issuer: only the periodic check can notice that its CA went away.
@@ -127,17 +103,9 @@ async fn issuer_rechecked_on_spec_change() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
     let log = controller(&env)?;
-    let name = issuer_with(&env, &client, "spec-change", &env.step_ca_url).await?;
+    let ok = verified_cluster_issuer_with(&env, &client, "spec-change", &log, |_| {}).await?;
+    let name = ok.name_any();
     let api = cluster(&client, &step_cluster_issuers());
-    let ok = wait_ready_condition(
-        &api,
-        &name,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(30),
-        &log,
-    )
-    .await?;
     let g1 = ok.metadata.generation.unwrap_or_default();
     assert_eq!(ready(&ok)["observedGeneration"], json!(g1));
 

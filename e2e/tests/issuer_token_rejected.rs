@@ -14,6 +14,7 @@ use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::process::run;
 use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
@@ -93,43 +94,16 @@ async fn issuer_rechecked_after_step_ca_refuses_a_token() -> Result<()> {
         &[],
     )?;
     let log = controller.log.display().to_string();
-    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    let issuer = format!("rotating-{}", random_suffix());
-    password_secret(
-        &client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &issuer,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
     // Found by name: no kid in the spec, as step-issuer users who rotate keys write it.
-    let mut spec = issuer_spec(
-        &env,
-        json!({"name": issuer, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
-    )?;
-    spec["provisioner"] = json!({
-        "name": provisioner,
-        "passwordRef": {"name": issuer, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE},
-    });
+    let ready = verified_cluster_issuer_with(&env, &client, "rotating", &log, |spec| {
+        spec["provisioner"]["name"] = json!(provisioner);
+        if let Some(p) = spec["provisioner"].as_object_mut() {
+            p.remove("kid");
+        }
+    })
+    .await?;
+    let issuer = ready.name_any();
     let issuers = cluster(&client, &step_cluster_issuers());
-    apply(
-        &issuers,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": issuer}, "spec": spec,
-        }),
-    )
-    .await?;
-    let ready = wait_ready_condition(
-        &issuers,
-        &issuer,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        &log,
-    )
-    .await?;
     assert!(
         dump(&ready).contains(&old_kid),
         "Ready names the key in use: {}",

@@ -8,8 +8,9 @@ use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::tcp_proxy::{Mode, TcpProxy};
-use e2e::{Env, TestNamespace, dump, random_suffix};
+use e2e::{Env, TestNamespace, dump};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::PostParams;
 use serde_json::json;
 
@@ -37,39 +38,12 @@ async fn request_fails_once_the_retry_budget_is_spent() -> Result<()> {
     let log = controller.log.display().to_string();
 
     let (proxy, through) = TcpProxy::for_url(&env.step_ca_url).await?;
-    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    let issuer = format!("budget-{}", random_suffix());
-    password_secret(
-        &client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &issuer,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let mut spec = issuer_spec(
-        &env,
-        json!({"name": issuer, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
-    )?;
-    spec["url"] = json!(through);
+    let issuer = verified_cluster_issuer_with(&env, &client, "budget", &log, |spec| {
+        spec["url"] = json!(through);
+    })
+    .await?
+    .name_any();
     let issuers = cluster(&client, &step_cluster_issuers());
-    apply(
-        &issuers,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": issuer}, "spec": spec,
-        }),
-    )
-    .await?;
-    wait_ready_condition(
-        &issuers,
-        &issuer,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        &log,
-    )
-    .await?;
 
     // The issuer stays Ready (its next periodic check is minutes away) while every sign fails.
     proxy.set(Mode::Refuse);
