@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
-use e2e::operator::{Process, http_get};
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, http_get};
 use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
-use kube::Client;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 fn e2e_dir() -> PathBuf {
@@ -93,7 +93,7 @@ async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()>
             "controller",
             "--leader-elect=false",
             "--cluster-resource-namespace",
-            "step-operator-e2e",
+            CLUSTER_RESOURCE_NAMESPACE,
         ],
         &[("KUBECONFIG", kc_path)],
     )?;
@@ -150,36 +150,10 @@ async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()>
     );
 
     // And it works: an issuer turns Ready and an approved request is issued.
-    ensure_namespace(&client, "step-operator-e2e").await?;
-    let issuer = format!("late-{}", random_suffix());
-    password_secret(
-        &client,
-        "step-operator-e2e",
-        &issuer,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let issuers = cluster(&client, &step_cluster_issuers());
-    apply(
-        &issuers,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": issuer},
-            "spec": issuer_spec(&env, json!({"name": issuer, "key": "password", "namespace": "step-operator-e2e"}))?,
-        }),
-    )
-    .await?;
     let log = controller.log.display().to_string();
-    wait_ready_condition(
-        &issuers,
-        &issuer,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        &log,
-    )
-    .await?;
+    let issuer = verified_cluster_issuer_with(&env, &client, "late", &log, |_| {})
+        .await?
+        .name_any();
     ensure_namespace(&client, "late").await?;
     let requests = namespaced(&client, "late", &certificate_requests());
     let cr = certificate_request(

@@ -39,6 +39,27 @@ async fn step_provisioner(env: &Env, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Adds a JWK provisioner with a new key, encrypted with the e2e provisioner's password.
+async fn add_jwk_provisioner(env: &Env, name: &str) -> Result<()> {
+    let password_file = env
+        .step_provisioner_password_file
+        .to_str()
+        .context("utf-8")?;
+    step_provisioner(
+        env,
+        &[
+            "add",
+            name,
+            "--type",
+            "JWK",
+            "--create",
+            "--password-file",
+            password_file,
+        ],
+    )
+    .await
+}
+
 async fn restart_step_ca() -> Result<()> {
     run(&cluster_sh(), &["stop", "step-ca"], &[]).await?;
     run(&cluster_sh(), &["start", "step-ca"], &[]).await?;
@@ -62,23 +83,7 @@ async fn issuer_rechecked_after_step_ca_refuses_a_token() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
     let provisioner = format!("rotating-{}", random_suffix());
-    let password_file = env
-        .step_provisioner_password_file
-        .to_str()
-        .context("utf-8")?;
-    step_provisioner(
-        &env,
-        &[
-            "add",
-            &provisioner,
-            "--type",
-            "JWK",
-            "--create",
-            "--password-file",
-            password_file,
-        ],
-    )
-    .await?;
+    add_jwk_provisioner(&env, &provisioner).await?;
     restart_step_ca().await?;
     let old_kid = kid_of(&provisioner)?;
 
@@ -133,19 +138,7 @@ async fn issuer_rechecked_after_step_ca_refuses_a_token() -> Result<()> {
 
     // Rotate the key at step-ca; the controller still holds the old one.
     step_provisioner(&env, &["remove", &provisioner]).await?;
-    step_provisioner(
-        &env,
-        &[
-            "add",
-            &provisioner,
-            "--type",
-            "JWK",
-            "--create",
-            "--password-file",
-            password_file,
-        ],
-    )
-    .await?;
+    add_jwk_provisioner(&env, &provisioner).await?;
     restart_step_ca().await?;
     let new_kid = kid_of(&provisioner)?;
     assert_ne!(old_kid, new_kid);

@@ -46,6 +46,11 @@ impl InFlight {
         })
     }
 
+    /// Whether this issuer has as many requests in flight as allowed.
+    pub fn is_full(&self, key: &IssuerKey) -> bool {
+        self.count(key) >= self.limit
+    }
+
     /// Requests of this issuer in flight now.
     pub fn count(&self, key: &IssuerKey) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,6 +101,7 @@ mod tests {
         assert_eq!(in_flight.count(&slow), 2);
         drop(a);
         assert_eq!(in_flight.count(&slow), 1);
+        assert!(!in_flight.is_full(&slow));
         assert!(
             in_flight.try_acquire(&slow).is_some(),
             "a released place is reused"

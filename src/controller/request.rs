@@ -435,11 +435,11 @@ async fn sign(
         }
     }
     // One CA that hangs must not take every worker: at most `--max-signs-per-issuer` requests
-    // of an issuer are signed at once; the others go back to the queue without a status write.
-    let Some(permit) = c.in_flight.try_acquire(key) else {
-        tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer has as many signs in flight as allowed; trying again shortly");
-        return Ok(Action::requeue(ISSUER_BUSY_REQUEUE));
-    };
+    // of an issuer are signed at once; the others go back to the queue without a status write
+    // (checked before the read below, so that a busy issuer costs no API call).
+    if c.in_flight.is_full(key) {
+        return Ok(issuer_busy(cr, key));
+    }
     // The cache may lag our own writes: read the status fresh, and never sign twice.
     let api = Api::<CertificateRequest>::namespaced(
         ctx.client.clone(),
@@ -458,6 +458,9 @@ async fn sign(
     {
         return Ok(Action::await_change());
     }
+    let Some(permit) = c.in_flight.try_acquire(key) else {
+        return Ok(issuer_busy(cr, key));
+    };
     let started = Instant::now();
     let unwritten = c
         .memory
@@ -587,6 +590,11 @@ async fn sign(
             .await
         }
     }
+}
+
+fn issuer_busy(cr: &CertificateRequest, key: &IssuerKey) -> Action {
+    tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer has as many signs in flight as allowed; trying again shortly");
+    Action::requeue(ISSUER_BUSY_REQUEUE)
 }
 
 async fn fail(
