@@ -78,7 +78,9 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
             "not-pem",
             "this is not a CSR".into(),
             None,
-            vec![r#"no PEM block found: expected PEM text starting with "-----BEGIN CERTIFICATE REQUEST-----""#],
+            vec![
+                r#"no PEM block found: expected PEM text starting with "-----BEGIN CERTIFICATE REQUEST-----""#,
+            ],
         ),
         (
             "two-blocks",

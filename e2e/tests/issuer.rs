@@ -446,7 +446,12 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
                 Some(n) => anyhow::bail!("the barrier was signed {n} times"),
             }
         },
-        async || format!("{:?}", e2e::faults::signs_by_subject(&s.env, "barrier.").ok()),
+        async || {
+            format!(
+                "{:?}",
+                e2e::faults::signs_by_subject(&s.env, "barrier.").ok()
+            )
+        },
     )
     .await?;
     let signs = e2e::faults::signs_by_subject(&s.env, &denied_subject)?;

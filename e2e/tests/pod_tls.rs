@@ -485,7 +485,8 @@ async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
                     Ok(None)
                 }
                 Err(kube::Error::Api(s))
-                    if s.message.contains(r#"admission webhook "autocert.step.sm" denied the request"#) =>
+                    if s.message
+                        .contains(r#"admission webhook "autocert.step.sm" denied the request"#) =>
                 {
                     Ok(Some(s))
                 }
@@ -624,7 +625,10 @@ fn assert_refused(
     reason: Option<&str>,
     token: Option<&str>,
 ) {
-    assert!(codes.contains(code), "{what}: got {code}, want one of {codes:?}: {body}");
+    assert!(
+        codes.contains(code),
+        "{what}: got {code}, want one of {codes:?}: {body}"
+    );
     if let Some(reason) = reason {
         assert_eq!(body["reason"].as_str(), Some(reason), "{what}: {body}");
     }
@@ -704,7 +708,10 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
     record_secret(&env, one_time)?;
     assert!(body["rootPem"].is_string(), "{body}");
     tokens.push(("the good pod's token", good_token));
-    tokens.push(("the one-time token /bootstrap answered", one_time.to_string()));
+    tokens.push((
+        "the one-time token /bootstrap answered",
+        one_time.to_string(),
+    ));
 
     // A token issued before the pod was deleted: the apiserver or we refuse it.
     let replay = pod_token(&env, &client, &good, "step-operator").await?;

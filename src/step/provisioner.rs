@@ -676,7 +676,9 @@ pub(crate) mod tests {
         match result {
             Ok(_) => "key",
             Err(Error::WrongPassword { .. }) => "unwrap",
-            Err(Error::InvalidEncryptedKey { detail }) if detail.starts_with("decryption failed") => {
+            Err(Error::InvalidEncryptedKey { detail })
+                if detail.starts_with("decryption failed") =>
+            {
                 "gcm"
             }
             Err(Error::InvalidEncryptedKey { detail })
@@ -708,7 +710,9 @@ pub(crate) mod tests {
         if let Err(e) = outcome {
             panic!("{e}");
         }
-        (cases, seen.into_inner().unwrap())
+        let seen = seen.into_inner().unwrap();
+        eprintln!("{cases} cases by stage: {seen:?}");
+        (cases, seen)
     }
 
     #[test]
@@ -726,11 +730,7 @@ pub(crate) mod tests {
     fn decrypt_classifies_mutated_segments() {
         let (jwe, _, _) = cheap_vector();
         let parts: Vec<&str> = jwe.split('.').collect();
-        let strategy = (
-            1usize..5,
-            any::<proptest::sample::Index>(),
-            1u8..=255,
-        );
+        let strategy = (1usize..5, any::<proptest::sample::Index>(), 1u8..=255);
         let (cases, stages) = count_stages(strategy, |(segment, idx, xor)| {
             let mut bytes = URL_SAFE_NO_PAD.decode(parts[segment]).unwrap();
             let i = idx.index(bytes.len());
@@ -739,7 +739,14 @@ pub(crate) mod tests {
             mutated[segment] = URL_SAFE_NO_PAD.encode(&bytes);
             let result = decrypt_provisioner_key(&mutated.join("."), CHEAP_PASSWORD);
             let want = if segment == 1 { "unwrap" } else { "gcm" };
-            prop_assert_eq!(stage(&result), want, "segment {} byte {}: {:?}", segment, i, result.err());
+            prop_assert_eq!(
+                stage(&result),
+                want,
+                "segment {} byte {}: {:?}",
+                segment,
+                i,
+                result.err()
+            );
             Ok(want)
         });
         // With a handful of cases both later stages must have been reached.
@@ -763,7 +770,8 @@ pub(crate) mod tests {
             let result = decrypt_provisioner_key(&s, CHEAP_PASSWORD);
             let stage = stage(&result);
             if s == *jwe {
-                prop_assert_eq!(result.map(|k| k.kid().to_owned()).ok().as_ref(), Some(kid));
+                let loaded = result.map(|k| k.kid().to_owned()).ok();
+                prop_assert_eq!(loaded.as_ref(), Some(kid));
             } else {
                 prop_assert!(
                     ["parse", "unwrap", "gcm"].contains(&stage),
