@@ -265,3 +265,65 @@ pub fn retry(e: impl Into<anyhow::Error>) -> anyhow::Error {
 pub fn dump<T: serde::Serialize>(obj: &T) -> String {
     serde_json::to_string_pretty(obj).unwrap_or_else(|e| format!("<unprintable: {e}>"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_for_fails_at_once_on_an_error() {
+        let started = Instant::now();
+        let mut calls = 0;
+        let err = wait_for(
+            "something",
+            Duration::from_secs(60),
+            async || -> Result<Option<()>> {
+                calls += 1;
+                bail!("the request turned Failed")
+            },
+            async || "the state seen".to_string(),
+        )
+        .await
+        .expect_err("an error must end the wait");
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        assert_eq!(calls, 1);
+        let text = format!("{err:#}");
+        assert!(text.contains("the request turned Failed"), "{text}");
+        assert!(text.contains("the state seen"), "{text}");
+        assert!(text.contains("waiting for something"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_retries_only_marked_errors() {
+        let mut calls = 0;
+        let got = wait_for(
+            "a value",
+            Duration::from_secs(30),
+            async || {
+                calls += 1;
+                if calls < 3 {
+                    Err(retry(anyhow!("connection reset")))
+                } else {
+                    Ok(Some(calls))
+                }
+            },
+            async || String::new(),
+        )
+        .await
+        .expect("retried errors must not end the wait");
+        assert_eq!(got, 3);
+
+        let err = wait_for(
+            "a value",
+            Duration::from_millis(500),
+            async || -> Result<Option<()>> { Err(retry(anyhow!("still down"))) },
+            async || "nothing yet".to_string(),
+        )
+        .await
+        .expect_err("a wait that only sees retried errors times out");
+        let text = format!("{err:#}");
+        assert!(text.contains("timed out"), "{text}");
+        assert!(text.contains("still down"), "{text}");
+        assert!(text.contains("nothing yet"), "{text}");
+    }
+}
