@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Run after the e2e suite, before `cluster.sh down`: no provisioner password, private key or
-# one-time token may appear in any step-operator log (the suite logs at debug level), Event,
-# issuer status or CertificateRequest status. Prints where a secret was found, never the secret.
+# token may appear in any step-operator log (the suite logs at debug level), Event, issuer status
+# or CertificateRequest status. Looks for
+#   - the provisioner password;
+#   - every token and password the tests used, as they recorded them (one per line) in
+#     $E2E_STATE/secrets/*.txt: pod and ServiceAccount tokens, one-time tokens, the wrong
+#     passwords of the hostile tests (e2e::record_secret);
+#   - PEM private keys, private JWKs (a "d" member) and anything shaped like a JWT.
+# Prints where a secret was found, never the secret. Fails when there are no step-operator logs
+# to look at, so that a run whose logs went missing cannot pass.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 eval "$("$here/cluster.sh" env)"
@@ -10,10 +17,22 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 k() { "$E2E_BIN/kubectl" "$@"; }
 k get events.events.k8s.io -A -o json >"$tmp/events.json"
 k get stepissuers,stepclusterissuers -A -o json >"$tmp/issuers.json"
-# Requests keep certificates (public) in status; only conditions and messages matter here.
-k get certificaterequests -A -o json | jq '[.items[] | {name: .metadata.name, conditions: .status.conditions}]' >"$tmp/requests.json"
-files=("$tmp"/*.json)
-if compgen -G "$E2E_STATE/logs/*.log" >/dev/null; then files+=("$E2E_STATE"/logs/*.log); fi
+# Requests keep certificates (public) in status; everything else in their status is checked.
+k get certificaterequests -A -o json |
+  jq '[.items[] | {name: .metadata.name, namespace: .metadata.namespace, status: ((.status // {}) | del(.certificate, .ca))}]' >"$tmp/requests.json"
+logs=()
+if compgen -G "$E2E_STATE/logs/*.log" >/dev/null; then logs=("$E2E_STATE"/logs/*.log); fi
+if [ "${#logs[@]}" = 0 ]; then
+  echo "check-secrets: no step-operator logs in $E2E_STATE/logs: nothing was checked (did the suite run?)" >&2
+  exit 1
+fi
+files=("$tmp"/*.json "${logs[@]}")
+# The recorded secrets; blank or short lines would match everything, so they are dropped.
+used=$tmp/used.list
+: >"$used"
+if compgen -G "$E2E_STATE/secrets/*.txt" >/dev/null; then
+  cat "$E2E_STATE"/secrets/*.txt | awk 'length($0) >= 8' | sort -u >"$used"
+fi
 found=0
 check() {
   local what=$1; shift
@@ -26,8 +45,14 @@ check() {
   fi
 }
 check "the provisioner password" -F -- "$password"
+if [ -s "$used" ]; then
+  check "a token or password the tests used (listed in $E2E_STATE/secrets)" -F -f "$used"
+fi
 check "a PEM private key" -E -- "PRIVATE KEY-----"
+# A private JWK member, as JSON or escaped inside a log line: "d":"<base64url>".
+check "a private JWK (\"d\" member)" -E -- '\\?"d\\?"[[:space:]]*:[[:space:]]*\\?"[A-Za-z0-9_-]{16,}'
 check "a JWT (one-time or ServiceAccount token)" -E -- 'eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}'
-n=$(ls "$E2E_STATE"/logs/*.log 2>/dev/null | wc -l)
-if [ "$found" = 0 ]; then echo "check-secrets: no secret in $n step-operator logs, Events or statuses"; fi
+if [ "$found" = 0 ]; then
+  echo "check-secrets: none of $(wc -l <"$used") recorded secrets, the provisioner password, a private key or a JWT in ${#logs[@]} step-operator logs, Events or statuses"
+fi
 exit $found

@@ -166,6 +166,7 @@ pub async fn service_account_kubeconfig(
     dir: &Path,
 ) -> Result<PathBuf> {
     let token = service_account_token(client, ns, sa).await?;
+    crate::record_secret(env, &token)?;
     let admin = Kubeconfig::read_from(&env.kubeconfig)?;
     let cluster = admin
         .clusters

@@ -13,7 +13,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::fixtures::*;
-use crate::{Env, dump, wait_for};
+use crate::{Env, dump, retry, wait_for};
 
 fn cluster_sh() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh")
@@ -70,7 +70,6 @@ pub async fn reasons(api: &Api<DynamicObject>) -> Result<BTreeMap<String, usize>
     Ok(out)
 }
 
-/// Waits until all `n` requests are Issued; fails at once if one turns Failed.
 /// Fails as soon as any CertificateRequest of `api` turns Failed within `period`. It watches
 /// rather than polls, so even a Failed status that is replaced at once is seen.
 pub async fn assert_none_failed_for(api: &Api<DynamicObject>, period: Duration) -> Result<()> {
@@ -93,17 +92,44 @@ pub async fn assert_none_failed_for(api: &Api<DynamicObject>, period: Duration) 
     }
 }
 
+/// Waits until all `n` requests are Issued; fails at once if one turns Failed, or if listing the
+/// requests fails.
 pub async fn wait_all_issued(
     api: &Api<DynamicObject>,
     n: usize,
     timeout: Duration,
     log: &str,
 ) -> Result<()> {
+    wait_issued(api, n, timeout, log, false).await
+}
+
+/// [`wait_all_issued`] for a wait that spans a kube-apiserver restart: a failed LIST is retried
+/// (the test's own client loses its connections too), a Failed request still fails at once.
+pub async fn wait_all_issued_across_apiserver_restart(
+    api: &Api<DynamicObject>,
+    n: usize,
+    timeout: Duration,
+    log: &str,
+) -> Result<()> {
+    wait_issued(api, n, timeout, log, true).await
+}
+
+async fn wait_issued(
+    api: &Api<DynamicObject>,
+    n: usize,
+    timeout: Duration,
+    log: &str,
+    retry_list_errors: bool,
+) -> Result<()> {
     wait_for(
         &format!("all {n} requests to be Issued"),
         timeout,
         async || {
-            let items = api.list(&Default::default()).await?.items;
+            let items = match api.list(&Default::default()).await {
+                Ok(list) => list.items,
+                Err(e) if retry_list_errors => return Err(retry(e)),
+                Err(e) => return Err(e.into()),
+            };
             if let Some(failed) = items
                 .iter()
                 .find(|r| ready_reason(r).as_deref() == Some("Failed"))
@@ -193,39 +219,90 @@ pub fn assert_signed_once(env: &Env, ns: &str, prefix: &str, n: usize) -> Result
     Ok(())
 }
 
+/// What the ledger's watch saw.
+#[derive(Default)]
+struct Ledger {
+    /// Every distinct `status.certificate` per request, in the order seen.
+    seen: HashMap<String, Vec<String>>,
+    /// Watch errors. The backoff retries the watch; after an error that is not a 410 it resumes
+    /// from the last resourceVersion, so no change is missed.
+    errors: Vec<String>,
+    /// Full re-lists after the first one (after a 410 Gone). Changes between the last event and
+    /// the re-list are not seen, so a rewrite could hide in that gap.
+    relists: usize,
+    /// The watch stream ended: nothing after that was recorded.
+    ended: bool,
+}
+
 /// Records every distinct `status.certificate` each request shows, to prove none is rewritten.
 pub struct CertificateLedger {
-    seen: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    state: Arc<Mutex<Ledger>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl CertificateLedger {
     pub fn start(client: &Client, ns: &str) -> CertificateLedger {
         let api = namespaced(client, ns, &certificate_requests());
-        let seen: Arc<Mutex<HashMap<String, Vec<String>>>> = Default::default();
-        let sink = seen.clone();
+        let state: Arc<Mutex<Ledger>> = Default::default();
+        let sink = state.clone();
         let task = tokio::spawn(async move {
-            let stream = watcher(api, watcher::Config::default())
+            let mut events = watcher(api, watcher::Config::default())
                 .default_backoff()
-                .applied_objects();
-            futures::pin_mut!(stream);
-            while let Some(Ok(obj)) = stream.next().await {
-                if let Some(cert) = obj.data["status"]["certificate"].as_str() {
-                    let mut map = sink.lock().unwrap_or_else(|p| p.into_inner());
-                    let list = map.entry(obj.name_any()).or_default();
-                    if !list.iter().any(|c| c == cert) {
-                        list.push(cert.to_string());
+                .boxed();
+            let mut listed = false;
+            while let Some(event) = events.next().await {
+                let mut ledger = sink.lock().unwrap_or_else(|p| p.into_inner());
+                match event {
+                    Ok(watcher::Event::Init) => {
+                        if listed {
+                            ledger.relists += 1;
+                        }
+                        listed = true;
                     }
+                    Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)) => {
+                        if let Some(cert) = obj.data["status"]["certificate"].as_str() {
+                            let list = ledger.seen.entry(obj.name_any()).or_default();
+                            if !list.iter().any(|c| c == cert) {
+                                list.push(cert.to_string());
+                            }
+                        }
+                    }
+                    Ok(watcher::Event::InitDone | watcher::Event::Delete(_)) => {}
+                    Err(e) => ledger.errors.push(e.to_string()),
                 }
             }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).ended = true;
         });
-        CertificateLedger { seen, task }
+        CertificateLedger { state, task }
     }
 
-    /// Fails if any request showed more than one certificate over its life.
+    /// Fails if any request showed more than one certificate over its life, or if the record
+    /// has a gap (the watch ended, or re-listed after a 410). Returns how many requests showed
+    /// a certificate. Watch errors that were resumed without a gap are reported on stderr.
     pub fn assert_written_once(&self) -> Result<usize> {
-        let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let rewritten: Vec<_> = map
+        let ledger = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let errors = || {
+            format!(
+                "{} watch errors: {:?}",
+                ledger.errors.len(),
+                ledger.errors.iter().take(5).collect::<Vec<_>>()
+            )
+        };
+        if ledger.ended {
+            bail!(
+                "the certificate ledger's watch ended, later writes were not recorded; {}",
+                errors()
+            );
+        }
+        if ledger.relists > 0 {
+            bail!(
+                "the certificate ledger's watch re-listed {} times, so writes in between were not recorded; {}",
+                ledger.relists,
+                errors()
+            );
+        }
+        let rewritten: Vec<_> = ledger
+            .seen
             .iter()
             .filter(|(_, v)| v.len() > 1)
             .map(|(k, _)| k.clone())
@@ -233,7 +310,13 @@ impl CertificateLedger {
         if !rewritten.is_empty() {
             bail!("certificates rewritten for {rewritten:?}");
         }
-        Ok(map.len())
+        if !ledger.errors.is_empty() {
+            eprintln!(
+                "certificate ledger: the watch resumed after {} (no re-list, nothing missed)",
+                errors()
+            );
+        }
+        Ok(ledger.seen.len())
     }
 }
 

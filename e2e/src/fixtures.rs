@@ -212,15 +212,27 @@ pub fn csr(cn: &str) -> Result<String> {
     Ok(params.serialize_request(&key)?.pem()?)
 }
 
-/// A Ready StepClusterIssuer with its own password Secret.
+/// A Ready StepClusterIssuer `<prefix>-<random>` with its own password Secret.
 pub async fn ready_cluster_issuer(
     env: &Env,
     client: &Client,
     prefix: &str,
     log: &str,
 ) -> Result<String> {
-    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
     let name = format!("{prefix}-{}", random_suffix());
+    ready_cluster_issuer_named(env, client, &name, log).await?;
+    Ok(name)
+}
+
+/// A Ready StepClusterIssuer named exactly `name`, with its own password Secret.
+pub async fn ready_cluster_issuer_named(
+    env: &Env,
+    client: &Client,
+    name: &str,
+    log: &str,
+) -> Result<()> {
+    let name = name.to_string();
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
     password_secret(
         client,
         CLUSTER_RESOURCE_NAMESPACE,
@@ -248,7 +260,87 @@ pub async fn ready_cluster_issuer(
         log,
     )
     .await?;
-    Ok(name)
+    Ok(())
+}
+
+/// The `Ready` message of an issuer that verified the e2e step-ca's provisioner.
+pub fn verified_message(env: &Env) -> String {
+    format!(
+        "Signing with JWK provisioner {:?} (kid {}) at {}",
+        env.step_provisioner,
+        env.step_provisioner_kid,
+        env.step_ca_url.trim_end_matches('/')
+    )
+}
+
+/// The `Ready` condition's message, or "" (as text, not as JSON: quotes stay quotes).
+pub fn ready_message(obj: &DynamicObject) -> String {
+    condition(obj, "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What the tests check in an issued leaf certificate.
+#[derive(Debug)]
+pub struct Leaf {
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    pub not_before: std::time::SystemTime,
+    pub not_after: std::time::SystemTime,
+}
+
+impl Leaf {
+    pub fn lifetime(&self) -> Duration {
+        self.not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default()
+    }
+}
+
+/// Parses the first certificate of a PEM chain (the leaf).
+pub fn leaf(chain_pem: &str) -> Result<Leaf> {
+    use x509_parser::extensions::GeneralName;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the chain does not start with a PEM block: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("the leaf certificate does not parse: {e}"))?;
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    let mut dns_names = Vec::new();
+    let mut ip_addresses = Vec::new();
+    if let Some(san) = cert
+        .subject_alternative_name()
+        .map_err(|e| anyhow::anyhow!("the SAN extension does not parse: {e}"))?
+    {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ip_addresses.push(std::net::IpAddr::from(<[u8; 4]>::try_from(*b)?)),
+                    16 => ip_addresses.push(std::net::IpAddr::from(<[u8; 16]>::try_from(*b)?)),
+                    n => anyhow::bail!("an IP SAN of {n} bytes"),
+                },
+                _ => {}
+            }
+        }
+    }
+    let time = |t: x509_parser::time::ASN1Time| {
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+    };
+    Ok(Leaf {
+        common_name,
+        dns_names,
+        ip_addresses,
+        not_before: time(cert.validity().not_before),
+        not_after: time(cert.validity().not_after),
+    })
 }
 
 /// `issuerRef` of a StepClusterIssuer.

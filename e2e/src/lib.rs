@@ -159,34 +159,83 @@ impl TestNamespace {
 }
 
 pub fn random_suffix() -> String {
+    random_letters(6)
+}
+
+/// `n` random lowercase letters: long enough (say 24) to make a junk token or password that
+/// nothing else in a log contains by chance.
+pub fn random_letters(n: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..6)
+    (0..n)
         .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
         .collect()
 }
 
-/// Polls `check` until it returns `Ok(Some(value))` or `timeout` passes. On timeout the error
-/// carries `what` and the last thing `check` saw (its `Ok(None)` cannot explain itself, so the
-/// caller's `describe` closure is asked for the current state).
+/// Records a secret the tests used (a pod or ServiceAccount token, a one-time token, a
+/// password), one per line in `$E2E_STATE/secrets/used-<pid>.txt` (mode 0600), so that
+/// `e2e/check-secrets.sh` can look for each in the logs, Events and statuses after the run.
+/// Returns the secret, for use in an expression.
+pub fn record_secret<'a>(env: &Env, secret: &'a str) -> Result<&'a str> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // An empty line would make `grep -F -f` match everything; a newline would split it.
+    if secret.trim().len() < 8 || secret.contains(['\n', '\r']) {
+        bail!(
+            "refusing to record a secret of {} bytes that is blank, shorter than 8 characters or spans lines",
+            secret.len()
+        );
+    }
+    let dir = env.state.join("secrets");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("used-{}.txt", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// Polls `check` until it returns `Ok(Some(value))` or `timeout` passes.
+///
+/// `Ok(None)` means "not yet". Any error ends the wait at once, with `what` and the current state
+/// (the caller's `describe` closure) attached: a check that sees a terminal state (a Failed
+/// request, an admitted pod that should have been denied) fails the test immediately instead of
+/// costing the whole timeout and being reported as one. An error wrapped with [`retry`] is the
+/// one exception: it is taken as "not yet" and shown as the last error on timeout. Wrap only an
+/// error that is expected to be transient at that point, and say why at the call.
+///
+/// On timeout the error carries `what` and what `describe` reports (an `Ok(None)` cannot explain
+/// itself).
 pub async fn wait_for<T>(
     what: &str,
     timeout: Duration,
     mut check: impl AsyncFnMut() -> Result<Option<T>>,
     describe: impl AsyncFnOnce() -> String,
 ) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last_err = None;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut last_retried = None;
     loop {
         match check().await {
             Ok(Some(v)) => return Ok(v),
             Ok(None) => {}
-            Err(e) => last_err = Some(e),
+            Err(e) if e.downcast_ref::<Retry>().is_some() => last_retried = Some(e),
+            Err(e) => {
+                let seen = describe().await;
+                return Err(e.context(format!(
+                    "failed after {:?} while waiting for {what}; seen:\n{seen}",
+                    started.elapsed()
+                )));
+            }
         }
         if Instant::now() >= deadline {
             let seen = describe().await;
-            let err = last_err
-                .map(|e| format!("\nlast error: {e:#}"))
+            let err = last_retried
+                .map(|e| format!("\nlast (retried) error: {e:#}"))
                 .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}; seen:\n{seen}{err}");
         }
@@ -194,7 +243,88 @@ pub async fn wait_for<T>(
     }
 }
 
+/// An error that [`wait_for`] retries instead of failing at once; see [`retry`].
+#[derive(Debug)]
+pub struct Retry(anyhow::Error);
+
+impl std::fmt::Display for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Retry {}
+
+/// Marks `e` as transient for [`wait_for`]: the wait goes on, and the error is reported only if
+/// the wait times out. For errors that are expected where they are used (an API call while the
+/// apiserver restarts), never to hide an unexpected one.
+pub fn retry(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(Retry(e.into()))
+}
+
 /// Pretty-printed JSON of any object, for timeout reports.
 pub fn dump<T: serde::Serialize>(obj: &T) -> String {
     serde_json::to_string_pretty(obj).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_for_fails_at_once_on_an_error() {
+        let started = Instant::now();
+        let mut calls = 0;
+        let err = wait_for(
+            "something",
+            Duration::from_secs(60),
+            async || -> Result<Option<()>> {
+                calls += 1;
+                bail!("the request turned Failed")
+            },
+            async || "the state seen".to_string(),
+        )
+        .await
+        .expect_err("an error must end the wait");
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        assert_eq!(calls, 1);
+        let text = format!("{err:#}");
+        assert!(text.contains("the request turned Failed"), "{text}");
+        assert!(text.contains("the state seen"), "{text}");
+        assert!(text.contains("waiting for something"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn wait_for_retries_only_marked_errors() {
+        let mut calls = 0;
+        let got = wait_for(
+            "a value",
+            Duration::from_secs(30),
+            async || {
+                calls += 1;
+                if calls < 3 {
+                    Err(retry(anyhow!("connection reset")))
+                } else {
+                    Ok(Some(calls))
+                }
+            },
+            async || String::new(),
+        )
+        .await
+        .expect("retried errors must not end the wait");
+        assert_eq!(got, 3);
+
+        let err = wait_for(
+            "a value",
+            Duration::from_millis(500),
+            async || -> Result<Option<()>> { Err(retry(anyhow!("still down"))) },
+            async || "nothing yet".to_string(),
+        )
+        .await
+        .expect_err("a wait that only sees retried errors times out");
+        let text = format!("{err:#}");
+        assert!(text.contains("timed out"), "{text}");
+        assert!(text.contains("still down"), "{text}");
+        assert!(text.contains("nothing yet"), "{text}");
+    }
 }

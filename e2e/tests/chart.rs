@@ -14,7 +14,7 @@ use e2e::chart::*;
 use e2e::fixtures::*;
 use e2e::operator::{Process, free_port};
 use e2e::process::run;
-use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use e2e::{Env, TestNamespace, dump, random_letters, random_suffix, record_secret, wait_for};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -678,7 +678,9 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
 
         // Rotate the password to a wrong one: only the Secret watch (list+watch) can notice it
         // before the 5-minute recheck.
-        password_secret(&client, &ns.name, &format!("{fullname}-provisioner-password"), "password", "wrong-password").await?;
+        let wrong = format!("wrong-password-{}", random_letters(20));
+        record_secret(&env, &wrong)?;
+        password_secret(&client, &ns.name, &format!("{fullname}-provisioner-password"), "password", &wrong).await?;
         wait_ready_condition(&issuers, &issuer, "False", None, Duration::from_secs(60), &log).await?;
 
         // The configured approver subject (approver.subjects) may approve this issuer's
@@ -814,6 +816,7 @@ async fn chart_webhook_identity_admits_and_bootstraps() -> Result<()> {
         let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), &app.name)
             .create_subresource("token", "app", &PostParams::default(), &request).await?;
         let token = answer.status.and_then(|s| s.token).context("no token")?;
+        record_secret(&env, &token)?;
         let host = format!("{service_name}.{}.svc", ns.name);
         let resolve = format!("{host}:{port}:127.0.0.1");
         let url = format!("https://{host}:{port}/bootstrap");
@@ -829,6 +832,9 @@ async fn chart_webhook_identity_admits_and_bootstraps() -> Result<()> {
         }
         let body: Value = serde_json::from_str(body)?;
         ensure!(body["token"].is_string() && body["rootPem"].is_string(), "{body}");
+        if let Some(one_time) = body["token"].as_str() {
+            record_secret(&env, one_time)?;
+        }
 
         fail_on_forbidden("the webhook", &p.logs())?;
         Ok::<_, anyhow::Error>(())

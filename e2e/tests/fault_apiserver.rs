@@ -33,7 +33,7 @@ async fn fault_apiserver_restarted_mid_burst() -> Result<()> {
         .context("restarting kube-apiserver")?;
     let down_for = restart.elapsed();
     // The test's own client reconnects too; the controller must finish without help.
-    wait_all_issued(&api, 100, Duration::from_secs(180), &log).await?;
+    wait_all_issued_across_apiserver_restart(&api, 100, Duration::from_secs(180), &log).await?;
     // Certificates signed while the apiserver was away are kept and written later, never
     // signed again.
     let repeats = assert_signed_once_except_in_flight(&env, &ns.name, "api-", 100, 0)?;

@@ -85,8 +85,8 @@ async fn harness_selfsigned_certificate() -> Result<()> {
     wait_for(
         "the SelfSigned Certificate to become Ready",
         Duration::from_secs(60),
-        async || Ok(certs.get("demo").await.ok().filter(ready)),
-        async || dump(&certs.get("demo").await.ok()),
+        async || Ok(certs.get_opt("demo").await?.filter(ready)),
+        async || dump(&certs.get_opt("demo").await.ok().flatten()),
     )
     .await?;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
-use e2e::{Env, TestNamespace, dump, random_suffix};
+use e2e::{Env, TestNamespace, dump, random_letters, random_suffix, record_secret};
 use kube::api::PostParams;
 use serde_json::json;
 
@@ -71,17 +71,51 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
     let ns = TestNamespace::create(&client, "hostile-cr").await?;
     let requests = namespaced(&client, &ns.name, &certificate_requests());
     let good = csr("good.example.com")?;
-    let cases: Vec<(&str, String, Option<&str>, &str)> = vec![
-        ("not-pem", "this is not a CSR".into(), None, "PEM"),
-        ("two-blocks", format!("{good}{good}"), None, "2"),
-        ("bad-signature", tampered_csr()?, None, "signature"),
+    // Each needle is a distinctive part of the message that names the cause, and where the
+    // message has one, the fix (src/pki/error.rs, src/duration.rs and the controller's checks).
+    let cases: Vec<(&str, String, Option<&str>, Vec<&str>)> = vec![
+        (
+            "not-pem",
+            "this is not a CSR".into(),
+            None,
+            vec![
+                r#"no PEM block found: expected PEM text starting with "-----BEGIN CERTIFICATE REQUEST-----""#,
+            ],
+        ),
+        (
+            "two-blocks",
+            format!("{good}{good}"),
+            None,
+            vec![
+                r#"expected exactly one PEM "CERTIFICATE REQUEST" block, found 2"#,
+                "send one CSR per request",
+            ],
+        ),
+        (
+            "bad-signature",
+            tampered_csr()?,
+            None,
+            vec![
+                "signature does not verify with its public key",
+                "generate a new CSR with the private key it names",
+            ],
+        ),
         (
             "rsa1024",
             openssl_csr(&["-newkey", "rsa:1024"])?,
             None,
-            "2048",
+            vec!["RSA key of 1024 bits is too weak: use at least 2048 bits"],
         ),
-        ("ed448", openssl_csr(&["-newkey", "ed448"])?, None, "key"),
+        (
+            "ed448",
+            openssl_csr(&["-newkey", "ed448"])?,
+            None,
+            vec![
+                // 1.3.101.113 is Ed448.
+                "unsupported key (key algorithm 1.3.101.113)",
+                "only RSA 2048 to 8192 bits, ECDSA P-256, P-384 or P-521, and Ed25519 keys are accepted",
+            ],
+        ),
         (
             "ip-as-dns",
             openssl_csr(&[
@@ -93,7 +127,10 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
                 "subjectAltName=DNS:10.0.0.1",
             ])?,
             None,
-            "ipAddresses",
+            vec![
+                "lists the IP address 10.0.0.1 as a DNS name",
+                "move it from dnsNames to ipAddresses",
+            ],
         ),
         // Durations Go cannot parse would break cert-manager's own CertificateRequest informer
         // (it cannot decode the object), so only Go-parseable absurd ones are used here; the
@@ -102,9 +139,14 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
             "absurd-duration",
             good.clone(),
             Some("2000000h"),
-            "too large",
+            vec![r#"duration "2000000h" is too large: the limit is 100 years"#],
         ),
-        ("negative-duration", good.clone(), Some("-1h"), "negative"),
+        (
+            "negative-duration",
+            good.clone(),
+            Some("-1h"),
+            vec![r#"duration "-1h" is negative: use a positive Go duration such as 2160h"#],
+        ),
     ];
     // Approved by the test, so the duration check is reached whatever the approver does.
     let approve = json!({"status": {"conditions": [{"type": "Approved", "status": "True", "reason": "e2e", "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -129,7 +171,7 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
                 .await?;
         }
     }
-    for (name, _, _, needle) in &cases {
+    for (name, _, _, needles) in &cases {
         let obj = wait_ready_condition(
             &requests,
             name,
@@ -139,13 +181,13 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
             &log,
         )
         .await?;
-        let message = condition(&obj, "Ready")
-            .map(|c| c["message"].to_string())
-            .unwrap_or_default();
-        assert!(
-            message.contains(needle),
-            "{name}: the message must name the cause ({needle}): {message}"
-        );
+        let message = ready_message(&obj);
+        for needle in needles {
+            assert!(
+                message.contains(needle),
+                "{name}: the message must name the cause and the fix ({needle}): {message}"
+            );
+        }
         assert!(
             obj.data["status"]["failureTime"].is_string(),
             "{name}: {}",
@@ -277,12 +319,15 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
         &password,
     )
     .await?;
+    // Random, so that check-secrets.sh can look for it without matching the case names.
+    let wrong_password = format!("hostile-pw-{}", random_letters(20));
+    record_secret(&env, &wrong_password)?;
     password_secret(
         &client,
         CLUSTER_RESOURCE_NAMESPACE,
         &format!("{secret}-wrong"),
         "password",
-        "wrong-password",
+        &wrong_password,
     )
     .await?;
     let root = env.root_pem()?;
@@ -312,7 +357,11 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
     let kid = env.step_provisioner_kid.clone();
     let prov = env.step_provisioner.clone();
     let rootb = Some(base64(root.as_bytes()));
-    type Case = (&'static str, serde_json::Value, &'static str, &'static str);
+    let crn = CLUSTER_RESOURCE_NAMESPACE;
+    let verified = verified_message(&env);
+    // The needles are distinctive parts of the messages in src/controller/issuer_spec.rs,
+    // src/controller/error.rs and src/step/error.rs: the cause and, where there is one, the fix.
+    type Case = (&'static str, serde_json::Value, &'static str, Vec<String>);
     let cases: Vec<Case> = vec![
         (
             "invalid-url",
@@ -324,7 +373,10 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "InvalidSpec",
-            "spec.url",
+            vec![
+                r#"spec.url "not a url" is not a URL"#.into(),
+                "set it to step-ca's address".into(),
+            ],
         ),
         (
             "garbage-bundle",
@@ -336,7 +388,9 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "InvalidSpec",
-            "caBundle",
+            vec![
+                "spec.caBundle is neither PEM certificates nor a DER certificate: set it to base64 of step-ca's root_ca.crt".into(),
+            ],
         ),
         (
             "der-bundle",
@@ -348,7 +402,8 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "Verified",
-            "JWK provisioner",
+            // Compared in full below.
+            vec![verified.clone()],
         ),
         (
             "missing-secret",
@@ -360,7 +415,9 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref("no-such-secret", "password"),
             ),
             "SecretNotFound",
-            "no-such-secret",
+            vec![format!(
+                "Secret {crn}/no-such-secret with the provisioner password was not found: create it, or fix spec.provisioner.passwordRef.name"
+            )],
         ),
         (
             "missing-key",
@@ -372,7 +429,9 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "nokey"),
             ),
             "SecretKeyMissing",
-            "nokey",
+            vec![format!(
+                r#"Secret {crn}/{secret} has no key "nokey": add the password under that key, or fix spec.provisioner.passwordRef.key"#
+            )],
         ),
         (
             "unknown-kid",
@@ -384,7 +443,9 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "ProvisionerNotFound",
-            "unknownkid",
+            vec![format!(
+                r#"failed to find provisioner {prov:?} with kid "unknownkid" on step-ca; check spec.provisioner.name and kid against `step ca provisioner list`"#
+            )],
         ),
         (
             "unknown-name",
@@ -396,13 +457,18 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "ProvisionerNotFound",
-            "nobody",
+            vec![
+                r#"failed to find provisioner "nobody" on step-ca; check spec.provisioner.name and kid against `step ca provisioner list`"#.into(),
+            ],
         ),
         (
             "not-jwk",
             spec(&url, rootb.clone(), "acme", None, pref(&secret, "password")),
             "NotJWKProvisioner",
-            "acme",
+            vec![
+                r#"failed to use provisioner "acme": it is of type "#.into(),
+                "but only JWK provisioners are supported; create one with `step ca provisioner add <name> --type JWK --create`".into(),
+            ],
         ),
         (
             "wrong-password",
@@ -414,7 +480,9 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&format!("{secret}-wrong"), "password"),
             ),
             "WrongPassword",
-            "password",
+            vec![format!(
+                "failed to decrypt the key of provisioner {prov:?}: wrong password; check the provisioner password Secret"
+            )],
         ),
         (
             "html-ca",
@@ -426,7 +494,12 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "CAInvalidResponse",
-            "HTML",
+            // openssl s_server -www answers every request with a 200 HTML status page.
+            vec![
+                "unexpected response from step-ca".into(),
+                "HTML response (HTTP 200 OK)".into(),
+                "is a proxy in front of step-ca?".into(),
+            ],
         ),
         (
             "hanging-ca",
@@ -438,7 +511,10 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
                 pref(&secret, "password"),
             ),
             "CATimeout",
-            "10s",
+            vec![format!(
+                "at https://127.0.0.1:{}: step-ca did not answer within 10s",
+                bad.hang_port
+            )],
         ),
     ];
     let api = cluster(&client, &step_cluster_issuers());
@@ -446,7 +522,7 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
     for (name, spec, _, _) in &cases {
         apply(&api, json!({"apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer", "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec})).await?;
     }
-    for (name, _, reason, needle) in &cases {
+    for (name, _, reason, needles) in &cases {
         let full = format!("{name}-{suffix}");
         let status = if *reason == "Verified" {
             "True"
@@ -462,16 +538,19 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
             &log,
         )
         .await?;
-        let message = condition(&obj, "Ready")
-            .map(|c| c["message"].to_string())
-            .unwrap_or_default();
+        let message = ready_message(&obj);
+        if *reason == "Verified" {
+            assert_eq!(message, verified, "{name}");
+        }
+        for needle in needles {
+            assert!(
+                message.contains(needle.as_str()),
+                "{name}: the message must name the cause and the fix ({needle}): {message}"
+            );
+        }
         assert!(
-            message.contains(needle),
-            "{name}: the message must name the cause ({needle}): {message}"
-        );
-        assert!(
-            !message.contains(&password),
-            "{name}: the password leaked into the status"
+            !message.contains(&password) && !message.contains(&wrong_password),
+            "{name}: a password leaked into the status"
         );
     }
     Ok(())

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
 use e2e::process::run;
-use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use e2e::{Env, TestNamespace, dump, random_letters, random_suffix, record_secret, wait_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -127,11 +127,9 @@ async fn issuer_cluster_issuer_becomes_ready() -> Result<()> {
     let obj = api.get(&name).await?;
     let ready = condition(&obj, "Ready").context("no Ready condition")?;
     assert_eq!(ready["reason"], "Verified", "{}", dump(&obj));
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&s.env.step_provisioner),
+    assert_eq!(
+        ready["message"].as_str(),
+        Some(verified_message(&s.env).as_str()),
         "{}",
         dump(&obj)
     );
@@ -280,10 +278,12 @@ async fn issuer_namespaced_step_issuer_with_password_ref() -> Result<()> {
         &s.log,
     )
     .await?;
-    let message = condition(&obj, "Ready")
-        .map(|c| c["message"].to_string())
-        .unwrap_or_default();
-    assert!(message.contains("own namespace"), "{message}");
+    let message = ready_message(&obj);
+    let cause = format!(
+        "differs from the StepIssuer's namespace {:?}: a StepIssuer reads only Secrets in its own namespace",
+        ns.name
+    );
+    assert!(message.contains(&cause), "want {cause}: {message}");
     ns.delete().await
 }
 
@@ -291,7 +291,10 @@ async fn issuer_namespaced_step_issuer_with_password_ref() -> Result<()> {
 async fn issuer_wrong_password_then_fixed_secret() -> Result<()> {
     let s = setup().await?;
     let ns = TestNamespace::create(&s.client, "issuer-pw").await?;
-    password_secret(&s.client, &ns.name, "pw", "password", "not-the-password").await?;
+    // Random, so that check-secrets.sh can look for it after the run.
+    let wrong = format!("not-the-password-{}", random_letters(20));
+    record_secret(&s.env, &wrong)?;
+    password_secret(&s.client, &ns.name, "pw", "password", &wrong).await?;
     let issuers = namespaced(&s.client, &ns.name, &step_issuers());
     apply(
         &issuers,
@@ -311,15 +314,17 @@ async fn issuer_wrong_password_then_fixed_secret() -> Result<()> {
         &s.log,
     )
     .await?;
-    let message = condition(&obj, "Ready")
-        .map(|c| c["message"].to_string())
-        .unwrap_or_default();
-    assert!(
-        message.to_lowercase().contains("password"),
-        "the message must name the cause: {message}"
+    let message = ready_message(&obj);
+    let cause = format!(
+        "failed to decrypt the key of provisioner {:?}: wrong password; check the provisioner password Secret",
+        s.env.step_provisioner
     );
     assert!(
-        !message.contains("not-the-password"),
+        message.contains(&cause),
+        "the message must name the cause and the fix ({cause}): {message}"
+    );
+    assert!(
+        !message.contains(&wrong),
         "the password leaked into the status: {message}"
     );
     let generation = obj.metadata.generation;
@@ -357,6 +362,7 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
     // The issuer does not exist yet, so the request cannot be signed before the denial lands,
     // whatever the approver does meanwhile.
     let missing = format!("later-{}", random_suffix());
+    let denied_subject = format!("denied.{}.example", ns.name);
     requests
         .create(
             &PostParams::default(),
@@ -364,7 +370,7 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
                 "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
                 "metadata": {"name": "denied"},
                 "spec": {
-                    "request": base64(csr("denied.example.com")?.as_bytes()),
+                    "request": base64(csr(&denied_subject)?.as_bytes()),
                     "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": missing},
                 }
             }))?,
@@ -390,13 +396,68 @@ async fn issuer_denied_request_is_never_signed() -> Result<()> {
         "failureTime must be set: {}",
         dump(&obj)
     );
-    // Now the issuer exists and is Ready; the request must stay unsigned.
-    let _ = cluster_issuer(&s, &missing).await;
+    // A second request for the same missing issuer, not denied: the barrier. Once it is Issued,
+    // the controller has seen the issuer turn Ready and re-examined the requests waiting for it.
+    let barrier_subject = format!("barrier.{}.example", ns.name);
+    requests
+        .create(
+            &PostParams::default(),
+            &certificate_request(
+                "barrier",
+                &csr(&barrier_subject)?,
+                step_cluster_issuer_ref(&missing),
+            )?,
+        )
+        .await?;
+    // Now the issuer exists and turns Ready.
+    ready_cluster_issuer_named(&s.env, &s.client, &missing, &s.log).await?;
+    wait_ready_condition(
+        &requests,
+        "barrier",
+        "True",
+        Some("Issued"),
+        READY_TIMEOUT,
+        &s.log,
+    )
+    .await?;
+    // The denied request stays Denied and unsigned, and step-ca never saw it.
     let obj = requests.get("denied").await?;
     assert!(
         obj.data["status"]["certificate"].is_null(),
         "a denied request was signed: {}",
         dump(&obj)
+    );
+    assert_eq!(
+        condition(&obj, "Ready").map(|c| (c["status"].clone(), c["reason"].clone())),
+        Some((json!("False"), json!("Denied"))),
+        "{}",
+        dump(&obj)
+    );
+    // step-ca logs a sign just after answering it: wait for the barrier's line (which also
+    // shows the log is read right), then look for the denied one.
+    wait_for(
+        "step-ca's log to show the barrier's sign",
+        Duration::from_secs(10),
+        async || {
+            let signs = e2e::faults::signs_by_subject(&s.env, &barrier_subject)?;
+            match signs.get(&barrier_subject) {
+                None => Ok(None),
+                Some(1) => Ok(Some(())),
+                Some(n) => anyhow::bail!("the barrier was signed {n} times"),
+            }
+        },
+        async || {
+            format!(
+                "{:?}",
+                e2e::faults::signs_by_subject(&s.env, "barrier.").ok()
+            )
+        },
+    )
+    .await?;
+    let signs = e2e::faults::signs_by_subject(&s.env, &denied_subject)?;
+    assert!(
+        signs.is_empty(),
+        "step-ca signed for the denied request: {signs:?}"
     );
     ns.delete().await
 }
@@ -672,9 +733,50 @@ spec:
         }
     });
     certs.create(&PostParams::default(), &object(cert)?).await?;
-    let secret = Api::<Secret>::namespaced(s.client.clone(), &ns.name);
-    let _ = wait_certificate_ready(&s, &ns.name, "backend").await?;
-    assert!(secret.get("backend-tls").await.is_ok());
+    let secret = wait_certificate_ready(&s, &ns.name, "backend").await?;
+    let chain = secret_text(&secret, "tls.crt")?;
+    // Verifies against the step-ca root.
+    verify_chain(&s.env, &chain).await?;
+    assert_eq!(
+        secret_text(&secret, "ca.crt")?.trim(),
+        s.env.root_pem()?.trim(),
+        "ca.crt must be the step-ca root"
+    );
+    assert!(
+        secret_text(&secret, "tls.key")?.contains("PRIVATE KEY-----"),
+        "tls.key must hold the private key"
+    );
+    let leaf = leaf(&chain)?;
+    assert_eq!(
+        leaf.common_name.as_deref(),
+        Some("backend.default.svc.cluster.local"),
+        "{leaf:?}"
+    );
+    assert_eq!(
+        leaf.dns_names,
+        ["backend.default.svc.cluster.local"],
+        "{leaf:?}"
+    );
+    assert_eq!(
+        leaf.ip_addresses,
+        [std::net::IpAddr::from([127, 0, 0, 1])],
+        "{leaf:?}"
+    );
+    // duration: 24h. step-ca may backdate notBefore by a minute or so.
+    let day = Duration::from_secs(24 * 3600);
+    let lifetime = leaf.lifetime();
+    assert!(
+        lifetime >= day && lifetime <= day + Duration::from_secs(300),
+        "the certificate must live 24h, it lives {lifetime:?}: {leaf:?}"
+    );
+    let left = leaf
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > day - Duration::from_secs(600) && left <= day + Duration::from_secs(60),
+        "the certificate must expire about 24h from now, {left:?} left: {leaf:?}"
+    );
     ns.delete().await
 }
 

@@ -82,16 +82,26 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
                 )
                 .await?;
         }
-        // Every request reaches Pending with a message about the CA...
+        // Every request reaches Pending with a message that says the CA cannot be reached and
+        // that it will be retried (not Pending for another reason, e.g. an issuer not Ready)...
+        let on_the_ca = |r: &kube::api::DynamicObject| {
+            let message = ready_message(r);
+            condition(r, "Ready").is_some_and(|c| c["reason"] == "Pending")
+                && message.contains("will retry")
+                && message.contains("cannot reach step-ca")
+        };
         wait_for(
             "all 5 requests to be Pending on the unreachable CA",
             Duration::from_secs(60),
             async || {
                 let list = requests.list(&Default::default()).await?.items;
-                let pending = list
+                if let Some(failed) = list
                     .iter()
-                    .filter(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Pending"))
-                    .count();
+                    .find(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Failed"))
+                {
+                    bail!("a request failed while the CA is down: {}", dump(failed));
+                }
+                let pending = list.iter().filter(|r| on_the_ca(r)).count();
                 Ok((list.len() == 5 && pending == 5).then_some(()))
             },
             async || dump(&requests.list(&Default::default()).await.ok().map(|l| l.items)),
@@ -112,6 +122,12 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
         Duration::from_secs(90),
         async || {
             let list = requests.list(&Default::default()).await?.items;
+            if let Some(failed) = list
+                .iter()
+                .find(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Failed"))
+            {
+                bail!("a request failed after the outage: {}", dump(failed));
+            }
             let issued = list
                 .iter()
                 .filter(|r| condition(r, "Ready").is_some_and(|c| c["reason"] == "Issued"))

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, free_port};
 use e2e::process::run;
-use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use e2e::{Env, TestNamespace, dump, random_letters, random_suffix, record_secret, wait_for};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ServiceAccount};
@@ -158,6 +158,12 @@ async fn start_webhook_with(
     Ok(p)
 }
 
+/// The last `n` lines of a log file, newest first, for failure reports.
+fn newest_lines(path: &str, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().rev().take(n).collect::<Vec<_>>().join("\n")
+}
+
 async fn labelled_namespace(client: &Client, prefix: &str) -> Result<TestNamespace> {
     TestNamespace::create_labelled(
         client,
@@ -205,8 +211,9 @@ async fn service_account(client: &Client, ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// What the kubelet would mount at the projected token path for this pod.
-async fn pod_token(client: &Client, pod: &Pod, audience: &str) -> Result<String> {
+/// What the kubelet would mount at the projected token path for this pod. Recorded for
+/// `e2e/check-secrets.sh`.
+async fn pod_token(env: &Env, client: &Client, pod: &Pod, audience: &str) -> Result<String> {
     let ns = pod.namespace().unwrap_or_default();
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
@@ -225,10 +232,12 @@ async fn pod_token(client: &Client, pod: &Pod, audience: &str) -> Result<String>
     let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
         .create_subresource("token", "app", &PostParams::default(), &request)
         .await?;
-    answer
+    let token = answer
         .status
         .and_then(|s| s.token)
-        .context("no token in the TokenRequest answer")
+        .context("no token in the TokenRequest answer")?;
+    record_secret(env, &token)?;
+    Ok(token)
 }
 
 fn container<'a>(pod: &'a Pod, name: &str) -> Option<&'a Container> {
@@ -454,7 +463,7 @@ async fn pod_tls_leaves_unlabelled_namespaces_and_plain_pods_alone() -> Result<(
 async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
-    webhook(&env, &client).await?;
+    let w = webhook(&env, &client).await?;
     let ns = labelled_namespace(&client, "pod-tls-deny").await?;
     let own = format!("web.{}.svc", ns.name);
     let cases = [
@@ -476,7 +485,8 @@ async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
     ];
     let api = Api::<Pod>::namespaced(client.clone(), &ns.name);
     for (name, annotations, needle) in cases {
-        // Wait until the webhook answers at all, then expect the denial.
+        // Wait until the webhook answers at all, then expect the denial. An admitted pod, or
+        // any refusal other than our webhook's denial, ends the wait at once.
         let err = wait_for(
             &format!("pod {name} to be denied"),
             Duration::from_secs(20),
@@ -488,10 +498,17 @@ async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
                 Err(kube::Error::Api(s)) if s.message.contains("failed calling webhook") => {
                     Ok(None)
                 }
-                Err(kube::Error::Api(s)) => Ok(Some(s)),
-                Err(e) => Err(e.into()),
+                Err(kube::Error::Api(s))
+                    if s.message
+                        .contains(r#"admission webhook "autocert.step.sm" denied the request"#) =>
+                {
+                    Ok(Some(s))
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(format!(
+                    "pod {name} was refused, but not by the webhook's denial"
+                ))),
             },
-            async || String::new(),
+            async || format!("webhook log (newest first):\n{}", newest_lines(&w.log, 20)),
         )
         .await?;
         assert!(
@@ -523,7 +540,7 @@ async fn pod_tls_bootstrap_then_renew() -> Result<()> {
     let token_file = dir.path().join("token");
     std::fs::write(
         &token_file,
-        pod_token(&client, &created, "step-operator").await?,
+        pod_token(&env, &client, &created, "step-operator").await?,
     )?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;
@@ -594,7 +611,7 @@ async fn pod_tls_autocert_manifest_is_injected_and_bootstraps() -> Result<()> {
     let token_file = dir.path().join("token");
     std::fs::write(
         &token_file,
-        pod_token(&client, &created, "step-operator").await?,
+        pod_token(&env, &client, &created, "step-operator").await?,
     )?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;
@@ -614,15 +631,44 @@ async fn pod_tls_autocert_manifest_is_injected_and_bootstraps() -> Result<()> {
     ns.delete().await
 }
 
+/// A refusal from /bootstrap: the status, the stable reason, and no token anywhere in the body.
+fn assert_refused(
+    what: &str,
+    (code, body): &(u16, serde_json::Value),
+    codes: &[u16],
+    reason: Option<&str>,
+    token: Option<&str>,
+) {
+    assert!(
+        codes.contains(code),
+        "{what}: got {code}, want one of {codes:?}: {body}"
+    );
+    if let Some(reason) = reason {
+        assert_eq!(body["reason"].as_str(), Some(reason), "{what}: {body}");
+    }
+    assert!(
+        body["token"].is_null(),
+        "{what}: a refusal must carry no token: {body}"
+    );
+    if let Some(token) = token {
+        assert!(
+            !body.to_string().contains(token),
+            "{what}: the refusal echoes the presented token"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pod_tls_bootstrap_refusals() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
     let w = webhook(&env, &client).await?;
+    // Every token this test presents or receives; none may reach the webhook's log.
+    let mut tokens: Vec<(&str, String)> = Vec::new();
 
     // No token at all.
-    let (code, body) = bootstrap_call(&env, w, None).await?;
-    assert_eq!(code, 401, "{body}");
+    let refused = bootstrap_call(&env, w, None).await?;
+    assert_refused("no token", &refused, &[401], Some("MissingToken"), None);
 
     // An unlabelled namespace, so admission does not stop the forbidden name; /bootstrap must.
     let ns = TestNamespace::create(&client, &format!("pod-tls-refuse-{}", random_suffix())).await?;
@@ -647,60 +693,71 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
         )
         .await?;
 
-    let (code, body) = bootstrap_call(
-        &env,
-        w,
-        Some(&pod_token(&client, &evil, "step-operator").await?),
-    )
-    .await?;
-    assert_eq!(
-        (code, body["reason"].as_str()),
-        (403, Some("NameNotAllowed")),
-        "{body}"
+    let evil_token = pod_token(&env, &client, &evil, "step-operator").await?;
+    let refused = bootstrap_call(&env, w, Some(&evil_token)).await?;
+    assert_refused(
+        "a pod asking for a name outside its namespace",
+        &refused,
+        &[403],
+        Some("NameNotAllowed"),
+        Some(&evil_token),
     );
+    tokens.push(("the evil pod's token", evil_token));
 
-    let (code, body) = bootstrap_call(
-        &env,
-        w,
-        Some(&pod_token(&client, &good, "some-other-audience").await?),
-    )
-    .await?;
-    assert_eq!(
-        code, 401,
-        "a token for another audience must be refused: {body}"
+    let other_audience = pod_token(&env, &client, &good, "some-other-audience").await?;
+    let refused = bootstrap_call(&env, w, Some(&other_audience)).await?;
+    assert_refused(
+        "a token for another audience",
+        &refused,
+        &[401],
+        None,
+        Some(&other_audience),
     );
+    tokens.push(("the wrong-audience token", other_audience));
 
-    let (code, body) = bootstrap_call(
-        &env,
-        w,
-        Some(&pod_token(&client, &good, "step-operator").await?),
-    )
-    .await?;
+    let good_token = pod_token(&env, &client, &good, "step-operator").await?;
+    let (code, body) = bootstrap_call(&env, w, Some(&good_token)).await?;
     assert_eq!(code, 200, "{body}");
-    assert!(
-        body["token"].is_string() && body["rootPem"].is_string(),
-        "{body}"
-    );
+    let one_time = body["token"].as_str().context("no token in the answer")?;
+    record_secret(&env, one_time)?;
+    assert!(body["rootPem"].is_string(), "{body}");
+    tokens.push(("the good pod's token", good_token));
+    tokens.push((
+        "the one-time token /bootstrap answered",
+        one_time.to_string(),
+    ));
 
     // A token issued before the pod was deleted: the apiserver or we refuse it.
-    let replay = pod_token(&client, &good, "step-operator").await?;
+    let replay = pod_token(&env, &client, &good, "step-operator").await?;
     pods.delete("good", &DeleteParams::default().grace_period(0))
         .await?;
     wait_for(
         "the pod to be gone",
         Duration::from_secs(30),
         async || Ok(pods.get_opt("good").await?.is_none().then_some(())),
-        async || String::new(),
+        async || dump(&pods.get_opt("good").await.ok().flatten()),
     )
     .await?;
-    let (code, body) = bootstrap_call(&env, w, Some(&replay)).await?;
-    assert!(
-        code == 401 || code == 403,
-        "a token of a deleted pod must be refused, got {code}: {body}"
+    let refused = bootstrap_call(&env, w, Some(&replay)).await?;
+    assert_refused(
+        "a token of a deleted pod",
+        &refused,
+        &[401, 403],
+        None,
+        Some(&replay),
     );
+    tokens.push(("the deleted pod's token", replay));
 
-    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
-    assert!(!log.contains(&replay), "the webhook logged a pod token");
+    let log = std::fs::read_to_string(&w.log)?;
+    // The evil pod's refusal is logged with its reason: this is the log that saw these calls.
+    assert!(
+        log.contains("NameNotAllowed"),
+        "the webhook log {} does not show the NameNotAllowed refusal: is it the right file?",
+        w.log
+    );
+    for (what, token) in &tokens {
+        assert!(!log.contains(token.as_str()), "the webhook logged {what}");
+    }
     ns.delete().await
 }
 
@@ -758,28 +815,49 @@ async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
     let mut control: serde_json::Value = serde_json::from_str(&valid)?;
     control["request"]["object"]["metadata"]["annotations"]["autocert.step.sm/name"] =
         json!("p.team.svc\u{7}");
-    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("malformed", b"{not json".to_vec(), 400, "JSON"),
+    // The needle is a distinctive part of the message that names the problem
+    // (src/webhook/mutate.rs, src/webhook/annotations.rs). None only for the oversized body: the
+    // HTTP layer refuses it before the handler runs (its 413 text is the framework's), or resets
+    // the stream; only the status is checked there.
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        (
+            "malformed",
+            b"{not json".to_vec(),
+            400,
+            Some("request body is not valid JSON"),
+        ),
         (
             "truncated",
             valid.as_bytes()[..valid.len() / 2].to_vec(),
             400,
-            "JSON",
+            Some("request body is not valid JSON"),
         ),
-        ("empty", Vec::new(), 400, "JSON"),
+        (
+            "empty",
+            Vec::new(),
+            400,
+            Some("request body is not valid JSON"),
+        ),
         (
             "v1beta1",
             v1beta1.to_string().into_bytes(),
             400,
-            "admission.k8s.io/v1",
+            Some("only admission.k8s.io/v1 is supported"),
         ),
-        ("oversized", vec![b' '; 9 * 1024 * 1024], 413, ""),
-        ("10000 sans", many.to_string().into_bytes(), 200, "sans"),
+        ("oversized", vec![b' '; 9 * 1024 * 1024], 413, None),
+        (
+            "10000 sans",
+            many.to_string().into_bytes(),
+            200,
+            Some("autocert.step.sm/sans lists 10000 names: at most"),
+        ),
         (
             "control character",
             control.to_string().into_bytes(),
             200,
-            "autocert.step.sm",
+            Some(
+                "contains a control character: use DNS names, IP addresses, URIs or emails without control characters",
+            ),
         ),
     ];
     for (name, body, want, needle) in cases {
@@ -791,10 +869,12 @@ async fn hostile_admission_reviews_get_clear_errors() -> Result<()> {
             other => other?,
         };
         assert_eq!(code, want, "{name}: {text}");
-        assert!(
-            text.contains(needle),
-            "{name}: the answer must name the problem ({needle}): {text}"
-        );
+        if let Some(needle) = needle {
+            assert!(
+                text.contains(needle),
+                "{name}: the answer must name the problem ({needle}): {text}"
+            );
+        }
         if want == 200 {
             let review: serde_json::Value = serde_json::from_str(&text)?;
             assert_eq!(
@@ -818,16 +898,39 @@ async fn hostile_bootstrap_tokens_are_refused() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
     let w = webhook(&env, &client).await?;
-    // A well-formed JWT signed by nobody the apiserver trusts, and plain garbage.
+    // A well-formed JWT signed by nobody the apiserver trusts, and junk long enough that an echo
+    // of it could not be a coincidence. "Bearer <junk>" ends up as `Bearer Bearer <junk>`.
     let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.eyJhdWQiOlsic3RlcC1vcGVyYXRvciJdLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDphcHAifQ.c2lnbmF0dXJl";
-    for token in [forged, "garbage", "Bearer"] {
-        let (code, body) = bootstrap_call(&env, w, Some(token)).await?;
-        assert_eq!(code, 401, "token {token:.12}…: {body}");
+    let garbage = format!("garbage{}", random_letters(24));
+    let junk = random_letters(24);
+    let doubled = format!("Bearer {junk}");
+    for (token, secret) in [
+        (forged, forged),
+        (garbage.as_str(), garbage.as_str()),
+        (doubled.as_str(), junk.as_str()),
+    ] {
+        record_secret(&env, secret)?;
+        let refused = bootstrap_call(&env, w, Some(token)).await?;
+        assert_refused(
+            &format!("token {secret:.12}…"),
+            &refused,
+            &[401],
+            None,
+            Some(secret),
+        );
         assert!(
-            body["message"]
+            refused.1["message"]
                 .as_str()
-                .is_some_and(|m| !m.contains(token) || token.len() < 8),
-            "the refusal must not echo the token: {body}"
+                .is_some_and(|m| m.starts_with("token rejected: ")),
+            "the refusal must say the token was rejected: {}",
+            refused.1
+        );
+    }
+    let log = std::fs::read_to_string(&w.log)?;
+    for secret in [forged, garbage.as_str(), junk.as_str()] {
+        assert!(
+            !log.contains(secret),
+            "the webhook logged a presented token ({secret:.12}…)"
         );
     }
     Ok(())
@@ -886,7 +989,7 @@ async fn fault_webhook_killed_while_pods_are_created() -> Result<()> {
     let token_file = dir.path().join("token");
     std::fs::write(
         &token_file,
-        pod_token(&client, &admitted, "step-operator").await?,
+        pod_token(&env, &client, &admitted, "step-operator").await?,
     )?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;

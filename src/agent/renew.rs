@@ -461,17 +461,30 @@ mod tests {
         assert_eq!(r.tick().await.unwrap(), MAX_WAIT);
         assert_eq!(fake.log().renews, 0);
 
+        // The clock is paused only now: the fake CA above is reached over real sockets, whose
+        // timeouts a paused clock would fire as soon as the runtime idles.
+        tokio::time::pause();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run_until(cfg, async {
             let _ = rx.await;
         }));
-        tx.send(()).unwrap();
-        let res = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("run_until stops promptly")
-            .unwrap();
-        assert!(res.is_ok());
+        // Half of the capped wait passes: the task has run its first step and sleeps.
+        tokio::time::advance(MAX_WAIT / 2).await;
+        assert!(!task.is_finished(), "run_until ended on its own");
         assert_eq!(fake.log().renews, 0);
-        assert_eq!(fake.log().sign_otts.len(), 1);
+
+        // Shutdown interrupts the sleep: the task ends without the paused clock moving on. Had
+        // it ignored the signal, the runtime would advance the clock to the 1 s timeout (before
+        // the sleep's end) and the timeout would fire.
+        let signalled = tokio::time::Instant::now();
+        tx.send(()).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("run_until must stop at once when shut down while it waits")
+            .unwrap();
+        assert_eq!(signalled.elapsed(), Duration::ZERO);
+        assert!(res.is_ok(), "{res:?}");
+        assert_eq!(fake.log().renews, 0);
+        assert_eq!(fake.log().sign_otts.len(), 1, "no bootstrap while waiting");
     }
 }

@@ -767,9 +767,8 @@ pub(crate) mod tests {
             format!("{}{}{}", p.leaf, p.inter.pem, p.root.pem)
         }
 
+        // Cases: PROPTEST_CASES, 256 by default.
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
-
             #[test]
             fn never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
                 let _ = parse_pem_chain(&bytes);

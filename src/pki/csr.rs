@@ -725,9 +725,8 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        // Cases: PROPTEST_CASES, 256 by default.
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(256))]
-
             #[test]
             fn never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
                 let _ = parse_csr(&bytes);

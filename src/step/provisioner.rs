@@ -327,13 +327,18 @@ pub(crate) mod tests {
 
     /// Encrypts a JWK like `step` does (compact JWE, PBES2-HS256+A128KW).
     pub(crate) fn encrypt_jwk(jwk: &Jwk, password: &[u8], p2c: usize, enc: &str) -> String {
+        encrypt_bytes(jwk.to_string().as_bytes(), password, p2c, enc)
+    }
+
+    /// Encrypts any plaintext the way `step` encrypts a JWK.
+    fn encrypt_bytes(plaintext: &[u8], password: &[u8], p2c: usize, enc: &str) -> String {
         let mut header = JweHeader::new();
         header.set_content_encryption(enc);
         header.set_content_type("jwk+json");
         let mut encrypter = PBES2_HS256_A128KW.encrypter_from_bytes(password).unwrap();
         encrypter.set_iter_count(p2c);
         encrypter.set_salt_len(16);
-        josekit::jwe::serialize_compact(jwk.to_string().as_bytes(), &header, &encrypter).unwrap()
+        josekit::jwe::serialize_compact(plaintext, &header, &encrypter).unwrap()
     }
 
     fn header_p2c(jwe: &str) -> u64 {
@@ -637,8 +642,8 @@ pub(crate) mod tests {
         assert_eq!(trim_password("pé".as_bytes()), "pé".as_bytes());
     }
 
+    // Cases: PROPTEST_CASES, 256 by default.
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn decrypt_never_panics(input in ".{0,400}", pw in proptest::collection::vec(any::<u8>(), 0..16)) {
             let _ = decrypt_provisioner_key(&input, &pw);
@@ -648,19 +653,170 @@ pub(crate) mod tests {
         fn decrypt_never_panics_on_jwe_like(parts in proptest::collection::vec("[A-Za-z0-9_-]{0,60}", 0..7)) {
             let _ = decrypt_provisioner_key(&parts.join("."), b"password");
         }
+    }
 
-        #[test]
-        fn decrypt_never_panics_on_mutated_vector(idx in 0usize..MARIANO_JWE.len(), c in "[A-Za-z0-9_.-]") {
-            let mut s = MARIANO_JWE.to_owned();
-            s.replace_range(idx..idx + 1, &c);
-            // Mutations keep p2c at 100000 only when the header survives; keep the test fast by
-            // breaking the header's p2c when it survives intact.
-            let s = if idx >= MARIANO_JWE.find('.').unwrap_or(0) {
-                with_header(&s, r#"{"alg":"PBES2-HS256+A128KW","enc":"A128GCM","p2c":10,"p2s":"PuRrUCTYfDuOay0Hvpiznw"}"#)
+    /// The password of [`cheap_vector`].
+    const CHEAP_PASSWORD: &[u8] = b"cheap password";
+
+    /// A P-256 key as `step` encrypts it, but with p2c 1000: a mutated copy that keeps the header
+    /// costs a millisecond to derive, so the properties below can reach the key unwrap, the GCM
+    /// decryption and the JWK parsing in every case. Built once: (JWE, the key's JSON, its kid).
+    fn cheap_vector() -> &'static (String, String, String) {
+        static VECTOR: std::sync::OnceLock<(String, String, String)> = std::sync::OnceLock::new();
+        VECTOR.get_or_init(|| {
+            let jwk = generate_private_jwk(KeyKind::P256);
+            let jwe = encrypt_jwk(&jwk, CHEAP_PASSWORD, 1000, "A128GCM");
+            let kid = jwk.key_id().unwrap().to_owned();
+            (jwe, jwk.to_string(), kid)
+        })
+    }
+
+    /// How far the decryption of an input got, from its result.
+    fn stage(result: &Result<ProvisionerKey>) -> &'static str {
+        match result {
+            Ok(_) => "key",
+            Err(Error::WrongPassword { .. }) => "unwrap",
+            Err(Error::InvalidEncryptedKey { detail })
+                if detail.starts_with("decryption failed") =>
+            {
+                "gcm"
+            }
+            Err(Error::InvalidEncryptedKey { detail })
+                if detail.starts_with("the decrypted key") =>
+            {
+                "jwk"
+            }
+            Err(Error::InvalidEncryptedKey { .. }) => "parse",
+            Err(Error::UnsupportedKey { .. } | Error::KidMismatch { .. }) => "jwk",
+            Err(_) => "other",
+        }
+    }
+
+    /// Runs `property` over `strategy` for PROPTEST_CASES cases (256 by default) and returns how
+    /// many cases ended in each stage.
+    fn count_stages<S: Strategy>(
+        strategy: S,
+        property: impl Fn(S::Value) -> std::result::Result<&'static str, TestCaseError>,
+    ) -> (u32, std::collections::BTreeMap<&'static str, usize>) {
+        let config = ProptestConfig::default();
+        let cases = config.cases;
+        let seen = std::sync::Mutex::new(std::collections::BTreeMap::new());
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let outcome = runner.run(&strategy, |value| {
+            let stage = property(value)?;
+            *seen.lock().unwrap().entry(stage).or_insert(0) += 1;
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            panic!("{e}");
+        }
+        let seen = seen.into_inner().unwrap();
+        eprintln!("{cases} cases by stage: {seen:?}");
+        (cases, seen)
+    }
+
+    #[test]
+    fn cheap_vector_decrypts() {
+        let (jwe, _, kid) = cheap_vector();
+        let key = decrypt_provisioner_key(jwe, CHEAP_PASSWORD).unwrap();
+        assert_eq!(key.kid(), kid);
+        assert_eq!(header_p2c(jwe), 1000);
+    }
+
+    /// One byte of the decoded encrypted key, iv, ciphertext or tag changed, the header kept:
+    /// the input parses, so a changed encrypted key fails the key unwrap (reported as a wrong
+    /// password, which is all AES-KW can tell) and anything else fails GCM authentication.
+    #[test]
+    fn decrypt_classifies_mutated_segments() {
+        let (jwe, _, _) = cheap_vector();
+        let parts: Vec<&str> = jwe.split('.').collect();
+        let strategy = (1usize..5, any::<proptest::sample::Index>(), 1u8..=255);
+        let (cases, stages) = count_stages(strategy, |(segment, idx, xor)| {
+            let mut bytes = URL_SAFE_NO_PAD.decode(parts[segment]).unwrap();
+            let i = idx.index(bytes.len());
+            bytes[i] ^= xor;
+            let mut mutated: Vec<String> = parts.iter().map(|p| (*p).to_owned()).collect();
+            mutated[segment] = URL_SAFE_NO_PAD.encode(&bytes);
+            let result = decrypt_provisioner_key(&mutated.join("."), CHEAP_PASSWORD);
+            let want = if segment == 1 { "unwrap" } else { "gcm" };
+            prop_assert_eq!(
+                stage(&result),
+                want,
+                "segment {} byte {}: {:?}",
+                segment,
+                i,
+                result.err()
+            );
+            Ok(want)
+        });
+        // With a handful of cases both later stages must have been reached.
+        if cases >= 32 {
+            assert!(stages.get("unwrap").is_some_and(|n| *n > 0), "{stages:?}");
+            assert!(stages.get("gcm").is_some_and(|n| *n > 0), "{stages:?}");
+        }
+    }
+
+    /// One character of the compact form replaced (header included): never a panic, an error
+    /// from parsing, the key unwrap or GCM unless the input is unchanged, and not only parse
+    /// errors.
+    #[test]
+    fn decrypt_never_panics_on_mutated_vector() {
+        let (jwe, _, kid) = cheap_vector();
+        let strategy = (any::<proptest::sample::Index>(), "[A-Za-z0-9_.-]");
+        let (cases, stages) = count_stages(strategy, |(idx, c)| {
+            let i = idx.index(jwe.len());
+            let mut s = jwe.clone();
+            s.replace_range(i..i + 1, &c);
+            let result = decrypt_provisioner_key(&s, CHEAP_PASSWORD);
+            let stage = stage(&result);
+            if s == *jwe {
+                let loaded = result.map(|k| k.kid().to_owned()).ok();
+                prop_assert_eq!(loaded.as_ref(), Some(kid));
             } else {
-                s
-            };
-            let _ = decrypt_provisioner_key(&s, b"password");
+                prop_assert!(
+                    ["parse", "unwrap", "gcm"].contains(&stage),
+                    "char {} -> {:?}: {:?}",
+                    i,
+                    c,
+                    result.err()
+                );
+            }
+            Ok(stage)
+        });
+        if cases >= 32 {
+            let later = stages.get("unwrap").unwrap_or(&0) + stages.get("gcm").unwrap_or(&0);
+            assert!(later > 0, "no mutation got past parsing: {stages:?}");
+        }
+    }
+
+    /// A correctly encrypted but mutated JWK (one byte of its JSON replaced): decryption
+    /// succeeds, so the JWK parser runs; it either loads the same key or refuses the key.
+    #[test]
+    fn decrypt_checks_mutated_jwk_plaintext() {
+        let (_, json, kid) = cheap_vector();
+        let strategy = (any::<proptest::sample::Index>(), 0x20u8..0x7f);
+        let (cases, stages) = count_stages(strategy, |(idx, byte)| {
+            let mut plaintext = json.clone().into_bytes();
+            let i = idx.index(plaintext.len());
+            plaintext[i] = byte;
+            let jwe = encrypt_bytes(&plaintext, CHEAP_PASSWORD, 1000, "A256GCM");
+            let result = decrypt_provisioner_key(&jwe, CHEAP_PASSWORD);
+            let stage = stage(&result);
+            prop_assert!(
+                ["key", "jwk"].contains(&stage),
+                "byte {} -> {:?}: {:?}",
+                i,
+                byte as char,
+                result.as_ref().err()
+            );
+            if let Ok(key) = &result {
+                // Any change to a public member or the kid changes the thumbprint check.
+                prop_assert_eq!(key.kid(), kid.as_str());
+            }
+            Ok(stage)
+        });
+        if cases >= 32 {
+            assert!(stages.get("jwk").is_some_and(|n| *n > 0), "{stages:?}");
         }
     }
 }

@@ -798,13 +798,35 @@ proptest! {
         let pod = if busy { busy_pod(&pairs) } else { simple_pod(&pairs) };
         let (status, out) = review(&admission_review(ADMISSION_V1, "Pod", "CREATE", &pod), &cfg());
         prop_assert_eq!(status, 200);
-        let v: Value = serde_json::from_slice(&out).unwrap_or_default();
-        if let Some(p) = v["response"]["patch"].as_str() {
-            let raw = base64::engine::general_purpose::STANDARD.decode(p).unwrap_or_default();
-            let patch: Patch = serde_json::from_slice(&raw).unwrap_or_default();
-            let mut doc = pod.clone();
-            prop_assert!(json_patch::patch(&mut doc, &patch).is_ok());
-            prop_assert_eq!(mutate(&to_pod(&doc), NS, &cfg()), Ok(Mutation::Skip));
+        // A malformed answer fails the case; it must never pass as "no patch".
+        let v: Value = serde_json::from_slice(&out)
+            .map_err(|e| TestCaseError::fail(format!("the answer is not JSON ({e}): {}", String::from_utf8_lossy(&out))))?;
+        let response = &v["response"];
+        prop_assert!(response.is_object(), "no response object: {}", v);
+        prop_assert_eq!(&response["uid"], &json!("705ab4f5-6393-11e8-b7cc-42010a800002"), "{}", v);
+        match response["allowed"].as_bool() {
+            Some(true) => {}
+            // Denied: a message, no patch.
+            Some(false) => {
+                prop_assert!(response["status"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", v);
+                prop_assert!(response["patch"].is_null(), "{}", v);
+            }
+            None => prop_assert!(false, "allowed is not a boolean: {}", v),
+        }
+        match &response["patch"] {
+            Value::Null => {}
+            Value::String(p) => {
+                prop_assert_eq!(response["patchType"].as_str(), Some("JSONPatch"), "{}", v);
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .map_err(|e| TestCaseError::fail(format!("the patch is not base64 ({e}): {v}")))?;
+                let patch: Patch = serde_json::from_slice(&raw)
+                    .map_err(|e| TestCaseError::fail(format!("the patch is not a JSON patch ({e}): {v}")))?;
+                let mut doc = pod.clone();
+                prop_assert!(json_patch::patch(&mut doc, &patch).is_ok());
+                prop_assert_eq!(mutate(&to_pod(&doc), NS, &cfg()), Ok(Mutation::Skip));
+            }
+            other => prop_assert!(false, "the patch is not a base64 string: {}", other),
         }
     }
 }
