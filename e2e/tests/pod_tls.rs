@@ -1093,7 +1093,10 @@ async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, pod_token(&client, &created, &audience).await?)?;
+    std::fs::write(
+        &token_file,
+        pod_token(&env, &client, &created, &audience).await?,
+    )?;
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs)?;
     let vars = injected_env(&created, &certs, &token_file)?;
@@ -1113,7 +1116,7 @@ async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
     let (code, body) = bootstrap_call(
         &env,
         &other,
-        Some(&pod_token(&client, &created, "step-operator").await?),
+        Some(&pod_token(&env, &client, &created, "step-operator").await?),
     )
     .await?;
     assert_eq!(code, 401, "a token for another audience: {body}");
