@@ -60,6 +60,18 @@ impl ReadyTracker {
 struct IssuerCtx {
     ctx: Arc<Context>,
     tracker: Arc<ReadyTracker>,
+    /// When each issuer's CA last passed a check, for [`health_check_due`].
+    verified: Mutex<HashMap<String, Instant>>,
+}
+
+/// Whether a reconcile must ask step-ca for its health. A fresh connection has just proved the
+/// CA works. Otherwise a check that passed less than `interval` ago still holds: without this,
+/// the reconcile that our own status write triggers checked the CA again at once, which doubled
+/// the health checks and could report a CA outage that began right after a successful check
+/// (the Ready issuer flipped to not Ready although the next check was minutes away). A changed
+/// spec or password, or a token refused at sign time, always connects afresh.
+pub fn health_check_due(fresh: bool, verified_ago: Option<Duration>, interval: Duration) -> bool {
+    !fresh && verified_ago.is_none_or(|ago| ago >= interval)
 }
 
 /// Runs the reconciler for one issuer kind until `shutdown` resolves.
@@ -115,7 +127,11 @@ pub async fn run<K: IssuerObject>(
         .run(
             reconcile::<K>,
             error_policy::<K>,
-            Arc::new(IssuerCtx { ctx, tracker }),
+            Arc::new(IssuerCtx {
+                ctx,
+                tracker,
+                verified: Mutex::new(HashMap::new()),
+            }),
         )
         .for_each(|outcome| {
             log_unreported(K::KIND, outcome);
@@ -151,6 +167,7 @@ async fn reconcile<K: IssuerObject>(
     let key = issuer.key();
     let tracker_key = format!("{}/{}", K::KIND, key);
     if issuer.meta().deletion_timestamp.is_some() {
+        c.forget_verified(&tracker_key);
         ctx.signers.remove(&key);
         c.tracker.set(ctx, K::KIND, tracker_key, None);
         return Ok(Action::await_change());
@@ -167,22 +184,38 @@ async fn reconcile<K: IssuerObject>(
     if after_auth_failure {
         ctx.signers.evict(&key).await;
     }
+    let interval = ctx.settings.issuer_recheck_interval;
+    // When the CA is next checked; shorter when an earlier check still holds.
+    let mut next_check = interval;
+    // Whether this reconcile proved the CA works (a fresh connection or a health check).
+    let mut proved = false;
     let outcome = match ctx.signer_for(&*issuer).await {
         Ok((signer, fresh)) => {
-            // A fresh connection just proved the CA works; a cached one gets a health check.
+            let verified_ago = c.verified_ago(&tracker_key);
             let health = if fresh {
+                proved = true;
                 Ok(())
-            } else {
+            } else if health_check_due(fresh, verified_ago, interval) {
                 let t = Instant::now();
                 let r = signer.check_health().await;
                 ctx.metrics
                     .observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
+                proved = r.is_ok();
                 r.map_err(crate::controller::error::IssuerError::from)
+            } else {
+                let ago = verified_ago.unwrap_or_default();
+                next_check = interval.saturating_sub(ago).max(Duration::from_secs(1));
+                Ok(())
             };
             health.map(|_| signer)
         }
         Err(e) => Err(e),
     };
+    match &outcome {
+        Ok(_) if proved => c.mark_verified(tracker_key.clone()),
+        Ok(_) => {}
+        Err(_) => c.forget_verified(&tracker_key),
+    }
     let generation = issuer.meta().generation;
     let (ready, reason, message, requeue) = match &outcome {
         Ok(signer) => (
@@ -194,7 +227,7 @@ async fn reconcile<K: IssuerObject>(
                 signer.kid(),
                 signer.url()
             ),
-            ctx.settings.issuer_recheck_interval,
+            next_check,
         ),
         Err(e) => (
             false,
@@ -242,6 +275,23 @@ async fn reconcile<K: IssuerObject>(
     Ok(Action::requeue(requeue))
 }
 
+impl IssuerCtx {
+    fn verified_ago(&self, key: &str) -> Option<Duration> {
+        let map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).map(|at| at.elapsed())
+    }
+
+    fn mark_verified(&self, key: String) {
+        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key, Instant::now());
+    }
+
+    fn forget_verified(&self, key: &str) {
+        let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(key);
+    }
+}
+
 fn error_policy<K: IssuerObject>(
     issuer: Arc<K>,
     err: &ReconcileError,
@@ -279,5 +329,33 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         .await
     {
         tracing::warn!(issuer = %issuer.key(), error = %e, "Failed to mark the issuer not Ready");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_checked_when_no_recent_check_holds() {
+        let min = Duration::from_secs(60);
+        let interval = 5 * min;
+        let cases = [
+            // (fresh connection, last passed check, due)
+            (true, None, false),
+            (true, Some(10 * min), false),
+            (false, None, true),
+            (false, Some(Duration::from_secs(1)), false),
+            (false, Some(interval - Duration::from_secs(1)), false),
+            (false, Some(interval), true),
+            (false, Some(10 * min), true),
+        ];
+        for (fresh, ago, due) in cases {
+            assert_eq!(
+                health_check_due(fresh, ago, interval),
+                due,
+                "fresh={fresh} verified_ago={ago:?}"
+            );
+        }
     }
 }
