@@ -201,7 +201,6 @@ pub async fn http_get(url: &str) -> Result<(u16, String)> {
 /// hands over instead of overlapping with this one.
 pub fn shared_controller(env: &Env) -> Result<&'static str> {
     static SHARED: OnceLock<std::sync::Mutex<Option<Process>>> = OnceLock::new();
-    static LOG: OnceLock<String> = OnceLock::new();
     let slot = SHARED.get_or_init(|| std::sync::Mutex::new(None));
     let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
     if guard.is_none() {
@@ -222,10 +221,40 @@ pub fn shared_controller(env: &Env) -> Result<&'static str> {
             ],
             &[("POD_NAMESPACE", "default")],
         )?;
-        let _ = LOG.set(p.log.display().to_string());
+        let _ = SHARED_LOG.set(p.log.display().to_string());
+        let _ = SHARED_READYZ.set(p.admin_url("/readyz"));
         *guard = Some(p);
     }
-    Ok(LOG.get().map(String::as_str).unwrap_or(""))
+    Ok(SHARED_LOG.get().map(String::as_str).unwrap_or(""))
+}
+
+static SHARED_LOG: OnceLock<String> = OnceLock::new();
+static SHARED_READYZ: OnceLock<String> = OnceLock::new();
+
+/// [`shared_controller`], once this binary's controller holds the lease and its watches have
+/// listed. The previous test binary's controller hands the lease over while this binary already
+/// runs; a test that stops a shared component (step-ca) must not do so before this controller has
+/// taken over, or the first check this controller makes meets the outage.
+pub async fn shared_controller_leading(env: &Env) -> Result<String> {
+    let log = shared_controller(env)?.to_string();
+    let readyz = SHARED_READYZ
+        .get()
+        .cloned()
+        .context("the shared controller has no admin address")?;
+    wait_for(
+        "the shared controller to lead and list",
+        Duration::from_secs(60),
+        async || {
+            let leads = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Became the leader");
+            let ready = http_get(&readyz).await.is_ok_and(|(s, _)| s == 200);
+            Ok((leads && ready).then_some(()))
+        },
+        async || std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+    .await?;
+    Ok(log)
 }
 
 /// Where cluster issuers' password Secrets live in the tests.

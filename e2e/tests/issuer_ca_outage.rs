@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use e2e::fixtures::*;
-use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading};
 use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
 use kube::api::PostParams;
 use serde_json::json;
@@ -34,7 +34,8 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
     let env = Env::load()?;
     let client = env.client().await?;
     ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    let log = shared_controller(&env)?.to_string();
+    // This test stops step-ca: the controller that checks the issuer must be this binary's.
+    let log = shared_controller_leading(&env).await?;
     let name = format!("outage-{}", random_suffix());
     password_secret(
         &client,

@@ -75,9 +75,9 @@ pub fn next(state: &WatchState, seen: &Observed) -> (WatchState, Option<Report>)
     }
 }
 
-/// Ready when every watch has listed and none is failing.
+/// Ready when there are watches, every one has listed and none is failing.
 pub fn all_ready(states: &BTreeMap<&'static str, WatchState>) -> bool {
-    states.values().all(|s| s.listed && s.failing.is_none())
+    !states.is_empty() && states.values().all(|s| s.listed && s.failing.is_none())
 }
 
 fn status(err: &watcher::Error) -> Option<&kube::core::Status> {
@@ -140,11 +140,15 @@ pub struct WatchHealth {
 
 impl WatchHealth {
     /// A record that reports its readiness to `ready` (what `/readyz` serves).
+    /// Not ready until watches are registered and have listed (a standby that just became the
+    /// leader stops being ready here).
     pub fn new(ready: watch::Sender<bool>) -> Self {
-        Self {
+        let health = Self {
             states: Arc::new(watch::channel(BTreeMap::new()).0),
             ready,
-        }
+        };
+        health.publish();
+        health
     }
 
     /// Registers a watch before it starts, so that readiness waits for it.
@@ -326,7 +330,7 @@ mod tests {
     #[test]
     fn ready_only_when_every_watch_listed_and_none_fails() {
         let m = |v: &[(&'static str, WatchState)]| v.iter().cloned().collect::<BTreeMap<_, _>>();
-        assert!(all_ready(&m(&[])));
+        assert!(!all_ready(&m(&[])), "nothing watched yet");
         assert!(all_ready(&m(&[
             ("a", state(true, None)),
             ("b", state(true, None))
@@ -373,6 +377,7 @@ mod tests {
     async fn readiness_follows_every_registered_watch() {
         let (tx, rx) = watch::channel(true);
         let health = WatchHealth::new(tx);
+        assert!(!*rx.borrow(), "a new leader is not ready before its watches exist");
         health.register("A");
         health.register("B");
         assert!(
