@@ -96,6 +96,13 @@ async fn fault_leader_killed_standby_takes_over() -> Result<()> {
         "only the leader may act"
     );
 
+    // One leader at a time: the standby never thought it led (replicas that shared one field
+    // manager for the Lease could both take it when started together).
+    assert!(
+        !standby_proc.logs().contains("Became the leader") && standby_proc.is_running(),
+        "the standby also became the leader, or exited:\n{}",
+        standby_proc.log_tail()
+    );
     // SIGKILL: no lease release, the standby must wait for expiry and then take over.
     leader_proc.kill_hard();
     let killed = Instant::now();

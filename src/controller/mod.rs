@@ -47,7 +47,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .with_identity(&identity)
             .with_duration(args.lease_duration.as_secs().max(2))
             .with_grace((args.lease_duration.as_secs() / 3).max(1))
-            .with_field_manager("step-operator")
+            .with_field_manager(lease_field_manager(&identity))
             .build()
             .await
             .with_context(|| {
@@ -170,6 +170,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// The field manager of this replica's Lease writes. It must differ between replicas: the lease
+/// manager takes the lease with a server-side apply that only conflicts with another manager's
+/// fields, so replicas sharing one manager name could each "take" the lease at the same moment
+/// and both act as leader until the next renewal (seen with two replicas started together).
+fn lease_field_manager(identity: &str) -> String {
+    // Field managers are limited to 128 characters; pod names are at most 63.
+    let name = format!("step-operator-lease-{identity}");
+    name.chars().take(128).collect()
+}
+
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
     format!("{host}-{}", std::process::id())
@@ -191,4 +201,18 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replica_writes_the_lease_as_its_own_field_manager() {
+        let a = lease_field_manager("step-operator-controller-7d9f-abcde");
+        let b = lease_field_manager("step-operator-controller-7d9f-fghij");
+        assert_ne!(a, b);
+        assert_eq!(a, "step-operator-lease-step-operator-controller-7d9f-abcde");
+        assert!(lease_field_manager(&"x".repeat(300)).chars().count() <= 128);
+    }
 }

@@ -377,7 +377,10 @@ mod tests {
     async fn readiness_follows_every_registered_watch() {
         let (tx, rx) = watch::channel(true);
         let health = WatchHealth::new(tx);
-        assert!(!*rx.borrow(), "a new leader is not ready before its watches exist");
+        assert!(
+            !*rx.borrow(),
+            "a new leader is not ready before its watches exist"
+        );
         health.register("A");
         health.register("B");
         assert!(
