@@ -231,35 +231,7 @@ pub async fn ready_cluster_issuer_named(
     name: &str,
     log: &str,
 ) -> Result<()> {
-    let name = name.to_string();
-    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
-    password_secret(
-        client,
-        CLUSTER_RESOURCE_NAMESPACE,
-        &name,
-        "password",
-        &env.provisioner_password()?,
-    )
-    .await?;
-    let api = cluster(client, &step_cluster_issuers());
-    apply(
-        &api,
-        json!({
-            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-            "metadata": {"name": name},
-            "spec": issuer_spec(env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?,
-        }),
-    )
-    .await?;
-    wait_ready_condition(
-        &api,
-        &name,
-        "True",
-        Some("Verified"),
-        Duration::from_secs(60),
-        log,
-    )
-    .await?;
+    verified_cluster_issuer_named(env, client, name, log, |_| {}).await?;
     Ok(())
 }
 
@@ -367,12 +339,23 @@ pub async fn verified_cluster_issuer_with(
     log: &str,
     edit: impl FnOnce(&mut Value),
 ) -> Result<DynamicObject> {
-    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
     let name = format!("{prefix}-{}", random_suffix());
+    verified_cluster_issuer_named(env, client, &name, log, edit).await
+}
+
+/// [`verified_cluster_issuer_with`] under exactly `name`.
+pub async fn verified_cluster_issuer_named(
+    env: &Env,
+    client: &Client,
+    name: &str,
+    log: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<DynamicObject> {
+    ensure_namespace(client, CLUSTER_RESOURCE_NAMESPACE).await?;
     password_secret(
         client,
         CLUSTER_RESOURCE_NAMESPACE,
-        &name,
+        name,
         "password",
         &env.provisioner_password()?,
     )
@@ -393,7 +376,7 @@ pub async fn verified_cluster_issuer_with(
     .await?;
     wait_ready_condition(
         &api,
-        &name,
+        name,
         "True",
         Some("Verified"),
         Duration::from_secs(60),
