@@ -4,17 +4,32 @@
 //! hangs (each waiting up to `--ca-timeout`) would take every worker and stall issuance for all
 //! other issuers. With it, such a CA holds at most `limit` workers; its other requests go back to
 //! the queue and the remaining workers serve the healthy issuers.
+//!
+//! How soon a request that found its issuer at the limit is tried again depends on why: behind a
+//! CA that answers, places free up within milliseconds, so it comes back almost at once (a burst
+//! for one issuer keeps its pace); behind a CA whose oldest sign has run for a second or more, it
+//! comes back after a second, costing next to nothing while that CA hangs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::controller::decision::IssuerKey;
 
-/// Counts of requests in flight, by issuer.
+/// A sign that has run this long means the CA is slow or hanging.
+pub const SLOW_SIGN: Duration = Duration::from_secs(1);
+/// When a request of an issuer at its limit is tried again, behind a CA that answers.
+pub const BUSY_RETRY: Duration = Duration::from_millis(20);
+/// When it is tried again behind a slow CA.
+pub const SLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// Signs in flight, by issuer, with when each started.
 #[derive(Debug)]
 pub struct InFlight {
     limit: usize,
-    counts: Mutex<HashMap<IssuerKey, usize>>,
+    next_id: AtomicU64,
+    started: Mutex<HashMap<IssuerKey, Vec<(u64, Instant)>>>,
 }
 
 /// One request's place among its issuer's in-flight signs; released when dropped.
@@ -22,49 +37,71 @@ pub struct InFlight {
 pub struct Permit {
     owner: Arc<InFlight>,
     key: IssuerKey,
+    id: u64,
+}
+
+/// `None` when another sign may start; otherwise when to try again. Pure.
+pub fn retry_after(in_flight: usize, limit: usize, oldest: Duration) -> Option<Duration> {
+    if in_flight < limit {
+        None
+    } else if oldest >= SLOW_SIGN {
+        Some(SLOW_RETRY)
+    } else {
+        Some(BUSY_RETRY)
+    }
 }
 
 impl InFlight {
     pub fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             limit: limit.max(1),
-            counts: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            started: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A permit when fewer than `limit` requests of this issuer are in flight.
+    /// `None` when this issuer may start another sign now; otherwise when to try again.
+    pub fn busy(&self, key: &IssuerKey) -> Option<Duration> {
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let list = started.get(key).map(Vec::as_slice).unwrap_or_default();
+        let oldest = list
+            .iter()
+            .map(|(_, at)| at.elapsed())
+            .max()
+            .unwrap_or_default();
+        retry_after(list.len(), self.limit, oldest)
+    }
+
+    /// A permit when fewer than `limit` signs of this issuer are in flight.
     pub fn try_acquire(self: &Arc<Self>, key: &IssuerKey) -> Option<Permit> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(key.clone()).or_default();
-        if *n >= self.limit {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let list = started.entry(key.clone()).or_default();
+        if list.len() >= self.limit {
             return None;
         }
-        *n += 1;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        list.push((id, Instant::now()));
         Some(Permit {
             owner: self.clone(),
             key: key.clone(),
+            id,
         })
     }
 
-    /// Whether this issuer has as many requests in flight as allowed.
-    pub fn is_full(&self, key: &IssuerKey) -> bool {
-        self.count(key) >= self.limit
-    }
-
-    /// Requests of this issuer in flight now.
+    /// Signs of this issuer in flight now.
     pub fn count(&self, key: &IssuerKey) -> usize {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.get(key).copied().unwrap_or_default()
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        started.get(key).map_or(0, Vec::len)
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&self.key);
+        let mut started = self.owner.started.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = started.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                started.remove(&self.key);
             }
         }
     }
@@ -90,18 +127,20 @@ mod tests {
         let slow = key("slow");
         let a = in_flight.try_acquire(&slow).unwrap();
         let _b = in_flight.try_acquire(&slow).unwrap();
+        assert!(in_flight.busy(&slow).is_some());
         assert!(
             in_flight.try_acquire(&slow).is_none(),
             "third sign for the same issuer"
         );
         // Another issuer is not affected.
         let healthy = key("healthy");
+        assert_eq!(in_flight.busy(&healthy), None);
         let _c = in_flight.try_acquire(&healthy).unwrap();
         let _d = in_flight.try_acquire(&healthy).unwrap();
         assert_eq!(in_flight.count(&slow), 2);
         drop(a);
         assert_eq!(in_flight.count(&slow), 1);
-        assert!(!in_flight.is_full(&slow));
+        assert_eq!(in_flight.busy(&slow), None);
         assert!(
             in_flight.try_acquire(&slow).is_some(),
             "a released place is reused"
@@ -122,6 +161,27 @@ mod tests {
         let _pa = in_flight.try_acquire(&a).unwrap();
         assert!(in_flight.try_acquire(&b).is_some());
         assert!(in_flight.try_acquire(&key("ca")).is_some());
+    }
+
+    #[test]
+    fn retry_soon_behind_a_ca_that_answers_and_late_behind_a_slow_one() {
+        let ms = Duration::from_millis;
+        let cases = [
+            // (in flight, limit, oldest sign's age, retry after)
+            (0, 4, ms(0), None),
+            (3, 4, ms(5_000), None),
+            (4, 4, ms(5), Some(BUSY_RETRY)),
+            (4, 4, ms(999), Some(BUSY_RETRY)),
+            (4, 4, ms(1_000), Some(SLOW_RETRY)),
+            (5, 4, ms(9_000), Some(SLOW_RETRY)),
+        ];
+        for (n, limit, oldest, want) in cases {
+            assert_eq!(
+                retry_after(n, limit, oldest),
+                want,
+                "{n}/{limit} oldest {oldest:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::cert_manager::{
 };
 use crate::controller::context::{Context, FIELD_MANAGER, IssuerObject};
 use crate::controller::decision::{self, Decision, IssuerKey, IssuerState, Retry};
-use crate::controller::in_flight::InFlight;
+use crate::controller::in_flight::{self, InFlight};
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition::{Readiness, readiness};
@@ -126,10 +126,6 @@ fn admit(
 pub const WATCH_REQUESTS: &str = "CertificateRequests";
 pub const WATCH_ISSUERS: &str = "StepIssuers (for requests)";
 pub const WATCH_CLUSTER_ISSUERS: &str = "StepClusterIssuers (for requests)";
-
-/// How long a request whose issuer already has `--max-signs-per-issuer` signs in flight waits
-/// before it is tried again.
-const ISSUER_BUSY_REQUEUE: Duration = Duration::from_secs(1);
 
 pub async fn run(
     ctx: Arc<Context>,
@@ -437,8 +433,8 @@ async fn sign(
     // One CA that hangs must not take every worker: at most `--max-signs-per-issuer` requests
     // of an issuer are signed at once; the others go back to the queue without a status write
     // (checked before the read below, so that a busy issuer costs no API call).
-    if c.in_flight.is_full(key) {
-        return Ok(issuer_busy(cr, key));
+    if let Some(retry) = c.in_flight.busy(key) {
+        return Ok(issuer_busy(cr, key, retry));
     }
     // The cache may lag our own writes: read the status fresh, and never sign twice.
     let api = Api::<CertificateRequest>::namespaced(
@@ -459,7 +455,8 @@ async fn sign(
         return Ok(Action::await_change());
     }
     let Some(permit) = c.in_flight.try_acquire(key) else {
-        return Ok(issuer_busy(cr, key));
+        let retry = c.in_flight.busy(key).unwrap_or(in_flight::BUSY_RETRY);
+        return Ok(issuer_busy(cr, key, retry));
     };
     let started = Instant::now();
     let unwritten = c
@@ -592,9 +589,11 @@ async fn sign(
     }
 }
 
-fn issuer_busy(cr: &CertificateRequest, key: &IssuerKey) -> Action {
-    tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer has as many signs in flight as allowed; trying again shortly");
-    Action::requeue(ISSUER_BUSY_REQUEUE)
+fn issuer_busy(cr: &CertificateRequest, key: &IssuerKey, retry: Duration) -> Action {
+    if retry >= in_flight::SLOW_RETRY {
+        tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer's CA is slow and it has as many signs in flight as allowed; trying again in a second");
+    }
+    Action::requeue(retry)
 }
 
 async fn fail(
