@@ -50,6 +50,7 @@ e2e: build
 	  STEP_OPERATOR_BIN=$(TARGET_DIR)/debug/step-operator \
 	  $(CARGO) test --locked -p e2e -- --test-threads=$(E2E_THREADS) || rc=$$?; \
 	  e2e/check-secrets.sh || rc=1; \
+	  if [ $$rc -ne 0 ]; then e2e/keep-logs.sh; fi; \
 	  e2e/cluster.sh down; exit $$rc
 
 test: fmt-check lint unit e2e
