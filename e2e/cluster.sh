@@ -321,6 +321,13 @@ stop_pid() {
   done
   log "$name (pid $p) ignored SIGTERM for 15s; killing"
   kill -KILL "$p" 2>/dev/null || true
+  # Wait for it to be gone: a `start` right after must not find it still alive and skip starting
+  # (kube-apiserver draining its watches can outlive the 15 s; then nothing was started again).
+  for ((n = 0; n < 50; n++)); do
+    pid_alive "$p" || { log "killed $name (pid $p)"; return 0; }
+    sleep 0.1
+  done
+  log "$name (pid $p) is still alive 5s after SIGKILL"
 }
 
 cmd_status() {
