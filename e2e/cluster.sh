@@ -211,27 +211,14 @@ cmd_empty_apiserver() {
   [ -f "$D/ports" ] || { echo "cluster.sh: not running" >&2; exit 1; }
   # shellcheck disable=SC1091
   . "$D/ports"
-  local port dir
+  local port dir comp=extra-apiserver-$name
   port=$(free_port)
   dir=$D/apiserver-$name
   mkdir -p "$dir"
   apiserver_args "$port" "/registry-$name" "$dir"
-  nohup "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}" >>"$dir/apiserver.log" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" >"$D/extra-apiserver-$name.pid"
+  start "$comp" "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}"
   AP=$port write_kubeconfig "$dir/kubeconfig" admin
-  local deadline=$((SECONDS + 120))
-  until curl -fsS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
-    if ! pid_alive "$pid"; then
-      echo "cluster.sh: the empty apiserver $name exited during start-up; last lines of $dir/apiserver.log:" >&2
-      tail -n 30 "$dir/apiserver.log" >&2; exit 1
-    fi
-    if [ $SECONDS -ge $deadline ]; then
-      echo "cluster.sh: the empty apiserver $name is not ready after 120s; last lines of $dir/apiserver.log:" >&2
-      tail -n 30 "$dir/apiserver.log" >&2; exit 1
-    fi
-    sleep 0.2
-  done
+  AP=$port wait_until "$comp" 120 apiserver_ready
   echo "$dir/kubeconfig"
 }
 
@@ -310,24 +297,24 @@ cmd_down() {
   rm -rf "$D"
 }
 
-# stop_pid PID NAME: SIGTERM, wait up to 15 s, then SIGKILL.
+# wait_gone PID SECONDS: whether the process exits within SECONDS (tail blocks on it; no polling
+# loop here).
+wait_gone() {
+  timeout "$2" tail --pid="$1" -f /dev/null 2>/dev/null
+  ! pid_alive "$1"
+}
+
+# stop_pid PID NAME: SIGTERM, wait up to 15 s, then SIGKILL and wait until it is gone: a `start`
+# right after must not find it still alive and skip starting (kube-apiserver draining its watches
+# can outlive the 15 s).
 stop_pid() {
-  local p=$1 name=$2 n
+  local p=$1 name=$2
   [ -n "$p" ] && pid_alive "$p" || return 0
   kill -TERM "$p" 2>/dev/null || return 0
-  for ((n = 0; n < 75; n++)); do
-    pid_alive "$p" || { log "stopped $name (pid $p)"; return 0; }
-    sleep 0.2
-  done
+  if wait_gone "$p" 15; then log "stopped $name (pid $p)"; return 0; fi
   log "$name (pid $p) ignored SIGTERM for 15s; killing"
   kill -KILL "$p" 2>/dev/null || true
-  # Wait for it to be gone: a `start` right after must not find it still alive and skip starting
-  # (kube-apiserver draining its watches can outlive the 15 s; then nothing was started again).
-  for ((n = 0; n < 50; n++)); do
-    pid_alive "$p" || { log "killed $name (pid $p)"; return 0; }
-    sleep 0.1
-  done
-  log "$name (pid $p) is still alive 5s after SIGKILL"
+  if wait_gone "$p" 5; then log "killed $name (pid $p)"; else log "$name (pid $p) is still alive 5s after SIGKILL"; fi
 }
 
 cmd_status() {

@@ -8,7 +8,7 @@ D=${E2E_STATE:-$here/.state}
 keep=$here/.last-failure
 [ -d "$D" ] || exit 0
 rm -rf "$keep" && mkdir -p "$keep"
-cp -r "$D"/*.log "$D"/logs "$D"/apiserver-* "$keep"/ 2>/dev/null
+cp -r "$D"/*.log "$D"/logs "$keep"/ 2>/dev/null
 for f in "$D"/*.log; do
   [ -f "$f" ] || continue
   printf -- '--- last lines of %s ---\n' "$(basename "$f")" >&2
