@@ -89,7 +89,8 @@ impl InFlight {
     }
 
     /// Signs of this issuer in flight now.
-    pub fn count(&self, key: &IssuerKey) -> usize {
+    #[cfg(test)]
+    fn count(&self, key: &IssuerKey) -> usize {
         let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         started.get(key).map_or(0, Vec::len)
     }

@@ -64,14 +64,14 @@ struct IssuerCtx {
     verified: Mutex<HashMap<String, Instant>>,
 }
 
-/// Whether a reconcile must ask step-ca for its health. A fresh connection has just proved the
-/// CA works. Otherwise a check that passed less than `interval` ago still holds: without this,
+/// Whether a reconcile that reuses a cached connection must ask step-ca for its health (a fresh
+/// connection has just proved the CA works). A check that passed less than `interval` ago still holds: without this,
 /// the reconcile that our own status write triggers checked the CA again at once, which doubled
 /// the health checks and could report a CA outage that began right after a successful check
 /// (the Ready issuer flipped to not Ready although the next check was minutes away). A changed
 /// spec or password, or a token refused at sign time, always connects afresh.
-pub fn health_check_due(fresh: bool, verified_ago: Option<Duration>, interval: Duration) -> bool {
-    !fresh && verified_ago.is_none_or(|ago| ago >= interval)
+pub fn health_check_due(verified_ago: Option<Duration>, interval: Duration) -> bool {
+    verified_ago.is_none_or(|ago| ago >= interval)
 }
 
 /// Runs the reconciler for one issuer kind until `shutdown` resolves.
@@ -195,7 +195,7 @@ async fn reconcile<K: IssuerObject>(
             let health = if fresh {
                 proved = true;
                 Ok(())
-            } else if health_check_due(fresh, verified_ago, interval) {
+            } else if health_check_due(verified_ago, interval) {
                 let t = Instant::now();
                 let r = signer.check_health().await;
                 ctx.metrics
@@ -341,21 +341,15 @@ mod tests {
         let min = Duration::from_secs(60);
         let interval = 5 * min;
         let cases = [
-            // (fresh connection, last passed check, due)
-            (true, None, false),
-            (true, Some(10 * min), false),
-            (false, None, true),
-            (false, Some(Duration::from_secs(1)), false),
-            (false, Some(interval - Duration::from_secs(1)), false),
-            (false, Some(interval), true),
-            (false, Some(10 * min), true),
+            // (last passed check, due)
+            (None, true),
+            (Some(Duration::from_secs(1)), false),
+            (Some(interval - Duration::from_secs(1)), false),
+            (Some(interval), true),
+            (Some(10 * min), true),
         ];
-        for (fresh, ago, due) in cases {
-            assert_eq!(
-                health_check_due(fresh, ago, interval),
-                due,
-                "fresh={fresh} verified_ago={ago:?}"
-            );
+        for (ago, due) in cases {
+            assert_eq!(health_check_due(ago, interval), due, "verified_ago={ago:?}");
         }
     }
 }

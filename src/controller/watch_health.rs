@@ -189,7 +189,8 @@ impl WatchHealth {
     }
 
     /// Whether `resource`'s watch has completed a listing.
-    pub fn is_listed(&self, resource: &str) -> bool {
+    #[cfg(test)]
+    fn is_listed(&self, resource: &str) -> bool {
         self.states.borrow().get(resource).is_some_and(|s| s.listed)
     }
 
