@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real components of the e2e tier from their upstream Go modules:
 # etcd, kube-apiserver, kubectl, step-ca, step, cert-manager's controllers (cm-lite) and helm;
+# for the node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd (with ctr
+# and its runc shim), the CNI plugins, CoreDNS and the pause program (runc is Debian's package);
 # with `--bench` also step-issuer and autocert. Binaries go to
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bin/<key>
 # where <key> hashes versions.env, this script and cm-lite. Prints the bin directory last.
@@ -17,6 +19,7 @@ E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
 export GOMODCACHE=$E2E_CACHE/go/mod GOCACHE=$E2E_CACHE/go/build GOPATH=$E2E_CACHE/go/path
 KEY=$(cat "$here/versions.env" "$here/build-infra.sh" "$here/cm-lite/main.go" \
+  "$here/node/pause/main.go" "$here/node/coredns/main.go" \
   $(ls "$here"/cm-lite/go.mod "$here"/cm-lite/go.sum 2>/dev/null) | sha256sum | cut -c1-16)
 BIN=$E2E_CACHE/bin/$KEY
 start=$(date +%s)
@@ -72,14 +75,57 @@ build_kube() (
   for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[a-z0-9-]*\) => \./staging/.*#\1#p' "$mod"); do
     go mod edit "-replace=$m=$m@$staging"
   done
-  gocmd go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kubectl@$v" >/dev/null
+  local cmds=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy) c pkgs=()
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  gocmd go get -tool "${pkgs[@]/%/@$v}" >/dev/null
   local minor=${v#v1.} ld="-s -w" p
   minor=${minor%%.*}
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  go build -mod=mod -trimpath -ldflags "$ld" -o "$BIN/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+  # One build for all of them: they share most packages, so each is compiled once.
+  go build -mod=mod -trimpath -ldflags "$ld" -o "$BIN/" "${pkgs[@]}"
+)
+
+build_containerd() (
+  wrapper "containerd-$CONTAINERD_VERSION"
+  local m=github.com/containerd/containerd/v2/cmd
+  gocmd go get -tool "$m/containerd@$CONTAINERD_VERSION" "$m/ctr@$CONTAINERD_VERSION" \
+    "$m/containerd-shim-runc-v2@$CONTAINERD_VERSION" >/dev/null
+  # The snapshotters the node does not use need C libraries (btrfs) or kernel features it lacks.
+  go build -mod=mod -trimpath -tags no_btrfs,no_devmapper,no_zfs \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=${CONTAINERD_VERSION#v}" \
+    -o "$BIN/" "$m/containerd" "$m/ctr" "$m/containerd-shim-runc-v2"
+)
+
+build_cni() (
+  wrapper "cni-$CNI_PLUGINS_VERSION"
+  local m=github.com/containernetworking/plugins/plugins
+  gocmd go get -tool "$m/main/bridge@$CNI_PLUGINS_VERSION" "$m/main/loopback@$CNI_PLUGINS_VERSION" \
+    "$m/ipam/host-local@$CNI_PLUGINS_VERSION" >/dev/null
+  mkdir -p "$BIN/cni"
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/cni/" "$m/main/bridge" "$m/main/loopback" "$m/ipam/host-local"
+)
+
+# CoreDNS from its module with our own main (node/coredns/main.go: only the plugins the node uses).
+build_coredns() (
+  local w=$E2E_CACHE/src/coredns-$COREDNS_VERSION
+  mkdir -p "$w"
+  cp "$here/node/coredns/main.go" "$w/main.go"
+  cd "$w"
+  [ -f go.mod ] || go mod init e2e.invalid/coredns >/dev/null 2>&1
+  gocmd go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
+  gocmd go mod tidy >/dev/null
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/coredns" .
+)
+
+build_pause() (
+  local w=$E2E_CACHE/src/pause
+  mkdir -p "$w"
+  cp "$here/node/pause/main.go" "$w/main.go"
+  cd "$w"
+  [ -f go.mod ] || go mod init e2e.invalid/pause >/dev/null 2>&1
+  go build -trimpath -ldflags "-s -w" -o "$BIN/pause" .
 )
 
 build_step_ca() (
@@ -162,8 +208,14 @@ main() {
   exec 9>"$E2E_CACHE/.lock"
   if ! flock -n 9; then log "another build holds $E2E_CACHE/.lock; waiting"; flock 9; fi
   if [ ! -f "$BIN/.complete" ]; then
+    # The longest build first: kubelet and the other Kubernetes binaries.
+    component "kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, kube-proxy" \
+      kube-proxy build_kube
+    component containerd containerd-shim-runc-v2 build_containerd
+    component "CNI plugins" cni/host-local build_cni
+    component coredns coredns build_coredns
+    component pause pause build_pause
     component etcd etcd build_etcd
-    component kube-apiserver+kubectl kube-apiserver build_kube
     component step-ca step-ca build_step_ca
     component step step build_step
     component cert-manager-controller cert-manager-controller build_cm_lite

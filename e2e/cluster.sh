@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The real local control plane for step-operator's e2e tests, as processes on 127.0.0.1:
-# etcd, kube-apiserver (RBAC on), cert-manager's controllers (cm-lite) and step-ca.
+# The real local cluster for step-operator's e2e tests, sealed in a network namespace of its own
+# (no interface leads out of it): etcd, kube-apiserver (Node+RBAC), cert-manager's controllers
+# (cm-lite), step-ca, and a node (kube-controller-manager, kube-scheduler, containerd + runc, the
+# kubelet, kube-proxy, CoreDNS; e2e/node.sh). E2E_NODE=0 leaves the node out.
 #
 #   e2e/cluster.sh up       build if needed, start everything, wait until ready (idempotent)
+#   e2e/cluster.sh exec CMD run CMD inside the cluster's network namespace, with `env` exported
+#                           (the tests run this way: from outside nothing of the cluster is reachable)
+#   e2e/cluster.sh shell    an interactive shell in there
+#   e2e/cluster.sh image BIN  build our image from a release binary and import it into the node
 #   e2e/cluster.sh env      print `export` lines for the tests (KUBECONFIG, E2E_BIN, STEP_CA_*, ...)
 #   e2e/cluster.sh status   report each component
 #   e2e/cluster.sh down     stop everything by saved PID and remove the state
@@ -10,15 +16,26 @@
 #   e2e/cluster.sh empty-apiserver NAME   a second apiserver on the same etcd, with no objects and no
 #                                         CRDs (prints its kubeconfig; stopped by `down`)
 #
-# State and logs live in e2e/.state/ of this checkout, so two checkouts run side by side.
+# State and logs live in e2e/.state/ of this checkout, and each checkout has its own namespace, so
+# two checkouts run side by side; only one of them may have the node (see e2e/node.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 D=${E2E_STATE:-$here/.state}
 P=$D/pki
+# The cluster's network namespace, one per checkout.
+NS=step-e2e-$(printf '%s' "$D" | sha256sum | cut -c1-8)
+NS_PATH=/run/netns/$NS
+# shellcheck source=node.sh
+. "$here/node.sh"
 # Start order; `down` stops in reverse.
-COMPONENTS=(etcd apiserver cert-manager step-ca)
+control_plane_components() {
+  COMPONENTS=(etcd apiserver)
+  if node_wanted; then COMPONENTS+=("${NODE_COMPONENTS[@]}"); fi
+  COMPONENTS+=(cert-manager step-ca)
+}
+control_plane_components
 
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -33,6 +50,40 @@ fail() {
   fi
   exit 1
 }
+
+in_netns() { [ "$(ip netns identify 2>/dev/null)" = "$NS" ]; }
+
+# Re-runs this script inside the cluster's namespace (nsenter, not `ip netns exec`: that remounts
+# /sys and hides the cgroup v1 hierarchies the kubelet needs).
+enter_netns() {
+  in_netns && return 0
+  [ -e "$NS_PATH" ] || { echo "cluster.sh: not running (no network namespace $NS); run e2e/cluster.sh up" >&2; exit 1; }
+  exec nsenter --net="$NS_PATH" "$0" "$@"
+}
+
+# The namespace and its links. Sealed by construction: it holds only loopback, a veth pair whose
+# both ends are inside (the node IP; the kubelet refuses a loopback one and this kernel has no
+# `dummy` links) and the pods' bridge that CNI adds, and it has no default route. A packet for any
+# other address fails with "Network is unreachable" where it starts (node_network_is_sealed).
+create_netns() {
+  ip netns add "$NS" || fail netns "ip netns add $NS failed"
+  local ipn=(ip -n "$NS")
+  "${ipn[@]}" link set lo up
+  "${ipn[@]}" link add node0 type veth peer name node0-peer
+  "${ipn[@]}" addr add "$NODE_IP/24" dev node0
+  "${ipn[@]}" addr add "$NODE_PEER_IP/24" dev node0-peer
+  "${ipn[@]}" link set node0 up
+  "${ipn[@]}" link set node0-peer up
+  # Per-namespace: pods reach Services (DNAT here) and each other through this namespace.
+  nsenter --net="$NS_PATH" sysctl -q -w net.ipv4.ip_forward=1
+}
+
+delete_netns() {
+  [ -e "$NS_PATH" ] || return 0
+  ip netns delete "$NS" 2>/dev/null || log "could not delete network namespace $NS"
+}
+
+kubectl_() { "$BIN/kubectl" --kubeconfig "$D/kubeconfig" "$@"; }
 
 pid_of() { [ -f "$D/$1.pid" ] && cat "$D/$1.pid"; }
 # A stopped process may linger as a zombie until its parent reaps it: that counts as dead.
@@ -89,10 +140,12 @@ make_pki() {
       -extfile "$P/$n.ext" -out "$P/$n.crt" 2>/dev/null
   }
   leaf apiserver /CN=kube-apiserver extendedKeyUsage=serverAuth \
-    subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc,IP:10.0.0.1
+    subjectAltName=IP:127.0.0.1,IP:$NODE_IP,DNS:localhost,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1
   # O=system:masters makes the admin a cluster-admin; the user has no group and no rights.
   leaf admin "/O=system:masters/CN=e2e-admin" extendedKeyUsage=clientAuth
   leaf user "/CN=e2e-user" extendedKeyUsage=clientAuth
+  # The kubelet's identity, so that the Node authorizer and NodeRestriction apply to it.
+  leaf node "/O=system:nodes/CN=system:node:$NODE_NAME" extendedKeyUsage=clientAuth
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$P/sa.key" 2>/dev/null
   openssl pkey -in "$P/sa.key" -pubout -out "$P/sa.pub" 2>/dev/null
 }
@@ -121,27 +174,41 @@ start_etcd() {
   wait_until etcd 60 curl -fsS "http://127.0.0.1:$EP/readyz"
 }
 
-# apiserver_args PORT ETCD_PREFIX CERT_DIR: the flags of every kube-apiserver started here, in
-# APISERVER_ARGS. The ServiceAccount admission plugin is off as in envtest: without
-# kube-controller-manager no `default` ServiceAccount exists and every Pod create would fail.
+# apiserver_args PORT ETCD_PREFIX CERT_DIR: the flags every kube-apiserver started here shares,
+# in APISERVER_ARGS.
 apiserver_args() {
   APISERVER_ARGS=(
     --etcd-servers="http://127.0.0.1:$EP" --etcd-prefix="$2"
-    --bind-address=127.0.0.1 --secure-port="$1"
-    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+    --secure-port="$1"
     --cert-dir="$3" --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key"
     --client-ca-file="$P/ca.crt"
     --service-account-issuer=https://kubernetes.default.svc.cluster.local
     --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key"
-    --service-cluster-ip-range=10.0.0.0/24
-    --authorization-mode=RBAC --allow-privileged=true
-    --disable-admission-plugins=ServiceAccount
+    --service-cluster-ip-range="$SERVICE_CIDR"
+    --allow-privileged=true
     --v=1
   )
 }
 
 start_apiserver() {
   apiserver_args "$AP" /registry "$D/apiserver"
+  if node_wanted; then
+    # Pods reach it through the `kubernetes` Service, whose endpoint is the node IP: it listens on
+    # every address of the sealed namespace.
+    APISERVER_ARGS+=(
+      --bind-address=0.0.0.0 --advertise-address="$NODE_IP"
+      --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+      --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key"
+      --kubelet-preferred-address-types=InternalIP
+    )
+  else
+    # As in envtest: without kube-controller-manager no `default` ServiceAccount exists and every
+    # Pod create would fail the ServiceAccount admission plugin.
+    APISERVER_ARGS+=(
+      --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+      --authorization-mode=RBAC --disable-admission-plugins=ServiceAccount
+    )
+  fi
   start apiserver "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}"
   wait_until apiserver 120 apiserver_ready
 }
@@ -169,7 +236,9 @@ start_step_ca() {
   export STEPPATH=$D/step
   mkdir -p "$STEPPATH"
   printf 'e2e-provisioner-pass' >"$D/step-pass"
-  "$BIN/step" ca init --name "e2e CA" --dns 127.0.0.1 --dns localhost --address "127.0.0.1:$SP" \
+  # Pods reach it at the node IP (STEP_CA_NODE_URL); the host, at 127.0.0.1. Both are inside the
+  # sealed namespace.
+  "$BIN/step" ca init --name "e2e CA" --dns 127.0.0.1 --dns localhost --dns "$NODE_IP" --address ":$SP" \
     --provisioner e2e --password-file "$D/step-pass" --provisioner-password-file "$D/step-pass" \
     --deployment-type standalone >"$D/step-ca.log" 2>&1 || fail step-ca "step ca init failed"
   # Certificates up to 2160h (cert-manager's default 90 days) and down to 1m (renewal tests).
@@ -216,6 +285,10 @@ cmd_empty_apiserver() {
   dir=$D/apiserver-$name
   mkdir -p "$dir"
   apiserver_args "$port" "/registry-$name" "$dir"
+  APISERVER_ARGS+=(
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+    --authorization-mode=RBAC --disable-admission-plugins=ServiceAccount
+  )
   start "$comp" "$BIN/kube-apiserver" "${APISERVER_ARGS[@]}"
   AP=$port write_kubeconfig "$dir/kubeconfig" admin
   AP=$port wait_until "$comp" 120 apiserver_ready
@@ -231,6 +304,14 @@ export E2E_BIN=$BIN
 export E2E_STATE=$D
 export E2E_USER_KUBECONFIG=$D/kubeconfig-user
 export STEP_CA_URL=https://127.0.0.1:$SP
+export STEP_CA_NODE_URL=https://$NODE_IP:$SP
+export E2E_NODE=$(node_wanted && alive kubelet && echo 1 || echo 0)
+export E2E_NODE_NAME=$NODE_NAME
+export E2E_NODE_IP=$NODE_IP
+export E2E_NETNS=$NS
+export E2E_CONTAINERD_SOCK=$D/node/run/containerd.sock
+export E2E_TOOLS_IMAGE=$TOOLS_IMAGE
+export E2E_HOST_ADDRS="$(cat "$D/host-addrs" 2>/dev/null)"
 export STEP_CA_ROOT=$D/step/certs/root_ca.crt
 export STEP_CA_CONFIG=$D/step/config/ca.json
 export STEP_PROVISIONER=e2e
@@ -250,17 +331,39 @@ cmd_up() {
     cmd_status
     return
   fi
-  [ -d "$D" ] && cmd_down
-  for tool in openssl curl jq python3 flock; do
+  # A second `up` after a crash starts clean.
+  if [ -d "$D" ] || [ -e "$NS_PATH" ]; then "$0" down; fi
+  for tool in openssl curl jq python3 flock nsenter ip; do
     command -v "$tool" >/dev/null || { echo "cluster.sh: $tool is not installed; install it (apt-get install $tool)" >&2; exit 1; }
   done
   BIN=$("$here/build-infra.sh" | tail -n 1)
   [ -x "$BIN/kube-apiserver" ] || { echo "cluster.sh: build-infra.sh did not produce $BIN/kube-apiserver" >&2; exit 1; }
+  if node_wanted; then
+    for tool in runc nft; do
+      command -v "$tool" >/dev/null || { echo "cluster.sh: the node needs $tool: apt-get install ${tool/nft/nftables} (or E2E_NODE=0 for a cluster without a node)" >&2; exit 1; }
+    done
+    for tool in umoci busybox; do
+      command -v "$tool" >/dev/null || { echo "cluster.sh: the node's images need $tool: apt-get install ${tool/busybox/busybox-static}" >&2; exit 1; }
+    done
+  fi
   mkdir -p "$D"
+  echo "$BIN" >"$D/bin"
+  node_wanted && echo 1 >"$D/node-wanted" || echo 0 >"$D/node-wanted"
   # A failed `up` leaves nothing running.
+  trap 'rc=$?; if [ $rc -ne 0 ]; then log "start-up failed; stopping what was started"; "$0" down; fi' EXIT
+  make_pki
+  # This machine's own addresses: the sealing test proves that no pod reaches them.
+  ip -4 -o addr show scope global | awk '{sub(/\/.*/, "", $4); print $4}' | tr '\n' ' ' >"$D/host-addrs"
+  create_netns
+  trap - EXIT
+  # Everything else starts inside the namespace.
+  exec nsenter --net="$NS_PATH" "$0" up-inside
+}
+
+up_inside() {
+  BIN=$(cat "$D/bin")
   trap 'rc=$?; if [ $rc -ne 0 ]; then log "start-up failed; stopping what was started"; cmd_down; fi' EXIT
   local t0=$SECONDS
-  make_pki
   EP=$(free_port) EPP=$(free_port) AP=$(free_port) SP=$(free_port)
   for p in "$EP" "$EPP" "$AP" "$SP"; do
     if port_in_use "$p"; then echo "cluster.sh: port $p on 127.0.0.1 is in use; re-run up" >&2; exit 1; fi
@@ -274,26 +377,32 @@ cmd_up() {
   write_kubeconfig "$D/kubeconfig-user" user
   log "applying CRDs"
   apply_crds
+  if node_wanted; then start_node; fi
   log "starting cert-manager controllers"
   start_cert_manager
   log "starting step-ca on :$SP"
   start_step_ca
   write_env
   trap - EXIT
-  log "ready in $((SECONDS - t0))s; run: eval \"\$(e2e/cluster.sh env)\""
+  log "ready in $((SECONDS - t0))s; run tests with: e2e/cluster.sh exec cargo test -p e2e"
 }
 
 cmd_down() {
   local i c p
+  [ -f "$D/ports" ] && . "$D/ports"
+  if [ -f "$D/bin" ]; then BIN=$(cat "$D/bin"); fi
   # Processes the tests started (controllers, webhooks) saved their PIDs here too: stop them first.
   for f in "$D"/extra-*.pid; do
     [ -f "$f" ] && stop_pid "$(cat "$f")" "$(basename "$f" .pid)"
   done
+  # The node first: its pods talk to everything else.
+  if [ -f "$D/kubelet.pid" ] || [ -f "$D/containerd.pid" ] || [ -f "$D/controller-manager.pid" ]; then stop_node; fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[$i]}
     p=$(pid_of "$c" 2>/dev/null) || continue
     stop_pid "$p" "$c"
   done
+  delete_netns
   rm -rf "$D"
 }
 
@@ -335,6 +444,17 @@ cmd_status() {
   return $rc
 }
 
+# Runs CMD inside the namespace with the cluster's environment exported.
+cmd_exec() {
+  [ $# -gt 0 ] || { echo "usage: $0 exec CMD [ARGS...]" >&2; exit 2; }
+  [ -f "$D/env" ] || { echo "cluster.sh: not running; run e2e/cluster.sh up" >&2; exit 1; }
+  # shellcheck disable=SC1091
+  . "$D/env"
+  # Nothing in there can reach a registry: say so at once instead of timing out.
+  export CARGO_NET_OFFLINE=true
+  exec "$@"
+}
+
 cmd_env() {
   [ -f "$D/env" ] || { echo "cluster.sh: not running; run e2e/cluster.sh up" >&2; exit 1; }
   cat "$D/env"
@@ -342,10 +462,14 @@ cmd_env() {
 
 case "${1:-}" in
   up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
+  up-inside) in_netns || exit 2; up_inside ;;
+  down) if [ -e "$NS_PATH" ] && ! in_netns; then enter_netns "$@"; fi; cmd_down ;;
+  status) enter_netns "$@"; cmd_status ;;
   env) cmd_env ;;
-  empty-apiserver) shift; cmd_empty_apiserver "$@" ;;
-  stop|start) cmd_component "$@" ;;
-  *) echo "usage: $0 up|down|status|env|stop <component>|start <component>|empty-apiserver <name>" >&2; exit 2 ;;
+  exec) enter_netns "$@"; shift; cmd_exec "$@" ;;
+  shell) enter_netns "$@"; cmd_exec "${SHELL:-bash}" ;;
+  image) enter_netns "$@"; shift; cmd_image "$@" ;;
+  empty-apiserver) enter_netns "$@"; shift; cmd_empty_apiserver "$@" ;;
+  stop|start) enter_netns "$@"; cmd_component "$@" ;;
+  *) echo "usage: $0 up|down|status|env|exec <cmd>|shell|image <binary>|stop <component>|start <component>|empty-apiserver <name>" >&2; exit 2 ;;
 esac

@@ -9,6 +9,8 @@ keep=$here/.last-failure
 [ -d "$D" ] || exit 0
 rm -rf "$keep" && mkdir -p "$keep"
 cp -r "$D"/*.log "$D"/logs "$keep"/ 2>/dev/null
+# The node's pod logs (step-operator's own pods among them), as the kubelet wrote them.
+[ -d "$D/node/pod-logs" ] && cp -r "$D/node/pod-logs" "$keep"/ 2>/dev/null
 for f in "$D"/*.log; do
   [ -f "$f" ] || continue
   printf -- '--- last lines of %s ---\n' "$(basename "$f")" >&2

@@ -16,6 +16,7 @@ use kube::{Client, Config};
 pub mod chart;
 pub mod faults;
 pub mod fixtures;
+pub mod node;
 pub mod operator;
 pub mod process;
 pub mod tcp_proxy;
@@ -34,11 +35,12 @@ pub struct Env {
     pub step_provisioner_password_file: PathBuf,
 }
 
-fn var(name: &str) -> Result<String> {
+pub(crate) fn var(name: &str) -> Result<String> {
     std::env::var(name).map_err(|_| {
         anyhow!(
             "{name} is not set: the e2e tests need the local control plane. \
-             Run `e2e/cluster.sh up && eval \"$(e2e/cluster.sh env)\"` (or `make test`) first"
+             Run the tests inside the cluster's network namespace: `e2e/cluster.sh up`, then \
+             `e2e/cluster.sh exec cargo test -p e2e` (or `make test`)"
         )
     })
 }
@@ -114,8 +116,10 @@ async fn client_from(path: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-/// A namespace created for one test and deleted afterwards. There is no namespace controller in
-/// the local control plane, so deletion leaves it Terminating; unique names keep tests apart.
+/// A namespace created for one test and deleted afterwards; unique names keep tests apart. With
+/// the node (kube-controller-manager), `create` returns once the namespace's `default`
+/// ServiceAccount exists, as pods are refused before; without it there is no namespace controller
+/// and deletion leaves the namespace Terminating.
 pub struct TestNamespace {
     pub name: String,
     client: Client,
@@ -144,6 +148,17 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
+        if std::env::var("E2E_NODE").as_deref() == Ok("1") {
+            let accounts =
+                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name);
+            wait_for(
+                &format!("kube-controller-manager to create the default ServiceAccount in {name}"),
+                Duration::from_secs(30),
+                async || Ok(accounts.get_opt("default").await?.map(|_| ())),
+                async || "no ServiceAccount default yet".to_owned(),
+            )
+            .await?;
+        }
         Ok(TestNamespace {
             name,
             client: client.clone(),

@@ -1,8 +1,9 @@
-//! Pod TLS injection: the mutating webhook registered in the real apiserver, the identity-bound
-//! `/bootstrap`, and `step-operator bootstrap` / `renew` run as processes with a pod's injected
-//! environment. There is no kubelet here, so the test plays it: it requests the pod's projected
-//! token through the TokenRequest API and starts the injected commands itself.
-
+//! Pod TLS injection at the API level: the mutating webhook registered in the real apiserver, and
+//! the identity-bound `/bootstrap` called the way the injected containers call it. The webhook
+//! runs as a process of the test here, so a test can kill it, read its log and call `/bootstrap`
+//! with forged or foreign tokens. What the kubelet does with an injected pod (the projected token,
+//! the init container and native sidecar, the files, renewal) is proven on the node:
+//! tests/node_pods.rs and tests/node_chart.rs.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -521,116 +522,6 @@ async fn pod_tls_denies_bad_annotations_with_a_fix() -> Result<()> {
 }
 
 /// The full flow: admission, TokenRequest, bootstrap, renew. Also checks the file modes.
-#[tokio::test]
-async fn pod_tls_bootstrap_then_renew() -> Result<()> {
-    let env = Env::load()?;
-    let client = env.client().await?;
-    webhook(&env, &client).await?;
-    let ns = labelled_namespace(&client, "pod-tls-boot").await?;
-    service_account(&client, &ns.name).await?;
-    let name = format!("api.{}.svc", ns.name);
-    let long = format!("api.{}.svc.cluster.local", ns.name);
-    let created = create_pod(
-        &client,
-        &ns.name,
-        &pod("api", json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name},{long}"), "autocert.step.sm/duration": "1m"}))?,
-    )
-    .await?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        pod_token(&env, &client, &created, "step-operator").await?,
-    )?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs)?;
-    let vars = injected_env(&created, &certs, &token_file)?;
-    run_agent(&env, "bootstrap", &vars, Duration::from_secs(60)).await?;
-
-    let info = step_inspect(&env, &certs.join("site.crt")).await?;
-    let dns = info["extensions"]["subject_alt_name"]["dns_names"].clone();
-    let mut got: Vec<String> = serde_json::from_value(dns.clone()).unwrap_or_default();
-    got.sort();
-    let mut want = vec![name.clone(), long.clone()];
-    want.sort();
-    assert_eq!(
-        got, want,
-        "the certificate must carry exactly the annotated names: {info}"
-    );
-    let root = std::fs::read_to_string(certs.join("root.crt"))?;
-    assert_eq!(root.trim(), env.root_pem()?.trim());
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(certs.join("site.key"))?
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600, "site.key must not be world-readable");
-
-    // The renewer replaces the 1-minute certificate at about 2/3 of its life.
-    let before = std::fs::read_to_string(certs.join("site.crt"))?;
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut renewer = Process::start(&env, "renew", &["renew"], &refs)?;
-    let site = certs.join("site.crt");
-    wait_for(
-        "the renewer to replace site.crt",
-        Duration::from_secs(90),
-        async || {
-            Ok(std::fs::read_to_string(&site)
-                .ok()
-                .filter(|c| *c != before)
-                .map(|_| ()))
-        },
-        async || renewer.log_tail(),
-    )
-    .await?;
-    step_inspect(&env, &site).await?;
-    assert!(
-        renewer.is_running(),
-        "the renewer must keep running: {}",
-        renewer.log_tail()
-    );
-    renewer.stop();
-    ns.delete().await
-}
-
-#[tokio::test]
-async fn pod_tls_autocert_manifest_is_injected_and_bootstraps() -> Result<()> {
-    let env = Env::load()?;
-    let client = env.client().await?;
-    webhook(&env, &client).await?;
-    let ns = labelled_namespace(&client, "pod-tls-autocert").await?;
-    service_account(&client, &ns.name).await?;
-    // autocert's README example, in this test's namespace.
-    let manifest: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "hello-mtls", "annotations": {"autocert.step.sm/name": format!("hello-mtls.{}.svc.cluster.local", ns.name)}},
-        "spec": {"serviceAccountName": "app", "containers": [{"name": "hello-mtls", "image": "smallstep/hello-mtls-server-go:latest"}]}
-    }))?;
-    let created = create_pod(&client, &ns.name, &manifest).await?;
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        pod_token(&env, &client, &created, "step-operator").await?,
-    )?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs)?;
-    run_agent(
-        &env,
-        "bootstrap",
-        &injected_env(&created, &certs, &token_file)?,
-        Duration::from_secs(60),
-    )
-    .await?;
-    let info = step_inspect(&env, &certs.join("site.crt")).await?;
-    assert!(
-        info.to_string()
-            .contains(&format!("hello-mtls.{}.svc.cluster.local", ns.name)),
-        "{info}"
-    );
-    ns.delete().await
-}
-
 /// A refusal from /bootstrap: the status, the stable reason, and no token anywhere in the body.
 fn assert_refused(
     what: &str,
@@ -1054,8 +945,7 @@ fn injected_token_audience(pod: &Pod) -> Option<String> {
 }
 
 /// `--token-audience` reaches the injected token: a webhook run with a non-default audience
-/// injects a projected token for that audience, and a pod bootstraps with the token the kubelet
-/// would mount for it (its audience read from the injected volume, not assumed).
+/// injects a projected token for that audience, and refuses a token for the default one.
 #[tokio::test]
 async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
     const AUDIENCE: &str = "pods.step-operator.e2e";
@@ -1090,23 +980,8 @@ async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
     let audience = injected_token_audience(&created)
         .with_context(|| format!("no projected token injected: {}", dump(&created)))?;
     assert_eq!(audience, AUDIENCE, "{}", dump(&created));
-
-    let dir = tempfile::tempdir()?;
-    let token_file = dir.path().join("token");
-    std::fs::write(
-        &token_file,
-        pod_token(&env, &client, &created, &audience).await?,
-    )?;
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs)?;
-    let vars = injected_env(&created, &certs, &token_file)?;
-    run_agent(&env, "bootstrap", &vars, Duration::from_secs(60)).await?;
-    let info = step_inspect(&env, &certs.join("site.crt")).await?;
-    assert_eq!(
-        info["extensions"]["subject_alt_name"]["dns_names"],
-        json!([name]),
-        "{info}"
-    );
+    // A pod bootstrapping with the token the kubelet mounts for that audience: tests/node_pods.rs
+    // (its release uses a custom audience).
 
     // A token for the default audience is refused by this webhook.
     let other = Webhook {

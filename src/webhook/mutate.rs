@@ -410,7 +410,9 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
         ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
     }
 
-    // Read-only mount in every app container that does not already use the path.
+    // Read-only mount in every app container that does not already use the path; with
+    // init-first also in the pod's own init containers, which then run after the bootstrapper
+    // and can use the files (as autocert does). They come after the injected ones by now.
     let mount = to_json(
         "volume mount",
         &VolumeMount {
@@ -420,26 +422,11 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
             ..VolumeMount::default()
         },
     )?;
-    for (i, c) in spec.containers.iter().enumerate() {
-        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
-        if mounts
-            .iter()
-            .any(|m| m.mount_path.trim_end_matches('/') == CERTS_DIR)
-        {
-            continue;
-        }
-        let index = i.to_string();
-        if mounts.is_empty() {
-            ops.push(add(
-                &["spec", "containers", &index, "volumeMounts"],
-                Value::Array(vec![mount.clone()]),
-            ));
-        } else {
-            ops.push(add(
-                &["spec", "containers", &index, "volumeMounts", "-"],
-                mount.clone(),
-            ));
-        }
+    mount_ops(&mut ops, "containers", &spec.containers, 0, &mount);
+    if req.init_first {
+        let injected_count = if req.bootstrapper_only { 1 } else { 2 };
+        let own = spec.init_containers.as_deref().unwrap_or_default();
+        mount_ops(&mut ops, "initContainers", own, injected_count, &mount);
     }
 
     // Status annotation. The annotations map exists: the pod has the name annotation.
@@ -449,6 +436,38 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
     ));
 
     Ok(Mutation::Patch(Patch(ops)))
+}
+
+/// Adds `mount` to each of `containers` (at `spec.<field>[offset + i]`) that does not already
+/// mount something at the certificates' path.
+fn mount_ops(
+    ops: &mut Vec<PatchOperation>,
+    field: &str,
+    containers: &[Container],
+    offset: usize,
+    mount: &Value,
+) {
+    for (i, c) in containers.iter().enumerate() {
+        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        if mounts
+            .iter()
+            .any(|m| m.mount_path.trim_end_matches('/') == CERTS_DIR)
+        {
+            continue;
+        }
+        let index = (offset + i).to_string();
+        if mounts.is_empty() {
+            ops.push(add(
+                &["spec", field, &index, "volumeMounts"],
+                Value::Array(vec![mount.clone()]),
+            ));
+        } else {
+            ops.push(add(
+                &["spec", field, &index, "volumeMounts", "-"],
+                mount.clone(),
+            ));
+        }
+    }
 }
 
 fn error_body(code: u16, reason: &str, message: &str) -> (u16, Vec<u8>) {

@@ -763,6 +763,37 @@ fn review_answers() {
     }
 }
 
+/// With init-first the pod's own init containers run after the bootstrapper, so they get the
+/// files too (as with autocert); without it they run before the files exist and get nothing.
+#[test]
+fn own_init_containers_mount_the_files_only_with_init_first() {
+    let certs_mounts = |c: &Value| {
+        c["volumeMounts"]
+            .as_array()
+            .map(|m| m.iter().filter(|m| m["mountPath"] == CERTS_DIR).count())
+            .unwrap_or(0)
+    };
+    for (first, only, want) in [
+        ("true", "false", 1),
+        ("true", "true", 1),
+        ("false", "false", 0),
+    ] {
+        let pod = busy_pod(&[(NAME, "api"), (INIT_FIRST, first), (BOOTSTRAPPER_ONLY, only)]);
+        let doc = apply(&pod, &patch_of(&pod));
+        let inits = doc["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
+        for own in ["migrate", "seed"] {
+            let c = inits.iter().find(|c| c["name"] == own).unwrap_or(&Value::Null);
+            assert_eq!(certs_mounts(c), want, "{own} with init-first={first}, bootstrapper-only={only}: {c}");
+        }
+        for injected in inits.iter().filter(|c| c["name"] == BOOTSTRAPPER || c["name"] == RENEWER) {
+            assert!(
+                injected["volumeMounts"].as_array().is_some_and(|m| m.iter().any(|m| m["mountPath"] == CERTS_DIR && m["readOnly"] != true)),
+                "the injected container lost its writable mount: {injected}"
+            );
+        }
+    }
+}
+
 #[test]
 fn review_too_large() {
     let (status, _) = review(&vec![b' '; MAX_REVIEW_BYTES + 1], &cfg());

@@ -1,0 +1,290 @@
+//! The node (e2e/node.sh): a real kubelet with containerd and runc, so that tests run real pods.
+//! Everything here fails with what was seen (pod status, events, logs) instead of timing out
+//! silently, and fails, never skips, when the node or our image is missing.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Client, ResourceExt};
+
+use crate::process::run;
+use crate::{Env, var, wait_for};
+
+/// What the tests know about the node.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    /// The node's IP inside the cluster's network namespace.
+    pub ip: String,
+    /// step-ca as pods reach it.
+    pub step_ca_url: String,
+    /// busybox + openssl (e2e/node/images.sh).
+    pub tools_image: String,
+    /// This machine's own addresses outside the namespace, which no pod may reach.
+    pub host_addrs: Vec<String>,
+}
+
+impl Env {
+    /// The node, or an error that says how to get one.
+    pub fn node(&self) -> Result<Node> {
+        if var("E2E_NODE")? != "1" {
+            bail!(
+                "this test needs the e2e node, and the cluster has none (started with E2E_NODE=0, \
+                 or its kubelet is gone: see `e2e/cluster.sh status`). Run `e2e/cluster.sh down && \
+                 e2e/cluster.sh up`"
+            );
+        }
+        Ok(Node {
+            name: var("E2E_NODE_NAME")?,
+            ip: var("E2E_NODE_IP")?,
+            step_ca_url: var("STEP_CA_NODE_URL")?,
+            tools_image: var("E2E_TOOLS_IMAGE")?,
+            host_addrs: var("E2E_HOST_ADDRS")?
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
+}
+
+/// Our image as the node knows it: built from the release binary by `image/build-oci.sh` and
+/// imported by `e2e/cluster.sh image` (what `make e2e` does before the tests).
+pub fn operator_image() -> Result<(String, String)> {
+    let name = std::env::var("E2E_OPERATOR_IMAGE").map_err(|_| {
+        anyhow::anyhow!(
+            "E2E_OPERATOR_IMAGE is not set: build the image and import it into the node with \
+             `make release && e2e/cluster.sh image target/release/step-operator`, then export \
+             E2E_OPERATOR_IMAGE=<the name it printed> (make e2e does both)"
+        )
+    })?;
+    let (repo, tag) = name
+        .rsplit_once(':')
+        .with_context(|| format!("E2E_OPERATOR_IMAGE={name} has no :tag"))?;
+    Ok((repo.to_owned(), tag.to_owned()))
+}
+
+/// Pod phases, container states, restarts and the namespace's Events: what a timeout shows.
+pub async fn describe_namespace(client: &Client, ns: &str) -> String {
+    let mut out = String::new();
+    match Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(pods) => {
+            for p in pods {
+                let status = p.status.clone().unwrap_or_default();
+                out.push_str(&format!(
+                    "pod {}: phase {:?}, node {:?}\n",
+                    p.name_any(),
+                    status.phase,
+                    p.spec.as_ref().and_then(|s| s.node_name.clone())
+                ));
+                let all = status
+                    .init_container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(status.container_statuses.iter().flatten());
+                for c in all {
+                    out.push_str(&format!(
+                        "  {}: ready {} restarts {} state {}\n",
+                        c.name,
+                        c.ready,
+                        c.restart_count,
+                        serde_json::to_string(&c.state).unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Err(e) => out.push_str(&format!("listing pods: {e}\n")),
+    }
+    match Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(events) => {
+            for e in events.items.iter().rev().take(25) {
+                out.push_str(&format!(
+                    "event {} {}/{}: {} {}\n",
+                    e.type_.clone().unwrap_or_default(),
+                    e.involved_object.kind.clone().unwrap_or_default(),
+                    e.involved_object.name.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                    e.message.clone().unwrap_or_default()
+                ));
+            }
+        }
+        Err(e) => out.push_str(&format!("listing events: {e}\n")),
+    }
+    out
+}
+
+/// The logs of one container (the current instance, or the previous one).
+pub async fn logs(client: &Client, ns: &str, pod: &str, container: &str, previous: bool) -> String {
+    let params = LogParams {
+        container: Some(container.to_owned()),
+        previous,
+        ..Default::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .logs(pod, &params)
+        .await
+        .unwrap_or_else(|e| format!("<no logs of {pod}/{container}: {e}>"))
+}
+
+/// Waits until the pod is Ready; fails at once when one of its containers fails to start.
+pub async fn wait_pod_ready(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Pod> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("pod {ns}/{name} to be Ready"),
+        timeout,
+        async || {
+            let Some(pod) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            fail_on_start_errors(&pod)?;
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            Ok(ready.then_some(pod))
+        },
+        async || describe_namespace(client, ns).await,
+    )
+    .await
+}
+
+/// Waits until a pod with the label `app=<app>` is Ready and returns it.
+pub async fn wait_app_pod_ready(client: &Client, ns: &str, app: &str, timeout: Duration) -> Result<Pod> {
+    let api = Api::<Pod>::namespaced(client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("app={app}"));
+    wait_for(
+        &format!("a Ready pod of app={app} in {ns}"),
+        timeout,
+        async || {
+            for pod in api.list(&lp).await? {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                fail_on_start_errors(&pod)?;
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if ready {
+                    return Ok(Some(pod));
+                }
+            }
+            Ok(None)
+        },
+        async || describe_namespace(client, ns).await,
+    )
+    .await
+}
+
+/// Errors no waiting cures: an image the node does not have, a container that cannot be created.
+fn fail_on_start_errors(pod: &Pod) -> Result<()> {
+    let Some(status) = &pod.status else {
+        return Ok(());
+    };
+    let all = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in all {
+        let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        if matches!(
+            reason,
+            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "CreateContainerConfigError" | "CreateContainerError" | "InvalidImageName"
+        ) {
+            bail!(
+                "container {} of pod {} cannot start: {reason}: {}",
+                c.name,
+                pod.name_any(),
+                waiting.message.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the Job succeeded; fails at once when it failed.
+pub async fn wait_job_complete(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Job> {
+    let api = Api::<Job>::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("job {ns}/{name} to complete"),
+        timeout,
+        async || {
+            let Some(job) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            let conditions = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            if let Some(failed) = conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True") {
+                bail!(
+                    "job {name} failed: {} {}",
+                    failed.reason.clone().unwrap_or_default(),
+                    failed.message.clone().unwrap_or_default()
+                );
+            }
+            let done = conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+            Ok(done.then_some(job))
+        },
+        async || describe_namespace(client, ns).await,
+    )
+    .await
+}
+
+/// Waits until the Deployment's rollout is finished and it is Available.
+pub async fn wait_deployment_available(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Deployment> {
+    let api = Api::<Deployment>::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("deployment {ns}/{name} to be Available with every replica updated"),
+        timeout,
+        async || {
+            let Some(d) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let s = d.status.clone().unwrap_or_default();
+            let available = s
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            let rolled = s.observed_generation >= d.metadata.generation
+                && s.updated_replicas == Some(want)
+                && s.available_replicas == Some(want)
+                && s.replicas == Some(want);
+            Ok((available && rolled).then_some(d))
+        },
+        async || describe_namespace(client, ns).await,
+    )
+    .await
+}
+
+/// `helm ARGS...` against the cluster.
+pub async fn helm(env: &Env, args: &[&str]) -> Result<String> {
+    let kubeconfig = env.kubeconfig.to_str().context("utf-8 path")?;
+    let mut all = vec!["--kubeconfig", kubeconfig];
+    all.extend_from_slice(args);
+    let out = run(&env.tool("helm")?, &all, &[]).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

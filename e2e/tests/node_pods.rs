@@ -1,0 +1,401 @@
+//! Pod behaviour only a kubelet shows, on the e2e node, with step-operator installed by its chart
+//! (one release shared by the tests of this file): bootstrapper-only pods have no renewer;
+//! init-first lets the pod's own init containers use the files; an app running as another uid
+//! reads the key through `owner`; the renewer replaces a short-lived certificate in a running pod
+//! and the app sees the new file; a restarted container finds a valid certificate; and no pod can
+//! send a packet off the machine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::chart::chart_dir;
+use e2e::fixtures::base64;
+use e2e::node::*;
+use e2e::{Env, TestNamespace, random_suffix, wait_for};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+const LABEL: &str = "autocert.step.sm";
+const CERTS: &str = "/var/run/autocert.step.sm";
+const AUDIENCE: &str = "pods.step-operator.e2e";
+
+/// The release shared by this file's tests: the namespace label its webhook serves.
+struct Release {
+    label: String,
+}
+
+static RELEASE: OnceCell<Release> = OnceCell::const_new();
+
+async fn release(env: &Env, client: &Client) -> Result<&'static Release> {
+    RELEASE
+        .get_or_try_init(async || {
+            let node = env.node()?;
+            let image = operator_image()?;
+            let suffix = random_suffix();
+            let label = format!("node-pods-{suffix}");
+            let ns = TestNamespace::create(client, "node-pods-release").await?;
+            let values = json!({
+                "image": {"repository": image.0, "tag": image.1},
+                // One replica each: these tests do not need standbys.
+                "controller": {"replicas": 1},
+                // A non-default token audience: every pod here bootstraps with the token the
+                // kubelet projects for it.
+                "webhook": {"replicas": 1, "tokenAudience": AUDIENCE, "namespaceSelector": {"matchLabels": {LABEL: label}}},
+                "stepClusterIssuer": {
+                    "create": true,
+                    "name": label,
+                    "url": node.step_ca_url,
+                    "caBundle": base64(env.root_pem()?.as_bytes()),
+                    "provisioner": {"name": env.step_provisioner, "kid": env.step_provisioner_kid},
+                    "passwordSecret": {"create": true, "password": env.provisioner_password()?},
+                },
+            });
+            let dir = tempfile::tempdir()?;
+            let file = dir.path().join("values.yaml");
+            std::fs::write(&file, serde_json::to_vec_pretty(&values)?)?;
+            let chart = chart_dir();
+            helm(
+                env,
+                &[
+                    "install",
+                    &format!("step-operator-{suffix}"),
+                    chart.to_str().context("utf-8 path")?,
+                    "-n",
+                    &ns.name,
+                    "-f",
+                    file.to_str().context("utf-8 path")?,
+                ],
+            )
+            .await?;
+            for component in ["controller", "webhook"] {
+                wait_deployment_available(
+                    client,
+                    &ns.name,
+                    &format!("step-operator-{suffix}-{component}"),
+                    Duration::from_secs(180),
+                )
+                .await?;
+            }
+            Ok(Release { label })
+        })
+        .await
+}
+
+async fn app_namespace(client: &Client, release: &Release, prefix: &str) -> Result<TestNamespace> {
+    let labels = BTreeMap::from([(LABEL.to_owned(), release.label.clone())]);
+    TestNamespace::create_labelled(client, prefix, labels).await
+}
+
+/// A pod of the tools image running `script` in its container `app`.
+fn tools_pod(node: &Node, name: &str, annotations: Value, script: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}, "annotations": annotations},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "app", "image": node.tools_image, "command": ["sh", "-c", script]}],
+        },
+    })
+}
+
+async fn create_pod(client: &Client, ns: &str, pod: Value) -> Result<Pod> {
+    let pod: Pod = serde_json::from_value(pod)?;
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("creating pod {}", pod.name_any()))
+}
+
+fn init_names(pod: &Pod) -> Vec<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map(|c| c.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until the container's log holds `needle`, and returns the log.
+async fn wait_log(client: &Client, ns: &str, pod: &str, container: &str, needle: &str, timeout: Duration) -> Result<String> {
+    wait_for(
+        &format!("{needle:?} in the log of {pod}/{container}"),
+        timeout,
+        async || {
+            let log = logs(client, ns, pod, container, false).await;
+            Ok(log.contains(needle).then_some(log))
+        },
+        async || {
+            format!(
+                "log:\n{}\n{}",
+                logs(client, ns, pod, container, false).await,
+                describe_namespace(client, ns).await
+            )
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn node_bootstrapper_only_pod_has_no_renewer() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "node-bonly").await?;
+    let script = format!("openssl x509 -noout -subject -in {CERTS}/site.crt && exec sleep 3600");
+    let pod = tools_pod(
+        &node,
+        "bonly",
+        json!({"autocert.step.sm/name": "bonly", "autocert.step.sm/bootstrapper-only": "true"}),
+        &script,
+    );
+    create_pod(&client, &ns.name, pod).await?;
+    let pod = wait_pod_ready(&client, &ns.name, "bonly", Duration::from_secs(120)).await?;
+    ensure!(
+        init_names(&pod) == ["autocert-bootstrapper"],
+        "a bootstrapper-only pod should have only the bootstrapper, got {:?}",
+        init_names(&pod)
+    );
+    let audience = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .find_map(|s| s.service_account_token.as_ref()?.audience.clone());
+    ensure!(audience.as_deref() == Some(AUDIENCE), "injected token audience {audience:?}");
+    let log = wait_log(&client, &ns.name, "bonly", "app", "CN", Duration::from_secs(30)).await?;
+    ensure!(log.contains("bonly"), "the app did not read its certificate: {log}");
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn node_init_first_lets_own_init_containers_use_the_files() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "node-first").await?;
+    let mut pod = tools_pod(
+        &node,
+        "first",
+        json!({"autocert.step.sm/name": "first", "autocert.step.sm/init-first": "true"}),
+        "exec sleep 3600",
+    );
+    pod["spec"]["initContainers"] = json!([{
+        "name": "setup", "image": node.tools_image,
+        "command": ["sh", "-c", format!("openssl x509 -noout -subject -in {CERTS}/site.crt")],
+    }]);
+    create_pod(&client, &ns.name, pod).await?;
+    let pod = wait_pod_ready(&client, &ns.name, "first", Duration::from_secs(120)).await?;
+    ensure!(
+        init_names(&pod) == ["autocert-bootstrapper", "autocert-renewer", "setup"],
+        "init containers: {:?}",
+        init_names(&pod)
+    );
+    let log = logs(&client, &ns.name, "first", "setup", false).await;
+    ensure!(log.contains("first"), "the pod's own init container could not read the certificate: {log}");
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "node-owner").await?;
+    let script = format!(
+        "id -u; stat -c 'key %u:%g %a' {CERTS}/site.key; openssl pkey -in {CERTS}/site.key -noout && echo KEY-READ; exec sleep 3600"
+    );
+    let mut pod = tools_pod(
+        &node,
+        "owner",
+        json!({"autocert.step.sm/name": "owner", "autocert.step.sm/owner": "1000:1000"}),
+        &script,
+    );
+    pod["spec"]["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true});
+    create_pod(&client, &ns.name, pod).await?;
+    wait_pod_ready(&client, &ns.name, "owner", Duration::from_secs(120)).await?;
+    let log = wait_log(&client, &ns.name, "owner", "app", "key ", Duration::from_secs(30)).await?;
+    ensure!(log.contains("key 1000:1000 600"), "the key is not the app user's with mode 0600: {log}");
+    ensure!(log.contains("KEY-READ"), "the app (uid 1000) could not read its key: {log}");
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "node-renew").await?;
+    // The app shows its names, mode and root once, then the serial of the file it sees, every
+    // second.
+    let script = format!(
+        "openssl x509 -noout -ext subjectAltName -in {CERTS}/site.crt; stat -c 'key mode %a' {CERTS}/site.key; \
+         echo ROOT; cat {CERTS}/root.crt; echo END-ROOT; \
+         while true; do echo \"serial $(openssl x509 -noout -serial -in {CERTS}/site.crt)\"; sleep 1; done"
+    );
+    let name = format!("renew.{}.svc", ns.name);
+    let long = format!("renew.{}.svc.cluster.local", ns.name);
+    let pod = tools_pod(
+        &node,
+        "renew",
+        json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name},{long}"), "autocert.step.sm/duration": "1m"}),
+        &script,
+    );
+    create_pod(&client, &ns.name, pod).await?;
+    wait_pod_ready(&client, &ns.name, "renew", Duration::from_secs(120)).await?;
+    let serials = |log: &str| {
+        let mut s: Vec<String> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("serial "))
+            .map(str::to_owned)
+            .collect();
+        s.dedup();
+        s
+    };
+    // Renewal is due at 2/3 of the one-minute lifetime.
+    let log = wait_for(
+        "the app to see a renewed certificate",
+        Duration::from_secs(150),
+        async || {
+            let log = logs(&client, &ns.name, "renew", "app", false).await;
+            Ok((serials(&log).len() >= 2).then_some(log))
+        },
+        async || {
+            format!(
+                "app log:\n{}\nrenewer log:\n{}\n{}",
+                logs(&client, &ns.name, "renew", "app", false).await,
+                logs(&client, &ns.name, "renew", "autocert-renewer", false).await,
+                describe_namespace(&client, &ns.name).await
+            )
+        },
+    )
+    .await?;
+    let sans = log.lines().find(|l| l.contains("DNS:")).unwrap_or_default();
+    let mut got: Vec<&str> = sans.split(',').map(|s| s.trim().trim_start_matches("DNS:")).collect();
+    got.sort_unstable();
+    let mut want = vec![name.as_str(), long.as_str()];
+    want.sort_unstable();
+    ensure!(got == want, "the certificate must carry exactly the annotated names: {sans}");
+    ensure!(log.contains("key mode 600"), "site.key must not be readable by others:\n{log}");
+    let root = log
+        .split_once("ROOT\n")
+        .and_then(|(_, r)| r.split_once("END-ROOT"))
+        .map(|(r, _)| r.trim().to_owned())
+        .unwrap_or_default();
+    ensure!(root == env.root_pem()?.trim(), "root.crt is not step-ca's root:\n{root}");
+    let seen = serials(&log);
+    ensure!(
+        !seen.iter().any(|s| s.contains("unable") || s.contains("error")),
+        "the app read a broken file during renewal: {seen:?}"
+    );
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn node_restarted_container_finds_a_valid_certificate() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "node-restart").await?;
+    // The first run exits (the container is killed and restarted by the kubelet); the next checks
+    // the files: the chain verifies, and the key belongs to the certificate.
+    let script = format!(
+        "if [ ! -f /work/ran ]; then touch /work/ran; echo FIRST-RUN; exit 1; fi; \
+         openssl verify -CAfile {CERTS}/root.crt {CERTS}/site.crt || exit 1; \
+         a=$(openssl x509 -noout -pubkey -in {CERTS}/site.crt); b=$(openssl pkey -pubout -in {CERTS}/site.key); \
+         [ \"$a\" = \"$b\" ] && echo VALID-AFTER-RESTART; exec sleep 3600"
+    );
+    let mut pod = tools_pod(&node, "restart", json!({"autocert.step.sm/name": "restart"}), &script);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+    pod["spec"]["volumes"] = json!([{"name": "work", "emptyDir": {}}]);
+    create_pod(&client, &ns.name, pod).await?;
+    let pod = wait_pod_ready(&client, &ns.name, "restart", Duration::from_secs(150)).await?;
+    let restarts = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == "app"))
+        .map(|c| c.restart_count)
+        .unwrap_or_default();
+    ensure!(restarts >= 1, "the app container never restarted");
+    let log = wait_log(&client, &ns.name, "restart", "app", "VALID-AFTER-RESTART", Duration::from_secs(30)).await?;
+    ensure!(!log.contains("error"), "{log}");
+    ns.delete().await
+}
+
+/// No pod can send a packet off the machine: the cluster's namespace has no route out, so a
+/// connection to this machine's own address or to any other fails at once, and names outside the
+/// cluster do not resolve; inside, the node and cluster DNS answer.
+#[tokio::test]
+async fn node_network_is_sealed() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+
+    // Where the tests run (the cluster's namespace): no default route, and outside addresses are
+    // unreachable at once.
+    let routes = std::process::Command::new("ip").args(["-4", "route", "show", "default"]).output()?;
+    ensure!(routes.status.success(), "ip route failed: {routes:?}");
+    ensure!(
+        String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
+        "the cluster's namespace has a default route: {}",
+        String::from_utf8_lossy(&routes.stdout)
+    );
+    let mut outside = node.host_addrs.clone();
+    // TEST-NET-1: never routed anywhere, so even a broken seal sends nothing that arrives.
+    outside.push("192.0.2.1".to_owned());
+    for addr in &outside {
+        let started = std::time::Instant::now();
+        let err = tokio::net::TcpStream::connect((addr.as_str(), 443))
+            .await
+            .err()
+            .with_context(|| format!("a connection from the cluster's namespace to {addr} succeeded"))?;
+        ensure!(
+            err.kind() == std::io::ErrorKind::NetworkUnreachable && started.elapsed() < Duration::from_secs(1),
+            "connecting to {addr}: {err} after {:?} (expected \"Network is unreachable\" at once)",
+            started.elapsed()
+        );
+    }
+
+    // From a pod on the pod network.
+    let ns = TestNamespace::create(&client, "node-sealed").await?;
+    let mut script = String::new();
+    for addr in &outside {
+        script.push_str(&format!(
+            "s=$(date +%s); nc -w 5 {addr} 443 </dev/null >/tmp/o 2>&1; rc=$?; e=$(date +%s); echo \"out {addr} rc=$rc secs=$((e-s)) $(cat /tmp/o)\"; "
+        ));
+    }
+    script.push_str(&format!(
+        "openssl s_client -connect {ip}:10250 </dev/null >/dev/null 2>&1 && echo 'in node ok'; \
+         openssl s_client -connect kubernetes.default.svc.cluster.local:443 </dev/null >/dev/null 2>&1 && echo 'in service ok'; \
+         nslookup kubernetes.default.svc.cluster.local >/dev/null 2>&1 && echo 'in dns ok'; \
+         nslookup one.example >/dev/null 2>&1; echo \"dns outside rc=$?\"; echo DONE; exec sleep 3600",
+        ip = node.ip
+    ));
+    create_pod(&client, &ns.name, tools_pod(&node, "probe", json!({}), &script)).await?;
+    let log = wait_log(&client, &ns.name, "probe", "app", "DONE", Duration::from_secs(120)).await?;
+    for addr in &outside {
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(&format!("out {addr} ")))
+            .with_context(|| format!("no result for {addr}:\n{log}"))?;
+        ensure!(
+            !line.contains("rc=0") && (line.contains("unreachable") || line.contains("No route to host")),
+            "a pod's connection to {addr} did not fail for want of a route: {line}"
+        );
+        ensure!(line.contains("secs=0") || line.contains("secs=1"), "not at once: {line}");
+    }
+    ensure!(log.contains("in node ok"), "the pod could not reach the node (the control of this test):\n{log}");
+    ensure!(log.contains("in dns ok"), "cluster DNS did not answer the pod:\n{log}");
+    ensure!(log.contains("in service ok"), "the pod could not reach the apiserver through its Service:\n{log}");
+    ensure!(!log.contains("dns outside rc=0"), "a name outside the cluster resolved:\n{log}");
+    ns.delete().await
+}
