@@ -22,9 +22,22 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin step-operator \
  && install -D -m 0755 target/release/step-operator /out/step-operator
 
-# glibc, libgcc and CA certificates (the image also ships libssl3, which the binary does not
-# use); no shell. Runs as nonroot (65532).
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=builder /out/step-operator /step-operator
+# The runtime filesystem comes from image/rootfs.sh, the script that also builds the image the e2e
+# tests run (image/build-oci.sh), so the tested image and this one hold the same files: the binary,
+# exactly the shared libraries it loads (glibc, libgcc), CA certificates, passwd/group with nonroot
+# (65532); no shell. (It replaces distroless/cc, whose files the tests could not reproduce.)
+# bookworm, as the builder: the libraries must be the ones the binary was linked against.
+FROM docker.io/library/debian:bookworm-slim AS rootfs
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY image/libs.sh image/rootfs.sh /image/
+COPY --from=builder /out/step-operator /out/step-operator
+RUN /image/rootfs.sh /out/step-operator /rootfs
+
+# Only what rootfs.sh assembled. COPY --from keeps the stage's owners (/home/nonroot is 65532's).
+# USER and ENTRYPOINT must equal image/image.env: image/check-dockerfile.sh checks.
+FROM scratch
+COPY --from=rootfs /rootfs /
 USER 65532:65532
 ENTRYPOINT ["/step-operator"]

@@ -74,8 +74,14 @@ create_netns() {
   "${ipn[@]}" addr add "$NODE_PEER_IP/24" dev node0-peer
   "${ipn[@]}" link set node0 up
   "${ipn[@]}" link set node0-peer up
-  # Per-namespace: pods reach Services (DNAT here) and each other through this namespace.
-  nsenter --net="$NS_PATH" sysctl -q -w net.ipv4.ip_forward=1
+  # Processes of the namespace itself (the apiserver calling a webhook) reach Service IPs: the
+  # route only has to exist for the routing decision; kube-proxy's rules then send the packet to
+  # the pod. Nothing else is routed, and there is no default route.
+  "${ipn[@]}" route add "$SERVICE_CIDR" dev node0
+  # Per-namespace: pods reach Services (DNAT here) and each other through this namespace; and
+  # every packet a pod sends outward gets its "Network is unreachable" at once (the kernel's ICMP
+  # rate limit would otherwise leave a second attempt within a second to time out instead).
+  nsenter --net="$NS_PATH" sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.icmp_ratelimit=0
 }
 
 delete_netns() {

@@ -78,7 +78,7 @@ spec:
       containers:
       - name: app
         image: $E2E_TOOLS_IMAGE
-        command: [sh, -c, "exec openssl s_server -accept 8443 -cert $CERTS/site.crt -key $CERTS/site.key -CAfile $CERTS/root.crt -Verify 1 -verify_return_error -www"]
+        command: [sh, -c, "exec openssl s_server -accept 8443 -cert $CERTS/site.crt -cert_chain $CERTS/site.crt -key $CERTS/site.key -CAfile $CERTS/root.crt -Verify 1 -verify_return_error -www"]
         readinessProbe: {tcpSocket: {port: 8443}, periodSeconds: 1}
 EOF
 k -n demo rollout status deployment/hello --timeout=120s
@@ -98,7 +98,7 @@ spec:
       containers:
       - name: app
         image: $E2E_TOOLS_IMAGE
-        command: [sh, -c, "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect hello.demo.svc.cluster.local:8443 -cert $CERTS/site.crt -key $CERTS/site.key -CAfile $CERTS/root.crt -verify_hostname hello.demo.svc.cluster.local -verify_return_error -quiet 2>&1 | grep -E 'verify|subject|Client certificate|CN' | head -20"]
+        command: [sh, -c, "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect hello.demo.svc.cluster.local:8443 -cert $CERTS/site.crt -cert_chain $CERTS/site.crt -key $CERTS/site.key -CAfile $CERTS/root.crt -verify_hostname hello.demo.svc.cluster.local -verify_return_error -quiet 2>&1 | grep -E 'verify|subject|Client certificate|CN' | head -20"]
 EOF
 k -n demo wait --for=condition=Complete job/hello-client --timeout=120s >/dev/null
 echo "the client (with its own injected certificate) verified hello.demo.svc.cluster.local and got:"

@@ -340,7 +340,8 @@ cmd_image() {
   node_wanted_running || { echo "cluster.sh: this cluster has no node (E2E_NODE=0)" >&2; exit 1; }
   local name out=$D/node/images/step-operator.tar
   mkdir -p "$D/node/images"
-  name=$("$repo/image/build-oci.sh" "$binary" "$out" 2>>"$D/containerd.log" | tail -n 1) ||
+  # build-oci.sh prints "NAME FILE" last.
+  name=$("$repo/image/build-oci.sh" "$binary" "$out" 2>>"$D/containerd.log" | awk 'END {print $1}') ||
     fail containerd "image/build-oci.sh $binary failed"
   import_image "$name" "$out"
   echo "$name"

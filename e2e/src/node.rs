@@ -262,17 +262,18 @@ pub async fn wait_deployment_available(
             let Some(d) = api.get_opt(name).await? else {
                 return Ok(None);
             };
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let want = d.spec.replicas.unwrap_or(1);
             let s = d.status.clone().unwrap_or_default();
+            let generation = d.metadata.generation.unwrap_or_default();
             let available = s
                 .conditions
                 .iter()
                 .flatten()
-                .any(|c| c.type_ == "Available" && c.status == "True");
-            let rolled = s.observed_generation >= d.metadata.generation
-                && s.updated_replicas == Some(want)
-                && s.available_replicas == Some(want)
-                && s.replicas == Some(want);
+                .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
+            let rolled = s.observed_generation.unwrap_or_default() >= generation
+                && s.updated_replicas.unwrap_or_default() == want
+                && s.available_replicas.unwrap_or_default() == want
+                && s.replicas.unwrap_or_default() == want;
             Ok((available && rolled).then_some(d))
         },
         async || describe_namespace(client, ns).await,
@@ -287,4 +288,39 @@ pub async fn helm(env: &Env, args: &[&str]) -> Result<String> {
     all.extend_from_slice(args);
     let out = run(&env.tool("helm")?, &all, &[]).await?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until the webhook that serves namespace `ns` injects pods there: a server-side dry-run
+/// create of an annotated pod comes back injected. A Deployment turns Available before kube-proxy
+/// has programmed its Service, and the apiserver reaches webhooks through that Service.
+pub async fn wait_webhook_injects(client: &Client, ns: &str, image: &str) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "webhook-probe", "annotations": {"autocert.step.sm/name": "webhook-probe"}},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }))?;
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        &format!("the webhook to inject pods in {ns}"),
+        Duration::from_secs(60),
+        async || match pods.create(&dry_run, &pod).await {
+            Ok(p) => {
+                let injected = p
+                    .annotations()
+                    .get("autocert.step.sm/status")
+                    .is_some_and(|s| s == "injected");
+                if !injected {
+                    bail!("a pod in {ns} was admitted without injection: is the namespace labelled for this webhook?");
+                }
+                Ok(Some(()))
+            }
+            // Refused by failurePolicy Fail while the Service does not lead to the webhook yet.
+            Err(e) => Err(crate::retry(e)),
+        },
+        async || describe_namespace(client, ns).await,
+    )
+    .await
 }

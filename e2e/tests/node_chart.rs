@@ -15,7 +15,7 @@ use e2e::fixtures::*;
 use e2e::node::*;
 use e2e::{Env, TestNamespace, random_suffix, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node as KubeNode, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -108,7 +108,7 @@ async fn issue_certificate(client: &Client, ns: &str, issuer: &str, name: &str) 
 /// certificate from the same CA.
 fn server_deployment(image: &str, ns: &str) -> Value {
     let script = format!(
-        "exec openssl s_server -accept 8443 -cert {CERTS}/site.crt -key {CERTS}/site.key \
+        "exec openssl s_server -accept 8443 -cert {CERTS}/site.crt -cert_chain {CERTS}/site.crt -key {CERTS}/site.key \
          -CAfile {CERTS}/root.crt -Verify 1 -verify_return_error -www"
     );
     json!({
@@ -141,7 +141,7 @@ fn client_job(image: &str, ns: &str) -> Value {
     let server = format!("mtls-server.{ns}.svc.cluster.local");
     let script = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect {server}:8443 \
-         -cert {CERTS}/site.crt -key {CERTS}/site.key -CAfile {CERTS}/root.crt \
+         -cert {CERTS}/site.crt -cert_chain {CERTS}/site.crt -key {CERTS}/site.key -CAfile {CERTS}/root.crt \
          -verify_hostname {server} -verify_return_error -quiet > /tmp/out 2>&1; rc=$?; cat /tmp/out; \
          grep -q 'Client certificate' /tmp/out || {{ echo 'no client certificate in the reply'; exit 1; }}; exit $rc"
     );
@@ -237,6 +237,7 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
 
     // A Certificate, issued by the controller that runs in a pod.
     let app = app_namespace(&client, &suffix).await?;
+    wait_webhook_injects(&client, &app.name, &node.tools_image).await?;
     let before_upgrade = issue_certificate(&client, &app.name, &issuer, "first").await?;
 
     // The webhook injects real pods; they serve and check mTLS through a Service.
@@ -395,7 +396,7 @@ async fn scale(client: &Client, ns: &str, name: &str, replicas: i32) -> Result<(
 
 async fn label_node(client: &Client, node: &str, value: &str, on: bool) -> Result<()> {
     let label = if on { json!(value) } else { Value::Null };
-    Api::<Node>::all(client.clone())
+    Api::<KubeNode>::all(client.clone())
         .patch(
             node,
             &PatchParams::default(),

@@ -304,28 +304,6 @@ async fn step_inspect(env: &Env, file: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Runs `step-operator <cmd>` with the pod's environment until it exits; returns its log.
-async fn run_agent(
-    env: &Env,
-    cmd: &str,
-    vars: &[(String, String)],
-    timeout: Duration,
-) -> Result<String> {
-    let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut p = Process::start(env, cmd, &[cmd], &refs)?;
-    let log = p.log.clone();
-    let exited = wait_for(
-        &format!("step-operator {cmd} to finish"),
-        timeout,
-        async || Ok((!p.is_running()).then_some(())),
-        async || std::fs::read_to_string(&log).unwrap_or_default(),
-    )
-    .await;
-    let logs = p.logs();
-    exited.with_context(|| logs.clone())?;
-    Ok(logs)
-}
-
 async fn bootstrap_call(
     env: &Env,
     w: &Webhook,

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Builds the e2e node's test images as OCI archives (no registry serves the sealed node, whose
+# containerd imports them with `ctr -n k8s.io images import FILE`):
+#   e2e/node/images.sh OUT_DIR PAUSE_BINARY
+#   localhost/e2e-pause:1  OUT_DIR/pause.tar  the pod sandbox: PAUSE_BINARY at /pause, as root
+#   localhost/e2e-tools:1  OUT_DIR/tools.tar  busybox (sh and its applets) and openssl, for
+#                                             s_server/s_client mTLS checks, openssl req and
+#                                             shell one-liners
+# Prints "NAME FILE" per image. Packed by image/oci.sh, the code that packs the step-operator
+# image. Needs root, umoci, jq, busybox-static and openssl.
+set -euo pipefail
+# Modes of the directories and files it creates must not depend on the caller's umask.
+umask 022
+
+here=$(cd "$(dirname "$0")" && pwd)
+image_dir=$(cd "$here/../../image" && pwd)
+# shellcheck source=../../image/libs.sh
+. "$image_dir/libs.sh"
+# shellcheck source=../../image/oci.sh
+. "$image_dir/oci.sh"
+
+if [ $# -ne 2 ]; then
+  echo "usage: ${0##*/} OUT_DIR PAUSE_BINARY" >&2
+  exit 2
+fi
+out_dir=$1 pause=$2
+busybox=/bin/busybox openssl=/usr/bin/openssl
+
+[ -f "$pause" ] || image_die "$pause: no such file (e2e/build-infra.sh builds the pause program)"
+[ -x "$pause" ] || image_die "$pause: not executable"
+[ -x "$busybox" ] || image_die "$busybox is missing: apt-get install -y busybox-static"
+[ -x "$openssl" ] || image_die "$openssl is missing: apt-get install -y openssl"
+[ -e /usr/lib/ssl/openssl.cnf ] || image_die "/usr/lib/ssl/openssl.cnf is missing: apt-get install -y openssl"
+oci_require_tools
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-images.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$out_dir"
+out_dir=$(cd "$out_dir" && pwd)
+
+# pause: the program alone (it is static; copy_libs adds the libraries if it ever is not).
+# Root, as kubelet's sandbox runs it; it only holds the namespaces and reaps orphans.
+root=$tmp/pause
+mkdir -m 0755 "$root"
+install -m 0755 "$pause" "$root/pause"
+image_copy_libs "$root" "$pause"
+oci_pack "$root" 0:0 '["/pause"]' localhost/e2e-pause:1 "$out_dir/pause.tar"
+printf '%s %s\n' localhost/e2e-pause:1 "$out_dir/pause.tar"
+
+# tools: /bin/busybox with a link per applet, /usr/bin/openssl with its libraries.
+root=$tmp/tools
+mkdir -m 0755 "$root"
+mkdir -p "$root/etc"
+install -D -m 0755 "$busybox" "$root/bin/busybox"
+image_copy_libs "$root" "$busybox"
+while IFS= read -r applet; do
+  # --list includes busybox itself; relative links keep the image relocatable.
+  [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+done < <("$busybox" --list)
+install -D -m 0755 "$openssl" "$root/usr/bin/openssl"
+image_copy_libs "$root" "$openssl"
+# Its default config (a link to /etc/ssl/openssl.cnf): without it `openssl req` refuses to run.
+image_copy_path "$root" /usr/lib/ssl/openssl.cnf
+# root and an unprivileged app user (1000) for runAsUser tests; busybox reads these directly.
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'app:x:1000:1000:app:/home/app:/bin/sh' >"$root/etc/passwd"
+printf '%s\n' 'root:x:0:' 'app:x:1000:' >"$root/etc/group"
+# openssl s_client resolves names through glibc: files first, then cluster DNS.
+printf '%s\n' 'passwd: files' 'group: files' 'hosts: files dns' >"$root/etc/nsswitch.conf"
+chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
+install -d -m 0700 "$root/root"
+install -d -m 0755 -o 1000 -g 1000 "$root/home/app"
+install -d -m 1777 "$root/tmp"
+chmod 1777 "$root/tmp"
+oci_pack "$root" 0:0 '["/bin/sh"]' localhost/e2e-tools:1 "$out_dir/tools.tar"
+printf '%s %s\n' localhost/e2e-tools:1 "$out_dir/tools.tar"
