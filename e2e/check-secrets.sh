@@ -7,7 +7,7 @@
 #     $E2E_STATE/secrets/*.txt: pod and ServiceAccount tokens, one-time tokens, the wrong
 #     passwords of the hostile tests (e2e::record_secret);
 #   - PEM private keys, private JWKs (a "d" member) and anything shaped like a JWT.
-# Prints where a secret was found, never the secret. Fails when there are no step-operator logs
+# Also the node's pod logs. Prints where a secret was found, never the secret. Fails when there are no step-operator logs
 # to look at, so that a run whose logs went missing cannot pass.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +26,9 @@ if [ "${#logs[@]}" = 0 ]; then
   echo "check-secrets: no step-operator logs in $E2E_STATE/logs: nothing was checked (did the suite run?)" >&2
   exit 1
 fi
+# The node's pods as the kubelet logged them: step-operator's controller and webhook pods and the
+# injected bootstrapper and renewer (those of pods that still exist).
+while IFS= read -r f; do logs+=("$f"); done < <(find "$E2E_STATE/node/pod-logs" -name '*.log' -type f 2>/dev/null)
 files=("$tmp"/*.json "${logs[@]}")
 # The recorded secrets; blank or short lines would match everything, so they are dropped.
 used=$tmp/used.list

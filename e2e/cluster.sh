@@ -66,10 +66,11 @@ enter_netns() {
 # `dummy` links) and the pods' bridge that CNI adds, and it has no default route. A packet for any
 # other address fails with "Network is unreachable" where it starts (node_network_is_sealed).
 create_netns() {
-  ip netns add "$NS" || fail netns "ip netns add $NS failed"
+  ip netns add "$NS" || fail netns "ip netns add $NS failed: network namespaces need root and a kernel with CONFIG_NET_NS"
   local ipn=(ip -n "$NS")
   "${ipn[@]}" link set lo up
-  "${ipn[@]}" link add node0 type veth peer name node0-peer
+  "${ipn[@]}" link add node0 type veth peer name node0-peer ||
+    fail netns "creating a veth pair failed: the node needs the kernel's veth driver (CONFIG_VETH)"
   "${ipn[@]}" addr add "$NODE_IP/24" dev node0
   "${ipn[@]}" addr add "$NODE_PEER_IP/24" dev node0-peer
   "${ipn[@]}" link set node0 up
@@ -334,7 +335,7 @@ all_alive() {
 cmd_up() {
   if [ -f "$D/env" ] && all_alive; then
     log "already running; checking it"
-    cmd_status
+    "$0" status
     return
   fi
   # A second `up` after a crash starts clean.

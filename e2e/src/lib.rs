@@ -149,8 +149,10 @@ impl TestNamespace {
             .await
             .with_context(|| format!("creating namespace {name}"))?;
         if std::env::var("E2E_NODE").as_deref() == Ok("1") {
-            let accounts =
-                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &name);
+            let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
+                client.clone(),
+                &name,
+            );
             wait_for(
                 &format!("kube-controller-manager to create the default ServiceAccount in {name}"),
                 Duration::from_secs(30),

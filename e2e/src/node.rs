@@ -136,7 +136,12 @@ pub async fn logs(client: &Client, ns: &str, pod: &str, container: &str, previou
 }
 
 /// Waits until the pod is Ready; fails at once when one of its containers fails to start.
-pub async fn wait_pod_ready(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Pod> {
+pub async fn wait_pod_ready(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Pod> {
     let api = Api::<Pod>::namespaced(client.clone(), ns);
     wait_for(
         &format!("pod {ns}/{name} to be Ready"),
@@ -159,7 +164,12 @@ pub async fn wait_pod_ready(client: &Client, ns: &str, name: &str, timeout: Dura
 }
 
 /// Waits until a pod with the label `app=<app>` is Ready and returns it.
-pub async fn wait_app_pod_ready(client: &Client, ns: &str, app: &str, timeout: Duration) -> Result<Pod> {
+pub async fn wait_app_pod_ready(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    timeout: Duration,
+) -> Result<Pod> {
     let api = Api::<Pod>::namespaced(client.clone(), ns);
     let lp = ListParams::default().labels(&format!("app={app}"));
     wait_for(
@@ -204,7 +214,12 @@ fn fail_on_start_errors(pod: &Pod) -> Result<()> {
         let reason = waiting.reason.as_deref().unwrap_or_default();
         if matches!(
             reason,
-            "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "CreateContainerConfigError" | "CreateContainerError" | "InvalidImageName"
+            "ErrImagePull"
+                | "ImagePullBackOff"
+                | "ErrImageNeverPull"
+                | "CreateContainerConfigError"
+                | "CreateContainerError"
+                | "InvalidImageName"
         ) {
             bail!(
                 "container {} of pod {} cannot start: {reason}: {}",
@@ -218,7 +233,12 @@ fn fail_on_start_errors(pod: &Pod) -> Result<()> {
 }
 
 /// Waits until the Job succeeded; fails at once when it failed.
-pub async fn wait_job_complete(client: &Client, ns: &str, name: &str, timeout: Duration) -> Result<Job> {
+pub async fn wait_job_complete(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Job> {
     let api = Api::<Job>::namespaced(client.clone(), ns);
     wait_for(
         &format!("job {ns}/{name} to complete"),
@@ -232,14 +252,19 @@ pub async fn wait_job_complete(client: &Client, ns: &str, name: &str, timeout: D
                 .as_ref()
                 .and_then(|s| s.conditions.clone())
                 .unwrap_or_default();
-            if let Some(failed) = conditions.iter().find(|c| c.type_ == "Failed" && c.status == "True") {
+            if let Some(failed) = conditions
+                .iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+            {
                 bail!(
                     "job {name} failed: {} {}",
                     failed.reason.clone().unwrap_or_default(),
                     failed.message.clone().unwrap_or_default()
                 );
             }
-            let done = conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True");
+            let done = conditions
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True");
             Ok(done.then_some(job))
         },
         async || describe_namespace(client, ns).await,
@@ -265,11 +290,9 @@ pub async fn wait_deployment_available(
             let want = d.spec.replicas.unwrap_or(1);
             let s = d.status.clone().unwrap_or_default();
             let generation = d.metadata.generation.unwrap_or_default();
-            let available = s
-                .conditions
-                .iter()
-                .flatten()
-                .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
+            let available = s.conditions.iter().flatten().any(|c| {
+                c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+            });
             let rolled = s.observed_generation.unwrap_or_default() >= generation
                 && s.updated_replicas.unwrap_or_default() == want
                 && s.available_replicas.unwrap_or_default() == want

@@ -59,7 +59,10 @@ async fn deployment_names(client: &Client, ns: &str) -> Result<Vec<String>> {
 
 async fn wait_release_available(client: &Client, ns: &str) -> Result<()> {
     let names = deployment_names(client, ns).await?;
-    ensure!(names.len() == 2, "the chart should run a controller and a webhook Deployment, found {names:?}");
+    ensure!(
+        names.len() == 2,
+        "the chart should run a controller and a webhook Deployment, found {names:?}"
+    );
     for name in names {
         wait_deployment_available(client, ns, &name, Duration::from_secs(180)).await?;
     }
@@ -89,7 +92,9 @@ async fn issue_certificate(client: &Client, ns: &str, issuer: &str, name: &str) 
     .await?;
     // The controller runs in a pod: its log is `kubectl logs`, not a file.
     wait_ready_condition(&certs, name, "True", None, Duration::from_secs(90), "").await?;
-    let secret = Api::<Secret>::namespaced(client.clone(), ns).get(name).await?;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
     let crt = secret
         .data
         .as_ref()
@@ -97,7 +102,8 @@ async fn issue_certificate(client: &Client, ns: &str, issuer: &str, name: &str) 
         .context("the issued Secret has no tls.crt")?;
     let leaf = leaf(std::str::from_utf8(&crt.0)?)?;
     ensure!(
-        leaf.dns_names.contains(&format!("{name}.{ns}.svc.cluster.local")),
+        leaf.dns_names
+            .contains(&format!("{name}.{ns}.svc.cluster.local")),
         "issued certificate names {:?}",
         leaf.dns_names
     );
@@ -170,11 +176,17 @@ async fn create(client: &Client, ns: &str, v: Value) -> Result<()> {
     match v["kind"].as_str() {
         Some("Deployment") => {
             let d: Deployment = serde_json::from_value(v)?;
-            Api::<Deployment>::namespaced(client.clone(), ns).create(&pp, &d).await.context(what)?;
+            Api::<Deployment>::namespaced(client.clone(), ns)
+                .create(&pp, &d)
+                .await
+                .context(what)?;
         }
         Some("Job") => {
             let j: k8s_openapi::api::batch::v1::Job = serde_json::from_value(v)?;
-            Api::namespaced(client.clone(), ns).create(&pp, &j).await.context(what)?;
+            Api::namespaced(client.clone(), ns)
+                .create(&pp, &j)
+                .await
+                .context(what)?;
         }
         other => anyhow::bail!("create: unexpected kind {other:?}"),
     }
@@ -195,7 +207,11 @@ async fn service(client: &Client, ns: &str) -> Result<()> {
 fn container_names(pod: &Pod) -> (Vec<String>, Vec<String>) {
     let spec = pod.spec.clone().unwrap_or_default();
     (
-        spec.init_containers.unwrap_or_default().into_iter().map(|c| c.name).collect(),
+        spec.init_containers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect(),
         spec.containers.into_iter().map(|c| c.name).collect(),
     )
 }
@@ -218,19 +234,57 @@ async fn pod_template_hashes(client: &Client, ns: &str) -> Result<Vec<String>> {
 #[tokio::test]
 async fn node_helm_install_upgrade_uninstall() -> Result<()> {
     let env = Env::load()?;
-    let node = env.node()?;
-    let image = operator_image()?;
     let client = env.client().await?;
     let suffix = random_suffix();
     let release = format!("step-operator-{suffix}");
-    let issuer = format!("node-{suffix}");
     let ns = TestNamespace::create(&client, "node-release").await?;
+    let result = install_upgrade_uninstall(&env, &client, &suffix, &release, &ns).await;
+    if result.is_err() {
+        // Its controller would otherwise go on signing other test binaries' requests.
+        let _ = helm(
+            &env,
+            &[
+                "uninstall",
+                &release,
+                "-n",
+                &ns.name,
+                "--wait",
+                "--timeout",
+                "60s",
+            ],
+        )
+        .await;
+    }
+    result?;
+    ns.delete().await
+}
+
+async fn install_upgrade_uninstall(
+    env: &Env,
+    client: &Client,
+    suffix: &str,
+    release: &str,
+    ns: &TestNamespace,
+) -> Result<()> {
+    let (env, client, suffix, release) = (
+        env.clone(),
+        client.clone(),
+        suffix.to_owned(),
+        release.to_owned(),
+    );
+    let node = env.node()?;
+    let image = operator_image()?;
+    let issuer = format!("node-{suffix}");
     let chart = chart_dir();
     let chart = chart.to_str().context("utf-8 path")?;
 
     // helm install: the Deployments turn Available through their own probes.
     let (_dir, file) = values_file(&values(&env, &node, &image, &suffix)?)?;
-    helm(&env, &["install", &release, chart, "-n", &ns.name, "-f", &file]).await?;
+    helm(
+        &env,
+        &["install", &release, chart, "-n", &ns.name, "-f", &file],
+    )
+    .await?;
     wait_release_available(&client, &ns.name).await?;
     let issuers = cluster(&client, &step_cluster_issuers());
     wait_ready_condition(&issuers, &issuer, "True", None, Duration::from_secs(60), "").await?;
@@ -242,8 +296,14 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
 
     // The webhook injects real pods; they serve and check mTLS through a Service.
     service(&client, &app.name).await?;
-    create(&client, &app.name, server_deployment(&node.tools_image, &app.name)).await?;
-    let server = wait_app_pod_ready(&client, &app.name, "mtls-server", Duration::from_secs(120)).await?;
+    create(
+        &client,
+        &app.name,
+        server_deployment(&node.tools_image, &app.name),
+    )
+    .await?;
+    let server =
+        wait_app_pod_ready(&client, &app.name, "mtls-server", Duration::from_secs(120)).await?;
     let (init, main) = container_names(&server);
     ensure!(
         init.len() == 2 && main == ["app"],
@@ -260,7 +320,9 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
         .context("the client Job has no pod")?;
     let out = logs(&client, &app.name, &client_pod.name_any(), "app", false).await;
     ensure!(
-        out.contains("Client certificate") || out.contains("CN=mtls-client") || out.contains("CN = mtls-client"),
+        out.contains("Client certificate")
+            || out.contains("CN=mtls-client")
+            || out.contains("CN = mtls-client"),
         "the server's reply does not show the client's certificate:\n{out}"
     );
     let server_log = logs(&client, &app.name, &server.name_any(), "app", false).await;
@@ -273,7 +335,17 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
     let old = pod_template_hashes(&client, &ns.name).await?;
     helm(
         &env,
-        &["upgrade", &release, chart, "-n", &ns.name, "-f", &file, "--set", "controller.concurrency=8"],
+        &[
+            "upgrade",
+            &release,
+            chart,
+            "-n",
+            &ns.name,
+            "-f",
+            &file,
+            "--set",
+            "controller.concurrency=8",
+        ],
     )
     .await?;
     wait_release_available(&client, &ns.name).await?;
@@ -284,7 +356,12 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
             let now = pod_template_hashes(&client, &ns.name).await?;
             Ok((now.len() == 2 && now.iter().any(|h| !old.contains(h))).then_some(()))
         },
-        async || format!("before: {old:?}\n{}", describe_namespace(&client, &ns.name).await),
+        async || {
+            format!(
+                "before: {old:?}\n{}",
+                describe_namespace(&client, &ns.name).await
+            )
+        },
     )
     .await?;
     issue_certificate(&client, &app.name, &issuer, "second").await?;
@@ -312,7 +389,10 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
         async || describe_namespace(&client, &app.name).await,
     )
     .await?;
-    ensure!(container_names(&admitted).0.len() == 2, "the held pod was not injected");
+    ensure!(
+        container_names(&admitted).0.len() == 2,
+        "the held pod was not injected"
+    );
     scale(&client, &ns.name, &webhook, 0).await?;
     let refused = wait_for(
         "pod creation to be refused while no webhook replica answers",
@@ -349,37 +429,62 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
     let result = async {
         // It starts now; its bootstrapper cannot reach /bootstrap until the webhook is back.
         scale(&client, &ns.name, &webhook, 2).await?;
-        wait_app_pod_ready(&client, &app.name, "admitted-before", Duration::from_secs(180)).await
+        wait_app_pod_ready(
+            &client,
+            &app.name,
+            "admitted-before",
+            Duration::from_secs(180),
+        )
+        .await
     }
     .await;
     label_node(&client, &node.name, &held, false).await?;
     result?;
 
     // helm uninstall removes what the chart made, and leaves the CRDs and the issued Secrets.
-    helm(&env, &["uninstall", &release, "-n", &ns.name, "--wait", "--timeout", "120s"]).await?;
+    helm(
+        &env,
+        &[
+            "uninstall",
+            &release,
+            "-n",
+            &ns.name,
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    )
+    .await?;
     ensure!(
         deployment_names(&client, &ns.name).await?.is_empty(),
         "Deployments left after helm uninstall"
     );
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    for crd in ["stepissuers.certmanager.step.sm", "stepclusterissuers.certmanager.step.sm"] {
-        ensure!(crds.get_opt(crd).await?.is_some(), "helm uninstall removed the CRD {crd}");
+    for crd in [
+        "stepissuers.certmanager.step.sm",
+        "stepclusterissuers.certmanager.step.sm",
+    ] {
+        ensure!(
+            crds.get_opt(crd).await?.is_some(),
+            "helm uninstall removed the CRD {crd}"
+        );
     }
-    let kept = Api::<Secret>::namespaced(client.clone(), &app.name).get("first").await?;
+    let kept = Api::<Secret>::namespaced(client.clone(), &app.name)
+        .get("first")
+        .await?;
     ensure!(
         kept.data == before_upgrade.data,
         "the Secret issued before the upgrade changed or vanished"
     );
-    let hooks = Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
-        client.clone(),
-    );
+    let hooks =
+        Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+            client.clone(),
+        );
     ensure!(
         hooks.get_opt(&release).await?.is_none(),
         "helm uninstall left the MutatingWebhookConfiguration {release}"
     );
-    app.delete().await?;
-    ns.delete().await?;
-    Ok(())
+    app.delete().await
 }
 
 async fn scale(client: &Client, ns: &str, name: &str, replicas: i32) -> Result<()> {
@@ -403,5 +508,23 @@ async fn label_node(client: &Client, node: &str, value: &str, on: bool) -> Resul
             &Patch::Merge(json!({"metadata": {"labels": {"e2e.step-operator/hold": label}}})),
         )
         .await?;
+    Ok(())
+}
+
+/// The image the node runs is the image the Dockerfile describes: both are built by
+/// image/rootfs.sh, and the Dockerfile's final stage, user and entrypoint match the image's config
+/// (image/check-dockerfile.sh compares them with the archive `e2e/cluster.sh image` built).
+#[tokio::test]
+async fn node_image_is_what_the_dockerfile_builds() -> Result<()> {
+    let env = Env::load()?;
+    env.node()?;
+    let archive = env.state.join("node/images/step-operator.tar");
+    ensure!(
+        archive.exists(),
+        "{} is missing: build it with `e2e/cluster.sh image target/release/step-operator`",
+        archive.display()
+    );
+    let script = e2e::chart::repo_root().join("image/check-dockerfile.sh");
+    e2e::process::run(&script, &[archive.to_str().context("utf-8 path")?], &[]).await?;
     Ok(())
 }

@@ -41,8 +41,10 @@ async fn release(env: &Env, client: &Client) -> Result<&'static Release> {
             let ns = TestNamespace::create(client, "node-pods-release").await?;
             let values = json!({
                 "image": {"repository": image.0, "tag": image.1},
-                // One replica each: these tests do not need standbys.
-                "controller": {"replicas": 1},
+                // No controller: these tests need only the webhook, and this release outlives
+                // them (until `cluster.sh down`); a controller would sign the requests and write
+                // the issuer statuses of the test binaries that run after this one.
+                "controller": {"enabled": false},
                 // A non-default token audience: every pod here bootstraps with the token the
                 // kubelet projects for it.
                 "webhook": {"replicas": 1, "tokenAudience": AUDIENCE, "namespaceSelector": {"matchLabels": {LABEL: label}}},
@@ -72,15 +74,13 @@ async fn release(env: &Env, client: &Client) -> Result<&'static Release> {
                 ],
             )
             .await?;
-            for component in ["controller", "webhook"] {
-                wait_deployment_available(
-                    client,
-                    &ns.name,
-                    &format!("step-operator-{suffix}-{component}"),
-                    Duration::from_secs(180),
-                )
-                .await?;
-            }
+            wait_deployment_available(
+                client,
+                &ns.name,
+                &format!("step-operator-{suffix}-webhook"),
+                Duration::from_secs(180),
+            )
+            .await?;
             Ok(Release {
                 label,
                 tools_image: node.tools_image,
@@ -125,7 +125,14 @@ fn init_names(pod: &Pod) -> Vec<String> {
 }
 
 /// Waits until the container's log holds `needle`, and returns the log.
-async fn wait_log(client: &Client, ns: &str, pod: &str, container: &str, needle: &str, timeout: Duration) -> Result<String> {
+async fn wait_log(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    needle: &str,
+    timeout: Duration,
+) -> Result<String> {
     wait_for(
         &format!("{needle:?} in the log of {pod}/{container}"),
         timeout,
@@ -172,9 +179,23 @@ async fn node_bootstrapper_only_pod_has_no_renewer() -> Result<()> {
         .filter_map(|v| v.projected.as_ref())
         .flat_map(|p| p.sources.iter().flatten())
         .find_map(|s| s.service_account_token.as_ref()?.audience.clone());
-    ensure!(audience.as_deref() == Some(AUDIENCE), "injected token audience {audience:?}");
-    let log = wait_log(&client, &ns.name, "bonly", "app", "CN", Duration::from_secs(30)).await?;
-    ensure!(log.contains("bonly"), "the app did not read its certificate: {log}");
+    ensure!(
+        audience.as_deref() == Some(AUDIENCE),
+        "injected token audience {audience:?}"
+    );
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "bonly",
+        "app",
+        "CN",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains("bonly"),
+        "the app did not read its certificate: {log}"
+    );
     ns.delete().await
 }
 
@@ -203,7 +224,10 @@ async fn node_init_first_lets_own_init_containers_use_the_files() -> Result<()> 
         init_names(&pod)
     );
     let log = logs(&client, &ns.name, "first", "setup", false).await;
-    ensure!(log.contains("first"), "the pod's own init container could not read the certificate: {log}");
+    ensure!(
+        log.contains("first"),
+        "the pod's own init container could not read the certificate: {log}"
+    );
     ns.delete().await
 }
 
@@ -223,12 +247,27 @@ async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
         json!({"autocert.step.sm/name": "owner", "autocert.step.sm/owner": "1000:1000"}),
         &script,
     );
-    pod["spec"]["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true});
+    pod["spec"]["securityContext"] =
+        json!({"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true});
     create_pod(&client, &ns.name, pod).await?;
     wait_pod_ready(&client, &ns.name, "owner", Duration::from_secs(120)).await?;
-    let log = wait_log(&client, &ns.name, "owner", "app", "key ", Duration::from_secs(30)).await?;
-    ensure!(log.contains("key 1000:1000 600"), "the key is not the app user's with mode 0600: {log}");
-    ensure!(log.contains("KEY-READ"), "the app (uid 1000) could not read its key: {log}");
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "owner",
+        "app",
+        "key ",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains("key 1000:1000 600"),
+        "the key is not the app user's with mode 0600: {log}"
+    );
+    ensure!(
+        log.contains("KEY-READ"),
+        "the app (uid 1000) could not read its key: {log}"
+    );
     ns.delete().await
 }
 
@@ -284,21 +323,35 @@ async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> R
     )
     .await?;
     let sans = log.lines().find(|l| l.contains("DNS:")).unwrap_or_default();
-    let mut got: Vec<&str> = sans.split(',').map(|s| s.trim().trim_start_matches("DNS:")).collect();
+    let mut got: Vec<&str> = sans
+        .split(',')
+        .map(|s| s.trim().trim_start_matches("DNS:"))
+        .collect();
     got.sort_unstable();
     let mut want = vec![name.as_str(), long.as_str()];
     want.sort_unstable();
-    ensure!(got == want, "the certificate must carry exactly the annotated names: {sans}");
-    ensure!(log.contains("key mode 600"), "site.key must not be readable by others:\n{log}");
+    ensure!(
+        got == want,
+        "the certificate must carry exactly the annotated names: {sans}"
+    );
+    ensure!(
+        log.contains("key mode 600"),
+        "site.key must not be readable by others:\n{log}"
+    );
     let root = log
         .split_once("ROOT\n")
         .and_then(|(_, r)| r.split_once("END-ROOT"))
         .map(|(r, _)| r.trim().to_owned())
         .unwrap_or_default();
-    ensure!(root == env.root_pem()?.trim(), "root.crt is not step-ca's root:\n{root}");
+    ensure!(
+        root == env.root_pem()?.trim(),
+        "root.crt is not step-ca's root:\n{root}"
+    );
     let seen = serials(&log);
     ensure!(
-        !seen.iter().any(|s| s.contains("unable") || s.contains("error")),
+        !seen
+            .iter()
+            .any(|s| s.contains("unable") || s.contains("error")),
         "the app read a broken file during renewal: {seen:?}"
     );
     ns.delete().await
@@ -319,12 +372,25 @@ async fn node_restarted_container_finds_a_valid_certificate() -> Result<()> {
          a=$(openssl x509 -noout -pubkey -in {CERTS}/site.crt); b=$(openssl pkey -pubout -in {CERTS}/site.key); \
          [ \"$a\" = \"$b\" ] && echo VALID-AFTER-RESTART; exec sleep 3600"
     );
-    let mut pod = tools_pod(&node, "restart", json!({"autocert.step.sm/name": "restart"}), &script);
+    let mut pod = tools_pod(
+        &node,
+        "restart",
+        json!({"autocert.step.sm/name": "restart"}),
+        &script,
+    );
     pod["spec"]["containers"][0]["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
     pod["spec"]["volumes"] = json!([{"name": "work", "emptyDir": {}}]);
     create_pod(&client, &ns.name, pod).await?;
     // Ready is no proof here: the first run is Ready until it exits. Its successor's verdict is.
-    let log = wait_log(&client, &ns.name, "restart", "app", "VALID-AFTER-RESTART", Duration::from_secs(150)).await?;
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "restart",
+        "app",
+        "VALID-AFTER-RESTART",
+        Duration::from_secs(150),
+    )
+    .await?;
     ensure!(!log.contains("error"), "{log}");
     let pod = wait_pod_ready(&client, &ns.name, "restart", Duration::from_secs(30)).await?;
     let restarts = pod
@@ -336,7 +402,10 @@ async fn node_restarted_container_finds_a_valid_certificate() -> Result<()> {
         .unwrap_or_default();
     ensure!(restarts >= 1, "the app container never restarted");
     let first = logs(&client, &ns.name, "restart", "app", true).await;
-    ensure!(first.contains("FIRST-RUN"), "the previous instance is not the first run: {first}");
+    ensure!(
+        first.contains("FIRST-RUN"),
+        "the previous instance is not the first run: {first}"
+    );
     ns.delete().await
 }
 
@@ -351,7 +420,9 @@ async fn node_network_is_sealed() -> Result<()> {
 
     // Where the tests run (the cluster's namespace): no default route, and outside addresses are
     // unreachable at once.
-    let routes = std::process::Command::new("ip").args(["-4", "route", "show", "default"]).output()?;
+    let routes = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "default"])
+        .output()?;
     ensure!(routes.status.success(), "ip route failed: {routes:?}");
     ensure!(
         String::from_utf8_lossy(&routes.stdout).trim().is_empty(),
@@ -366,9 +437,12 @@ async fn node_network_is_sealed() -> Result<()> {
         let err = tokio::net::TcpStream::connect((addr.as_str(), 443))
             .await
             .err()
-            .with_context(|| format!("a connection from the cluster's namespace to {addr} succeeded"))?;
+            .with_context(|| {
+                format!("a connection from the cluster's namespace to {addr} succeeded")
+            })?;
         ensure!(
-            err.kind() == std::io::ErrorKind::NetworkUnreachable && started.elapsed() < Duration::from_secs(1),
+            err.kind() == std::io::ErrorKind::NetworkUnreachable
+                && started.elapsed() < Duration::from_secs(1),
             "connecting to {addr}: {err} after {:?} (expected \"Network is unreachable\" at once)",
             started.elapsed()
         );
@@ -389,22 +463,51 @@ async fn node_network_is_sealed() -> Result<()> {
          nslookup one.example >/dev/null 2>&1; echo \"dns outside rc=$?\"; echo DONE; exec sleep 3600",
         ip = node.ip
     ));
-    create_pod(&client, &ns.name, tools_pod(&node, "probe", json!({}), &script)).await?;
-    let log = wait_log(&client, &ns.name, "probe", "app", "DONE", Duration::from_secs(120)).await?;
+    create_pod(
+        &client,
+        &ns.name,
+        tools_pod(&node, "probe", json!({}), &script),
+    )
+    .await?;
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "probe",
+        "app",
+        "DONE",
+        Duration::from_secs(120),
+    )
+    .await?;
     for addr in &outside {
         let line = log
             .lines()
             .find(|l| l.starts_with(&format!("out {addr} ")))
             .with_context(|| format!("no result for {addr}:\n{log}"))?;
         ensure!(
-            !line.contains("rc=0") && (line.contains("unreachable") || line.contains("No route to host")),
+            !line.contains("rc=0")
+                && (line.contains("unreachable") || line.contains("No route to host")),
             "a pod's connection to {addr} did not fail for want of a route: {line}"
         );
-        ensure!(line.contains("secs=0") || line.contains("secs=1"), "not at once: {line}");
+        ensure!(
+            line.contains("secs=0") || line.contains("secs=1"),
+            "not at once: {line}"
+        );
     }
-    ensure!(log.contains("in node ok"), "the pod could not reach the node (the control of this test):\n{log}");
-    ensure!(log.contains("in dns ok"), "cluster DNS did not answer the pod:\n{log}");
-    ensure!(log.contains("in service ok"), "the pod could not reach the apiserver through its Service:\n{log}");
-    ensure!(!log.contains("dns outside rc=0"), "a name outside the cluster resolved:\n{log}");
+    ensure!(
+        log.contains("in node ok"),
+        "the pod could not reach the node (the control of this test):\n{log}"
+    );
+    ensure!(
+        log.contains("in dns ok"),
+        "cluster DNS did not answer the pod:\n{log}"
+    );
+    ensure!(
+        log.contains("in service ok"),
+        "the pod could not reach the apiserver through its Service:\n{log}"
+    );
+    ensure!(
+        !log.contains("dns outside rc=0"),
+        "a name outside the cluster resolved:\n{log}"
+    );
     ns.delete().await
 }

@@ -230,10 +230,21 @@ fn check_injected(patched: &Value, renewer: bool, owner: Option<(i64, i64)>) -> 
         assert_eq!(certs.len(), 1, "{}", c.name);
         assert_eq!(certs[0].read_only, Some(true), "{}", c.name);
     }
-    // The pod's own init containers are untouched.
+    // The pod's own init containers are untouched, except that those running after the
+    // bootstrapper (init-first) mount the certificates read-only, as app containers do.
+    let mut after_bootstrapper = false;
     for c in spec.init_containers.iter().flatten() {
-        if c.name != BOOTSTRAPPER && c.name != RENEWER {
-            assert!(c.volume_mounts.is_none(), "{}", c.name);
+        if c.name == BOOTSTRAPPER {
+            after_bootstrapper = true;
+        } else if c.name != RENEWER {
+            if after_bootstrapper {
+                let mounts = c.volume_mounts.clone().unwrap_or_default();
+                assert_eq!(mounts.len(), 1, "{}", c.name);
+                assert_eq!(mounts[0].mount_path, CERTS_DIR, "{}", c.name);
+                assert_eq!(mounts[0].read_only, Some(true), "{}", c.name);
+            } else {
+                assert!(c.volume_mounts.is_none(), "{}", c.name);
+            }
         }
     }
 
@@ -778,16 +789,35 @@ fn own_init_containers_mount_the_files_only_with_init_first() {
         ("true", "true", 1),
         ("false", "false", 0),
     ] {
-        let pod = busy_pod(&[(NAME, "api"), (INIT_FIRST, first), (BOOTSTRAPPER_ONLY, only)]);
+        let pod = busy_pod(&[
+            (NAME, "api"),
+            (INIT_FIRST, first),
+            (BOOTSTRAPPER_ONLY, only),
+        ]);
         let doc = apply(&pod, &patch_of(&pod));
-        let inits = doc["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
+        let inits = doc["spec"]["initContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for own in ["migrate", "seed"] {
-            let c = inits.iter().find(|c| c["name"] == own).unwrap_or(&Value::Null);
-            assert_eq!(certs_mounts(c), want, "{own} with init-first={first}, bootstrapper-only={only}: {c}");
+            let c = inits
+                .iter()
+                .find(|c| c["name"] == own)
+                .unwrap_or(&Value::Null);
+            assert_eq!(
+                certs_mounts(c),
+                want,
+                "{own} with init-first={first}, bootstrapper-only={only}: {c}"
+            );
         }
-        for injected in inits.iter().filter(|c| c["name"] == BOOTSTRAPPER || c["name"] == RENEWER) {
+        for injected in inits
+            .iter()
+            .filter(|c| c["name"] == BOOTSTRAPPER || c["name"] == RENEWER)
+        {
             assert!(
-                injected["volumeMounts"].as_array().is_some_and(|m| m.iter().any(|m| m["mountPath"] == CERTS_DIR && m["readOnly"] != true)),
+                injected["volumeMounts"].as_array().is_some_and(|m| m
+                    .iter()
+                    .any(|m| m["mountPath"] == CERTS_DIR && m["readOnly"] != true)),
                 "the injected container lost its writable mount: {injected}"
             );
         }
