@@ -356,6 +356,8 @@ cmd_up() {
   mkdir -p "$D"
   echo "$BIN" >"$D/bin"
   node_wanted && echo 1 >"$D/node-wanted" || echo 0 >"$D/node-wanted"
+  # Before anything starts: a second checkout learns at once that the node is taken.
+  if node_wanted; then claim_node; fi
   # A failed `up` leaves nothing running.
   trap 'rc=$?; if [ $rc -ne 0 ]; then log "start-up failed; stopping what was started"; "$0" down; fi' EXIT
   make_pki

@@ -350,7 +350,6 @@ cmd_image() {
 node_wanted_running() { alive kubelet; }
 
 start_node() {
-  claim_node
   record_host_state
   make_node_cgroups
   log "starting kube-controller-manager and kube-scheduler"

@@ -165,13 +165,17 @@ fn newest_lines(path: &str, n: usize) -> String {
     text.lines().rev().take(n).collect::<Vec<_>>().join("\n")
 }
 
+/// A namespace the webhook serves, with the ServiceAccount `app` the test pods run as (the
+/// ServiceAccount admission plugin refuses pods whose account does not exist).
 async fn labelled_namespace(client: &Client, prefix: &str) -> Result<TestNamespace> {
-    TestNamespace::create_labelled(
+    let ns = TestNamespace::create_labelled(
         client,
         prefix,
         BTreeMap::from([(LABEL.to_string(), "enabled".to_string())]),
     )
-    .await
+    .await?;
+    service_account(client, &ns.name).await?;
+    Ok(ns)
 }
 
 fn pod(name: &str, annotations: serde_json::Value) -> Result<Pod> {
@@ -206,10 +210,14 @@ async fn service_account(client: &Client, ns: &str) -> Result<()> {
         },
         ..Default::default()
     };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+    match Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &sa)
-        .await?;
-    Ok(())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the kubelet would mount at the projected token path for this pod. Recorded for
@@ -417,6 +425,7 @@ async fn pod_tls_leaves_unlabelled_namespaces_and_plain_pods_alone() -> Result<(
     let client = env.client().await?;
     webhook(&env, &client).await?;
     let plain_ns = TestNamespace::create(&client, "pod-tls-plain").await?;
+    service_account(&client, &plain_ns.name).await?;
     let name = format!("web.{}.svc", plain_ns.name);
     let p = Api::<Pod>::namespaced(client.clone(), &plain_ns.name)
         .create(
