@@ -29,6 +29,12 @@ const ACTION_RENEW: &str = "renew the certificate";
 const PROVISIONER_PAGE_LIMIT: u32 = 100;
 /// Bound on pages followed, so a misbehaving server cannot keep us looping.
 const MAX_PROVISIONER_PAGES: usize = 1000;
+/// The largest answer read from the CA URL, per call. step-ca's answers to health, roots,
+/// encrypted-key, sign and renew are a few KiB; a provisioner page of 100 JWK provisioners with
+/// their encrypted keys is about 300 KiB. Whoever controls a StepIssuer's URL controls what comes
+/// back: without a bound, one endless body takes the controller's memory.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_PROVISIONERS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A step-ca API client. Cheap to clone.
 #[derive(Clone)]
@@ -267,6 +273,9 @@ fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest
         .connect_timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .https_only(true)
+        // step-ca never redirects; following one would send requests (a sign request's body
+        // included) wherever the URL's owner points them.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("step-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(roots) = roots {
         b = b.tls_certs_only(roots.iter().cloned());
@@ -351,10 +360,11 @@ impl Client {
                 q.append_pair("limit", &PROVISIONER_PAGE_LIMIT.to_string());
             }
             let page: ProvisionersPage = self
-                .send_json(
+                .send_json_limited(
                     self.inner.http.get(url),
                     "/1.0/provisioners",
                     ACTION_PROVISIONERS,
+                    MAX_PROVISIONERS_PAGE_BYTES,
                 )
                 .await?;
             out.extend(page.provisioners.into_iter().map(|p| ProvisionerInfo {
@@ -455,13 +465,25 @@ impl Client {
         self.send_json(self.inner.http.get(url), path, action).await
     }
 
-    /// Sends a request, maps transport and status errors, and decodes a JSON 2xx body.
-    /// `path` is the route template, used for logs only.
+    /// [`Self::send_json_limited`] with the limit of every call but the provisioner pages.
     async fn send_json<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         path: &str,
         action: &'static str,
+    ) -> Result<T> {
+        self.send_json_limited(request, path, action, MAX_BODY_BYTES)
+            .await
+    }
+
+    /// Sends a request, maps transport and status errors, and decodes a JSON 2xx body of at most
+    /// `limit` bytes. `path` is the route template, used for logs only.
+    async fn send_json_limited<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+        action: &'static str,
+        limit: usize,
     ) -> Result<T> {
         let request_id = hex::encode(rand::random::<[u8; 16]>());
         let started = Instant::now();
@@ -479,10 +501,14 @@ impl Client {
             }
         };
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(e, action))?;
+        if status.is_redirection() {
+            return Err(Error::Redirected {
+                action,
+                url: self.inner.url.clone(),
+                status: status.as_u16(),
+            });
+        }
+        let body = self.read_body(response, action, limit).await?;
         tracing::debug!(
             path,
             request_id,
@@ -498,6 +524,33 @@ impl Client {
             });
         }
         decode_success(status, &body, action)
+    }
+
+    /// Reads the body chunk by chunk and stops as soon as it passes `limit`: the rest is never
+    /// received, so an endless body costs at most `limit` plus one chunk.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        action: &'static str,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        let too_large = || Error::ResponseTooLarge {
+            action,
+            url: self.inner.url.clone(),
+            limit,
+        };
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e, action))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport_error(&self, e: reqwest::Error, action: &'static str) -> Error {
@@ -561,7 +614,95 @@ impl ClassifyName for serde_json::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::fake_ca::FakeCa;
+    use crate::step::fake_ca::{FakeCa, Hostile, HostileCa};
+
+    /// A client for `url` that trusts the fake CA's root (the hostile server's certificate too).
+    fn client_for(ca: &FakeCa, url: &str) -> Client {
+        Client::new(
+            url,
+            Some(ca.certs.root_pem.as_bytes()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_body_is_cut_off_at_the_limit() {
+        let ca = FakeCa::start().await;
+        let hostile = HostileCa::start(&ca.certs, Hostile::EndlessBody).await;
+        let client = client_for(&ca, &hostile.url);
+        for (call, limit) in [
+            ("health", MAX_BODY_BYTES),
+            ("roots", MAX_BODY_BYTES),
+            ("provisioners", MAX_PROVISIONERS_PAGE_BYTES),
+            ("encrypted-key", MAX_BODY_BYTES),
+        ] {
+            let before = hostile.sent();
+            let err = match call {
+                "health" => client.health().await.err(),
+                "roots" => client.roots().await.err(),
+                "provisioners" => client.provisioners().await.err(),
+                _ => client.encrypted_key("kid").await.err(),
+            }
+            .unwrap_or_else(|| panic!("{call}: an endless body was accepted"));
+            assert!(
+                matches!(err, Error::ResponseTooLarge { .. }),
+                "{call}: {err}"
+            );
+            assert_eq!(err.reason(), "CAResponseTooLarge");
+            assert!(!err.is_retryable(), "{call}");
+            assert!(
+                err.to_string()
+                    .contains("check that spec.url points at step-ca"),
+                "{err}"
+            );
+            // What the server managed to hand over: the limit, the chunk that crossed it, and
+            // what the socket buffers took before the client stopped reading.
+            let sent = hostile.sent() - before;
+            assert!(
+                sent < limit + 8 * 1024 * 1024,
+                "{call}: the server sent {sent} bytes"
+            );
+        }
+    }
+
+    /// A redirect is never followed: the server it points at (a working CA, trusted by the same
+    /// bundle) receives nothing, and the error says why.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let ca = FakeCa::start().await;
+        let hostile =
+            HostileCa::start(&ca.certs, Hostile::RedirectTo(format!("{}/health", ca.url))).await;
+        let client = client_for(&ca, &hostile.url);
+        let err = client.health().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Redirected { status: 302, .. }),
+            "{err}"
+        );
+        assert_eq!(err.reason(), "CARedirected");
+        assert!(err.to_string().contains("does not follow"), "{err}");
+        let csr = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+            .unwrap()
+            .serialize_request(&rcgen::KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+            .unwrap();
+        let err = client
+            .sign(&SignRequest {
+                csr_pem: csr,
+                ott: "token".into(),
+                not_before: None,
+                not_after: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Redirected { .. }), "{err}");
+        assert!(
+            ca.requests().is_empty(),
+            "the redirect target was reached: {:?}",
+            ca.requests()
+        );
+    }
 
     #[test]
     fn url_normalisation() {

@@ -65,6 +65,29 @@ pub enum Error {
         detail: String,
     },
 
+    /// The answer was larger than any step-ca answer to this call can be. Not retried: a server
+    /// that does this is not step-ca, or not working.
+    #[error(
+        "failed to {action}: the answer from {url} is larger than {} KiB, which no step-ca answer to this call is; check that spec.url points at step-ca",
+        limit / 1024
+    )]
+    ResponseTooLarge {
+        action: &'static str,
+        url: String,
+        limit: usize,
+    },
+
+    /// The server answered with a redirect. step-ca never redirects, and following one would
+    /// let whoever controls the URL send this controller's requests anywhere.
+    #[error(
+        "failed to {action}: {url} answered with a redirect (HTTP {status}), which step-ca never sends and step-operator does not follow; set spec.url to step-ca itself"
+    )]
+    Redirected {
+        action: &'static str,
+        url: String,
+        status: u16,
+    },
+
     /// No provisioner with that name (and kid) exists on the CA.
     #[error(
         "failed to find provisioner {name:?}{} on step-ca; check spec.provisioner.name and kid against `step ca provisioner list`",
@@ -173,6 +196,8 @@ impl Error {
                 _ => "CARejected",
             },
             Error::Decode { .. } => "CAInvalidResponse",
+            Error::ResponseTooLarge { .. } => "CAResponseTooLarge",
+            Error::Redirected { .. } => "CARedirected",
             Error::ProvisionerNotFound { .. } => "ProvisionerNotFound",
             Error::NotJwkProvisioner { .. } => "NotJWKProvisioner",
             Error::NoEncryptedKey { .. } => "NoEncryptedKey",

@@ -64,6 +64,85 @@ struct AppState {
     root_pem: String,
 }
 
+/// What a hostile "CA" does on every route: the answers a tenant's own server could give to a
+/// StepIssuer whose URL points at it.
+#[derive(Clone)]
+pub(crate) enum Hostile {
+    /// 200 with a body that never ends (chunked, no Content-Length).
+    EndlessBody,
+    /// 302 to this URL.
+    RedirectTo(String),
+}
+
+/// A TLS server under the fake CA's certificates that answers every request as [`Hostile`] says
+/// and counts the body bytes it sent.
+pub(crate) struct HostileCa {
+    pub url: String,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HostileCa {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HostileCa {
+    pub async fn start(certs: &FakeCerts, behaviour: Hostile) -> HostileCa {
+        install_provider();
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = sent.clone();
+        let app = Router::new().fallback(move || {
+            let behaviour = behaviour.clone();
+            let counter = counter.clone();
+            async move {
+                match behaviour {
+                    Hostile::EndlessBody => {
+                        let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+                        let stream = futures::stream::repeat_with(move || {
+                            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
+                            Ok::<_, std::io::Error>(chunk.clone())
+                        });
+                        axum::body::Body::from_stream(stream).into_response()
+                    }
+                    Hostile::RedirectTo(to) => {
+                        (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response()
+                    }
+                }
+            }
+        });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                certs.server_chain.clone(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.server_key.clone())),
+            )
+            .unwrap();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+        let task = tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
+        });
+        HostileCa {
+            url: format!("https://127.0.0.1:{port}"),
+            sent,
+            task,
+        }
+    }
+
+    /// Body bytes handed to the connection so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub(crate) struct FakeCa {
     pub url: String,
     pub certs: FakeCerts,
