@@ -224,9 +224,11 @@ async fn hostile_certificate_requests_fail_with_the_cause() -> Result<()> {
     ns.delete().await
 }
 
-/// A TLS server answering an HTML page to everything, and a TCP server that never answers.
+/// A TLS server answering an HTML page to everything, one whose answer never ends, and a TCP
+/// server that never answers.
 struct BadServers {
     html_port: u16,
+    endless_port: u16,
     hang_port: u16,
     cert_pem: String,
     children: Vec<std::process::Child>,
@@ -290,14 +292,37 @@ async fn bad_servers(env: &Env) -> Result<BadServers> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    // `s_server -WWW` serves files from its directory: /health is /dev/zero, an endless body.
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    std::os::unix::fs::symlink("/dev/zero", www.join("health"))?;
+    let endless_port = e2e::operator::free_port()?;
+    let endless = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-WWW",
+            "-accept",
+            &format!("127.0.0.1:{endless_port}"),
+        ])
+        .arg("-cert")
+        .arg(&crt)
+        .arg("-key")
+        .arg(&key)
+        .current_dir(&www)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     let hang = std::process::Command::new("python3")
         .args(["-c", &format!("import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',{hang_port}));s.listen(64)\nc=[]\nwhile True: c.append(s.accept())")])
         .spawn()?;
     Ok(BadServers {
         html_port,
+        endless_port,
         hang_port,
         cert_pem: std::fs::read_to_string(&crt)?,
-        children: vec![html, hang],
+        children: vec![html, endless, hang],
         _dir: dir,
     })
 }
@@ -502,6 +527,22 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
             ],
         ),
         (
+            // Security review H1: read without a limit, this took the controller's memory.
+            "endless-ca",
+            spec(
+                &format!("https://127.0.0.1:{}", bad.endless_port),
+                Some(base64(bad.cert_pem.as_bytes())),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "CAResponseTooLarge",
+            vec![
+                "is larger than 1024 KiB".into(),
+                "check that spec.url points at step-ca".into(),
+            ],
+        ),
+        (
             "hanging-ca",
             spec(
                 &format!("https://127.0.0.1:{}", bad.hang_port),
@@ -553,5 +594,7 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
             "{name}: a password leaked into the status"
         );
     }
+    // The controller survived them all (the endless body among them) and still verifies issuers.
+    ready_cluster_issuer(&env, &client, "after-hostile", &log).await?;
     Ok(())
 }
