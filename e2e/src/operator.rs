@@ -228,6 +228,16 @@ pub fn shared_controller(env: &Env) -> Result<&'static str> {
     Ok(SHARED_LOG.get().map(String::as_str).unwrap_or(""))
 }
 
+/// The shared controller's `/metrics` text.
+pub async fn shared_controller_metrics() -> Result<String> {
+    let readyz = SHARED_READYZ
+        .get()
+        .context("the shared controller has not been started")?;
+    let (code, body) = http_get(&readyz.replace("/readyz", "/metrics")).await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}: {body}");
+    Ok(body)
+}
+
 static SHARED_LOG: OnceLock<String> = OnceLock::new();
 static SHARED_READYZ: OnceLock<String> = OnceLock::new();
 

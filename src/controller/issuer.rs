@@ -5,7 +5,7 @@
 //! of Secrets, so no Secret body is cached), after a sign-time authentication failure, and
 //! periodically.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::{Context, IssuerObject};
+use crate::controller::decision::IssuerKey;
 use crate::controller::issuer_spec::{PasswordSource, validate};
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
@@ -84,6 +85,11 @@ pub async fn run<K: IssuerObject>(
 ) {
     let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
     let (store, writer) = reflector::store::<K>();
+    let issuer_ctx = Arc::new(IssuerCtx {
+        ctx: ctx.clone(),
+        tracker,
+        verified: Mutex::new(HashMap::new()),
+    });
     // Our own watch rather than Controller::new's, so that a relist reconciles the issuers from
     // the refreshed cache at InitDone (see `relist`) and its failures reach the log and /readyz.
     let issuers = health
@@ -93,6 +99,23 @@ pub async fn run<K: IssuerObject>(
             watcher(K::api(ctx.client.clone(), None), cfg.clone()).default_backoff(),
         )
         .reflect(writer)
+        // A deleted issuer is never reconciled (it is gone from the cache), so what this process
+        // holds for it (the decrypted provisioner key above all) is dropped here: at its Delete
+        // event, or, for issuers deleted while the watch was down, when the relist ends.
+        .inspect_ok({
+            let (store, c) = (store.clone(), issuer_ctx.clone());
+            move |ev| match ev {
+                watcher::Event::Delete(issuer) => c.forget(&issuer.key()),
+                watcher::Event::InitDone => {
+                    let present: HashSet<IssuerKey> =
+                        store.state().iter().map(|i| i.key()).collect();
+                    for key in gone(c.ctx.signers.keys(), &present, K::KIND) {
+                        c.forget(&key);
+                    }
+                }
+                _ => {}
+            }
+        })
         .map_ok({
             let store = store.clone();
             move |ev| futures::stream::iter(triggers(ev, || store.state()).into_iter().map(Ok))
@@ -124,20 +147,19 @@ pub async fn run<K: IssuerObject>(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile::<K>,
-            error_policy::<K>,
-            Arc::new(IssuerCtx {
-                ctx,
-                tracker,
-                verified: Mutex::new(HashMap::new()),
-            }),
-        )
+        .run(reconcile::<K>, error_policy::<K>, issuer_ctx)
         .for_each(|outcome| {
             log_unreported(K::KIND, outcome);
             futures::future::ready(())
         })
         .await;
+}
+
+/// The issuers of `kind` that this process holds something for but that are not `present`.
+fn gone(held: Vec<IssuerKey>, present: &HashSet<IssuerKey>, kind: &str) -> Vec<IssuerKey> {
+    held.into_iter()
+        .filter(|k| k.kind() == kind && !present.contains(k))
+        .collect()
 }
 
 fn references_secret<K: IssuerObject>(issuer: &K, cluster_ns: &str, ns: &str, name: &str) -> bool {
@@ -286,6 +308,17 @@ impl IssuerCtx {
         map.insert(key, Instant::now());
     }
 
+    /// Drops everything held for an issuer that no longer exists: its signer (and with it the
+    /// decrypted key), its place in the ready gauge, its last check.
+    fn forget(&self, key: &IssuerKey) {
+        let tracker_key = format!("{}/{}", key.kind(), key);
+        tracing::info!(issuer = %key, "Issuer deleted; dropped its signer and provisioner key");
+        self.ctx.signers.remove(key);
+        self.tracker
+            .set(&self.ctx, key.kind(), tracker_key.clone(), None);
+        self.forget_verified(&tracker_key);
+    }
+
     fn forget_verified(&self, key: &str) {
         let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(key);
@@ -335,6 +368,27 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Security review M4: what is held for issuers that no longer exist is found, per kind.
+    #[test]
+    fn held_issuers_missing_from_the_cache_are_gone() {
+        let ns = |n: &str| IssuerKey::Namespaced {
+            namespace: "team".into(),
+            name: n.into(),
+        };
+        let cl = |n: &str| IssuerKey::Cluster { name: n.into() };
+        let held = vec![ns("kept"), ns("deleted"), cl("deleted"), cl("kept")];
+        let present: HashSet<IssuerKey> = [ns("kept"), cl("kept")].into();
+        assert_eq!(gone(held.clone(), &present, "StepIssuer"), [ns("deleted")]);
+        assert_eq!(
+            gone(held.clone(), &present, "StepClusterIssuer"),
+            [cl("deleted")]
+        );
+        // Another kind's watch never sweeps this kind's issuers.
+        let only_namespaced: HashSet<IssuerKey> = [ns("kept")].into();
+        assert_eq!(gone(held, &only_namespaced, "StepIssuer"), [ns("deleted")]);
+        assert!(gone(Vec::new(), &present, "StepIssuer").is_empty());
+    }
 
     #[test]
     fn health_is_checked_when_no_recent_check_holds() {

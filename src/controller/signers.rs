@@ -79,6 +79,12 @@ impl SignerCache {
         slot.lock().await.current = None;
     }
 
+    /// The issuers that have a slot, for sweeping out those that no longer exist.
+    pub fn keys(&self) -> Vec<IssuerKey> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.keys().cloned().collect()
+    }
+
     pub fn remove(&self, key: &IssuerKey) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.remove(key);

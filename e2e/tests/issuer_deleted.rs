@@ -1,0 +1,77 @@
+//! A deleted issuer leaves nothing behind in the controller (security review M4): its signer,
+//! which holds the decrypted provisioner key, is dropped, and the ready-issuers gauge forgets it.
+//! Its own test binary: the gauge counts every issuer, and no other test changes them meanwhile.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use e2e::fixtures::*;
+use e2e::operator::{
+    CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading, shared_controller_metrics,
+};
+use e2e::{Env, wait_for};
+use kube::api::DeleteParams;
+
+/// `step_operator_issuers_ready{kind="StepClusterIssuer"}`.
+async fn ready_cluster_issuers() -> Result<i64> {
+    let text = shared_controller_metrics().await?;
+    let line = text
+        .lines()
+        .find(|l| {
+            l.contains("issuers_ready")
+                && l.contains("kind=\"StepClusterIssuer\"")
+                && !l.starts_with('#')
+        })
+        .unwrap_or("0 0");
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("unreadable gauge line {line:?}"))
+}
+
+#[tokio::test]
+async fn issuer_deleted_is_forgotten() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let log = shared_controller_leading(&env).await?;
+    let before = ready_cluster_issuers().await?;
+    let name = ready_cluster_issuer(&env, &client, "deleted", &log).await?;
+    let counted = async |want: i64| {
+        wait_for(
+            &format!("the ready-issuers gauge to show {want}"),
+            Duration::from_secs(30),
+            async || Ok((ready_cluster_issuers().await? == want).then_some(())),
+            async || shared_controller_metrics().await.unwrap_or_default(),
+        )
+        .await
+    };
+    counted(before + 1).await?;
+
+    cluster(&client, &step_cluster_issuers())
+        .delete(&name, &DeleteParams::default())
+        .await?;
+    counted(before).await?;
+    let needle = format!(
+        "Issuer deleted; dropped its signer and provisioner key issuer=StepClusterIssuer {name}"
+    );
+    wait_for(
+        "the controller to drop the deleted issuer's signer",
+        Duration::from_secs(30),
+        async || {
+            Ok(std::fs::read_to_string(&log)?
+                .contains(&needle)
+                .then_some(()))
+        },
+        async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    )
+    .await
+}
