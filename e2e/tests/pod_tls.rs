@@ -779,6 +779,37 @@ async fn hostile_bootstrap_tokens_are_refused() -> Result<()> {
     // A well-formed JWT signed by nobody the apiserver trusts, and junk long enough that an echo
     // of it could not be a coincidence. "Bearer <junk>" ends up as `Bearer Bearer <junk>`.
     let forged = "eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.eyJhdWQiOlsic3RlcC1vcGVyYXRvciJdLCJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDphcHAifQ.c2lnbmF0dXJl";
+    // A big body is refused before the token is looked at (security review H4): 413, and no
+    // TokenReview for it (the forged token would be refused with 401 otherwise).
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!("{{\"pad\":\"{}\"}}", "x".repeat(64 * 1024)))?;
+    let out = run(
+        Path::new("curl"),
+        &[
+            "-sS",
+            "-X",
+            "POST",
+            "--cacert",
+            env.step_ca_root.to_str().context("utf-8")?,
+            "-H",
+            &format!("Authorization: Bearer {forged}"),
+            "--data-binary",
+            &format!("@{}", big.display()),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("https://127.0.0.1:{}/bootstrap", w.port),
+        ],
+        &[],
+    )
+    .await?;
+    assert_eq!(
+        String::from_utf8(out.stdout)?,
+        "413",
+        "a 64 KiB /bootstrap body"
+    );
     let garbage = format!("garbage{}", random_letters(24));
     let junk = random_letters(24);
     let doubled = format!("Bearer {junk}");
@@ -988,4 +1019,42 @@ async fn pod_tls_custom_token_audience_end_to_end() -> Result<()> {
         .delete("step-operator-e2e-audience", &DeleteParams::default())
         .await?;
     ns.delete().await
+}
+
+/// A caller that trickles its body holds neither a connection nor a buffer for long (security
+/// review H4): it gets 408 once 30 s have passed, not after the 100 s its body would take.
+#[tokio::test]
+async fn hostile_bootstrap_trickled_body_is_cut_off() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let w = webhook(&env, &client).await?;
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "-X", "POST", "--cacert"])
+        .arg(&env.step_ca_root)
+        .args([
+            "--limit-rate",
+            "1",
+            "--max-time",
+            "90",
+            "-d",
+            &"x".repeat(100),
+        ])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{}/bootstrap", w.port))
+        .output()
+        .await?;
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    let took = started.elapsed();
+    assert_eq!(
+        code,
+        "408",
+        "a trickled body: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(45),
+        "cut off only after {took:?}"
+    );
+    Ok(())
 }

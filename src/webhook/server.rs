@@ -24,8 +24,18 @@ use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
 use crate::webhook::serving;
 
-/// Largest request body read (AdmissionReviews of big pods fit easily).
+/// Largest AdmissionReview read (AdmissionReviews of big pods fit easily).
 const MAX_BODY: usize = 8 * 1024 * 1024 + 1;
+/// Largest /bootstrap body: the agents send `{}`, everything is in the token. Anything bigger is
+/// refused (413) before the token costs a TokenReview, and before a megabyte is buffered for an
+/// unauthenticated caller.
+const MAX_BOOTSTRAP_BODY: usize = 4 * 1024;
+/// Requests handled at once; more are answered 503 at once (the apiserver and the agents retry)
+/// instead of queueing bodies in memory without bound.
+const MAX_IN_FLIGHT: usize = 64;
+/// A caller that has not sent its whole request within this is cut off (a body trickled a byte at
+/// a time would otherwise hold its connection and buffer for good).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on one /bootstrap (TokenReview, Pod read, maybe a provisioner key decryption).
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -102,10 +112,17 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         state.clone(),
     ));
 
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let app = Router::new()
         .route("/mutate", post(mutate_handler))
-        .route("/bootstrap", post(bootstrap_handler))
+        .route(
+            "/bootstrap",
+            post(bootstrap_handler).layer(DefaultBodyLimit::max(MAX_BOOTSTRAP_BODY)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            shed_and_time_out(in_flight.clone(), req, next)
+        }))
         .with_state(state);
     let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(args.listen_addr, tls)
@@ -122,6 +139,38 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Answers 503 when [`MAX_IN_FLIGHT`] requests are being handled, and 408 when one (its body
+/// read included) takes longer than [`REQUEST_TIMEOUT`].
+async fn shed_and_time_out(
+    in_flight: Arc<tokio::sync::Semaphore>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Busy",
+            "the webhook is handling as many requests as it may; retry",
+        );
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            "Timeout",
+            "the request was not received and answered within 30s",
+        ),
+    }
+}
+
+fn refusal(status: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"reason": reason, "message": message})),
+    )
+        .into_response()
 }
 
 /// Keeps trying to get the first serving certificate; the pod stays unready meanwhile.
@@ -292,5 +341,41 @@ async fn bootstrap_handler(
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    fn app(in_flight: Arc<tokio::sync::Semaphore>) -> Router {
+        Router::new()
+            .route("/x", post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(move |req, next| {
+                shed_and_time_out(in_flight.clone(), req, next)
+            }))
+    }
+
+    fn request() -> axum::extract::Request {
+        axum::extract::Request::post("/x")
+            .body(Body::empty())
+            .expect("a request")
+    }
+
+    /// Security review H4: beyond the limit a request is answered 503 at once, not queued.
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_shed() {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
+        let busy = in_flight.clone().try_acquire_owned().expect("a permit");
+        let shed = app(in_flight.clone())
+            .oneshot(request())
+            .await
+            .expect("an answer");
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(busy);
+        let served = app(in_flight).oneshot(request()).await.expect("an answer");
+        assert_eq!(served.status(), StatusCode::OK);
     }
 }
