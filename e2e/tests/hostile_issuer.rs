@@ -527,6 +527,20 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
             ],
         ),
         (
+            // Security review L7: the whole URL went into the message, and a status of that size
+            // could not be written.
+            "huge-url",
+            spec(
+                &format!("https://{}.example:9000/path", "a".repeat(100 * 1024)),
+                rootb.clone(),
+                &prov,
+                Some(&kid),
+                pref(&secret, "password"),
+            ),
+            "InvalidURL",
+            vec!["invalid step-ca URL \"https://aaaa".into()],
+        ),
+        (
             // Security review H1: read without a limit, this took the controller's memory.
             "endless-ca",
             spec(
@@ -592,6 +606,11 @@ async fn hostile_issuer_specs_are_not_ready_with_the_cause() -> Result<()> {
         assert!(
             !message.contains(&password) && !message.contains(&wrong_password),
             "{name}: a password leaked into the status"
+        );
+        assert!(
+            message.len() <= 1024,
+            "{name}: a message of {} bytes",
+            message.len()
         );
     }
     // The controller survived them all (the endless body among them) and still verifies issuers.

@@ -242,7 +242,7 @@ impl Context {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(note),
+            note: Some(crate::crd::condition::bounded_message(&note)),
             action: action.into(),
             secondary: None,
         };

@@ -538,7 +538,7 @@ async fn sign(
                 type_: CONDITION_INVALID_REQUEST.into(),
                 status: "True".into(),
                 reason: Some("InvalidRequest".into()),
-                message: Some(message.clone()),
+                message: Some(crate::crd::condition::bounded_message(&message)),
                 last_transition_time: Some(Time(Timestamp::now())),
             });
             apply_status(ctx, &fresh, &status).await?;
@@ -820,7 +820,7 @@ fn ready_condition(
         type_: CONDITION_READY.into(),
         status: status.into(),
         reason: Some(why.into()),
-        message: Some(message.into()),
+        message: Some(crate::crd::condition::bounded_message(message)),
         last_transition_time: Some(previous.unwrap_or(Time(Timestamp::now()))),
     }
 }

@@ -5,6 +5,25 @@ use k8s_openapi::jiff::Timestamp;
 
 pub const READY: &str = "Ready";
 
+/// The longest condition message written, in bytes. Messages quote things others chose (a
+/// `spec.url`, a CA's answer): unbounded, one of them makes the status write fail, and the object
+/// is then retried forever with its old status.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message`, cut at a character boundary to at most [`MAX_MESSAGE_BYTES`] bytes (with "…" at
+/// the end when cut).
+pub fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    const ELLIPSIS: &str = "…";
+    let mut end = MAX_MESSAGE_BYTES - ELLIPSIS.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &message[..end])
+}
+
 /// Builds the `Ready` condition, keeping `lastTransitionTime` from `previous` when the status did
 /// not flip, so that `kubectl get` shows how long the issuer has been in its state.
 pub fn ready(
@@ -25,7 +44,7 @@ pub fn ready(
         type_: READY.into(),
         status: status.into(),
         reason: reason.into(),
-        message: message.into(),
+        message: bounded_message(message),
         observed_generation: generation,
         last_transition_time,
     }
@@ -61,6 +80,33 @@ pub fn readiness(conditions: &[Condition], generation: Option<i64>) -> Readiness
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded_message("short"), "short");
+        let exact = "a".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(bounded_message(&exact), exact);
+        for filler in ["a", "é", "€", "𝄞"] {
+            let long = filler.repeat(100 * 1024);
+            let cut = bounded_message(&long);
+            assert!(
+                cut.len() <= MAX_MESSAGE_BYTES,
+                "{filler}: {} bytes",
+                cut.len()
+            );
+            assert!(cut.len() > MAX_MESSAGE_BYTES - 8, "{filler}: cut too short");
+            assert!(cut.ends_with('…') && cut.starts_with(filler), "{filler}");
+        }
+        let condition = ready(
+            &[],
+            false,
+            "InvalidSpec",
+            &"u".repeat(100 * 1024),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(condition.message.len() <= MAX_MESSAGE_BYTES);
+    }
 
     fn cond(status: &str, generation: Option<i64>, at: i64) -> Condition {
         Condition {
