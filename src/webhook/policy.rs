@@ -97,9 +97,14 @@ impl Pattern {
     /// Whether `name` matches this pattern (see the module documentation).
     pub fn matches(&self, name: &str) -> bool {
         match (self, classify(name)) {
+            // Only a valid DNS name (or wildcard name) matches: `x:y.example.com` ends with the
+            // suffix too, but step-ca would make it a URI SAN (security review L2), and
+            // `..example.com` is no name at all.
             (Pattern::Suffix(suffix), Kind::Dns) => {
                 let lower = name.to_ascii_lowercase();
-                lower.len() > suffix.len() && lower.ends_with(suffix.as_str())
+                lower.len() > suffix.len()
+                    && lower.ends_with(suffix.as_str())
+                    && is_dns_name(&lower, true)
             }
             (Pattern::Suffix(_), _) => false,
             (Pattern::Exact(exact), Kind::Ip(ip)) => {
@@ -446,6 +451,25 @@ mod tests {
             msg("default", "spiffe://x/y").contains("use spiffe://cluster.local/ns/default/<path>")
         );
         assert!(msg("default", "a_b").contains("not a valid DNS name"));
+    }
+
+    /// Security review L2: a `*.suffix` pattern lets through valid DNS names only.
+    #[test]
+    fn suffix_patterns_match_only_valid_dns_names() {
+        let p = policy(&["*.example.com"]);
+        for bad in [
+            "x:y.example.com",
+            "..example.com",
+            "a_b.example.com",
+            "é.example.com",
+            "*.*.example.com",
+            "-a.example.com",
+        ] {
+            assert!(p.check("team", bad).is_err(), "{bad} was allowed");
+        }
+        for good in ["a.example.com", "a.b.example.com", "A-1.Example.COM"] {
+            assert_eq!(p.check("team", good), Ok(()), "{good}");
+        }
     }
 
     #[test]
