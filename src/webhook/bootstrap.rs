@@ -184,10 +184,16 @@ pub async fn handle(
                 ),
             )
         })?;
+    // The token is bound to this pod, so the pod's ServiceAccount is the caller's.
+    let service_account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .unwrap_or("default");
     for name in std::iter::once(&request.name).chain(request.sans.iter()) {
         settings
             .policy
-            .check(&namespace, name)
+            .check(&namespace, service_account, name)
             .map_err(|e| refuse(403, "NameNotAllowed", e.to_string()))?;
     }
 

@@ -363,8 +363,16 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
     let Some(req) = annotations::parse(ann).map_err(Denial::new)? else {
         return Ok(Mutation::Skip);
     };
+    // Built-in admission (the ServiceAccount plugin) has filled this in before webhooks run.
+    let service_account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .unwrap_or("default");
     for name in std::iter::once(&req.name).chain(req.sans.iter()) {
-        cfg.policy.check(namespace, name).map_err(Denial::new)?;
+        cfg.policy
+            .check(namespace, service_account, name)
+            .map_err(Denial::new)?;
     }
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Denial::new("the pod has no spec"));

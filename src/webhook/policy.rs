@@ -18,8 +18,9 @@
 //!
 //! - IP addresses: only when a pattern is that exact address (compared as addresses, so `::1` and
 //!   `0::1` are equal);
-//! - URIs (contain `://`): `spiffe://<cluster-domain>/ns/<ns>/<path>` (the SPIFFE-style identity of
-//!   the pod's namespace; no empty, `.` or `..` segments), or an exact pattern;
+//! - URIs (contain `://`): `spiffe://<cluster-domain>/ns/<ns>/sa/<service-account>`, the SPIFFE ID
+//!   of the pod's own namespace and ServiceAccount (compared case-insensitively in the scheme and
+//!   trust domain only), or an exact pattern;
 //! - emails (contain `@`): only an exact pattern.
 //!
 //! Caveat: `<x>.<ns>` means that a namespace named like a public suffix (`com`, `io`) can ask for
@@ -136,11 +137,12 @@ pub enum PolicyError {
     )]
     IpNotAllowed { name: String, namespace: String },
     #[error(
-        "URI {name} is not allowed in namespace {namespace:?}: use spiffe://{cluster_domain}/ns/{namespace}/<path> or ask the operator to add a --allowed-names pattern"
+        "URI {name} is not allowed for a pod of ServiceAccount {namespace}/{service_account}: use its own SPIFFE ID spiffe://{cluster_domain}/ns/{namespace}/sa/{service_account}, or ask the operator to add a --allowed-names pattern"
     )]
     UriNotAllowed {
         name: String,
         namespace: String,
+        service_account: String,
         cluster_domain: String,
     },
     #[error(
@@ -228,8 +230,14 @@ impl NamePolicy {
         self.allowed.iter().any(|p| p.matches(name))
     }
 
-    /// Whether a pod in `namespace` may have `name` in its certificate.
-    pub fn check(&self, namespace: &str, name: &str) -> Result<(), PolicyError> {
+    /// Whether a pod in `namespace` running as `service_account` may have `name` in its
+    /// certificate.
+    pub fn check(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        name: &str,
+    ) -> Result<(), PolicyError> {
         if self.pattern_allows(name) {
             return Ok(());
         }
@@ -244,12 +252,13 @@ impl NamePolicy {
                 namespace: namespace.to_owned(),
             }),
             Kind::Uri => {
-                if self.spiffe_allows(namespace, name) {
+                if self.spiffe_allows(namespace, service_account, name) {
                     Ok(())
                 } else {
                     Err(PolicyError::UriNotAllowed {
                         name: quote(name),
                         namespace: namespace.to_owned(),
+                        service_account: service_account.to_owned(),
                         cluster_domain: self.cluster_domain.clone(),
                     })
                 }
@@ -295,7 +304,9 @@ impl NamePolicy {
         }
     }
 
-    fn spiffe_allows(&self, namespace: &str, uri: &str) -> bool {
+    /// Only the pod's own SPIFFE ID: a pod of ServiceAccount `app` must not claim `admin`'s
+    /// (security review L2).
+    fn spiffe_allows(&self, namespace: &str, service_account: &str, uri: &str) -> bool {
         let Some(rest) = uri
             .get(..9)
             .filter(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))
@@ -309,18 +320,7 @@ impl NamePolicy {
         if !trust_domain.eq_ignore_ascii_case(&self.cluster_domain) {
             return false;
         }
-        let Some(tail) = path
-            .strip_prefix("ns/")
-            .and_then(|p| p.strip_prefix(namespace))
-            .and_then(|p| p.strip_prefix('/'))
-        else {
-            return false;
-        };
-        !tail.is_empty()
-            && !tail.contains(['?', '#', '%'])
-            && tail
-                .split('/')
-                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        !service_account.is_empty() && path == format!("ns/{namespace}/sa/{service_account}")
     }
 }
 
@@ -406,10 +406,26 @@ mod tests {
             ("default", "spiffe://cluster.local/ns/other/sa/api", false),
             ("default", "spiffe://evil.org/ns/default/sa/api", false),
             ("default", "spiffe://cluster.local/ns/default/sa?x", false),
+            // Only the pod's own ServiceAccount (this table's pods run as `api`).
+            (
+                "default",
+                "spiffe://cluster.local/ns/default/sa/admin",
+                false,
+            ),
+            (
+                "default",
+                "spiffe://cluster.local/ns/default/sa/api/x",
+                false,
+            ),
+            (
+                "default",
+                "spiffe://cluster.local/ns/default/other/api",
+                false,
+            ),
             ("default", "sp://", false),
         ];
         for (ns, name, want) in cases {
-            let got = p.check(ns, name);
+            let got = p.check(ns, "api", name);
             assert_eq!(got.is_ok(), *want, "{ns} {name}: {got:?}");
         }
     }
@@ -418,25 +434,31 @@ mod tests {
     fn default_policy_refuses_patterns_only_names() {
         let p = NamePolicy::default();
         for name in ["a.example.com", "10.0.0.1", "a@b.c", "https://x.y/z"] {
-            assert!(p.check("default", name).is_err(), "{name}");
+            assert!(p.check("default", "api", name).is_err(), "{name}");
         }
-        assert!(p.check("default", "api.default.svc.cluster.local").is_ok());
+        assert!(
+            p.check("default", "api", "api.default.svc.cluster.local")
+                .is_ok()
+        );
     }
 
     #[test]
     fn custom_cluster_domain() {
         let p = NamePolicy::new(".Corp.Internal.", vec![]);
         assert_eq!(p.cluster_domain, "corp.internal");
-        assert!(p.check("ns", "api.ns.svc.corp.internal").is_ok());
-        assert!(p.check("ns", "api.ns.svc.cluster.local").is_err());
-        assert!(p.check("ns", "spiffe://corp.internal/ns/ns/sa/x").is_ok());
+        assert!(p.check("ns", "x", "api.ns.svc.corp.internal").is_ok());
+        assert!(p.check("ns", "x", "api.ns.svc.cluster.local").is_err());
+        assert!(
+            p.check("ns", "x", "spiffe://corp.internal/ns/ns/sa/x")
+                .is_ok()
+        );
         assert_eq!(NamePolicy::new("", vec![]).cluster_domain, "cluster.local");
     }
 
     #[test]
     fn error_messages() {
         let p = NamePolicy::default();
-        let msg = |ns: &str, name: &str| match p.check(ns, name) {
+        let msg = |ns: &str, name: &str| match p.check(ns, "api", name) {
             Err(e) => e.to_string(),
             Ok(()) => panic!("{name} allowed"),
         };
@@ -448,7 +470,8 @@ mod tests {
         assert!(msg("default", "10.1.2.3").contains("\"10.1.2.3\" is not allowed"));
         assert!(msg("default", "a@b.c").contains("email \"a@b.c\""));
         assert!(
-            msg("default", "spiffe://x/y").contains("use spiffe://cluster.local/ns/default/<path>")
+            msg("default", "spiffe://x/y")
+                .contains("use its own SPIFFE ID spiffe://cluster.local/ns/default/sa/api")
         );
         assert!(msg("default", "a_b").contains("not a valid DNS name"));
     }
@@ -465,10 +488,10 @@ mod tests {
             "*.*.example.com",
             "-a.example.com",
         ] {
-            assert!(p.check("team", bad).is_err(), "{bad} was allowed");
+            assert!(p.check("team", "app", bad).is_err(), "{bad} was allowed");
         }
         for good in ["a.example.com", "a.b.example.com", "A-1.Example.COM"] {
-            assert_eq!(p.check("team", good), Ok(()), "{good}");
+            assert_eq!(p.check("team", "app", good), Ok(()), "{good}");
         }
     }
 
