@@ -511,3 +511,58 @@ async fn node_network_is_sealed() -> Result<()> {
     );
     ns.delete().await
 }
+
+/// A pod may have its own SPIFFE ID and no other (security review L2): asking for another
+/// ServiceAccount's is refused at `kubectl apply` with the ID it may use; its own is issued.
+#[tokio::test]
+async fn policy_a_pod_gets_only_its_own_spiffe_id() -> Result<()> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, "policy-spiffe").await?;
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app"}}))?;
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &sa)
+        .await?;
+    let own = format!("spiffe://cluster.local/ns/{}/sa/app", ns.name);
+    let other = format!("spiffe://cluster.local/ns/{}/sa/admin", ns.name);
+    let script =
+        format!("openssl x509 -noout -ext subjectAltName -in {CERTS}/site.crt; exec sleep 3600");
+    let with_sans = |name: &str, uri: &str| {
+        let mut pod = tools_pod(
+            &node,
+            name,
+            json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name},{uri}")}),
+            &script,
+        );
+        pod["spec"]["serviceAccountName"] = json!("app");
+        pod
+    };
+    let refused = create_pod(&client, &ns.name, with_sans("other", &other))
+        .await
+        .err()
+        .context("a pod of ServiceAccount app was admitted with admin's SPIFFE ID")?;
+    let text = format!("{refused:#}");
+    ensure!(
+        text.contains(&format!("use its own SPIFFE ID {own}")),
+        "the refusal must name the ID the pod may use: {text}"
+    );
+    create_pod(&client, &ns.name, with_sans("own", &own)).await?;
+    wait_pod_ready(&client, &ns.name, "own", Duration::from_secs(120)).await?;
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "own",
+        "app",
+        "URI:",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains(&format!("URI:{own}")),
+        "the certificate lacks its SPIFFE ID: {log}"
+    );
+    ns.delete().await
+}
