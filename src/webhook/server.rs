@@ -115,10 +115,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let app = Router::new()
         .route("/mutate", post(mutate_handler))
-        .route(
-            "/bootstrap",
-            post(bootstrap_handler).layer(DefaultBodyLimit::max(MAX_BOOTSTRAP_BODY)),
-        )
+        .route("/bootstrap", post(bootstrap_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(move |req, next| {
             shed_and_time_out(in_flight.clone(), req, next)
@@ -299,12 +296,36 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .into_response()
 }
 
-// The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset.
+// The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset;
+// an announced body over the limit is refused from its Content-Length alone, so that a client that
+// waits for `100 Continue` never sends it.
 async fn bootstrap_handler(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    _body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            &format!(
+                "the body is larger than {MAX_BOOTSTRAP_BODY} bytes: /bootstrap needs no body, the token is all it reads"
+            ),
+        )
+    };
+    if announced.is_some_and(|n| n > MAX_BOOTSTRAP_BODY as u64) {
+        return too_large();
+    }
+    if axum::body::to_bytes(body, MAX_BOOTSTRAP_BODY)
+        .await
+        .is_err()
+    {
+        return too_large();
+    }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
