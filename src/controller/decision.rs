@@ -121,9 +121,18 @@ pub fn decide(
         },
         IssuerState::Known(Readiness::NotReady { reason, message }) => Decision::WaitForIssuer {
             event_reason: "WaitingForIssuerReady",
-            message: format!(
-                "{key} is not Ready ({reason}: {message}). Waiting for it to become Ready."
-            ),
+            message: match key {
+                // The request's namespace owns this issuer: the whole story helps.
+                IssuerKey::Namespaced { .. } => format!(
+                    "{key} is not Ready ({reason}: {message}). Waiting for it to become Ready."
+                ),
+                // A cluster issuer's message names its password Secret, the CA's URL and the CA's
+                // errors: not the business of every namespace that uses it (security review L6).
+                IssuerKey::Cluster { .. } => format!(
+                    "{key} is not Ready ({reason}); its status tells the cluster's administrators \
+                     why. Waiting for it to become Ready."
+                ),
+            },
         },
         IssuerState::Known(Readiness::Ready) => Decision::Sign,
     }
@@ -302,8 +311,8 @@ mod tests {
                 not_ready,
                 Decision::WaitForIssuer {
                     event_reason: "WaitingForIssuerReady",
-                    message: "StepClusterIssuer ca is not Ready (WrongPassword: fix the Secret). \
-                              Waiting for it to become Ready."
+                    message: "StepClusterIssuer ca is not Ready (WrongPassword); its status tells \
+                              the cluster's administrators why. Waiting for it to become Ready."
                         .into(),
                 },
             ),
@@ -324,6 +333,39 @@ mod tests {
             );
         }
         assert_eq!(decide(None, &key, &ready), Decision::AwaitApproval);
+    }
+
+    /// Security review L6: a tenant's request waiting for a StepClusterIssuer learns the reason,
+    /// never the message (Secret names, URLs, CA errors); for its own StepIssuer it gets all.
+    #[test]
+    fn a_waiting_request_sees_only_what_its_namespace_may() {
+        let approved = status(&[RequestCondition {
+            type_: CONDITION_APPROVED.into(),
+            status: "True".into(),
+            reason: Some("cert-manager.io".into()),
+            message: None,
+            last_transition_time: None,
+        }]);
+        let secret_detail = "Secret step-system/ca-password was not found";
+        let not_ready = IssuerState::Known(Readiness::NotReady {
+            reason: "SecretNotFound".into(),
+            message: secret_detail.into(),
+        });
+        let message = |key: &IssuerKey| match decide(Some(&approved), key, &not_ready) {
+            Decision::WaitForIssuer { message, .. } => message,
+            other => panic!("{other:?}"),
+        };
+        let cluster = message(&IssuerKey::Cluster { name: "ca".into() });
+        assert!(cluster.contains("(SecretNotFound)"), "{cluster}");
+        assert!(
+            !cluster.contains("step-system") && !cluster.contains("ca-password"),
+            "{cluster}"
+        );
+        let own = message(&IssuerKey::Namespaced {
+            namespace: "team".into(),
+            name: "ca".into(),
+        });
+        assert!(own.contains(secret_detail), "{own}");
     }
 
     #[test]
