@@ -121,15 +121,24 @@ start() {
   echo $! >"$D/$name.pid"
 }
 
+# poll_until TIMEOUT_S CMD...: polls CMD every 0.2 s until it succeeds (status 0) or TIMEOUT_S
+# seconds have passed (status 1).
+poll_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+# ready_or_gone NAME CMD...: CMD succeeds, or NAME's process is no longer there to wait for.
+ready_or_gone() { local name=$1; shift; "$@" || ! alive "$name"; }
+
 # wait_until NAME TIMEOUT_S CMD...: polls CMD until it succeeds; fails fast if NAME's process died.
 wait_until() {
   local name=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    alive "$name" || fail "$name" "the process exited during start-up"
-    [ $SECONDS -lt $deadline ] || fail "$name" "not ready after ${timeout}s"
-    sleep 0.2
-  done
+  poll_until "$timeout" ready_or_gone "$name" "$@" || fail "$name" "not ready after ${timeout}s"
+  alive "$name" || fail "$name" "the process exited during start-up"
 }
 
 make_pki() {

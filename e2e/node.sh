@@ -112,18 +112,6 @@ make_node_cgroups() {
   done
 }
 
-write_node_kubeconfigs() {
-  local f=$D/kubeconfig-node
-  cat >"$f" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: "https://127.0.0.1:$AP", certificate-authority: "$P/ca.crt"}}]
-users: [{name: node, user: {client-certificate: "$P/node.crt", client-key: "$P/node.key"}}]
-contexts: [{name: e2e, context: {cluster: e2e, user: node}}]
-current-context: e2e
-EOF
-}
-
 start_controller_manager() {
   KCMP=$(free_port)
   echo "KCMP=$KCMP" >>"$D/ports"
@@ -337,7 +325,7 @@ cmd_image() {
   [ -f "$D/ports" ] || { echo "cluster.sh: not running" >&2; exit 1; }
   # shellcheck disable=SC1091
   . "$D/ports"
-  node_wanted_running || { echo "cluster.sh: this cluster has no node (E2E_NODE=0)" >&2; exit 1; }
+  alive kubelet || { echo "cluster.sh: this cluster has no node (E2E_NODE=0, or its kubelet is gone)" >&2; exit 1; }
   local name out=$D/node/images/step-operator.tar
   mkdir -p "$D/node/images"
   # build-oci.sh prints "NAME FILE" last.
@@ -346,8 +334,6 @@ cmd_image() {
   import_image "$name" "$out"
   echo "$name"
 }
-
-node_wanted_running() { alive kubelet; }
 
 start_node() {
   record_host_state
@@ -359,7 +345,7 @@ start_node() {
   start_containerd
   import_test_images
   log "starting the kubelet ($NODE_NAME at $NODE_IP)"
-  write_node_kubeconfigs
+  write_kubeconfig "$D/kubeconfig-node" node
   KHP=$(free_port)
   echo "KHP=$KHP" >>"$D/ports"
   start_kubelet
@@ -392,14 +378,8 @@ stop_node() {
 }
 
 running_tasks() { ctr_ tasks ls -q 2>/dev/null; }
-
-wait_no_containers() {
-  local deadline=$((SECONDS + $1))
-  while [ -n "$(running_tasks)" ]; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.5
-  done
-}
+no_running_tasks() { [ -z "$(running_tasks)" ]; }
+wait_no_containers() { poll_until "$1" no_running_tasks; }
 
 kill_all_tasks() {
   local t

@@ -45,7 +45,7 @@ fi
 
 # Before the rootfs work, so a missing tool fails fast.
 oci_require_tools
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/build-oci.XXXXXX")
+tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$here/rootfs.sh" "$bin" "$tmp/rootfs"
 oci_pack "$tmp/rootfs" "$IMAGE_USER" "$IMAGE_ENTRYPOINT" "$name" "$out"

@@ -39,7 +39,7 @@ oci_pack() (
   esac
   created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
 
-  work=$(mktemp -d "${TMPDIR:-/tmp}/oci-pack.XXXXXX")
+  work=$(mktemp -d)
   # This function body is a subshell: the trap cleans up on success and on error.
   trap 'rm -rf "$work"' EXIT
   local layout=$work/oci bundle=$work/bundle

@@ -34,7 +34,7 @@ busybox=/bin/busybox openssl=/usr/bin/openssl
 [ -e /usr/lib/ssl/openssl.cnf ] || image_die "/usr/lib/ssl/openssl.cnf is missing: apt-get install -y openssl"
 oci_require_tools
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/e2e-images.XXXXXX")
+tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
 
@@ -76,19 +76,13 @@ pub async fn describe_namespace(client: &Client, ns: &str) -> String {
     {
         Ok(pods) => {
             for p in pods {
-                let status = p.status.clone().unwrap_or_default();
                 out.push_str(&format!(
                     "pod {}: phase {:?}, node {:?}\n",
                     p.name_any(),
-                    status.phase,
+                    p.status.as_ref().and_then(|s| s.phase.clone()),
                     p.spec.as_ref().and_then(|s| s.node_name.clone())
                 ));
-                let all = status
-                    .init_container_statuses
-                    .iter()
-                    .flatten()
-                    .chain(status.container_statuses.iter().flatten());
-                for c in all {
+                for c in container_statuses(&p) {
                     out.push_str(&format!(
                         "  {}: ready {} restarts {} state {}\n",
                         c.name,
@@ -135,6 +129,21 @@ pub async fn logs(client: &Client, ns: &str, pod: &str, container: &str, previou
         .unwrap_or_else(|e| format!("<no logs of {pod}/{container}: {e}>"))
 }
 
+/// The statuses of the pod's init containers, then of its containers.
+fn container_statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    let init = status.and_then(|s| s.init_container_statuses.as_ref());
+    let main = status.and_then(|s| s.container_statuses.as_ref());
+    init.into_iter().flatten().chain(main.into_iter().flatten())
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// Waits until the pod is Ready; fails at once when one of its containers fails to start.
 pub async fn wait_pod_ready(
     client: &Client,
@@ -151,12 +160,7 @@ pub async fn wait_pod_ready(
                 return Ok(None);
             };
             fail_on_start_errors(&pod)?;
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            Ok(ready.then_some(pod))
+            Ok(is_ready(&pod).then_some(pod))
         },
         async || describe_namespace(client, ns).await,
     )
@@ -181,12 +185,7 @@ pub async fn wait_app_pod_ready(
                     continue;
                 }
                 fail_on_start_errors(&pod)?;
-                let ready = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                if ready {
+                if is_ready(&pod) {
                     return Ok(Some(pod));
                 }
             }
@@ -199,15 +198,7 @@ pub async fn wait_app_pod_ready(
 
 /// Errors no waiting cures: an image the node does not have, a container that cannot be created.
 fn fail_on_start_errors(pod: &Pod) -> Result<()> {
-    let Some(status) = &pod.status else {
-        return Ok(());
-    };
-    let all = status
-        .init_container_statuses
-        .iter()
-        .flatten()
-        .chain(status.container_statuses.iter().flatten());
-    for c in all {
+    for c in container_statuses(pod) {
         let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
             continue;
         };
@@ -344,6 +335,68 @@ pub async fn wait_webhook_injects(client: &Client, ns: &str, image: &str) -> Res
             Err(e) => Err(crate::retry(e)),
         },
         async || describe_namespace(client, ns).await,
+    )
+    .await
+}
+
+/// The chart's defaults plus only what the test cluster needs: our image, step-ca (its URL from a
+/// pod, its root, the provisioner; the StepClusterIssuer and webhook default issuer are named
+/// `label`) and `autocert.step.sm=<label>` as the webhook's namespace selector, so that a
+/// release's failurePolicy=Fail webhook never sees the pods of tests running beside it.
+pub fn chart_values(env: &Env, node: &Node, label: &str) -> Result<serde_json::Value> {
+    let (repository, tag) = operator_image()?;
+    Ok(serde_json::json!({
+        "image": {"repository": repository, "tag": tag},
+        "webhook": {"namespaceSelector": {"matchLabels": {"autocert.step.sm": label}}},
+        "stepClusterIssuer": {
+            "create": true,
+            "name": label,
+            "url": node.step_ca_url,
+            "caBundle": crate::fixtures::base64(env.root_pem()?.as_bytes()),
+            "provisioner": {"name": env.step_provisioner, "kid": env.step_provisioner_kid},
+            "passwordSecret": {"create": true, "password": env.provisioner_password()?},
+        },
+    }))
+}
+
+/// `helm <verb> <release> charts/step-operator -n <ns> -f <values> <extra...>` (install, upgrade).
+pub async fn helm_chart(
+    env: &Env,
+    verb: &str,
+    release: &str,
+    ns: &str,
+    values: &serde_json::Value,
+    extra: &[&str],
+) -> Result<String> {
+    let (_dir, file) =
+        crate::chart::temp_file(&serde_json::to_string_pretty(values)?, "values.yaml")?;
+    let chart = crate::chart::chart_dir();
+    let mut args = vec![
+        verb,
+        release,
+        chart.to_str().context("utf-8 path")?,
+        "-n",
+        ns,
+        "-f",
+        file.to_str().context("utf-8 path")?,
+    ];
+    args.extend_from_slice(extra);
+    helm(env, &args).await
+}
+
+/// `helm uninstall --wait`.
+pub async fn helm_uninstall(env: &Env, release: &str, ns: &str, timeout: &str) -> Result<String> {
+    helm(
+        env,
+        &[
+            "uninstall",
+            release,
+            "-n",
+            ns,
+            "--wait",
+            "--timeout",
+            timeout,
+        ],
     )
     .await
 }

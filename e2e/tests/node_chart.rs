@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::chart::chart_dir;
 use e2e::fixtures::*;
 use e2e::node::*;
 use e2e::{Env, TestNamespace, random_suffix, wait_for};
@@ -23,32 +22,6 @@ use serde_json::{Value, json};
 
 const LABEL: &str = "autocert.step.sm";
 const CERTS: &str = "/var/run/autocert.step.sm";
-
-/// The chart's defaults plus only what this cluster needs: our image, step-ca (its URL from a
-/// pod, its root, the provisioner) and a namespace label of its own, so that this release's
-/// failurePolicy=Fail webhook never sees the pods of tests running beside it.
-fn values(env: &Env, node: &Node, image: &(String, String), suffix: &str) -> Result<Value> {
-    Ok(json!({
-        "image": {"repository": image.0, "tag": image.1},
-        "webhook": {"namespaceSelector": {"matchLabels": {LABEL: format!("node-{suffix}")}}},
-        "stepClusterIssuer": {
-            "create": true,
-            "name": format!("node-{suffix}"),
-            "url": node.step_ca_url,
-            "caBundle": base64(env.root_pem()?.as_bytes()),
-            "provisioner": {"name": env.step_provisioner, "kid": env.step_provisioner_kid},
-            "passwordSecret": {"create": true, "password": env.provisioner_password()?},
-        },
-    }))
-}
-
-fn values_file(values: &Value) -> Result<(tempfile::TempDir, String)> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("values.yaml");
-    std::fs::write(&path, serde_json::to_vec_pretty(values)?)?;
-    let path = path.to_str().context("utf-8 path")?.to_owned();
-    Ok((dir, path))
-}
 
 async fn deployment_names(client: &Client, ns: &str) -> Result<Vec<String>> {
     let list = Api::<Deployment>::namespaced(client.clone(), ns)
@@ -241,19 +214,7 @@ async fn node_helm_install_upgrade_uninstall() -> Result<()> {
     let result = install_upgrade_uninstall(&env, &client, &suffix, &release, &ns).await;
     if result.is_err() {
         // Its controller would otherwise go on signing other test binaries' requests.
-        let _ = helm(
-            &env,
-            &[
-                "uninstall",
-                &release,
-                "-n",
-                &ns.name,
-                "--wait",
-                "--timeout",
-                "60s",
-            ],
-        )
-        .await;
+        let _ = helm_uninstall(&env, &release, &ns.name, "60s").await;
     }
     result?;
     ns.delete().await
@@ -273,18 +234,11 @@ async fn install_upgrade_uninstall(
         release.to_owned(),
     );
     let node = env.node()?;
-    let image = operator_image()?;
     let issuer = format!("node-{suffix}");
-    let chart = chart_dir();
-    let chart = chart.to_str().context("utf-8 path")?;
+    let values = chart_values(&env, &node, &issuer)?;
 
     // helm install: the Deployments turn Available through their own probes.
-    let (_dir, file) = values_file(&values(&env, &node, &image, &suffix)?)?;
-    helm(
-        &env,
-        &["install", &release, chart, "-n", &ns.name, "-f", &file],
-    )
-    .await?;
+    helm_chart(&env, "install", &release, &ns.name, &values, &[]).await?;
     wait_release_available(&client, &ns.name).await?;
     let issuers = cluster(&client, &step_cluster_issuers());
     wait_ready_condition(&issuers, &issuer, "True", None, Duration::from_secs(60), "").await?;
@@ -333,19 +287,13 @@ async fn install_upgrade_uninstall(
 
     // helm upgrade with a changed value rolls the pods and keeps issuing.
     let old = pod_template_hashes(&client, &ns.name).await?;
-    helm(
+    helm_chart(
         &env,
-        &[
-            "upgrade",
-            &release,
-            chart,
-            "-n",
-            &ns.name,
-            "-f",
-            &file,
-            "--set",
-            "controller.concurrency=8",
-        ],
+        "upgrade",
+        &release,
+        &ns.name,
+        &values,
+        &["--set", "controller.concurrency=8"],
     )
     .await?;
     wait_release_available(&client, &ns.name).await?;
@@ -442,19 +390,7 @@ async fn install_upgrade_uninstall(
     result?;
 
     // helm uninstall removes what the chart made, and leaves the CRDs and the issued Secrets.
-    helm(
-        &env,
-        &[
-            "uninstall",
-            &release,
-            "-n",
-            &ns.name,
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
-    )
-    .await?;
+    helm_uninstall(&env, &release, &ns.name, "120s").await?;
     ensure!(
         deployment_names(&client, &ns.name).await?.is_empty(),
         "Deployments left after helm uninstall"

@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::chart::chart_dir;
-use e2e::fixtures::base64;
 use e2e::node::*;
 use e2e::{Env, TestNamespace, random_suffix, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -35,45 +33,20 @@ async fn release(env: &Env, client: &Client) -> Result<&'static Release> {
     RELEASE
         .get_or_try_init(async || {
             let node = env.node()?;
-            let image = operator_image()?;
             let suffix = random_suffix();
             let label = format!("node-pods-{suffix}");
             let ns = TestNamespace::create(client, "node-pods-release").await?;
-            let values = json!({
-                "image": {"repository": image.0, "tag": image.1},
-                // No controller: these tests need only the webhook, and this release outlives
-                // them (until `cluster.sh down`); a controller would sign the requests and write
-                // the issuer statuses of the test binaries that run after this one.
-                "controller": {"enabled": false},
-                // A non-default token audience: every pod here bootstraps with the token the
-                // kubelet projects for it.
-                "webhook": {"replicas": 1, "tokenAudience": AUDIENCE, "namespaceSelector": {"matchLabels": {LABEL: label}}},
-                "stepClusterIssuer": {
-                    "create": true,
-                    "name": label,
-                    "url": node.step_ca_url,
-                    "caBundle": base64(env.root_pem()?.as_bytes()),
-                    "provisioner": {"name": env.step_provisioner, "kid": env.step_provisioner_kid},
-                    "passwordSecret": {"create": true, "password": env.provisioner_password()?},
-                },
-            });
-            let dir = tempfile::tempdir()?;
-            let file = dir.path().join("values.yaml");
-            std::fs::write(&file, serde_json::to_vec_pretty(&values)?)?;
-            let chart = chart_dir();
-            helm(
-                env,
-                &[
-                    "install",
-                    &format!("step-operator-{suffix}"),
-                    chart.to_str().context("utf-8 path")?,
-                    "-n",
-                    &ns.name,
-                    "-f",
-                    file.to_str().context("utf-8 path")?,
-                ],
-            )
-            .await?;
+            let mut values = chart_values(env, &node, &label)?;
+            // No controller: these tests need only the webhook, and this release outlives them
+            // (until `cluster.sh down`); a controller would sign the requests and write the
+            // issuer statuses of the test binaries that run after this one.
+            values["controller"] = json!({"enabled": false});
+            // A non-default token audience: every pod here bootstraps with the token the kubelet
+            // projects for it.
+            values["webhook"]["replicas"] = json!(1);
+            values["webhook"]["tokenAudience"] = json!(AUDIENCE);
+            let release = format!("step-operator-{suffix}");
+            helm_chart(env, "install", &release, &ns.name, &values, &[]).await?;
             wait_deployment_available(
                 client,
                 &ns.name,
@@ -87,6 +60,17 @@ async fn release(env: &Env, client: &Client) -> Result<&'static Release> {
             })
         })
         .await
+}
+
+/// What a test of this file starts with: the cluster, the shared release, and a fresh namespace
+/// `<prefix>-<random>` that its webhook serves.
+async fn app(prefix: &str) -> Result<(Env, Node, Client, TestNamespace)> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    let release = release(&env, &client).await?;
+    let ns = app_namespace(&client, release, prefix).await?;
+    Ok((env, node, client, ns))
 }
 
 async fn app_namespace(client: &Client, release: &Release, prefix: &str) -> Result<TestNamespace> {
@@ -153,11 +137,7 @@ async fn wait_log(
 
 #[tokio::test]
 async fn node_bootstrapper_only_pod_has_no_renewer() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "node-bonly").await?;
+    let (_env, node, client, ns) = app("node-bonly").await?;
     let script = format!("openssl x509 -noout -subject -in {CERTS}/site.crt && exec sleep 3600");
     let pod = tools_pod(
         &node,
@@ -201,11 +181,7 @@ async fn node_bootstrapper_only_pod_has_no_renewer() -> Result<()> {
 
 #[tokio::test]
 async fn node_init_first_lets_own_init_containers_use_the_files() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "node-first").await?;
+    let (_env, node, client, ns) = app("node-first").await?;
     let mut pod = tools_pod(
         &node,
         "first",
@@ -233,11 +209,7 @@ async fn node_init_first_lets_own_init_containers_use_the_files() -> Result<()> 
 
 #[tokio::test]
 async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "node-owner").await?;
+    let (_env, node, client, ns) = app("node-owner").await?;
     let script = format!(
         "id -u; stat -c 'key %u:%g %a' {CERTS}/site.key; openssl pkey -in {CERTS}/site.key -noout && echo KEY-READ; exec sleep 3600"
     );
@@ -273,11 +245,7 @@ async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
 
 #[tokio::test]
 async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "node-renew").await?;
+    let (env, node, client, ns) = app("node-renew").await?;
     // The app shows its names, mode and root once, then the serial of the file it sees, every
     // second.
     let script = format!(
@@ -359,11 +327,7 @@ async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> R
 
 #[tokio::test]
 async fn node_restarted_container_finds_a_valid_certificate() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "node-restart").await?;
+    let (_env, node, client, ns) = app("node-restart").await?;
     // The first run exits (the container is killed and restarted by the kubelet); the next checks
     // the files: the chain verifies, and the key belongs to the certificate.
     let script = format!(
@@ -516,11 +480,7 @@ async fn node_network_is_sealed() -> Result<()> {
 /// ServiceAccount's is refused at `kubectl apply` with the ID it may use; its own is issued.
 #[tokio::test]
 async fn policy_a_pod_gets_only_its_own_spiffe_id() -> Result<()> {
-    let env = Env::load()?;
-    let node = env.node()?;
-    let client = env.client().await?;
-    let release = release(&env, &client).await?;
-    let ns = app_namespace(&client, release, "policy-spiffe").await?;
+    let (_env, node, client, ns) = app("policy-spiffe").await?;
     let sa: k8s_openapi::api::core::v1::ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "app"}}))?;
     Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &ns.name)

@@ -112,35 +112,56 @@ impl HostileCa {
                 }
             }
         });
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                certs.server_chain.clone(),
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.server_key.clone())),
-            )
-            .unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-        let task = tokio::spawn(async move {
-            let _ = server.serve(app.into_make_service()).await;
-        });
-        HostileCa {
-            url: format!("https://127.0.0.1:{port}"),
-            sent,
-            task,
-        }
+        let (url, task) = serve_tls(certs, false, app);
+        HostileCa { url, sent, task }
     }
 
     /// Body bytes handed to the connection so far.
     pub fn sent(&self) -> usize {
         self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Serves `app` over TLS with the fake server certificate on 127.0.0.1:0; with
+/// `require_client_cert`, every handshake needs a client certificate from the fake root.
+/// Returns the base URL and the server task.
+fn serve_tls(
+    certs: &FakeCerts,
+    require_client_cert: bool,
+    app: Router,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(certs.root_der.clone()))
+            .unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let server_config = builder
+        .with_single_cert(
+            certs.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.server_key.clone())),
+        )
+        .unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    let task = tokio::spawn(async move {
+        let _ = server.serve(app.into_make_service()).await;
+    });
+    (format!("https://127.0.0.1:{port}"), task)
 }
 
 pub(crate) struct FakeCa {
@@ -270,43 +291,10 @@ impl FakeCa {
             .layer(middleware::from_fn_with_state(state.clone(), record))
             .with_state(state);
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = if require_client_cert {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from(certs.root_der.clone()))
-                .unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let server_config = builder
-            .with_single_cert(
-                certs.server_chain.clone(),
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.server_key.clone())),
-            )
-            .unwrap();
-        let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server_config));
-
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
-        let task = tokio::spawn(async move {
-            let _ = server.serve(app.into_make_service()).await;
-        });
+        let (url, task) = serve_tls(&certs, require_client_cert, app);
 
         FakeCa {
-            url: format!("https://127.0.0.1:{port}"),
+            url,
             certs,
             kid,
             other_kid,
