@@ -54,6 +54,13 @@ pub enum InitialList {
     Streaming,
 }
 
+/// See `--issuers-without-policy`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IssuersWithoutPolicy {
+    AllowAnyName,
+    NamespaceNames,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
@@ -115,6 +122,21 @@ pub struct ControllerArgs {
     /// Timeout of each request to step-ca.
     #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ca_timeout: Duration,
+
+    /// What a StepClusterIssuer without `spec.policy` signs for CertificateRequests:
+    /// `allow-any-name` (any name for any namespace: step-issuer's behaviour) or
+    /// `namespace-names` (each namespace gets its own names only: `<svc>.<ns>.svc`, ...; the
+    /// Helm chart's default). Its `NamePolicy` condition says which applies.
+    #[arg(long, env = "STEP_OPERATOR_ISSUERS_WITHOUT_POLICY", value_enum, default_value_t = IssuersWithoutPolicy::AllowAnyName)]
+    pub issuers_without_policy: IssuersWithoutPolicy,
+
+    /// Cluster DNS domain used by the name policy (`<svc>.<ns>.svc.<domain>`, SPIFFE IDs).
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
 
     /// Namespace of this pod, for the Lease (set from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -209,6 +231,23 @@ pub struct WebhookArgs {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
+
+    /// Allow single-label names (`db`, `localhost`) for pods of every namespace. Off: such a
+    /// name means the same service in every namespace. A StepClusterIssuer's
+    /// `spec.policy.allowShortNames` allows them for its pods only.
+    #[arg(long, env = "STEP_OPERATOR_ALLOW_SHORT_NAMES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_short_names: bool,
+
+    /// Labels (`key=value`, repeatable) a pod's namespace must carry for `/bootstrap` to serve
+    /// it: the webhook's own namespaceSelector, so that a namespace that never opted in cannot
+    /// get certificates with a hand-made pod. Empty: no check.
+    #[arg(
+        long = "namespace-label",
+        env = "STEP_OPERATOR_NAMESPACE_LABELS",
+        value_delimiter = ',',
+        default_value = "autocert.step.sm=enabled"
+    )]
+    pub namespace_labels: Vec<String>,
 
     /// Audience the pods' projected tokens must carry.
     #[arg(

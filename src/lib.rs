@@ -11,6 +11,7 @@ pub mod crd_cmd;
 pub mod duration;
 pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod runtime;
 pub mod step;
 pub mod telemetry;

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -13,11 +15,13 @@ use sha2::{Digest, Sha256};
 
 use crate::controller::decision::IssuerKey;
 use crate::controller::error::IssuerError;
+use crate::controller::issuer_policy;
 use crate::controller::issuer_spec::{PasswordSource, trim_trailing_whitespace, validate};
 use crate::controller::signers::{SignerCache, SignerVersion};
 use crate::crd::issuer::IssuerSpecView;
 use crate::crd::{IssuerStatus, StepClusterIssuer, StepIssuer};
 use crate::metrics::Metrics;
+use crate::policy::{IssuerPolicy, NamePolicy, WithoutPolicy};
 use crate::step::Signer;
 
 /// Field manager of every write step-operator's controller makes.
@@ -33,6 +37,10 @@ pub struct Settings {
     pub streaming_lists: bool,
     /// Requests of one issuer signed at once (see `--max-signs-per-issuer`).
     pub max_signs_per_issuer: usize,
+    /// The base of every issuer's name policy (the cluster domain).
+    pub names: NamePolicy,
+    /// What StepClusterIssuers without `spec.policy` sign (`--issuers-without-policy`).
+    pub without_policy: WithoutPolicy,
 }
 
 pub struct Context {
@@ -249,6 +257,44 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::warn!(error = %e, reason, "Failed to publish an Event");
         }
+    }
+
+    /// The policy that CertificateRequests signed by `issuer` must pass.
+    pub fn request_policy<K: IssuerObject>(
+        &self,
+        issuer: &K,
+    ) -> Result<IssuerPolicy, crate::policy::InvalidPolicy> {
+        crate::policy::issuer::for_requests(
+            issuer.spec_view().policy.map(|p| p.input()),
+            issuer.own_namespace().is_none(),
+            self.settings.without_policy,
+        )
+    }
+
+    /// The conditions an issuer's status holds: `ready`, and `NamePolicy` from its spec and our
+    /// settings. Every status write sends both, so that neither removes the other.
+    pub fn issuer_conditions<K: IssuerObject>(
+        &self,
+        issuer: &K,
+        previous: &[Condition],
+        ready: Condition,
+    ) -> Vec<Condition> {
+        let stance = issuer_policy::stance(
+            issuer.spec_view().policy.map(|p| p.input()),
+            issuer.own_namespace().is_none(),
+            self.settings.without_policy,
+            &self.settings.names.cluster_domain,
+        );
+        let policy = crate::crd::condition::build(
+            issuer_policy::NAME_POLICY,
+            previous,
+            stance.restricted,
+            stance.reason,
+            &stance.message,
+            issuer.meta().generation,
+            Timestamp::now(),
+        );
+        vec![ready, policy]
     }
 
     /// Server-side applies an issuer's status with our field manager.

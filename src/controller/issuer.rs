@@ -270,17 +270,18 @@ async fn reconcile<K: IssuerObject>(
         generation,
         Timestamp::now(),
     );
-    let unchanged = previous.iter().any(|p| {
-        p.type_ == cond.type_
-            && p.status == cond.status
-            && p.reason == cond.reason
-            && p.message == cond.message
-            && p.observed_generation == cond.observed_generation
+    let conditions = ctx.issuer_conditions(&*issuer, &previous, cond);
+    let unchanged = conditions.iter().all(|cond| {
+        previous.iter().any(|p| {
+            p.type_ == cond.type_
+                && p.status == cond.status
+                && p.reason == cond.reason
+                && p.message == cond.message
+                && p.observed_generation == cond.observed_generation
+        })
     });
     if !unchanged {
-        let status = IssuerStatus {
-            conditions: vec![cond],
-        };
+        let status = IssuerStatus { conditions };
         ctx.apply_issuer_status(&*issuer, &status)
             .await
             .map_err(ReconcileError::Status)?;
@@ -356,7 +357,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         .apply_issuer_status(
             issuer,
             &IssuerStatus {
-                conditions: vec![cond],
+                conditions: ctx.issuer_conditions(issuer, &previous, cond),
             },
         )
         .await

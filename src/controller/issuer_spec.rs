@@ -53,6 +53,10 @@ pub fn validate(
             ));
         }
     }
+    if let Some(policy) = spec.policy {
+        crate::policy::IssuerPolicy::parse(policy.input(), issuer_namespace.is_none())
+            .map_err(|e| InvalidSpec(e.0))?;
+    }
     let p = spec.provisioner;
     if p.name.trim().is_empty() {
         return invalid(
@@ -180,6 +184,7 @@ mod tests {
             url,
             ca_bundle: bundle,
             provisioner: p,
+            policy: None,
         }
     }
 

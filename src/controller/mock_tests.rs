@@ -35,6 +35,8 @@ fn mock_context() -> (Arc<Context>, Handle) {
             ca_timeout: Duration::from_secs(5),
             streaming_lists: false,
             max_signs_per_issuer: 4,
+            names: Default::default(),
+            without_policy: Default::default(),
         },
     };
     (Arc::new(ctx), handle)
@@ -116,6 +118,7 @@ async fn issuer_status_is_applied_with_our_field_manager() {
             url: "https://ca".into(),
             ca_bundle: None,
             provisioner: Default::default(),
+            policy: None,
         },
     );
     let returned = serde_json::to_vec(&issuer).unwrap();

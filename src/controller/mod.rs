@@ -6,6 +6,7 @@ pub mod error;
 pub mod in_flight;
 pub mod initial_list;
 pub mod issuer;
+pub mod issuer_policy;
 pub mod issuer_spec;
 #[cfg(test)]
 mod mock_tests;
@@ -21,9 +22,10 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
-use crate::cli::ControllerArgs;
+use crate::cli::{ControllerArgs, IssuersWithoutPolicy};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::metrics::Metrics;
+use crate::policy::{NamePolicy, WithoutPolicy};
 
 use self::context::{Context, Settings};
 
@@ -104,6 +106,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             issuer_recheck_interval: args.issuer_recheck_interval,
             ca_timeout: args.ca_timeout,
             streaming_lists,
+            names: NamePolicy::new(&args.cluster_domain, Vec::new()),
+            without_policy: match args.issuers_without_policy {
+                IssuersWithoutPolicy::AllowAnyName => WithoutPolicy::AllowAnyName,
+                IssuersWithoutPolicy::NamespaceNames => WithoutPolicy::NamespaceNames,
+            },
             max_signs_per_issuer: match args.max_signs_per_issuer {
                 0 => in_flight::default_limit(args.concurrency.max(1)),
                 n => usize::from(n),

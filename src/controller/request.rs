@@ -28,11 +28,14 @@ use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::duration::{parse_go_duration, to_go_seconds};
 use crate::pki;
+use crate::policy::Requester;
 use crate::step;
 
 const CONDITION_INVALID_REQUEST: &str = "InvalidRequest";
 /// Metric and log reason of a CA request that step-ca signed as a leaf.
 const REASON_NOT_A_CA: &str = "IssuedNotCA";
+/// The issuer's name policy refused the request (its namespace or a name).
+const REASON_POLICY_DENIED: &str = "PolicyDenied";
 
 /// Per-process memory of requests in flight. Lost on restart, which is safe: a restarted
 /// controller re-reads every request's status from the API.
@@ -715,6 +718,8 @@ async fn sign_with<K: IssuerObject>(
         ));
     };
 
+    check_policy(ctx, issuer, cr, csr.common_name.as_deref(), &sans)?;
+
     let signer = match ctx
         .signers
         .current(
@@ -800,6 +805,43 @@ async fn sign_with<K: IssuerObject>(
             issuer.key(),
             issued.not_after.to_rfc3339()
         ),
+    })
+}
+
+/// The issuer's name policy, before any token is minted (security review H3): a namespace that
+/// may not use the issuer, or a name it may not have, fails the request for good with the rule
+/// and the fix. The common name is checked too, unless it cannot be a name at all (it has
+/// whitespace, and SANs carry the names): without SANs, step-ca makes it the certificate's name.
+fn check_policy<K: IssuerObject>(
+    ctx: &Context,
+    issuer: &K,
+    cr: &CertificateRequest,
+    common_name: Option<&str>,
+    sans: &[String],
+) -> Result<(), SignFailure> {
+    let policy = ctx
+        .request_policy(issuer)
+        .map_err(|e| SignFailure::Retryable {
+            reason: "InvalidPolicy",
+            message: format!("{} has an unusable spec.policy: {e}", issuer.key()),
+        })?;
+    let names = policy.name_policy(&ctx.settings.names);
+    let namespace = cr.namespace().unwrap_or_default();
+    let common_name = common_name
+        .filter(|cn| !cn.is_empty())
+        .filter(|cn| sans.is_empty() || !cn.chars().any(char::is_whitespace));
+    crate::policy::issuer::check(
+        &issuer.key().to_string(),
+        &policy,
+        &names,
+        Requester::Namespace(&namespace),
+        common_name
+            .into_iter()
+            .chain(sans.iter().map(String::as_str)),
+    )
+    .map_err(|e| SignFailure::Permanent {
+        reason: REASON_POLICY_DENIED,
+        message: format!("Refused by the name policy: {e}"),
     })
 }
 

@@ -34,14 +34,28 @@ pub fn ready(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
+    build(READY, previous, ready, reason, message, generation, now)
+}
+
+/// Builds a condition of `type_`, keeping `lastTransitionTime` from `previous` when its status
+/// did not flip.
+pub fn build(
+    type_: &str,
+    previous: &[Condition],
+    ready: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     let status = if ready { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == READY && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: READY.into(),
+        type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
         message: bounded_message(message),

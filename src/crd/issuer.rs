@@ -44,6 +44,11 @@ pub struct StepIssuerSpec {
 
     /// The JWK provisioner that authorises signing.
     pub provisioner: Provisioner,
+
+    /// Which names this issuer signs. Without it, any name: whoever holds this issuer's
+    /// provisioner password could mint tokens for any name anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<IssuerPolicySpec>,
 }
 
 /// A StepClusterIssuer signs CertificateRequests in every namespace with a step-ca JWK
@@ -79,6 +84,55 @@ pub struct StepClusterIssuerSpec {
 
     /// The JWK provisioner that authorises signing.
     pub provisioner: Provisioner,
+
+    /// Who may use this issuer and for which names. Without it, any namespace may get a
+    /// certificate for any name (step-issuer's behaviour), unless the controller runs with
+    /// `--issuers-without-policy=namespace-names` (the Helm chart's default); the `NamePolicy`
+    /// condition says which applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<IssuerPolicySpec>,
+}
+
+/// Who may use an issuer and for which names. A request or pod that the policy refuses is never
+/// signed: its CertificateRequest fails (or `/bootstrap` answers 403) with the rule and the fix.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerPolicySpec {
+    /// StepClusterIssuer only: the namespaces whose CertificateRequests and pods may use it:
+    /// names (`team-a`), prefixes with one trailing `*` (`team-*`), or `*` for all. Omitted:
+    /// every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub namespaces: Option<Vec<String>>,
+
+    /// Names every allowed namespace may get beyond its own (`<svc>.<ns>.svc`,
+    /// `<svc>.<ns>.svc.<cluster-domain>`, `spiffe://<cluster-domain>/ns/<ns>/sa/<sa>`): exact
+    /// names (`api.example.com`, `10.0.0.1`, `spiffe://example.org/x`, `ops@example.com`) or DNS
+    /// wildcards `*.example.com` (one or more labels in front).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub names: Vec<String>,
+
+    /// Allow single-label names (`db`, `localhost`). Off by default: such a name means the same
+    /// service in every namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_short_names: bool,
+
+    /// Allow any name (step-issuer's behaviour): only step-ca's own policy limits the names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_any_name: bool,
+}
+
+impl IssuerPolicySpec {
+    /// The plain values the policy module parses.
+    pub fn input(&self) -> crate::policy::PolicyInput<'_> {
+        crate::policy::PolicyInput {
+            namespaces: self.namespaces.as_deref(),
+            names: &self.names,
+            allow_short_names: self.allow_short_names,
+            allow_any_name: self.allow_any_name,
+        }
+    }
 }
 
 /// A step-ca JWK provisioner and where its password comes from. Exactly one of `passwordRef`,
@@ -165,6 +219,7 @@ pub struct IssuerSpecView<'a> {
     pub url: &'a str,
     pub ca_bundle: Option<&'a [u8]>,
     pub provisioner: &'a Provisioner,
+    pub policy: Option<&'a IssuerPolicySpec>,
 }
 
 impl StepIssuerSpec {
@@ -173,6 +228,7 @@ impl StepIssuerSpec {
             url: &self.url,
             ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
             provisioner: &self.provisioner,
+            policy: self.policy.as_ref(),
         }
     }
 }
@@ -183,6 +239,7 @@ impl StepClusterIssuerSpec {
             url: &self.url,
             ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
             provisioner: &self.provisioner,
+            policy: self.policy.as_ref(),
         }
     }
 }

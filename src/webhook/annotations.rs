@@ -122,18 +122,7 @@ pub enum AnnotationError {
 /// `Result` with [`AnnotationError`].
 pub type Result<T, E = AnnotationError> = std::result::Result<T, E>;
 
-/// Quotes a user-supplied value for an error message: escaped, and cut after 64 characters so a
-/// huge annotation does not make a huge message.
-pub(crate) fn quote(value: &str) -> String {
-    const MAX: usize = 64;
-    let mut chars = value.chars();
-    let head: String = chars.by_ref().take(MAX).collect();
-    if chars.next().is_some() {
-        format!("{:?}...", head)
-    } else {
-        format!("{:?}", head)
-    }
-}
+pub(crate) use crate::policy::names::quote;
 
 /// Parses a pod's annotations. `Ok(None)` when the pod does not ask for a certificate (no
 /// `autocert.step.sm/name`).

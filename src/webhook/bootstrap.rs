@@ -3,19 +3,22 @@
 //!
 //! Nothing the caller says is trusted: the token is verified by a TokenReview (audience
 //! `step-operator`), the bound Pod is read from the API by name and must have the same UID, and
-//! the names come from that Pod's annotations and pass the name policy.
+//! the names come from that Pod's annotations. The pod's namespace must have opted in (its
+//! labels), the issuer's `spec.policy` must allow the namespace, and every name must pass the
+//! name policy, all before the issuer's password is read.
 
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
 use crate::controller::context::Context;
 use crate::crd::StepClusterIssuer;
+use crate::policy::issuer as issuer_policy;
+use crate::policy::{NamePolicy, Requester};
 use crate::webhook::annotations;
-use crate::webhook::policy::NamePolicy;
 
 /// Lifetime of the one-time tokens handed to pods: long enough for a slow CA round trip, short
 /// enough that a leaked token is soon useless (and step-ca accepts each only once).
@@ -94,6 +97,8 @@ pub struct BootstrapSettings {
     pub audience: String,
     pub default_issuer: String,
     pub policy: NamePolicy,
+    /// Labels the pod's namespace must carry (`--namespace-label`).
+    pub namespace_labels: Vec<(String, String)>,
 }
 
 pub async fn handle(
@@ -190,11 +195,38 @@ pub async fn handle(
         .as_ref()
         .and_then(|s| s.service_account_name.as_deref())
         .unwrap_or("default");
-    for name in std::iter::once(&request.name).chain(request.sans.iter()) {
-        settings
-            .policy
-            .check(&namespace, service_account, name)
-            .map_err(|e| refuse(403, "NameNotAllowed", e.to_string()))?;
+    // Admission only runs in namespaces that opted in; a hand-made pod elsewhere must not get
+    // what admission would never have given it (security review M2).
+    if !settings.namespace_labels.is_empty() {
+        let ns = Api::<Namespace>::all(ctx.client.clone())
+            .get(&namespace)
+            .await
+            .map_err(|e| {
+                refuse(
+                    503,
+                    "NamespaceReadFailed",
+                    format!("could not read namespace {namespace}, retry: {e}"),
+                )
+            })?;
+        let labels = ns.labels();
+        if !issuer_policy::namespace_opted_in(
+            |k| labels.get(k).map(String::as_str),
+            &settings.namespace_labels,
+        ) {
+            let wanted: Vec<String> = settings
+                .namespace_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            return Err(refuse(
+                403,
+                "NamespaceNotEnabled",
+                format!(
+                    "namespace {namespace} has not opted in to pod certificates: ask its administrators to label it {}",
+                    wanted.join(",")
+                ),
+            ));
+        }
     }
 
     let issuer_name = request
@@ -206,6 +238,31 @@ pub async fn handle(
         .await
         .map_err(|e| refuse(503, "IssuerReadFailed", format!("could not read StepClusterIssuer {issuer_name}, retry: {e}")))?
         .ok_or_else(|| refuse(403, "IssuerMissing", format!("StepClusterIssuer {issuer_name} does not exist: fix {} or ask the operator to create it", annotations::ISSUER)))?;
+    // The issuer's policy is checked before its Secret is read: a pod that may not use it costs
+    // no password read and no connection.
+    let policy =
+        issuer_policy::for_pods(issuer.spec.policy.as_ref().map(|p| p.input())).map_err(|e| {
+            refuse(
+                403,
+                "IssuerPolicyInvalid",
+                format!("StepClusterIssuer {issuer_name} has an unusable spec.policy: {e}"),
+            )
+        })?;
+    let names = policy.name_policy(&settings.policy);
+    issuer_policy::check(
+        &format!("StepClusterIssuer {issuer_name}"),
+        &policy,
+        &names,
+        Requester::Pod {
+            namespace: &namespace,
+            service_account,
+        },
+        std::iter::once(request.name.as_str()).chain(request.sans.iter().map(String::as_str)),
+    )
+    .map_err(|e| match e {
+        issuer_policy::Refusal::Namespace { .. } => refuse(403, "IssuerNotAllowed", e.to_string()),
+        issuer_policy::Refusal::Name { .. } => refuse(403, "NameNotAllowed", e.to_string()),
+    })?;
     let (signer, _) = ctx.signer_for(&issuer).await.map_err(|e| {
         let status = if e.is_transient() { 503 } else { 500 };
         refuse(

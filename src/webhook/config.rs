@@ -3,9 +3,9 @@
 //! come from the same values here and nowhere else.
 
 use crate::cli::WebhookArgs;
+use crate::policy::{NamePolicy, Pattern};
 use crate::webhook::bootstrap::BootstrapSettings;
 use crate::webhook::mutate::InjectConfig;
-use crate::webhook::policy::{NamePolicy, Pattern};
 
 /// Everything the handlers need from the arguments.
 #[derive(Clone, Debug)]
@@ -26,7 +26,20 @@ pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<W
                 .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let policy = NamePolicy::new(&args.cluster_domain, allowed);
+    let mut policy = NamePolicy::new(&args.cluster_domain, allowed);
+    policy.short_names = args.allow_short_names;
+    let namespace_labels = args
+        .namespace_labels
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(anyhow::anyhow!(
+                "--namespace-label {l:?} is not key=value, e.g. autocert.step.sm=enabled"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
         format!(
             "https://{}.{}.svc:443",
@@ -43,6 +56,7 @@ pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<W
         audience: args.token_audience.clone(),
         default_issuer: args.default_issuer.clone(),
         policy,
+        namespace_labels,
     };
     Ok(WebhookConfig { inject, bootstrap })
 }
@@ -105,6 +119,37 @@ mod tests {
         assert_eq!(cfg.inject.bootstrap_ca_pem.as_deref(), Some("root-pem"));
         let url = from_args(&args(&["--bootstrap-url", "https://127.0.0.1:9443"]), "r").unwrap();
         assert_eq!(url.inject.webhook_url, "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn short_names_and_namespace_labels_come_from_their_flags() {
+        let default = from_args(&args(&[]), "r").unwrap();
+        assert!(!default.inject.policy.short_names);
+        assert!(!default.bootstrap.policy.short_names);
+        assert_eq!(
+            default.bootstrap.namespace_labels,
+            vec![("autocert.step.sm".to_string(), "enabled".to_string())]
+        );
+        let set = from_args(
+            &args(&[
+                "--allow-short-names",
+                "--namespace-label",
+                "a=b",
+                "--namespace-label",
+                "c=",
+            ]),
+            "r",
+        )
+        .unwrap();
+        assert!(set.inject.policy.short_names && set.bootstrap.policy.short_names);
+        assert_eq!(
+            set.bootstrap.namespace_labels,
+            vec![("a".into(), "b".into()), ("c".into(), String::new())]
+        );
+        let off = from_args(&args(&["--namespace-label", ""]), "r").unwrap();
+        assert!(off.bootstrap.namespace_labels.is_empty());
+        let bad = from_args(&args(&["--namespace-label", "nolabel"]), "r").unwrap_err();
+        assert!(bad.to_string().contains("is not key=value"), "{bad}");
     }
 
     #[test]

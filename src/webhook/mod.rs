@@ -4,6 +4,5 @@ pub mod annotations;
 pub mod bootstrap;
 pub mod config;
 pub mod mutate;
-pub mod policy;
 pub mod server;
 pub mod serving;

@@ -39,7 +39,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::{Value, json};
 
 use super::annotations::{self, STATUS, STATUS_INJECTED};
-use super::policy::NamePolicy;
+use crate::policy::NamePolicy;
 
 /// Name of the injected init container.
 pub const BOOTSTRAPPER: &str = "autocert-bootstrapper";

@@ -4,22 +4,26 @@
 //! `UPDATE_GOLDEN=1 cargo test --lib webhook::` and review the diff.
 
 use super::*;
+use crate::policy::Pattern;
 use crate::webhook::annotations::{
     BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
 };
-use crate::webhook::policy::Pattern;
 use base64::Engine as _;
 use proptest::prelude::*;
 
 const NS: &str = "default";
 
+/// These tests are about what is injected, and name their pods `api`: short names are allowed
+/// here. The default (refused) is `short_names_are_refused_by_default`.
 fn cfg() -> InjectConfig {
-    InjectConfig::new(
+    let mut c = InjectConfig::new(
         "ghcr.io/example/step-operator:test",
         "https://step-operator-webhook.step-operator.svc:443/",
         "https://step-ca.step.svc:9000",
         "step-ca",
-    )
+    );
+    c.policy.short_names = true;
+    c
 }
 
 fn annotations(pairs: &[(&str, &str)]) -> Value {
@@ -583,6 +587,27 @@ fn denials() {
             other => panic!("expected a denial for {pod}, got {other:?}"),
         }
     }
+}
+
+/// Security review L1: `db` from one namespace would be trusted as `db` in every other.
+#[test]
+fn short_names_are_refused_by_default() {
+    let strict = InjectConfig::new("img", "https://w/", "https://ca", "step-ca");
+    for name in ["api", "localhost"] {
+        let pod = simple_pod(&[(NAME, name)]);
+        match mutate(&to_pod(&pod), NS, &strict) {
+            Err(Denial { message }) => assert!(
+                message.contains("single-label name") && message.contains("--allow-short-names"),
+                "{message}"
+            ),
+            other => panic!("{name} was not refused: {other:?}"),
+        }
+    }
+    let own = simple_pod(&[(NAME, "api.default.svc")]);
+    assert!(matches!(
+        mutate(&to_pod(&own), NS, &strict),
+        Ok(Mutation::Patch(_))
+    ));
 }
 
 #[test]

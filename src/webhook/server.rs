@@ -79,6 +79,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             // The webhook runs no watches.
             streaming_lists: false,
             max_signs_per_issuer: 4,
+            names: Default::default(),
+            without_policy: Default::default(),
         },
     });
 

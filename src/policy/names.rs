@@ -1,13 +1,16 @@
-//! Which certificate names a pod may ask for (pure; table-tested).
+//! Which certificate names a namespace may get (pure; table-tested). One policy for every path:
+//! pods (`/mutate`, `/bootstrap`) and cert-manager CertificateRequests.
 //!
-//! By default a pod may only name itself inside its own namespace. A DNS name is allowed when it is
-//! (case-insensitively, `<x>` being one DNS label and `<ns>` the pod's namespace):
+//! By default a requester may only name itself inside its own namespace. A DNS name is allowed
+//! when it is (case-insensitively, `<x>` being one DNS label and `<ns>` the namespace):
 //!
-//! - a single label: `api` (resolved through the pod's DNS search path);
 //! - `<x>.<ns>`, `<x>.<ns>.svc` or `<x>.<ns>.svc.<cluster-domain>`;
 //! - `<pod>.<svc>.<ns>.svc` or `<pod>.<svc>.<ns>.svc.<cluster-domain>` (a StatefulSet pod behind a
 //!   headless Service; everything under `<ns>.svc` belongs to the namespace);
-//! - or matched by an operator pattern (`--allowed-names`).
+//! - a single label (`api`, resolved through the DNS search path) only when short names are
+//!   allowed (`--allow-short-names`, or an issuer's `spec.policy.allowShortNames`): `db` or
+//!   `localhost` from one namespace would be trusted by clients in every other (security review L1);
+//! - or matched by an operator pattern (`--allowed-names`, an issuer's `spec.policy.names`).
 //!
 //! Patterns are either exact names (`api.example.com`, `10.0.0.1`, `spiffe://example.org/x`,
 //! `ops@example.com`) or DNS wildcards `*.example.com`, which match any DNS name **ending in**
@@ -20,8 +23,11 @@
 //!   `0::1` are equal);
 //! - URIs (contain `://`): `spiffe://<cluster-domain>/ns/<ns>/sa/<service-account>`, the SPIFFE ID
 //!   of the pod's own namespace and ServiceAccount (compared case-insensitively in the scheme and
-//!   trust domain only), or an exact pattern;
+//!   trust domain only), or an exact pattern. A CertificateRequest has no ServiceAccount of its
+//!   own (cert-manager creates it), so it may name any ServiceAccount of its namespace;
 //! - emails (contain `@`): only an exact pattern.
+//!
+//! A policy may also allow any name at all (`allowAnyName`, step-issuer's behaviour).
 //!
 //! Caveat: `<x>.<ns>` means that a namespace named like a public suffix (`com`, `io`) can ask for
 //! `example.com`. Do not enable injection in such namespaces.
@@ -29,7 +35,18 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use super::annotations::quote;
+/// Quotes a user-supplied value for an error message: escaped, and cut after 64 characters so a
+/// huge annotation does not make a huge message.
+pub(crate) fn quote(value: &str) -> String {
+    const MAX: usize = 64;
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(MAX).collect();
+    if chars.next().is_some() {
+        format!("{:?}...", head)
+    } else {
+        format!("{:?}", head)
+    }
+}
 
 /// The default cluster DNS domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -46,7 +63,7 @@ pub enum Pattern {
 /// A pattern that cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid --allowed-names pattern {pattern}: {problem}; use an exact name (api.example.com, 10.0.0.1) or *.example.com"
+    "invalid name pattern {pattern}: {problem}; use an exact name (api.example.com, 10.0.0.1) or *.example.com"
 )]
 pub struct PatternError {
     pattern: String,
@@ -121,7 +138,7 @@ impl Pattern {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     #[error(
-        "name {name} is not allowed in namespace {namespace:?}: use <svc>.{namespace}.svc (or <svc>.{namespace}.svc.{cluster_domain}) or ask the operator to add a --allowed-names pattern"
+        "name {name} is not allowed in namespace {namespace:?}: use <svc>.{namespace}.svc (or <svc>.{namespace}.svc.{cluster_domain}), or ask the cluster administrators to allow it (an issuer's spec.policy.names, or the webhook's --allowed-names)"
     )]
     DnsNotAllowed {
         name: String,
@@ -133,31 +150,41 @@ pub enum PolicyError {
     )]
     InvalidDns { name: String, namespace: String },
     #[error(
-        "IP address {name} is not allowed in namespace {namespace:?}: IP addresses need an exact --allowed-names entry; ask the operator, or use <svc>.{namespace}.svc"
+        "IP address {name} is not allowed in namespace {namespace:?}: IP addresses need an exact pattern: use <svc>.{namespace}.svc, or ask the cluster administrators to allow it (an issuer's spec.policy.names, or the webhook's --allowed-names)"
     )]
     IpNotAllowed { name: String, namespace: String },
     #[error(
-        "URI {name} is not allowed for a pod of ServiceAccount {namespace}/{service_account}: use its own SPIFFE ID spiffe://{cluster_domain}/ns/{namespace}/sa/{service_account}, or ask the operator to add a --allowed-names pattern"
+        "URI {name} is not allowed for {requester}: use spiffe://{cluster_domain}/ns/{namespace}/sa/{service_account}, or ask the cluster administrators to allow it (an issuer's spec.policy.names, or the webhook's --allowed-names)"
     )]
     UriNotAllowed {
         name: String,
         namespace: String,
+        requester: String,
         service_account: String,
         cluster_domain: String,
     },
     #[error(
-        "email {name} is not allowed in namespace {namespace:?}: emails need an exact --allowed-names entry; ask the operator"
+        "email {name} is not allowed in namespace {namespace:?}: emails need an exact pattern; ask the cluster administrators to allow it (an issuer's spec.policy.names, or the webhook's --allowed-names)"
     )]
     EmailNotAllowed { name: String, namespace: String },
+    #[error(
+        "single-label name {name} is not allowed in namespace {namespace:?}: a short name like this one means the same service in every namespace; use <svc>.{namespace}.svc, or ask the cluster administrators to allow short names (--allow-short-names, or an issuer's spec.policy.allowShortNames)"
+    )]
+    ShortNameNotAllowed { name: String, namespace: String },
 }
 
-/// The name policy of the webhook.
+/// A name policy: the namespace-bound rule, widened by patterns and two switches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamePolicy {
     /// Cluster DNS domain (`cluster.local`), without leading or trailing dot.
     pub cluster_domain: String,
-    /// Operator patterns (`--allowed-names`) that allow names in every namespace.
+    /// Operator patterns (`--allowed-names`, `spec.policy.names`) that allow names in every
+    /// namespace.
     pub allowed: Vec<Pattern>,
+    /// Whether single-label DNS names (`api`) are allowed.
+    pub short_names: bool,
+    /// Whether every name is allowed (no policy at all).
+    pub any_name: bool,
 }
 
 impl Default for NamePolicy {
@@ -165,6 +192,28 @@ impl Default for NamePolicy {
         Self {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             allowed: Vec::new(),
+            short_names: false,
+            any_name: false,
+        }
+    }
+}
+
+/// Who asks for a name: the ServiceAccount decides which SPIFFE ID is allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requester<'a> {
+    /// A pod, whose ServiceAccount is known: only its own SPIFFE ID.
+    Pod {
+        namespace: &'a str,
+        service_account: &'a str,
+    },
+    /// A CertificateRequest of this namespace: the SPIFFE ID of any of its ServiceAccounts.
+    Namespace(&'a str),
+}
+
+impl Requester<'_> {
+    fn namespace(&self) -> &str {
+        match self {
+            Requester::Pod { namespace, .. } | Requester::Namespace(namespace) => namespace,
         }
     }
 }
@@ -223,7 +272,19 @@ impl NamePolicy {
                 domain
             },
             allowed,
+            short_names: false,
+            any_name: false,
         }
+    }
+
+    /// This policy with `extra` patterns and switches added (an issuer's `spec.policy` on top of
+    /// the webhook's flags).
+    pub fn widened(&self, extra: &[Pattern], short_names: bool, any_name: bool) -> Self {
+        let mut wider = self.clone();
+        wider.allowed.extend(extra.iter().cloned());
+        wider.short_names |= short_names;
+        wider.any_name |= any_name;
+        wider
     }
 
     fn pattern_allows(&self, name: &str) -> bool {
@@ -238,9 +299,21 @@ impl NamePolicy {
         service_account: &str,
         name: &str,
     ) -> Result<(), PolicyError> {
-        if self.pattern_allows(name) {
+        self.check_for(
+            Requester::Pod {
+                namespace,
+                service_account,
+            },
+            name,
+        )
+    }
+
+    /// Whether `requester` may have `name` in its certificate.
+    pub fn check_for(&self, requester: Requester<'_>, name: &str) -> Result<(), PolicyError> {
+        if self.any_name || self.pattern_allows(name) {
             return Ok(());
         }
+        let namespace = requester.namespace();
         match classify(name) {
             Kind::Dns => self.check_dns(namespace, name),
             Kind::Ip(_) => Err(PolicyError::IpNotAllowed {
@@ -252,12 +325,24 @@ impl NamePolicy {
                 namespace: namespace.to_owned(),
             }),
             Kind::Uri => {
-                if self.spiffe_allows(namespace, service_account, name) {
+                if self.spiffe_allows(requester, name) {
                     Ok(())
                 } else {
+                    let (who, service_account) = match requester {
+                        Requester::Pod {
+                            service_account, ..
+                        } => (
+                            format!("a pod of ServiceAccount {namespace}/{service_account}"),
+                            service_account,
+                        ),
+                        Requester::Namespace(_) => {
+                            (format!("namespace {namespace:?}"), "<service-account>")
+                        }
+                    };
                     Err(PolicyError::UriNotAllowed {
                         name: quote(name),
                         namespace: namespace.to_owned(),
+                        requester: who,
                         service_account: service_account.to_owned(),
                         cluster_domain: self.cluster_domain.clone(),
                     })
@@ -284,6 +369,12 @@ impl NamePolicy {
                 || (rest.first() == Some(&"svc") && rest.get(1..) == Some(&domain[..]))
         };
         let allowed = match labels.as_slice() {
+            [x] if is_label(x) && !self.short_names => {
+                return Err(PolicyError::ShortNameNotAllowed {
+                    name: quote(name),
+                    namespace: namespace.to_owned(),
+                });
+            }
             [x] => is_label(x),
             [x, n, rest @ ..] if *n == ns && is_label(x) && in_namespace(rest) => true,
             [pod, svc, n, rest @ ..]
@@ -305,8 +396,8 @@ impl NamePolicy {
     }
 
     /// Only the pod's own SPIFFE ID: a pod of ServiceAccount `app` must not claim `admin`'s
-    /// (security review L2).
-    fn spiffe_allows(&self, namespace: &str, service_account: &str, uri: &str) -> bool {
+    /// (security review L2). A CertificateRequest may name any ServiceAccount of its namespace.
+    fn spiffe_allows(&self, requester: Requester<'_>, uri: &str) -> bool {
         let Some(rest) = uri
             .get(..9)
             .filter(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))
@@ -320,7 +411,20 @@ impl NamePolicy {
         if !trust_domain.eq_ignore_ascii_case(&self.cluster_domain) {
             return false;
         }
-        !service_account.is_empty() && path == format!("ns/{namespace}/sa/{service_account}")
+        match requester {
+            Requester::Pod {
+                namespace,
+                service_account,
+            } => {
+                !service_account.is_empty()
+                    && path == format!("ns/{namespace}/sa/{service_account}")
+            }
+            Requester::Namespace(namespace) => path
+                .strip_prefix(&format!("ns/{namespace}/sa/"))
+                .is_some_and(|sa| {
+                    is_dns_name(sa, false) && !sa.bytes().any(|b| b.is_ascii_uppercase())
+                }),
+        }
     }
 }
 
@@ -351,8 +455,9 @@ mod tests {
         ]);
         // (namespace, name, allowed)
         let cases: &[(&str, &str, bool)] = &[
-            ("default", "api", true),
-            ("default", "API", true),
+            // Short names only when allowed (security review L1; see `short_names`).
+            ("default", "api", false),
+            ("default", "localhost", false),
             ("default", "api.default", true),
             ("default", "api.default.svc", true),
             ("default", "Api.Default.SVC.Cluster.Local", true),
@@ -465,15 +570,80 @@ mod tests {
         assert_eq!(
             msg("default", "api.other.svc"),
             "name \"api.other.svc\" is not allowed in namespace \"default\": use <svc>.default.svc \
-             (or <svc>.default.svc.cluster.local) or ask the operator to add a --allowed-names pattern"
+             (or <svc>.default.svc.cluster.local), or ask the cluster administrators to allow it \
+             (an issuer's spec.policy.names, or the webhook's --allowed-names)"
         );
         assert!(msg("default", "10.1.2.3").contains("\"10.1.2.3\" is not allowed"));
         assert!(msg("default", "a@b.c").contains("email \"a@b.c\""));
-        assert!(
-            msg("default", "spiffe://x/y")
-                .contains("use its own SPIFFE ID spiffe://cluster.local/ns/default/sa/api")
-        );
+        assert!(msg("default", "spiffe://x/y").contains(
+            "for a pod of ServiceAccount default/api: use spiffe://cluster.local/ns/default/sa/api"
+        ));
         assert!(msg("default", "a_b").contains("not a valid DNS name"));
+        assert!(msg("default", "db").contains("single-label name \"db\" is not allowed"));
+    }
+
+    /// Security review L1: `db` or `localhost` from one namespace would be trusted by clients in
+    /// every other; only an explicit switch allows them.
+    #[test]
+    fn short_names_only_when_allowed() {
+        let strict = NamePolicy::default();
+        let lenient = strict.widened(&[], true, false);
+        for name in ["db", "localhost", "kubernetes", "API"] {
+            assert!(strict.check("team", "app", name).is_err(), "{name}");
+            assert_eq!(lenient.check("team", "app", name), Ok(()), "{name}");
+        }
+        // The switch widens DNS labels only: still no bad label, no other namespace.
+        for name in ["-db", "a_b", "api.other.svc"] {
+            assert!(lenient.check("team", "app", name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn any_name_allows_everything() {
+        let any = NamePolicy::default().widened(&[], false, true);
+        for name in [
+            "api.other.svc",
+            "10.0.0.1",
+            "spiffe://x/y",
+            "db",
+            "*.example.com",
+        ] {
+            assert_eq!(any.check("team", "app", name), Ok(()), "{name}");
+        }
+    }
+
+    /// A CertificateRequest may name any ServiceAccount of its own namespace, and no other.
+    #[test]
+    fn requests_get_the_spiffe_ids_of_their_namespace() {
+        let p = NamePolicy::default();
+        let team = Requester::Namespace("team");
+        let cases: &[(&str, bool)] = &[
+            ("spiffe://cluster.local/ns/team/sa/app", true),
+            ("spiffe://cluster.local/ns/team/sa/my.robot", true),
+            ("spiffe://cluster.local/ns/team/sa/App", false),
+            ("spiffe://cluster.local/ns/team/sa/", false),
+            ("spiffe://cluster.local/ns/team/sa/a/b", false),
+            ("spiffe://cluster.local/ns/other/sa/app", false),
+            ("spiffe://cluster.local/ns/teamx/sa/app", false),
+            ("spiffe://evil.org/ns/team/sa/app", false),
+            ("api.team.svc", true),
+            ("api.other.svc", false),
+        ];
+        for (name, want) in cases {
+            let got = p.check_for(team, name);
+            assert_eq!(got.is_ok(), *want, "{name}: {got:?}");
+        }
+        let msg = p
+            .check_for(team, "spiffe://cluster.local/ns/kube-system/sa/x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains(
+                "for namespace \"team\": use spiffe://cluster.local/ns/team/sa/<service-account>"
+            ),
+            "{msg}"
+        );
     }
 
     /// Security review L2: a `*.suffix` pattern lets through valid DNS names only.
