@@ -310,7 +310,7 @@ pub async fn helm(env: &Env, args: &[&str]) -> Result<String> {
 pub async fn wait_webhook_injects(client: &Client, ns: &str, image: &str) -> Result<()> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "webhook-probe", "annotations": {"autocert.step.sm/name": "webhook-probe"}},
+        "metadata": {"name": "webhook-probe", "annotations": {"autocert.step.sm/name": format!("webhook-probe.{ns}.svc")}},
         "spec": {"containers": [{"name": "app", "image": image}]},
     }))?;
     let dry_run = kube::api::PostParams {

@@ -111,10 +111,14 @@ async fn start_webhook_with(
         .await?;
     let listen = format!("127.0.0.1:{port}");
     let bootstrap_url = format!("https://127.0.0.1:{port}");
+    // /bootstrap serves the namespaces this configuration selects, as the chart configures it.
+    let namespace_label = format!("{LABEL}={label_value}");
     let mut args = vec![
         "webhook",
         "--listen-addr",
         &listen,
+        "--namespace-label",
+        &namespace_label,
         "--default-issuer",
         ISSUER,
         "--tls-san",
@@ -355,7 +359,7 @@ async fn pod_tls_injects_annotated_pods() -> Result<()> {
     let created = create_pod(
         &client,
         &ns.name,
-        &pod("web", json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name}, web"), "autocert.step.sm/duration": "1h"}))?,
+        &pod("web", json!({"autocert.step.sm/name": name, "autocert.step.sm/sans": format!("{name}, web.{}", ns.name), "autocert.step.sm/duration": "1h"}))?,
     )
     .await?;
     let stored = Api::<Pod>::namespaced(client.clone(), &ns.name)
@@ -548,28 +552,61 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
     let refused = bootstrap_call(&env, w, None).await?;
     assert_refused("no token", &refused, &[401], Some("MissingToken"), None);
 
-    // An unlabelled namespace, so admission does not stop the forbidden name; /bootstrap must.
-    let ns = TestNamespace::create(&client, &format!("pod-tls-refuse-{}", random_suffix())).await?;
-    service_account(&client, &ns.name).await?;
+    // A namespace that never opted in (security review M2): a hand-made pod there, with a
+    // projected token of the right audience and its own names, gets nothing.
+    let stray_ns =
+        TestNamespace::create(&client, &format!("pod-tls-stray-{}", random_suffix())).await?;
+    service_account(&client, &stray_ns.name).await?;
+    let stray = Api::<Pod>::namespaced(client.clone(), &stray_ns.name)
+        .create(
+            &PostParams::default(),
+            &pod(
+                "stray",
+                json!({"autocert.step.sm/name": format!("stray.{}.svc", stray_ns.name)}),
+            )?,
+        )
+        .await?;
+    let stray_token = pod_token(&env, &client, &stray, "step-operator").await?;
+    let refused = bootstrap_call(&env, w, Some(&stray_token)).await?;
+    assert_refused(
+        "a pod in a namespace without the webhook's label",
+        &refused,
+        &[403],
+        Some("NamespaceNotEnabled"),
+        Some(&stray_token),
+    );
+    tokens.push(("the stray pod's token", stray_token));
+
+    let ns = labelled_namespace(&client, "pod-tls-refuse").await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
-    let good = pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "good",
-                json!({"autocert.step.sm/name": format!("good.{}.svc", ns.name)}),
-            )?,
-        )
-        .await?;
-    let evil = pods
-        .create(
-            &PostParams::default(),
-            &pod(
-                "evil",
-                json!({"autocert.step.sm/name": "api.kube-system.svc"}),
-            )?,
-        )
-        .await?;
+    let good = create_pod(
+        &client,
+        &ns.name,
+        &pod(
+            "good",
+            json!({"autocert.step.sm/name": format!("good.{}.svc", ns.name)}),
+        )?,
+    )
+    .await?;
+    // Admission refuses a forbidden name, so the pod asks for its own and then changes its
+    // annotation: /bootstrap reads the live annotations and must refuse.
+    let evil = create_pod(
+        &client,
+        &ns.name,
+        &pod(
+            "evil",
+            json!({"autocert.step.sm/name": format!("evil.{}.svc", ns.name)}),
+        )?,
+    )
+    .await?;
+    pods.patch(
+        "evil",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"autocert.step.sm/name": "api.kube-system.svc"}}}),
+        ),
+    )
+    .await?;
 
     let evil_token = pod_token(&env, &client, &evil, "step-operator").await?;
     let refused = bootstrap_call(&env, w, Some(&evil_token)).await?;
@@ -581,6 +618,48 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
         Some(&evil_token),
     );
     tokens.push(("the evil pod's token", evil_token));
+
+    // An issuer this namespace may not use (its spec.policy.namespaces): refused before its
+    // password is read; its Secret does not even exist, so reading it would answer
+    // IssuerNotReady instead.
+    let restricted = format!("pod-tls-restricted-{}", random_suffix());
+    let mut spec = issuer_spec(
+        &env,
+        json!({"name": "no-such-secret", "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
+    )?;
+    spec["policy"] = json!({"namespaces": ["nobody-*"]});
+    let cluster_issuers = cluster(&client, &step_cluster_issuers());
+    apply(
+        &cluster_issuers,
+        json!({
+            "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+            "metadata": {"name": restricted},
+            "spec": spec,
+        }),
+    )
+    .await?;
+    let other = create_pod(
+        &client,
+        &ns.name,
+        &pod(
+            "other",
+            json!({"autocert.step.sm/name": format!("other.{}.svc", ns.name), "autocert.step.sm/issuer": restricted}),
+        )?,
+    )
+    .await?;
+    let other_token = pod_token(&env, &client, &other, "step-operator").await?;
+    let refused = bootstrap_call(&env, w, Some(&other_token)).await?;
+    assert_refused(
+        "a pod naming an issuer its namespace may not use",
+        &refused,
+        &[403],
+        Some("IssuerNotAllowed"),
+        Some(&other_token),
+    );
+    tokens.push(("the other pod's token", other_token));
+    cluster_issuers
+        .delete(&restricted, &DeleteParams::default())
+        .await?;
 
     let other_audience = pod_token(&env, &client, &good, "some-other-audience").await?;
     let refused = bootstrap_call(&env, w, Some(&other_audience)).await?;
@@ -636,6 +715,7 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
     for (what, token) in &tokens {
         assert!(!log.contains(token.as_str()), "the webhook logged {what}");
     }
+    stray_ns.delete().await?;
     ns.delete().await
 }
 
