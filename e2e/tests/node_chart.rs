@@ -241,7 +241,15 @@ async fn install_upgrade_uninstall(
     helm_chart(&env, "install", &release, &ns.name, &values, &[]).await?;
     wait_release_available(&client, &ns.name).await?;
     let issuers = cluster(&client, &step_cluster_issuers());
-    wait_ready_condition(&issuers, &issuer, "True", None, Duration::from_secs(60), "").await?;
+    let created =
+        wait_ready_condition(&issuers, &issuer, "True", None, Duration::from_secs(60), "").await?;
+    // The default install makes the safe choice: the issuer it creates restricts every namespace
+    // to its own names (security review H3), and says so.
+    let policy = condition(&created, "NamePolicy").cloned().unwrap_or_default();
+    ensure!(
+        policy["status"] == "True" && policy["reason"] == "Restricted",
+        "the chart's StepClusterIssuer should be restricted by default: {policy}"
+    );
 
     // A Certificate, issued by the controller that runs in a pod.
     let app = app_namespace(&client, &suffix).await?;
