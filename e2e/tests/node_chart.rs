@@ -356,7 +356,7 @@ async fn install_upgrade_uninstall(
         async || {
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"generateName": "refused-", "namespace": app.name,
-                             "annotations": {"autocert.step.sm/name": "refused"}},
+                             "annotations": {"autocert.step.sm/name": format!("refused.{}.svc", app.name)}},
                 "spec": {"containers": [{"name": "app", "image": node.tools_image, "command": ["true"]}]},
             }))?;
             match Api::<Pod>::namespaced(client.clone(), &app.name)

@@ -509,7 +509,7 @@ async fn policy_a_pod_gets_only_its_own_spiffe_id() -> Result<()> {
         .context("a pod of ServiceAccount app was admitted with admin's SPIFFE ID")?;
     let text = format!("{refused:#}");
     ensure!(
-        text.contains(&format!("use its own SPIFFE ID {own}")),
+        text.contains(&format!("ServiceAccount {}/app: use {own}", ns.name)),
         "the refusal must name the ID the pod may use: {text}"
     );
     create_pod(&client, &ns.name, with_sans("own", &own)).await?;
