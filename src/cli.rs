@@ -101,10 +101,10 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_MAX_SIGNS_PER_ISSUER", default_value_t = 0)]
     pub max_signs_per_issuer: u16,
 
-    /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page)
-    /// or `streaming` (watch with sendInitialEvents: objects arrive one by one, a little less
-    /// memory, about 0.7 s more per (re)list; needs the WatchList feature, on by default in
-    /// Kubernetes 1.32 and 1.34+).
+    /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page,
+    /// 10 for CertificateRequests) or `streaming` (watch with sendInitialEvents: objects arrive
+    /// one by one, a little less memory, about 0.7 s more per (re)list; needs the WatchList
+    /// feature, on by default in Kubernetes 1.32 and 1.34+).
     #[arg(long, env = "STEP_OPERATOR_INITIAL_LIST", value_enum, default_value_t = InitialList::Paged)]
     pub initial_list: InitialList,
 
