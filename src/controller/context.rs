@@ -33,6 +33,8 @@ pub struct Settings {
     pub streaming_lists: bool,
     /// Requests of one issuer signed at once (see `--max-signs-per-issuer`).
     pub max_signs_per_issuer: usize,
+    /// Whether issuers are re-checked on Secret events (`--watch-secrets`).
+    pub watch_secrets: bool,
 }
 
 pub struct Context {

@@ -1,9 +1,10 @@
 //! StepIssuer / StepClusterIssuer reconciler: checks that the issuer can sign (spec, password,
 //! step-ca health, provisioner, key decryption) and reports it in the `Ready` condition.
 //!
-//! Re-checked on spec changes, when the referenced Secret changes (through a metadata-only watch
-//! of Secrets, so no Secret body is cached), after a sign-time authentication failure, and
-//! periodically.
+//! Re-checked on spec changes, after a sign-time authentication failure, periodically
+//! (`--issuer-recheck-interval`, which also re-reads the password), and, with `--watch-secrets`,
+//! when the referenced Secret changes (a metadata-only watch of every Secret; see `run` for what
+//! it still carries).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -120,26 +121,33 @@ pub async fn run<K: IssuerObject>(
             move |ev| futures::stream::iter(triggers(ev, || store.state()).into_iter().map(Ok))
         })
         .try_flatten();
-    // Metadata only: the controller never holds the bodies of the cluster's Secrets.
-    let secrets = health
-        .observe(
-            K::SECRETS_WATCH,
-            "Secrets",
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-                cfg,
+    let mut controller = Controller::for_stream(issuers, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    if ctx.settings.watch_secrets {
+        // Metadata only, and nothing of it is kept (`touched_objects`): the event only names the
+        // Secret. It does not keep Secret values out of this process, though: the annotations
+        // come with the metadata, and a Secret created with `kubectl apply` carries its whole
+        // data in `kubectl.kubernetes.io/last-applied-configuration` (security review I1). And
+        // the RBAC it needs (list, watch) would return full Secrets to anyone holding this
+        // ServiceAccount's token, which is why the watch is opt-in (review M5).
+        let secrets = health
+            .observe(
+                K::SECRETS_WATCH,
+                "Secrets",
+                watcher(
+                    Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+                    cfg,
+                )
+                .default_backoff(),
             )
-            .default_backoff(),
-        )
-        .touched_objects();
-    let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
-    let mapper_store = store.clone();
-    Controller::for_stream(issuers, store)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .watches_stream(secrets, move |secret| {
+            .touched_objects();
+        let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
+        controller = controller.watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            reading_secret(&mapper_store.state(), &cluster_ns, &ns, &name)
-        })
+            reading_secret(&store.state(), &cluster_ns, &ns, &name)
+        });
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, issuer_ctx)
         .for_each(|outcome| {
