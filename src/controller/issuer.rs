@@ -291,7 +291,9 @@ async fn reconcile<K: IssuerObject>(
             if e.is_transient() {
                 Duration::from_secs(5)
             } else {
-                Duration::from_secs(60)
+                // Never less often than a Ready issuer: without the Secret watch this re-check is
+                // what notices a fixed password.
+                Duration::from_secs(60).min(interval)
             },
         ),
     };
