@@ -19,6 +19,7 @@ DEST = {
     "metrics.yaml": "manager/metrics-service.yaml",
     "webhook-deployment.yaml": "webhook/webhook.yaml",
     "mutatingwebhookconfiguration.yaml": "webhook/mutatingwebhookconfiguration.yaml",
+    "webhook-configuration-policy.yaml": "webhook/configuration-policy.yaml",
 }
 HEADER = (
     "# Generated from charts/step-operator (helm template step-operator -n step-operator, default values);\n"

@@ -108,16 +108,23 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_MAX_SIGNS_PER_ISSUER", default_value_t = 0)]
     pub max_signs_per_issuer: u16,
 
-    /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page)
-    /// or `streaming` (watch with sendInitialEvents: objects arrive one by one, a little less
-    /// memory, about 0.7 s more per (re)list; needs the WatchList feature, on by default in
-    /// Kubernetes 1.32 and 1.34+).
+    /// How the controller's watches load the initial state: `paged` (LIST, 100 objects a page,
+    /// 10 for CertificateRequests) or `streaming` (watch with sendInitialEvents: objects arrive
+    /// one by one, a little less memory, about 0.7 s more per (re)list; needs the WatchList
+    /// feature, on by default in Kubernetes 1.32 and 1.34+).
     #[arg(long, env = "STEP_OPERATOR_INITIAL_LIST", value_enum, default_value_t = InitialList::Paged)]
     pub initial_list: InitialList,
 
-    /// How often a Ready issuer re-checks its step-ca.
+    /// How often a Ready issuer re-checks its step-ca and re-reads its password.
     #[arg(long, env = "STEP_OPERATOR_ISSUER_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub issuer_recheck_interval: Duration,
+
+    /// Watch the metadata of every Secret in the cluster, so that a changed password Secret
+    /// re-checks its issuers at once. Off by default: it needs `list` and `watch` on all Secrets,
+    /// which RBAC cannot limit to metadata. Without it, a changed password is noticed at the
+    /// next re-check (`--issuer-recheck-interval`), or as soon as step-ca refuses a token.
+    #[arg(long, env = "STEP_OPERATOR_WATCH_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub watch_secrets: bool,
 
     /// Timeout of each request to step-ca.
     #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

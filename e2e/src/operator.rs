@@ -218,6 +218,9 @@ pub fn shared_controller(env: &Env) -> Result<&'static str> {
                 CLUSTER_RESOURCE_NAMESPACE,
                 "--max-retry-duration",
                 "3m",
+                // The tests of a changed or deleted password Secret expect it to be noticed at
+                // once; issuer_rechecks covers the default (no Secret watch).
+                "--watch-secrets=true",
             ],
             &[("POD_NAMESPACE", "default")],
         )?;

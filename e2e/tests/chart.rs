@@ -402,6 +402,26 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
         let controller_sa = format!("{fullname}-controller");
         let webhook_sa = format!("{fullname}-webhook");
         let denied = [
+            // Security review M5: no Secret list/watch unless controller.watchSecrets is set.
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "",
+                    resource: "secrets",
+                    verb: "list",
+                    ..Default::default()
+                },
+            ),
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "",
+                    resource: "secrets",
+                    verb: "watch",
+                    namespace: &ns.name,
+                    ..Default::default()
+                },
+            ),
             (
                 controller_sa.as_str(),
                 Access {
@@ -539,6 +559,17 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
         }
         let allowed = [
             (
+                controller_sa.as_str(),
+                Access {
+                    group: "",
+                    resource: "secrets",
+                    verb: "get",
+                    namespace: "default",
+                    name: "x",
+                    ..Default::default()
+                },
+            ),
+            (
                 webhook_sa.as_str(),
                 Access {
                     group: "admissionregistration.k8s.io",
@@ -570,6 +601,11 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                 access.name
             );
         }
+        // The same question as an operator would ask it.
+        let as_controller = format!("--as=system:serviceaccount:{}:{controller_sa}", ns.name);
+        let (_, answer) = kubectl_answer(&env, &["auth", "can-i", "list", "secrets", "-A", &as_controller]).await?;
+        ensure!(answer.trim() == "no", "kubectl auth can-i list secrets -A {as_controller}: {answer}");
+        webhook_may_change_only_its_ca_bundle(&env, &client, &ns.name, &webhook_sa, &fullname, &suffix).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
@@ -580,7 +616,7 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
 
 /// `step-operator controller` with the chart's controller ServiceAccount and its rendered args:
 /// it wins the Lease, makes the chart's StepClusterIssuer Ready, issues a Certificate, reports
-/// Events, and notices a password rotation through its Secret watch.
+/// Events, and notices a password rotation through its Secret watch (`controller.watchSecrets`).
 #[tokio::test]
 async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
     let env = Env::load()?;
@@ -590,7 +626,9 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
     let suffix = random_suffix();
     let release = format!("ctl-{suffix}");
     let fullname = format!("{release}-step-operator");
-    let values = live_values(&env, &ns.name, &suffix)?;
+    let mut values = live_values(&env, &ns.name, &suffix)?;
+    // The opt-in Secret watch, and the RBAC it brings (list+watch), under test here.
+    values["controller"] = json!({"watchSecrets": true});
     let objs = objects(
         &env,
         &helm_template(&env, &release, &ns.name, &values, &[]).await?,
@@ -610,6 +648,7 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
         let deployment = deployment_by_component(&objs, "controller")?;
         let args = container_args(deployment, &["--admin-addr"])?;
         ensure!(args.iter().any(|a| a == "--leader-elect=true"), "{args:?}");
+        ensure!(args.iter().any(|a| a == "--watch-secrets=true"), "{args:?}");
         let pod_name = format!("{fullname}-controller-{suffix}");
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut p = Process::start(&env, "chart-controller", &refs, &[
@@ -676,8 +715,8 @@ async fn chart_controller_identity_issues_a_certificate() -> Result<()> {
         ensure!(signed_by_us,
             "another step-operator controller signed every attempt first ({stolen:?}); stop other e2e runs against this cluster and retry");
 
-        // Rotate the password to a wrong one: only the Secret watch (list+watch) can notice it
-        // before the 5-minute recheck.
+        // Rotate the password to a wrong one: only the Secret watch (list+watch, granted by
+        // controller.watchSecrets) can notice it before the 5-minute recheck.
         let wrong = format!("wrong-password-{}", random_letters(20));
         record_secret(&env, &wrong)?;
         password_secret(&client, &ns.name, &format!("{fullname}-provisioner-password"), "password", &wrong).await?;
@@ -848,6 +887,124 @@ async fn chart_webhook_identity_admits_and_bootstraps() -> Result<()> {
     result?;
     app.delete().await?;
     ns.delete().await
+}
+
+/// `kubectl <args>` with the test's kubeconfig: whether it succeeded, and what it printed
+/// (`kubectl auth can-i` says "no" with exit status 1, and a refused patch fails).
+async fn kubectl_answer(env: &Env, args: &[&str]) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new(env.tool("kubectl")?)
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+/// Security review M5: RBAC lets the webhook's ServiceAccount patch its own configuration; the
+/// chart's ValidatingAdmissionPolicy lets that patch change the caBundle and nothing else.
+/// Checked as that ServiceAccount (impersonated) on the configuration the chart installed.
+async fn webhook_may_change_only_its_ca_bundle(
+    env: &Env,
+    client: &Client,
+    ns: &str,
+    webhook_sa: &str,
+    config: &str,
+    suffix: &str,
+) -> Result<()> {
+    let as_webhook = format!("--as=system:serviceaccount:{ns}:{webhook_sa}");
+    let patch = |ops: Value| {
+        let ops = ops.to_string();
+        let as_webhook = as_webhook.clone();
+        async move {
+            kubectl_answer(
+                env,
+                &[
+                    "patch",
+                    "mutatingwebhookconfiguration",
+                    config,
+                    "--type=json",
+                    "-p",
+                    &ops,
+                    &as_webhook,
+                ],
+            )
+            .await
+        }
+    };
+    // The apiserver loads a new policy within a moment of its creation. Each attempt widens to
+    // a selector of its own (that no namespace carries, so nothing is intercepted meanwhile): a
+    // patch that repeated an earlier, accepted value would change nothing and pass the policy.
+    let attempt = std::sync::atomic::AtomicU32::new(0);
+    let refusal = wait_for(
+        "the policy to refuse the webhook's ServiceAccount a namespaceSelector change",
+        Duration::from_secs(30),
+        async || {
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let value = format!("widened-{suffix}-{n}");
+            let selector = json!({"matchLabels": {LABEL: value}});
+            let (ok, out) = patch(json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": selector}])).await?;
+            Ok((!ok).then_some((out, value)))
+        },
+        async || "every patch of /webhooks/0/namespaceSelector was accepted".to_string(),
+    )
+    .await?;
+    let (refusal, refused_value) = refusal;
+    ensure!(
+        refusal.contains("ValidatingAdmissionPolicy")
+            && refusal.contains("may change only webhooks[*].clientConfig.caBundle"),
+        "refused, but not by the chart's policy: {refusal}"
+    );
+    let (ok, out) = patch(json!([{"op": "add", "path": "/webhooks/0/objectSelector", "value": {}}, {"op": "replace", "path": "/webhooks/0/rules/0/resources", "value": ["*"]}])).await?;
+    ensure!(
+        !ok,
+        "the webhook's ServiceAccount widened its rules and objectSelector: {out}"
+    );
+    let (ok, out) =
+        patch(json!([{"op": "add", "path": "/metadata/labels/widened", "value": "yes"}])).await?;
+    ensure!(
+        !ok,
+        "the webhook's ServiceAccount changed its configuration's labels: {out}"
+    );
+
+    // What the webhook itself does (src/webhook/serving.rs): set every caBundle.
+    let bundle =
+        base64(b"-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n");
+    let (ok, out) =
+        patch(json!([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]))
+            .await?;
+    ensure!(
+        ok,
+        "the webhook's ServiceAccount may not set its caBundle: {out}"
+    );
+    let now = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(config)
+        .await?;
+    let hook = now
+        .webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .context("no webhook")?;
+    ensure!(
+        hook.client_config.ca_bundle.map(|b| base64(&b.0)) == Some(bundle),
+        "the caBundle patch did not land"
+    );
+    let selector = hook
+        .namespace_selector
+        .and_then(|s| s.match_labels)
+        .and_then(|l| l.get(LABEL).cloned());
+    ensure!(
+        selector.as_deref() != Some(refused_value.as_str()),
+        "the namespaceSelector changed although the policy refused it: {selector:?}"
+    );
+    Ok(())
 }
 
 /// cert-manager's approval check (the webhook's SubjectAccessReviews): `approve` on `signers`

@@ -1,6 +1,7 @@
 //! When an issuer is checked again: on a spec change, and periodically (a CA that goes away and
-//! comes back is noticed without anyone touching the issuer). One controller for this binary,
-//! with a short `--issuer-recheck-interval`.
+//! comes back, or a changed password Secret, is noticed without anyone touching the issuer). One
+//! controller for this binary, with a short `--issuer-recheck-interval` and without
+//! `--watch-secrets` (the chart's default).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use anyhow::Result;
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::tcp_proxy::{Mode, TcpProxy};
-use e2e::{Env, dump};
+use e2e::{Env, dump, random_letters, record_secret};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -171,5 +172,72 @@ async fn issuer_rechecked_on_spec_change() -> Result<()> {
         dump(&fixed)
     );
     api.delete(&fixed.name_any(), &Default::default()).await?;
+    Ok(())
+}
+
+/// Security review M5: without the Secret watch (and so without list/watch on Secrets), a
+/// password changed in its Secret is still noticed, at the next periodic re-check, which
+/// re-reads the Secret. With the default 5-minute interval that is the delay users should expect.
+#[tokio::test]
+async fn issuer_without_secret_watch_notices_a_changed_password_at_the_recheck() -> Result<()> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    let log = controller(&env)?;
+    let ok = verified_cluster_issuer_with(&env, &client, "pw-recheck", &log, |_| {}).await?;
+    let name = ok.name_any();
+    let api = cluster(&client, &step_cluster_issuers());
+    let logs = std::fs::read_to_string(&log)?;
+    assert!(
+        logs.contains("Secrets are not watched") && !logs.contains("Secrets (metadata"),
+        "this controller must run without the Secret watch:\n{logs}"
+    );
+
+    let wrong = format!("wrong-password-{}", random_letters(20));
+    record_secret(&env, &wrong)?;
+    let changed = std::time::Instant::now();
+    password_secret(
+        &client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &wrong,
+    )
+    .await?;
+    let broken =
+        wait_ready_condition(&api, &name, "False", None, Duration::from_secs(30), &log).await?;
+    eprintln!(
+        "a changed password was noticed {:?} after the Secret was written (re-check every {RECHECK})",
+        changed.elapsed()
+    );
+    assert_eq!(
+        broken.metadata.generation, ok.metadata.generation,
+        "the spec was not edited"
+    );
+
+    password_secret(
+        &client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &env.provisioner_password()?,
+    )
+    .await?;
+    // A not-Ready issuer is re-checked at least as often as a Ready one, so the fixed password
+    // is noticed within the interval too.
+    let fixed = std::time::Instant::now();
+    wait_ready_condition(
+        &api,
+        &name,
+        "True",
+        Some("Verified"),
+        Duration::from_secs(30),
+        &log,
+    )
+    .await?;
+    eprintln!(
+        "the fixed password was noticed {:?} after the Secret was written",
+        fixed.elapsed()
+    );
+    api.delete(&name, &Default::default()).await?;
     Ok(())
 }

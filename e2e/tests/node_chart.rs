@@ -245,7 +245,9 @@ async fn install_upgrade_uninstall(
         wait_ready_condition(&issuers, &issuer, "True", None, Duration::from_secs(60), "").await?;
     // The default install makes the safe choice: the issuer it creates restricts every namespace
     // to its own names (security review H3), and says so.
-    let policy = condition(&created, "NamePolicy").cloned().unwrap_or_default();
+    let policy = condition(&created, "NamePolicy")
+        .cloned()
+        .unwrap_or_default();
     ensure!(
         policy["status"] == "True" && policy["reason"] == "Restricted",
         "the chart's StepClusterIssuer should be restricted by default: {policy}"

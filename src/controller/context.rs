@@ -41,6 +41,8 @@ pub struct Settings {
     pub names: NamePolicy,
     /// What StepClusterIssuers without `spec.policy` sign (`--issuers-without-policy`).
     pub without_policy: WithoutPolicy,
+    /// Whether issuers are re-checked on Secret events (`--watch-secrets`).
+    pub watch_secrets: bool,
 }
 
 pub struct Context {
@@ -169,6 +171,24 @@ impl Context {
                 result.map_err(IssuerError::from)
             })
             .await
+    }
+
+    /// [`Self::signer_for`] the issuer as the API holds it now, for callers whose copy is slimmed
+    /// (the request path caches issuers without `caBundle`): a signer built from such a copy
+    /// would trust the system roots instead of the issuer's. Costs one GET, and only when no
+    /// signer is cached for the issuer's generation.
+    pub async fn signer_for_latest<K: IssuerObject>(
+        &self,
+        issuer: &K,
+    ) -> Result<(Signer, bool), IssuerError> {
+        let latest = K::api(self.client.clone(), issuer.namespace().as_deref())
+            .get(&issuer.name_any())
+            .await
+            .map_err(|source| IssuerError::IssuerRead {
+                key: issuer.key().to_string(),
+                source,
+            })?;
+        self.signer_for(&latest).await
     }
 
     async fn read_password(&self, source: &PasswordSource) -> Result<Password, IssuerError> {

@@ -40,6 +40,13 @@ pub enum IssuerError {
         source: kube::Error,
     },
 
+    #[error("failed to read {key} from the API: {source}")]
+    IssuerRead {
+        key: String,
+        #[source]
+        source: kube::Error,
+    },
+
     #[error("step-ca check failed: {0}")]
     Step(#[from] crate::step::Error),
 }
@@ -53,6 +60,7 @@ impl IssuerError {
             IssuerError::PasswordEnvMissing(_) => "PasswordEnvMissing",
             IssuerError::PasswordFileUnreadable { .. } => "PasswordFileUnreadable",
             IssuerError::SecretRead { .. } => "SecretReadFailed",
+            IssuerError::IssuerRead { .. } => "IssuerReadFailed",
             IssuerError::Step(e) => e.reason(),
         }
     }
@@ -61,7 +69,7 @@ impl IssuerError {
     /// apiserver blip) are re-checked quickly.
     pub fn is_transient(&self) -> bool {
         match self {
-            IssuerError::SecretRead { .. } => true,
+            IssuerError::SecretRead { .. } | IssuerError::IssuerRead { .. } => true,
             IssuerError::Step(e) => e.is_retryable(),
             _ => false,
         }

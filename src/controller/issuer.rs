@@ -1,9 +1,10 @@
 //! StepIssuer / StepClusterIssuer reconciler: checks that the issuer can sign (spec, password,
 //! step-ca health, provisioner, key decryption) and reports it in the `Ready` condition.
 //!
-//! Re-checked on spec changes, when the referenced Secret changes (through a metadata-only watch
-//! of Secrets, so no Secret body is cached), after a sign-time authentication failure, and
-//! periodically.
+//! Re-checked on spec changes, after a sign-time authentication failure, periodically
+//! (`--issuer-recheck-interval`, which also re-reads the password), and, with `--watch-secrets`,
+//! when the referenced Secret changes (a metadata-only watch of every Secret; see `run` for what
+//! it still carries).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,10 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::decision::IssuerKey;
-use crate::controller::issuer_spec::{PasswordSource, validate};
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
-use crate::crd::IssuerStatus;
 use crate::crd::condition;
+use crate::crd::{IssuerStatus, Provisioner};
 
 /// Reason of a Ready issuer.
 pub const VERIFIED: &str = "Verified";
@@ -121,31 +121,33 @@ pub async fn run<K: IssuerObject>(
             move |ev| futures::stream::iter(triggers(ev, || store.state()).into_iter().map(Ok))
         })
         .try_flatten();
-    // Metadata only: the controller never holds the bodies of the cluster's Secrets.
-    let secrets = health
-        .observe(
-            K::SECRETS_WATCH,
-            "Secrets",
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
-                cfg,
+    let mut controller = Controller::for_stream(issuers, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
+    if ctx.settings.watch_secrets {
+        // Metadata only, and nothing of it is kept (`touched_objects`): the event only names the
+        // Secret. It does not keep Secret values out of this process, though: the annotations
+        // come with the metadata, and a Secret created with `kubectl apply` carries its whole
+        // data in `kubectl.kubernetes.io/last-applied-configuration` (security review I1). And
+        // the RBAC it needs (list, watch) would return full Secrets to anyone holding this
+        // ServiceAccount's token, which is why the watch is opt-in (review M5).
+        let secrets = health
+            .observe(
+                K::SECRETS_WATCH,
+                "Secrets",
+                watcher(
+                    Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+                    cfg,
+                )
+                .default_backoff(),
             )
-            .default_backoff(),
-        )
-        .touched_objects();
-    let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
-    let mapper_store = store.clone();
-    Controller::for_stream(issuers, store)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .watches_stream(secrets, move |secret| {
+            .touched_objects();
+        let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
+        controller = controller.watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-            mapper_store
-                .state()
-                .into_iter()
-                .filter(|issuer| references_secret(&**issuer, &cluster_ns, &ns, &name))
-                .map(|issuer| ObjectRef::from_obj(&*issuer))
-                .collect::<Vec<_>>()
-        })
+            reading_secret(&store.state(), &cluster_ns, &ns, &name)
+        });
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, issuer_ctx)
         .for_each(|outcome| {
@@ -162,17 +164,48 @@ fn gone(held: Vec<IssuerKey>, present: &HashSet<IssuerKey>, kind: &str) -> Vec<I
         .collect()
 }
 
-fn references_secret<K: IssuerObject>(issuer: &K, cluster_ns: &str, ns: &str, name: &str) -> bool {
-    match validate(
-        &issuer.spec_view(),
-        issuer.own_namespace().as_deref(),
-        cluster_ns,
-    ) {
-        Ok(v) => {
-            matches!(v.password, PasswordSource::Secret { namespace, name: n, .. } if namespace == ns && n == name)
-        }
-        Err(_) => false,
-    }
+/// The issuers whose password is the Secret `ns`/`name`. It runs on every Secret event in the
+/// cluster, for every issuer, so it reads `passwordRef` and nothing else: a full `validate()`
+/// here parsed every certificate of every `caBundle` per Secret event (security review M3). An
+/// issuer whose spec is otherwise invalid still matches; its reconcile reports what is wrong.
+fn reading_secret<K: IssuerObject>(
+    issuers: &[Arc<K>],
+    cluster_ns: &str,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<K>> {
+    issuers
+        .iter()
+        .filter(|issuer| {
+            password_secret(
+                issuer.spec_view().provisioner,
+                issuer.own_namespace().as_deref(),
+                cluster_ns,
+            ) == Some((ns, name))
+        })
+        .map(|issuer| ObjectRef::from_obj(&**issuer))
+        .collect()
+}
+
+/// The Secret (namespace, name) a provisioner's password is read from, if it names one. It sees
+/// the provisioner only, so it cannot parse the CA bundle. A StepIssuer reads its own namespace
+/// whatever `passwordRef.namespace` says (a different value is refused by `validate()`); a
+/// StepClusterIssuer reads `passwordRef.namespace`, or `--cluster-resource-namespace`.
+fn password_secret<'a>(
+    provisioner: &'a Provisioner,
+    own_namespace: Option<&'a str>,
+    cluster_ns: &'a str,
+) -> Option<(&'a str, &'a str)> {
+    let r = provisioner
+        .password_ref
+        .as_ref()
+        .filter(|r| !r.name.is_empty())?;
+    let namespace = match (own_namespace, r.namespace.as_deref()) {
+        (Some(own), _) => own,
+        (None, Some(n)) if !n.is_empty() => n,
+        (None, _) => cluster_ns,
+    };
+    Some((namespace, r.name.as_str()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +291,9 @@ async fn reconcile<K: IssuerObject>(
             if e.is_transient() {
                 Duration::from_secs(5)
             } else {
-                Duration::from_secs(60)
+                // Never less often than a Ready issuer: without the Secret watch this re-check is
+                // what notices a fixed password.
+                Duration::from_secs(60).min(interval)
             },
         ),
     };
@@ -389,6 +424,95 @@ mod tests {
         let only_namespaced: HashSet<IssuerKey> = [ns("kept")].into();
         assert_eq!(gone(held, &only_namespaced, "StepIssuer"), [ns("deleted")]);
         assert!(gone(Vec::new(), &present, "StepIssuer").is_empty());
+    }
+
+    fn provisioner(name: &str, namespace: Option<&str>) -> Provisioner {
+        Provisioner {
+            name: "jwk".into(),
+            password_ref: Some(crate::crd::PasswordRef {
+                name: name.into(),
+                key: Some("password".into()),
+                namespace: namespace.map(str::to_string),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_password_secret_comes_from_password_ref_alone() {
+        let cases = [
+            // (passwordRef name, its namespace, issuer's own namespace, expected Secret)
+            ("pw", None, Some("team"), Some(("team", "pw"))),
+            // A StepIssuer reads its own namespace whatever the reference says.
+            ("pw", Some("other"), Some("team"), Some(("team", "pw"))),
+            ("pw", Some("vault"), None, Some(("vault", "pw"))),
+            ("pw", None, None, Some(("cluster-ns", "pw"))),
+            ("pw", Some(""), None, Some(("cluster-ns", "pw"))),
+            ("", None, Some("team"), None),
+        ];
+        for (name, ns, own, want) in cases {
+            let p = provisioner(name, ns);
+            assert_eq!(
+                password_secret(&p, own, "cluster-ns"),
+                want,
+                "{name} {ns:?} {own:?}"
+            );
+        }
+        let by_env = Provisioner {
+            password_env: Some("PW".into()),
+            ..Default::default()
+        };
+        assert_eq!(password_secret(&by_env, None, "cluster-ns"), None);
+    }
+
+    /// Security review M3: a Secret event costs a string comparison per issuer, never an x509
+    /// parse. The bundles are 64 KiB of bytes that are no certificate: `validate()` refuses them,
+    /// so the issuers match only because the mapper never parses them.
+    #[test]
+    fn secret_events_map_to_issuers_without_parsing_their_bundles() {
+        use crate::crd::{StepIssuer, StepIssuerSpec};
+        let bundle = k8s_openapi::ByteString(vec![0x30; crate::crd::issuer::CA_BUNDLE_MAX_BYTES]);
+        let issuers: Vec<Arc<StepIssuer>> = (0..200)
+            .map(|i| {
+                let secret = if i % 2 == 0 { "shared" } else { "own" };
+                let mut issuer = StepIssuer::new(
+                    &format!("issuer-{i}"),
+                    StepIssuerSpec {
+                        url: "https://ca.example".into(),
+                        ca_bundle: Some(bundle.clone()),
+                        provisioner: provisioner(secret, None),
+                        policy: None,
+                    },
+                );
+                issuer.metadata.namespace = Some("team".into());
+                Arc::new(issuer)
+            })
+            .collect();
+        assert!(
+            crate::controller::issuer_spec::validate(&issuers[0].spec_view(), Some("team"), "")
+                .is_err(),
+            "the bundle must be one that a parse would refuse"
+        );
+        let events = 100;
+        let started = Instant::now();
+        let mut matched = Vec::new();
+        for _ in 0..events {
+            matched = reading_secret(&issuers, "cluster-ns", "team", "shared");
+        }
+        let per_event = started.elapsed() / events;
+        assert_eq!(matched.len(), 100);
+        assert!(
+            matched
+                .iter()
+                .all(|r| r.name.ends_with(['0', '2', '4', '6', '8']))
+        );
+        assert!(reading_secret(&issuers, "cluster-ns", "elsewhere", "shared").is_empty());
+        // The review asks for < 5 ms per event; the bound is generous for debug builds on a
+        // loaded machine (it measures microseconds).
+        assert!(
+            per_event < Duration::from_millis(5),
+            "{per_event:?} per Secret event over 200 issuers"
+        );
     }
 
     #[test]

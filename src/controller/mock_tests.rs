@@ -37,6 +37,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
             max_signs_per_issuer: 4,
             names: Default::default(),
             without_policy: Default::default(),
+            watch_secrets: false,
         },
     };
     (Arc::new(ctx), handle)
@@ -193,4 +194,86 @@ async fn events_go_to_events_k8s_io_with_our_reporter() {
     )
     .await;
     server.await.unwrap();
+}
+
+/// Security review M3: the request path caches issuers without `caBundle`, so a signer it
+/// builds must come from the API's copy of the issuer, never from the cached one (which would
+/// trust the system roots). The API's copy here has a bundle that is no certificate: the error
+/// proves that this copy, not the cached one, was validated.
+#[tokio::test]
+async fn a_signer_for_a_slimmed_issuer_is_built_from_the_apis_copy() {
+    use crate::crd::{PasswordRef, Provisioner, StepIssuer, StepIssuerSpec};
+    let (ctx, mut handle) = mock_context();
+    let spec = StepIssuerSpec {
+        url: "https://ca.example".into(),
+        ca_bundle: None,
+        provisioner: Provisioner {
+            name: "jwk".into(),
+            password_ref: Some(PasswordRef {
+                name: "pw".into(),
+                key: Some("password".into()),
+                namespace: None,
+            }),
+            ..Default::default()
+        },
+        policy: None,
+    };
+    let mut slim = StepIssuer::new("ca", spec.clone());
+    slim.metadata.namespace = Some("team".into());
+    let mut full = slim.clone();
+    full.spec.ca_bundle = Some(k8s_openapi::ByteString(b"not a certificate".to_vec()));
+    let returned = serde_json::to_vec(&full).unwrap();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("a request");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/certmanager.step.sm/v1beta1/namespaces/team/stepissuers/ca"
+        );
+        send.send_response(Response::builder().body(Body::from(returned)).unwrap());
+    });
+    let Err(err) = ctx.signer_for_latest(&slim).await else {
+        panic!("the API's copy has an invalid caBundle");
+    };
+    server.await.unwrap();
+    assert_eq!(err.reason(), "InvalidSpec", "{err}");
+    assert!(err.to_string().contains("spec.caBundle"), "{err}");
+}
+
+/// An issuer the API no longer has is a transient read failure (the request is retried), with
+/// no request sent for its Secret.
+#[tokio::test]
+async fn a_slimmed_issuer_that_is_gone_from_the_api_is_retried() {
+    use crate::crd::{StepClusterIssuer, StepClusterIssuerSpec};
+    let (ctx, mut handle) = mock_context();
+    let slim = StepClusterIssuer::new(
+        "gone",
+        StepClusterIssuerSpec {
+            url: "https://ca.example".into(),
+            ca_bundle: None,
+            provisioner: Default::default(),
+            policy: None,
+        },
+    );
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("a request");
+        assert_eq!(
+            req.uri().path(),
+            "/apis/certmanager.step.sm/v1beta1/stepclusterissuers/gone"
+        );
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "not found", "reason": "NotFound", "code": 404});
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+    });
+    let Err(err) = ctx.signer_for_latest(&slim).await else {
+        panic!("no issuer, no signer");
+    };
+    server.await.unwrap();
+    assert_eq!(err.reason(), "IssuerReadFailed", "{err}");
+    assert!(err.is_transient());
 }

@@ -80,6 +80,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
 
     let streaming_lists = initial_list::streaming(args.initial_list);
+    if !args.watch_secrets {
+        tracing::info!(
+            recheck_interval_s = args.issuer_recheck_interval.as_secs(),
+            "Secrets are not watched (--watch-secrets=false): a changed password Secret is noticed at the issuer's next re-check, or when step-ca refuses a token"
+        );
+    }
     tracing::info!(
         initial_list = if streaming_lists {
             "streaming"
@@ -115,6 +121,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 0 => in_flight::default_limit(args.concurrency.max(1)),
                 n => usize::from(n),
             },
+            watch_secrets: args.watch_secrets,
         },
     });
     // From here on the leader is ready while every watch has listed and none is failing.

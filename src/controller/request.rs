@@ -22,6 +22,7 @@ use crate::cert_manager::{
 use crate::controller::context::{Context, FIELD_MANAGER, IssuerObject};
 use crate::controller::decision::{self, Decision, IssuerKey, IssuerState, Retry};
 use crate::controller::in_flight::{self, InFlight};
+use crate::controller::initial_list;
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition::{Readiness, readiness};
@@ -125,6 +126,16 @@ fn admit(
     }
 }
 
+/// What the request path's issuer caches drop, besides `caBundle` (cleared in `run`): the
+/// issuer reconciler already holds every issuer in full, and a second full copy let a tenant
+/// double what its issuers cost (security review M3). The gates read the status, generation,
+/// uid and name; signing connects from the API's copy (`Context::signer_for_latest`).
+/// Annotations go too: kubectl's last-applied-configuration repeats the whole spec.
+fn slim_issuer_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
 /// Names under which the request controller's watches report to [`WatchHealth`].
 pub const WATCH_REQUESTS: &str = "CertificateRequests";
 pub const WATCH_ISSUERS: &str = "StepIssuers (for requests)";
@@ -137,7 +148,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
+    let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
 
     let memory = Arc::new(Memory::default());
     let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
@@ -147,6 +158,10 @@ pub async fn run(
             "StepIssuers",
             watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
         )
+        .modify(|i: &mut StepIssuer| {
+            i.spec.ca_bundle = None;
+            slim_issuer_meta(i.meta_mut());
+        })
         .reflect(issuers_writer)
         .touched_objects();
     let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
@@ -156,6 +171,10 @@ pub async fn run(
             "StepClusterIssuers",
             watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
         )
+        .modify(|i: &mut StepClusterIssuer| {
+            i.spec.ca_bundle = None;
+            slim_issuer_meta(i.meta_mut());
+        })
         .reflect(cluster_writer)
         .touched_objects();
 
@@ -168,7 +187,14 @@ pub async fn run(
     let request_watch = health.observe(
         WATCH_REQUESTS,
         "CertificateRequests",
-        watcher(Api::<CertificateRequest>::all(client.clone()), cfg).default_backoff(),
+        watcher(
+            Api::<CertificateRequest>::all(client.clone()),
+            initial_list::watch_config_paged(
+                ctx.settings.streaming_lists,
+                initial_list::REQUEST_PAGE_SIZE,
+            ),
+        )
+        .default_backoff(),
     );
     let request_stream = futures::stream::once(async move {
         gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
@@ -730,7 +756,8 @@ async fn sign_with<K: IssuerObject>(
         .await
     {
         Some(s) => s,
-        None => match ctx.signer_for(issuer).await {
+        // The cached issuer is slimmed (no caBundle): connect from the API's copy.
+        None => match ctx.signer_for_latest(issuer).await {
             Ok((s, _)) => s,
             Err(e) if e.is_transient() => {
                 return Err(SignFailure::Retryable {
@@ -925,6 +952,32 @@ fn error_policy(cr: Arc<CertificateRequest>, err: &ReconcileError, _c: Arc<Reque
 mod tests {
     use super::*;
     use crate::cert_manager::{CertificateRequestSpec, IssuerRef};
+
+    /// Security review M3: the request path's issuer copies lose what only costs memory.
+    #[test]
+    fn issuer_copies_of_the_request_path_lose_managed_fields_and_annotations() {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("ca".into()),
+            uid: Some("u".into()),
+            generation: Some(4),
+            annotations: Some(
+                [(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{...}".to_string(),
+                )]
+                .into(),
+            ),
+            managed_fields: Some(vec![Default::default()]),
+            ..Default::default()
+        };
+        slim_issuer_meta(&mut meta);
+        assert_eq!(meta.annotations, None);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(
+            (meta.name.as_deref(), meta.uid.as_deref(), meta.generation),
+            (Some("ca"), Some("u"), Some(4))
+        );
+    }
 
     #[test]
     fn slim_keeps_only_what_the_gates_read() {

@@ -3,6 +3,11 @@
 //! Every manifest valid for smallstep/step-issuer v1beta1 is valid here with the same meaning.
 //! Additions are optional: `caBundle` and `kid` may be omitted, `passwordRef.namespace` may be
 //! omitted on a cluster issuer, and the status uses `metav1.Condition` with `observedGeneration`.
+//!
+//! Every string a tenant writes has a `maxLength` in the schema, so the apiserver refuses an
+//! oversized issuer before the controller caches or parses it (security review M3): 2 KiB for
+//! the URL, 64 KiB of certificates for `caBundle`, 256 for provisioner names and kids, 253 for
+//! Secret names and keys (the DNS subdomain limit of object names), 63 for namespaces.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 pub struct StepIssuerSpec {
     /// Base URL of step-ca, for example `https://step-ca.step.svc.cluster.local`. Its host must be
     /// one of the CA's `dnsNames`: it is the audience of the one-time tokens.
+    #[schemars(length(max = 2048))]
     pub url: String,
 
     /// PEM bundle of the root certificate(s) that step-ca's TLS certificate chains to, base64
@@ -73,6 +79,7 @@ pub struct StepIssuerSpec {
 pub struct StepClusterIssuerSpec {
     /// Base URL of step-ca, for example `https://step-ca.step.svc.cluster.local`. Its host must be
     /// one of the CA's `dnsNames`: it is the audience of the one-time tokens.
+    #[schemars(length(max = 2048))]
     pub url: String,
 
     /// PEM bundle of the root certificate(s) that step-ca's TLS certificate chains to, base64
@@ -141,11 +148,13 @@ impl IssuerPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct Provisioner {
     /// Name of the JWK provisioner in step-ca's configuration (`step ca provisioner list`).
+    #[schemars(length(max = 256))]
     pub name: String,
 
     /// Key id of the provisioner (`key.kid` in `step ca provisioner list`). When omitted, the
     /// provisioner is found by `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub kid: Option<String>,
 
     /// The Secret key holding the provisioner password. The value is used verbatim: write it
@@ -157,12 +166,14 @@ pub struct Provisioner {
     /// password. Refused on a StepIssuer, because it would let any namespace use the
     /// controller's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub password_env: Option<String>,
 
     /// StepClusterIssuer only: a file in the controller's container holding the password
     /// (trailing whitespace is trimmed). Refused on a StepIssuer for the same reason as
     /// `passwordEnv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub password_file: Option<String>,
 }
 
@@ -171,16 +182,19 @@ pub struct Provisioner {
 #[serde(rename_all = "camelCase")]
 pub struct PasswordRef {
     /// Name of the Secret.
+    #[schemars(length(max = 253))]
     pub name: String,
 
     /// Key within the Secret's `data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub key: Option<String>,
 
     /// Namespace of the Secret. A StepIssuer always reads its own namespace (a different value is
     /// refused). A StepClusterIssuer reads this namespace, or the controller's
     /// `--cluster-resource-namespace` when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub namespace: Option<String>,
 }
 
@@ -195,10 +209,18 @@ pub struct IssuerStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// `caBundle` stays a base64 `format: byte` string, exactly as in step-issuer's CRD.
+/// `caBundle` stays a base64 `format: byte` string, exactly as in step-issuer's CRD, limited to
+/// 64 KiB of certificates: far more than any real bundle of roots, while a tenant can no longer
+/// make the controller hold and parse megabytes per issuer (security review M3). The apiserver
+/// checks the length of the base64 text, so the limit is 64 KiB in base64 characters.
 fn byte_string_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "string", "format": "byte"})
+    schemars::json_schema!({"type": "string", "format": "byte", "maxLength": CA_BUNDLE_MAX_BASE64})
 }
+
+/// The most bytes a `caBundle` may hold once decoded.
+pub const CA_BUNDLE_MAX_BYTES: usize = 64 * 1024;
+/// `CA_BUNDLE_MAX_BYTES` as base64 text (4 characters per 3 bytes, padded).
+pub const CA_BUNDLE_MAX_BASE64: usize = CA_BUNDLE_MAX_BYTES.div_ceil(3) * 4;
 
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();

@@ -85,4 +85,39 @@ mod tests {
             assert!(v.subresources.as_ref().unwrap().status.is_some());
         }
     }
+
+    /// Security review M3: the apiserver refuses oversized tenant strings, so neither cache nor
+    /// parser ever sees them.
+    #[test]
+    fn tenant_strings_have_a_max_length() {
+        let cases = [
+            ("url", 2048),
+            ("caBundle", issuer::CA_BUNDLE_MAX_BASE64),
+            ("provisioner.name", 256),
+            ("provisioner.kid", 256),
+            ("provisioner.passwordEnv", 256),
+            ("provisioner.passwordFile", 4096),
+            ("provisioner.passwordRef.name", 253),
+            ("provisioner.passwordRef.key", 253),
+            ("provisioner.passwordRef.namespace", 63),
+        ];
+        for crd in all() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+            for (path, max) in cases {
+                let mut node = spec;
+                for part in path.split('.') {
+                    node = &node["properties"][part];
+                }
+                assert_eq!(
+                    node["maxLength"],
+                    serde_json::json!(max),
+                    "{}: spec.{path}",
+                    crd.spec.names.kind
+                );
+            }
+        }
+        // 64 KiB of certificates fit; what the review's attack used (100 KiB) does not.
+        assert_eq!(issuer::CA_BUNDLE_MAX_BASE64, 87_384);
+    }
 }

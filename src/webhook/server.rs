@@ -81,6 +81,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             max_signs_per_issuer: 4,
             names: Default::default(),
             without_policy: Default::default(),
+            watch_secrets: false,
         },
     });
 
