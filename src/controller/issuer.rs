@@ -204,7 +204,7 @@ async fn reconcile<K: IssuerObject>(
         .iter()
         .any(|c| c.type_ == condition::READY && c.reason == SIGN_AUTH_FAILED);
     if after_auth_failure {
-        ctx.signers.evict(&key).await;
+        ctx.signers.evict(&key);
     }
     let interval = ctx.settings.issuer_recheck_interval;
     // When the CA is next checked; shorter when an earlier check still holds.
@@ -351,7 +351,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         issuer.meta().generation,
         Timestamp::now(),
     );
-    ctx.signers.evict(&issuer.key()).await;
+    ctx.signers.evict(&issuer.key());
     if let Err(e) = ctx
         .apply_issuer_status(
             issuer,

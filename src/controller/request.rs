@@ -715,15 +715,11 @@ async fn sign_with<K: IssuerObject>(
         ));
     };
 
-    let signer = match ctx
-        .signers
-        .current(
-            &issuer.key(),
-            &issuer.uid().unwrap_or_default(),
-            issuer.meta().generation.unwrap_or_default(),
-        )
-        .await
-    {
+    let signer = match ctx.signers.current(
+        &issuer.key(),
+        &issuer.uid().unwrap_or_default(),
+        issuer.meta().generation.unwrap_or_default(),
+    ) {
         Some(s) => s,
         None => match ctx.signer_for(issuer).await {
             Ok((s, _)) => s,

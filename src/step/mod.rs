@@ -14,7 +14,7 @@ pub mod signer;
 pub mod token;
 
 #[cfg(test)]
-mod fake_ca;
+pub(crate) mod fake_ca;
 
 pub use client::{Client, ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
 pub use error::Error;
