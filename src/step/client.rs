@@ -27,8 +27,13 @@ const ACTION_RENEW: &str = "renew the certificate";
 
 /// step-ca caps `limit` at 100; asking for the cap keeps paging short.
 const PROVISIONER_PAGE_LIMIT: u32 = 100;
-/// Bound on pages followed, so a misbehaving server cannot keep us looping.
-const MAX_PROVISIONER_PAGES: usize = 1000;
+/// Bound on pages followed: a server that never ends its list, each page just within the
+/// per-request timeout, would otherwise keep a connect going for hours. Ten full pages are a
+/// thousand provisioners, more than step-ca deployments use; beyond that, set `kid`.
+pub const MAX_PROVISIONER_PAGES: usize = 10;
+/// Bound on the provisioners read in all, whatever the pages hold (a page may hold more than
+/// `limit` asked for).
+pub const MAX_LISTED_PROVISIONERS: usize = 1000;
 /// The largest answer read from the CA URL, per call. step-ca's answers to health, roots,
 /// encrypted-key, sign and renew are a few KiB; a provisioner page of 100 JWK provisioners with
 /// their encrypted keys is about 300 KiB. Whoever controls a StepIssuer's URL controls what comes
@@ -304,6 +309,11 @@ impl Client {
         })
     }
 
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
     /// The normalised CA URL, `https://host[:port]`.
     pub fn url(&self) -> &str {
         &self.inner.url
@@ -346,11 +356,29 @@ impl Client {
         Ok(roots.crts)
     }
 
-    /// All provisioners, following `nextCursor` until it is empty.
+    /// All provisioners, following `nextCursor` until it is empty (within the limits of
+    /// [`Client::find_provisioners`]).
     pub async fn provisioners(&self) -> Result<Vec<ProvisionerInfo>> {
-        let mut out = Vec::new();
+        self.find_provisioners(|_| true, MAX_LISTED_PROVISIONERS)
+            .await
+    }
+
+    /// The provisioners `keep` selects, following `nextCursor` until it is empty. Stops as soon
+    /// as more than `max_kept` are selected, so the answer then holds `max_kept + 1` of them:
+    /// enough for the caller to tell that there are too many.
+    ///
+    /// Whoever controls the CA URL controls the list: at most [`MAX_PROVISIONER_PAGES`] pages
+    /// and [`MAX_LISTED_PROVISIONERS`] provisioners are read, and only the selected ones are
+    /// kept, so memory stays at one page plus what the caller asked for.
+    pub async fn find_provisioners(
+        &self,
+        keep: impl Fn(&ProvisionerInfo) -> bool,
+        max_kept: usize,
+    ) -> Result<Vec<ProvisionerInfo>> {
+        let mut kept = Vec::new();
+        let mut listed = 0usize;
         let mut cursor = String::new();
-        for _ in 0..MAX_PROVISIONER_PAGES {
+        for pages in 1..=MAX_PROVISIONER_PAGES {
             let mut url = self.endpoint("/1.0/provisioners")?;
             {
                 let mut q = url.query_pairs_mut();
@@ -367,15 +395,27 @@ impl Client {
                     MAX_PROVISIONERS_PAGE_BYTES,
                 )
                 .await?;
-            out.extend(page.provisioners.into_iter().map(|p| ProvisionerInfo {
-                kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
-                name: p.name,
-                type_: p.type_,
-                key: p.key,
-                encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
-            }));
+            listed += page.provisioners.len();
+            if listed > MAX_LISTED_PROVISIONERS {
+                return Err(Error::TooManyProvisioners { pages, listed });
+            }
+            for p in page.provisioners {
+                let info = ProvisionerInfo {
+                    kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
+                    name: p.name,
+                    type_: p.type_,
+                    key: p.key,
+                    encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
+                };
+                if keep(&info) {
+                    kept.push(info);
+                    if kept.len() > max_kept {
+                        return Ok(kept);
+                    }
+                }
+            }
             if page.next_cursor.is_empty() {
-                return Ok(out);
+                return Ok(kept);
             }
             if page.next_cursor == cursor {
                 return Err(Error::Decode {
@@ -385,9 +425,9 @@ impl Client {
             }
             cursor = page.next_cursor;
         }
-        Err(Error::Decode {
-            action: ACTION_PROVISIONERS,
-            detail: format!("more than {MAX_PROVISIONER_PAGES} pages of provisioners"),
+        Err(Error::TooManyProvisioners {
+            pages: MAX_PROVISIONER_PAGES + 1,
+            listed,
         })
     }
 

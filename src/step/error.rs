@@ -88,6 +88,33 @@ pub enum Error {
         status: u16,
     },
 
+    /// The provisioner list is longer than anything step-operator reads.
+    #[error(
+        "failed to list the step-ca provisioners: too many pages/provisioners ({pages} pages, {listed} provisioners read; at most {} pages and {} provisioners are read); set spec.provisioner.kid so that the list is not needed",
+        super::client::MAX_PROVISIONER_PAGES,
+        super::client::MAX_LISTED_PROVISIONERS
+    )]
+    TooManyProvisioners { pages: usize, listed: usize },
+
+    /// More JWK provisioners share the name than are tried, and no kid says which one to use.
+    #[error(
+        "provisioner name {name:?} is ambiguous: step-ca lists more than {limit} provisioners with that name and step-operator tries at most {limit}; set spec.provisioner.kid to the kid of the one to use (see `step ca provisioner list`)"
+    )]
+    AmbiguousProvisioner { name: String, limit: usize },
+
+    /// Connecting (health, provisioner lookup, key decryption, roots) took longer than its
+    /// overall deadline, although each request kept within the per-request timeout.
+    #[error(
+        "failed to connect to step-ca at {url}: the health check, provisioner lookup, key decryption and roots fetch took longer than {} in all (twice the per-request timeout, plus {} for key decryption); check that spec.url points at step-ca and that it answers promptly",
+        humantime::format_duration(*deadline),
+        humantime::format_duration(*decrypt_budget)
+    )]
+    ConnectDeadline {
+        url: String,
+        deadline: Duration,
+        decrypt_budget: Duration,
+    },
+
     /// No provisioner with that name (and kid) exists on the CA.
     #[error(
         "failed to find provisioner {name:?}{} on step-ca; check spec.provisioner.name and kid against `step ca provisioner list`",
@@ -198,6 +225,9 @@ impl Error {
             Error::Decode { .. } => "CAInvalidResponse",
             Error::ResponseTooLarge { .. } => "CAResponseTooLarge",
             Error::Redirected { .. } => "CARedirected",
+            Error::TooManyProvisioners { .. } => "TooManyProvisioners",
+            Error::AmbiguousProvisioner { .. } => "AmbiguousProvisioner",
+            Error::ConnectDeadline { .. } => "CAConnectTooSlow",
             Error::ProvisionerNotFound { .. } => "ProvisionerNotFound",
             Error::NotJwkProvisioner { .. } => "NotJWKProvisioner",
             Error::NoEncryptedKey { .. } => "NoEncryptedKey",
