@@ -18,7 +18,7 @@ use crate::controller::signers::{SignerCache, SignerVersion};
 use crate::crd::issuer::IssuerSpecView;
 use crate::crd::{IssuerStatus, StepClusterIssuer, StepIssuer};
 use crate::metrics::Metrics;
-use crate::step::Signer;
+use crate::step::{Audience, Signer};
 
 /// Field manager of every write step-operator's controller makes.
 pub const FIELD_MANAGER: &str = "step-operator";
@@ -59,6 +59,8 @@ pub trait IssuerObject:
     const PLURAL: &'static str;
     /// The name under which the issuer reconciler's Secret watch reports.
     const SECRETS_WATCH: &'static str;
+    /// Who reads this kind's status and Events, and so how much of a CA's answers they show.
+    const AUDIENCE: Audience;
     fn spec_view(&self) -> IssuerSpecView<'_>;
     fn issuer_status(&self) -> Option<&IssuerStatus>;
     fn key(&self) -> IssuerKey;
@@ -71,6 +73,7 @@ impl IssuerObject for StepIssuer {
     const KIND: &'static str = "StepIssuer";
     const PLURAL: &'static str = "StepIssuers";
     const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepIssuers)";
+    const AUDIENCE: Audience = Audience::Tenant;
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }
@@ -98,6 +101,7 @@ impl IssuerObject for StepClusterIssuer {
     const KIND: &'static str = "StepClusterIssuer";
     const PLURAL: &'static str = "StepClusterIssuers";
     const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepClusterIssuers)";
+    const AUDIENCE: Audience = Audience::Admin;
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }

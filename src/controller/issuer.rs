@@ -22,6 +22,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::decision::IssuerKey;
+use crate::controller::error::IssuerError;
 use crate::controller::issuer_spec::{PasswordSource, validate};
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
@@ -223,7 +224,7 @@ async fn reconcile<K: IssuerObject>(
                 ctx.metrics
                     .observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
                 proved = r.is_ok();
-                r.map_err(crate::controller::error::IssuerError::from)
+                r.map_err(IssuerError::from)
             } else {
                 let ago = verified_ago.unwrap_or_default();
                 next_check = interval.saturating_sub(ago).max(Duration::from_secs(1));
@@ -239,29 +240,12 @@ async fn reconcile<K: IssuerObject>(
         Err(_) => c.forget_verified(&tracker_key),
     }
     let generation = issuer.meta().generation;
-    let (ready, reason, message, requeue) = match &outcome {
-        Ok(signer) => (
-            true,
-            VERIFIED.to_string(),
-            format!(
-                "Signing with JWK provisioner {:?} (kid {}) at {}",
-                signer.provisioner_name(),
-                signer.kid(),
-                signer.url()
-            ),
-            next_check,
-        ),
-        Err(e) => (
-            false,
-            e.reason().to_string(),
-            e.to_string(),
-            if e.is_transient() {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_secs(60)
-            },
-        ),
-    };
+    let Verdict {
+        ready,
+        reason,
+        message,
+        requeue,
+    } = verdict::<K>(&outcome, next_check);
     let cond = condition::ready(
         &previous,
         ready,
@@ -295,6 +279,45 @@ async fn reconcile<K: IssuerObject>(
     }
     c.tracker.set(ctx, K::KIND, tracker_key, Some(ready));
     Ok(Action::requeue(requeue))
+}
+
+/// What a check's outcome makes of the issuer's Ready condition, and when to check again.
+#[derive(Debug)]
+struct Verdict {
+    ready: bool,
+    reason: String,
+    message: String,
+    requeue: Duration,
+}
+
+/// A StepIssuer's message never quotes what its CA answered (see [`IssuerObject::AUDIENCE`]).
+fn verdict<K: IssuerObject>(
+    outcome: &Result<crate::step::Signer, IssuerError>,
+    next_check: Duration,
+) -> Verdict {
+    match outcome {
+        Ok(signer) => Verdict {
+            ready: true,
+            reason: VERIFIED.to_string(),
+            message: format!(
+                "Signing with JWK provisioner {:?} (kid {}) at {}",
+                signer.provisioner_name(),
+                signer.kid(),
+                signer.url()
+            ),
+            requeue: next_check,
+        },
+        Err(e) => Verdict {
+            ready: false,
+            reason: e.reason().to_string(),
+            message: e.message_for(K::AUDIENCE),
+            requeue: if e.is_transient() {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(60)
+            },
+        },
+    }
 }
 
 impl IssuerCtx {
@@ -404,6 +427,62 @@ mod tests {
         ];
         for (ago, due) in cases {
             assert_eq!(health_check_due(ago, interval), due, "verified_ago={ago:?}");
+        }
+    }
+
+    /// Security review M1: whatever a StepIssuer's URL points at, its status and Events show
+    /// the HTTP status and a generic reason, never the answer; a StepClusterIssuer, set up by
+    /// the admin, keeps step-ca's own words.
+    #[tokio::test]
+    async fn a_step_issuer_never_shows_what_its_ca_answered() {
+        use crate::crd::{StepClusterIssuer, StepIssuer};
+        use crate::step::fake_ca::{FakeCa, Hostile, HostileCa};
+        let ca = FakeCa::start().await;
+        let answers = [
+            (500, "SECRET-MARKER from an internal service".to_owned()),
+            (500, r#"{"message":"SECRET-MARKER in JSON"}"#.to_owned()),
+            (403, "<html><body>SECRET-MARKER</body></html>".to_owned()),
+            (200, "SECRET-MARKER, not JSON".to_owned()),
+            (200, r#"{"status":"SECRET-MARKER"}"#.to_owned()),
+        ];
+        for (status, body) in answers {
+            let hostile = HostileCa::start(
+                &ca.certs,
+                Hostile::Answer {
+                    status,
+                    body: body.clone(),
+                },
+            )
+            .await;
+            let outcome = crate::step::Signer::connect(
+                &hostile.url,
+                Some(ca.certs.root_pem.as_bytes()),
+                "admin",
+                None,
+                FakeCa::PASSWORD,
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(IssuerError::from);
+            let tenant = verdict::<StepIssuer>(&outcome, Duration::ZERO);
+            assert!(!tenant.ready);
+            assert!(
+                !tenant.message.contains("SECRET-MARKER"),
+                "{status} {body}: {}",
+                tenant.message
+            );
+            assert!(
+                tenant.message.contains(&format!("HTTP {status}")),
+                "{status} {body}: {}",
+                tenant.message
+            );
+            let admin = verdict::<StepClusterIssuer>(&outcome, Duration::ZERO);
+            assert_eq!(admin.reason, tenant.reason);
+            assert!(
+                admin.message.contains("SECRET-MARKER"),
+                "{status} {body}: {}",
+                admin.message
+            );
         }
     }
 }

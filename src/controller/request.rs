@@ -726,14 +726,18 @@ async fn sign_with<K: IssuerObject>(
             Err(e) if e.is_transient() => {
                 return Err(SignFailure::Retryable {
                     reason: e.reason(),
-                    message: e.to_string(),
+                    message: e.message_for(K::AUDIENCE),
                 });
             }
             // The issuer reconciler will report this on the issuer; the request waits.
             Err(e) => {
                 return Err(SignFailure::Retryable {
                     reason: e.reason(),
-                    message: format!("{} is not usable: {e}", issuer.key()),
+                    message: format!(
+                        "{} is not usable: {}",
+                        issuer.key(),
+                        e.message_for(K::AUDIENCE)
+                    ),
                 });
             }
         },
@@ -743,19 +747,22 @@ async fn sign_with<K: IssuerObject>(
     let result = signer.sign(&csr.pem, &subject, &sans, not_after).await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
+    // A StepIssuer's requests show what its CA answered no more than the StepIssuer does.
     let response = match result {
         Ok(r) => r,
-        Err(e) if e.is_auth_failure() => return Err(SignFailure::Auth(e.to_string())),
+        Err(e) if e.is_auth_failure() => {
+            return Err(SignFailure::Auth(e.message_for(K::AUDIENCE)));
+        }
         Err(e) if e.is_retryable() => {
             return Err(SignFailure::Retryable {
                 reason: e.reason(),
-                message: e.to_string(),
+                message: e.message_for(K::AUDIENCE),
             });
         }
         Err(e) => {
             return Err(SignFailure::Permanent {
                 reason: e.reason(),
-                message: format!("step-ca refused to sign: {e}"),
+                message: format!("step-ca refused to sign: {}", e.message_for(K::AUDIENCE)),
             });
         }
     };

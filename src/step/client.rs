@@ -334,8 +334,9 @@ impl Client {
         let h: Health = self.get_json("/health", ACTION_HEALTH).await?;
         match h.status.as_deref() {
             None | Some("ok") => Ok(()),
-            Some(other) => Err(Error::Decode {
+            Some(other) => Err(Error::UnexpectedAnswer {
                 action: ACTION_HEALTH,
+                status: StatusCode::OK.as_u16(),
                 detail: format!("health status is {other:?}, expected \"ok\""),
             }),
         }
@@ -625,8 +626,9 @@ fn decode_success<T: DeserializeOwned>(
     body: &[u8],
     action: &'static str,
 ) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode {
+    serde_json::from_slice(body).map_err(|e| Error::UnexpectedAnswer {
         action,
+        status: status.as_u16(),
         detail: format!(
             "HTTP {} body is not the expected JSON ({}): {}",
             status.as_u16(),

@@ -17,7 +17,7 @@ pub mod token;
 pub(crate) mod fake_ca;
 
 pub use client::{Client, ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
-pub use error::Error;
+pub use error::{Audience, Error};
 pub use provisioner::{ProvisionerKey, decrypt_provisioner_key, trim_password};
 pub use signer::Signer;
 pub use token::{TokenClaims, sans_from_csr_parts, subject_for};
