@@ -18,7 +18,7 @@ use crate::controller::signers::{SignerCache, SignerVersion};
 use crate::crd::issuer::IssuerSpecView;
 use crate::crd::{IssuerStatus, StepClusterIssuer, StepIssuer};
 use crate::metrics::Metrics;
-use crate::step::{Audience, Signer};
+use crate::step::{Audience, Client as StepClient, ForbiddenRanges, Signer};
 
 /// Field manager of every write step-operator's controller makes.
 pub const FIELD_MANAGER: &str = "step-operator";
@@ -33,6 +33,8 @@ pub struct Settings {
     pub streaming_lists: bool,
     /// Requests of one issuer signed at once (see `--max-signs-per-issuer`).
     pub max_signs_per_issuer: usize,
+    /// Addresses a StepIssuer's URL may not lead to (see `--forbidden-ca-cidrs`).
+    pub forbidden_ca_cidrs: ForbiddenRanges,
 }
 
 pub struct Context {
@@ -148,18 +150,32 @@ impl Context {
             password_version: password.version.clone(),
         };
         let timeout = self.settings.ca_timeout;
+        // The deny-list guards against tenants' URLs; the admin's StepClusterIssuers may point
+        // anywhere, a step-ca on the node or behind a link-local address included.
+        let forbidden = match K::AUDIENCE {
+            Audience::Tenant => self.settings.forbidden_ca_cidrs.clone(),
+            Audience::Admin => ForbiddenRanges::default(),
+        };
         self.signers
             .get_or_connect(&issuer.key(), version, || async {
                 let started = Instant::now();
-                let result = Signer::connect(
+                let result = match StepClient::with_forbidden(
                     &valid.url,
                     valid.ca_bundle_pem.as_deref(),
-                    &valid.provisioner_name,
-                    valid.kid.as_deref(),
-                    &password.bytes,
                     timeout,
-                )
-                .await;
+                    &forbidden,
+                ) {
+                    Ok(client) => {
+                        Signer::connect_with_client(
+                            client,
+                            &valid.provisioner_name,
+                            valid.kid.as_deref(),
+                            &password.bytes,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
                 self.metrics
                     .observe_ca("connect", result.is_ok(), started.elapsed().as_secs_f64());
                 result.map_err(IssuerError::from)

@@ -35,6 +35,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
             ca_timeout: Duration::from_secs(5),
             streaming_lists: false,
             max_signs_per_issuer: 4,
+            forbidden_ca_cidrs: Default::default(),
         },
     };
     (Arc::new(ctx), handle)

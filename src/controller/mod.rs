@@ -108,6 +108,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 0 => in_flight::default_limit(args.concurrency.max(1)),
                 n => usize::from(n),
             },
+            forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
         },
     });
     // From here on the leader is ready while every watch has listed and none is failing.

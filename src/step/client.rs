@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::address_policy::{ForbiddenAddress, ForbiddenRanges, GuardedResolver};
 use super::error::decode_error_body;
 use super::{Error, Result};
 
@@ -54,6 +55,7 @@ struct Inner {
     /// The pinned roots, reused for one-off mTLS clients; `None` means system roots.
     roots: Option<Vec<reqwest::Certificate>>,
     timeout: Duration,
+    forbidden: ForbiddenRanges,
 }
 
 impl fmt::Debug for Client {
@@ -268,7 +270,11 @@ pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certific
     Ok(certs)
 }
 
-fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest::ClientBuilder {
+fn builder(
+    roots: Option<&[reqwest::Certificate]>,
+    timeout: Duration,
+    forbidden: &ForbiddenRanges,
+) -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider and panics when none is installed.
     // main installs ring first; installing it here too (a no-op when one is already installed)
     // keeps every entry point, including tests and one-shot subcommands, panic-free.
@@ -285,7 +291,32 @@ fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest
     if let Some(roots) = roots {
         b = b.tls_certs_only(roots.iter().cloned());
     }
+    if !forbidden.is_empty() {
+        // Through a proxy, the proxy would pick the CA's address and the ranges would guard
+        // only the proxy's: with ranges set, connect directly.
+        b = b.no_proxy().dns_resolver(Arc::new(GuardedResolver {
+            ranges: forbidden.clone(),
+        }));
+    }
     b
+}
+
+/// Refuses a URL whose host is a literal address in a forbidden range (a literal address is
+/// never resolved, so the resolver does not see it).
+fn check_literal_address(url: &str, forbidden: &ForbiddenRanges) -> Result<()> {
+    let host = url::Url::parse(url).ok().and_then(|u| match u.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    });
+    match host.and_then(|ip| forbidden.matching(ip).map(|r| (ip, r))) {
+        Some((address, range)) => Err(Error::ForbiddenAddress {
+            url: url.to_owned(),
+            address,
+            range: range.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl Client {
@@ -294,9 +325,21 @@ impl Client {
     /// With `ca_bundle_pem`, only those roots are trusted (the normal case: step-ca has a private
     /// root); without it, the platform's roots are used. `timeout` bounds each request.
     pub fn new(url: &str, ca_bundle_pem: Option<&[u8]>, timeout: Duration) -> Result<Client> {
+        Self::with_forbidden(url, ca_bundle_pem, timeout, &ForbiddenRanges::default())
+    }
+
+    /// As [`Client::new`], refusing to connect to any address in `forbidden`: a literal one in
+    /// the URL at once, a resolved one at each new connection.
+    pub fn with_forbidden(
+        url: &str,
+        ca_bundle_pem: Option<&[u8]>,
+        timeout: Duration,
+        forbidden: &ForbiddenRanges,
+    ) -> Result<Client> {
         let url = normalise_url(url)?;
+        check_literal_address(&url, forbidden)?;
         let roots = ca_bundle_pem.map(parse_ca_bundle).transpose()?;
-        let http = builder(roots.as_deref(), timeout)
+        let http = builder(roots.as_deref(), timeout, forbidden)
             .build()
             .map_err(|source| Error::BuildClient { source })?;
         Ok(Client {
@@ -305,6 +348,7 @@ impl Client {
                 url,
                 roots,
                 timeout,
+                forbidden: forbidden.clone(),
             }),
         })
     }
@@ -482,11 +526,15 @@ impl Client {
         let id = reqwest::Identity::from_pem(&buf).map_err(|_| Error::InvalidIdentity {
             detail: "the key or certificate PEM does not parse".into(),
         })?;
-        let http = builder(self.inner.roots.as_deref(), self.inner.timeout)
-            .identity(id)
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|source| Error::BuildClient { source })?;
+        let http = builder(
+            self.inner.roots.as_deref(),
+            self.inner.timeout,
+            &self.inner.forbidden,
+        )
+        .identity(id)
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|source| Error::BuildClient { source })?;
         let url = self.endpoint("/1.0/renew")?;
         let raw: RawSignResponse = self
             .send_json(http.post(url), "/1.0/renew", ACTION_RENEW)
@@ -595,7 +643,13 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error, action: &'static str) -> Error {
-        if e.is_timeout() {
+        if let Some(refused) = forbidden_cause(&e) {
+            Error::ForbiddenAddress {
+                url: self.inner.url.clone(),
+                address: refused.address,
+                range: refused.range.to_string(),
+            }
+        } else if e.is_timeout() {
             Error::Timeout {
                 action,
                 url: self.inner.url.clone(),
@@ -619,6 +673,18 @@ impl Client {
             }
         }
     }
+}
+
+/// The resolver's refusal, if that is what failed the request.
+fn forbidden_cause(e: &reqwest::Error) -> Option<&ForbiddenAddress> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = next {
+        if let Some(refused) = cause.downcast_ref::<ForbiddenAddress>() {
+            return Some(refused);
+        }
+        next = cause.source();
+    }
+    None
 }
 
 fn decode_success<T: DeserializeOwned>(
@@ -744,6 +810,54 @@ mod tests {
             "the redirect target was reached: {:?}",
             ca.requests()
         );
+    }
+
+    /// Security review M1: with `--forbidden-ca-cidrs`, neither a literal address nor a name
+    /// resolving into a forbidden range is connected to.
+    #[tokio::test]
+    async fn forbidden_addresses_are_never_connected_to() {
+        use crate::step::address_policy::Cidr;
+        let ca = FakeCa::start().await;
+        let port = ca.url.rsplit(':').next().unwrap().to_owned();
+        let loopback = ForbiddenRanges::new(vec![
+            "169.254.0.0/16".parse::<Cidr>().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ]);
+        let root = Some(ca.certs.root_pem.as_bytes());
+        let timeout = Duration::from_secs(5);
+
+        let err = Client::with_forbidden(&ca.url, root, timeout, &loopback).unwrap_err();
+        assert!(matches!(err, Error::ForbiddenAddress { .. }), "{err}");
+        assert_eq!(err.reason(), "CAAddressForbidden");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1, which is in the range 127.0.0.0/8")
+                && text.contains("--forbidden-ca-cidrs"),
+            "{text}"
+        );
+
+        let by_name = format!("https://localhost:{port}");
+        let client = Client::with_forbidden(&by_name, root, timeout, &loopback).unwrap();
+        let err = client.health().await.unwrap_err();
+        assert!(matches!(err, Error::ForbiddenAddress { .. }), "{err}");
+        assert!(err.to_string().contains("range 127.0.0.0/8"), "{err}");
+        assert!(
+            ca.requests().is_empty(),
+            "the CA was reached: {:?}",
+            ca.requests()
+        );
+
+        // Ranges that do not hold the address change nothing, for names and literals alike.
+        let elsewhere = ForbiddenRanges::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        for url in [&by_name, &ca.url] {
+            Client::with_forbidden(url, root, timeout, &elsewhere)
+                .unwrap()
+                .health()
+                .await
+                .unwrap();
+        }
+        assert_eq!(ca.requests().len(), 2, "{:?}", ca.requests());
     }
 
     #[test]

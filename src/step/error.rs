@@ -124,6 +124,16 @@ pub enum Error {
         decrypt_budget: Duration,
     },
 
+    /// The CA URL leads to an address that `--forbidden-ca-cidrs` rules out.
+    #[error(
+        "refusing to connect to {url}: it leads to {address}, which is in the range {range} that the controller's --forbidden-ca-cidrs forbids for StepIssuers; point spec.url at step-ca, or ask the cluster admin for a StepClusterIssuer"
+    )]
+    ForbiddenAddress {
+        url: String,
+        address: std::net::IpAddr,
+        range: String,
+    },
+
     /// No provisioner with that name (and kid) exists on the CA.
     #[error(
         "failed to find provisioner {name:?}{} on step-ca; check spec.provisioner.name and kid against `step ca provisioner list`",
@@ -237,6 +247,7 @@ impl Error {
             Error::TooManyProvisioners { .. } => "TooManyProvisioners",
             Error::AmbiguousProvisioner { .. } => "AmbiguousProvisioner",
             Error::ConnectDeadline { .. } => "CAConnectTooSlow",
+            Error::ForbiddenAddress { .. } => "CAAddressForbidden",
             Error::ProvisionerNotFound { .. } => "ProvisionerNotFound",
             Error::NotJwkProvisioner { .. } => "NotJWKProvisioner",
             Error::NoEncryptedKey { .. } => "NoEncryptedKey",

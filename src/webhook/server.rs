@@ -79,6 +79,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             // The webhook runs no watches.
             streaming_lists: false,
             max_signs_per_issuer: 4,
+            forbidden_ca_cidrs: Default::default(),
         },
     });
 
