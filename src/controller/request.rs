@@ -434,7 +434,7 @@ async fn sign(
     // of an issuer are signed at once; the others go back to the queue without a status write
     // (checked before the read below, so that a busy issuer costs no API call).
     if let Some(retry) = c.in_flight.busy(key) {
-        return Ok(issuer_busy(cr, key, retry));
+        return Ok(issuer_busy(ctx, cr, key, retry));
     }
     // The cache may lag our own writes: read the status fresh, and never sign twice.
     let api = Api::<CertificateRequest>::namespaced(
@@ -456,7 +456,7 @@ async fn sign(
     }
     let Some(permit) = c.in_flight.try_acquire(key) else {
         let retry = c.in_flight.busy(key).unwrap_or(in_flight::BUSY_RETRY);
-        return Ok(issuer_busy(cr, key, retry));
+        return Ok(issuer_busy(ctx, cr, key, retry));
     };
     let started = Instant::now();
     let unwritten = c
@@ -589,7 +589,8 @@ async fn sign(
     }
 }
 
-fn issuer_busy(cr: &CertificateRequest, key: &IssuerKey, retry: Duration) -> Action {
+fn issuer_busy(ctx: &Context, cr: &CertificateRequest, key: &IssuerKey, retry: Duration) -> Action {
+    ctx.metrics.requests_deferred.inc();
     if retry >= in_flight::SLOW_RETRY {
         tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer's CA is slow and it has as many signs in flight as allowed; trying again in a second");
     }
