@@ -722,6 +722,8 @@ async fn sign_with<K: IssuerObject>(
         issuer.meta().generation.unwrap_or_default(),
     ) {
         Some(s) => s,
+        // Waiting here for a connect of this issuer holds one of its --max-signs-per-issuer
+        // places, never more, and no longer than the connect's deadline.
         None => match ctx.signer_for(issuer).await {
             Ok((s, _)) => s,
             Err(e) if e.is_transient() => {
