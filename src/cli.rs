@@ -144,6 +144,18 @@ pub struct ControllerArgs {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
+    /// Address ranges a StepIssuer's URL may not lead to, comma-separated CIDRs (for example
+    /// `169.254.0.0/16,127.0.0.0/8,10.96.0.1`: link-local and metadata services, loopback, the
+    /// apiserver's Service IP). Checked on the literal address in the URL and on every address
+    /// its name resolves to; StepIssuer clients then connect without proxy. StepClusterIssuers
+    /// are not restricted. Empty: no restriction.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_FORBIDDEN_CA_CIDRS",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(crate::step::Cidr)
+    )]
+    pub forbidden_ca_cidrs: Vec<crate::step::Cidr>,
 
     /// Namespace of this pod, for the Lease (set from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -314,5 +326,26 @@ mod tests {
             panic!("not controller")
         };
         assert!(!args.leader_elect);
+    }
+
+    #[test]
+    fn forbidden_ca_cidrs() {
+        let parse = |extra: &[&str]| {
+            let argv = [&["step-operator", "controller"][..], extra].concat();
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Controller(args)) => Ok(args.forbidden_ca_cidrs),
+                Ok(_) => panic!("not controller"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(parse(&[]), Ok(vec![]));
+        let ranges = parse(&["--forbidden-ca-cidrs=169.254.0.0/16,127.0.0.0/8,10.96.0.1"]).unwrap();
+        let shown: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["169.254.0.0/16", "127.0.0.0/8", "10.96.0.1/32"]);
+        let err = parse(&["--forbidden-ca-cidrs=10.0.0.0/40"]).unwrap_err();
+        assert!(
+            err.contains("prefix length must be a number from 0 to 32"),
+            "{err}"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub admission_duration: Histogram,
     /// `/bootstrap` answers by result reason.
     pub bootstrap_results: Family<ResultLabels, Counter>,
+    /// CertificateRequests put back in the queue because their issuer was at its limit of
+    /// signs in flight (not a failure: nothing is written to them).
+    pub requests_deferred: Counter,
 }
 
 impl Default for Metrics {
@@ -85,8 +88,15 @@ impl Default for Metrics {
             "Pod bootstrap answers by result reason",
             bootstrap_results.clone(),
         );
+        let requests_deferred = Counter::default();
+        registry.register(
+            "certificate_requests_deferred",
+            "CertificateRequests put back in the queue because their issuer had --max-signs-per-issuer signs in flight",
+            requests_deferred.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            requests_deferred,
             bootstrap_results,
             issuance_duration,
             requests,

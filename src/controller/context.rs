@@ -22,7 +22,7 @@ use crate::crd::issuer::IssuerSpecView;
 use crate::crd::{IssuerStatus, StepClusterIssuer, StepIssuer};
 use crate::metrics::Metrics;
 use crate::policy::{IssuerPolicy, NamePolicy, WithoutPolicy};
-use crate::step::Signer;
+use crate::step::{Audience, Client as StepClient, ForbiddenRanges, Signer};
 
 /// Field manager of every write step-operator's controller makes.
 pub const FIELD_MANAGER: &str = "step-operator";
@@ -43,6 +43,8 @@ pub struct Settings {
     pub without_policy: WithoutPolicy,
     /// Whether issuers are re-checked on Secret events (`--watch-secrets`).
     pub watch_secrets: bool,
+    /// Addresses a StepIssuer's URL may not lead to (see `--forbidden-ca-cidrs`).
+    pub forbidden_ca_cidrs: ForbiddenRanges,
 }
 
 pub struct Context {
@@ -69,6 +71,8 @@ pub trait IssuerObject:
     const PLURAL: &'static str;
     /// The name under which the issuer reconciler's Secret watch reports.
     const SECRETS_WATCH: &'static str;
+    /// Who reads this kind's status and Events, and so how much of a CA's answers they show.
+    const AUDIENCE: Audience;
     fn spec_view(&self) -> IssuerSpecView<'_>;
     fn issuer_status(&self) -> Option<&IssuerStatus>;
     fn key(&self) -> IssuerKey;
@@ -81,6 +85,7 @@ impl IssuerObject for StepIssuer {
     const KIND: &'static str = "StepIssuer";
     const PLURAL: &'static str = "StepIssuers";
     const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepIssuers)";
+    const AUDIENCE: Audience = Audience::Tenant;
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }
@@ -108,6 +113,7 @@ impl IssuerObject for StepClusterIssuer {
     const KIND: &'static str = "StepClusterIssuer";
     const PLURAL: &'static str = "StepClusterIssuers";
     const SECRETS_WATCH: &'static str = "Secrets (metadata, for StepClusterIssuers)";
+    const AUDIENCE: Audience = Audience::Admin;
     fn spec_view(&self) -> IssuerSpecView<'_> {
         self.spec.view()
     }
@@ -154,18 +160,32 @@ impl Context {
             password_version: password.version.clone(),
         };
         let timeout = self.settings.ca_timeout;
+        // The deny-list guards against tenants' URLs; the admin's StepClusterIssuers may point
+        // anywhere, a step-ca on the node or behind a link-local address included.
+        let forbidden = match K::AUDIENCE {
+            Audience::Tenant => self.settings.forbidden_ca_cidrs.clone(),
+            Audience::Admin => ForbiddenRanges::default(),
+        };
         self.signers
             .get_or_connect(&issuer.key(), version, || async {
                 let started = Instant::now();
-                let result = Signer::connect(
+                let result = match StepClient::with_forbidden(
                     &valid.url,
                     valid.ca_bundle_pem.as_deref(),
-                    &valid.provisioner_name,
-                    valid.kid.as_deref(),
-                    &password.bytes,
                     timeout,
-                )
-                .await;
+                    &forbidden,
+                ) {
+                    Ok(client) => {
+                        Signer::connect_with_client(
+                            client,
+                            &valid.provisioner_name,
+                            valid.kid.as_deref(),
+                            &password.bytes,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
                 self.metrics
                     .observe_ca("connect", result.is_ok(), started.elapsed().as_secs_f64());
                 result.map_err(IssuerError::from)

@@ -65,6 +65,15 @@ impl IssuerError {
         }
     }
 
+    /// The message for `audience`: a tenant's StepIssuer never shows text from the answer of
+    /// whatever its URL points at (security review M1).
+    pub fn message_for(&self, audience: crate::step::Audience) -> String {
+        match self {
+            IssuerError::Step(e) => format!("step-ca check failed: {}", e.message_for(audience)),
+            other => other.to_string(),
+        }
+    }
+
     /// Problems that may heal without anyone editing the issuer or its Secret (a CA or
     /// apiserver blip) are re-checked quickly.
     pub fn is_transient(&self) -> bool {

@@ -191,4 +191,75 @@ mod tests {
             assert_eq!(default_limit(workers), limit, "{workers} workers");
         }
     }
+
+    /// How the request workers use the limit (as `request::sign` does): a request whose issuer
+    /// is at its limit goes back to the queue after `busy`'s delay, without holding a worker.
+    /// Returns whether the healthy issuer's request was signed within 10 s, with 20 requests
+    /// for a CA that never answers queued before it.
+    async fn healthy_signed_behind_a_stalling_issuer(limit: usize) -> bool {
+        const WORKERS: usize = 16;
+        let in_flight = InFlight::new(limit);
+        let (queue, rx) = tokio::sync::mpsc::unbounded_channel::<IssuerKey>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (signed_tx, signed_rx) = tokio::sync::oneshot::channel::<()>();
+        let signed_tx = Arc::new(Mutex::new(Some(signed_tx)));
+        for _ in 0..20 {
+            queue.send(key("stalling")).unwrap();
+        }
+        queue.send(key("healthy")).unwrap();
+        let mut workers = Vec::new();
+        for _ in 0..WORKERS {
+            let (in_flight, rx, queue, signed_tx) = (
+                in_flight.clone(),
+                rx.clone(),
+                queue.clone(),
+                signed_tx.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(issuer) = rx.lock().await.recv().await else {
+                        return;
+                    };
+                    let Some(_permit) = in_flight.try_acquire(&issuer) else {
+                        // Action::requeue(retry): the worker is free at once.
+                        let retry = in_flight.busy(&issuer).unwrap_or(BUSY_RETRY);
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(retry).await;
+                            let _ = queue.send(issuer);
+                        });
+                        continue;
+                    };
+                    if issuer == key("stalling") {
+                        // step-ca never answers; the worker holds its permit for good.
+                        std::future::pending::<()>().await;
+                    }
+                    if let Some(tx) = signed_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }));
+        }
+        let signed = tokio::time::timeout(Duration::from_secs(10), signed_rx)
+            .await
+            .is_ok();
+        for w in workers {
+            w.abort();
+        }
+        signed
+    }
+
+    /// Security review H2: 20 requests on a stalling issuer and 1 on a healthy one, 16 workers:
+    /// with the default limit the healthy one is signed; without a limit (16) it never is.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalling_issuer_leaves_workers_for_a_healthy_one() {
+        assert!(
+            healthy_signed_behind_a_stalling_issuer(default_limit(16)).await,
+            "the healthy issuer's request waited more than 10 s"
+        );
+        assert!(
+            !healthy_signed_behind_a_stalling_issuer(16).await,
+            "without a per-issuer limit the stalling issuer should take every worker"
+        );
+    }
 }

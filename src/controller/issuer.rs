@@ -23,6 +23,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::{Context, IssuerObject};
 use crate::controller::decision::IssuerKey;
+use crate::controller::error::IssuerError;
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition;
@@ -237,7 +238,7 @@ async fn reconcile<K: IssuerObject>(
         .iter()
         .any(|c| c.type_ == condition::READY && c.reason == SIGN_AUTH_FAILED);
     if after_auth_failure {
-        ctx.signers.evict(&key).await;
+        ctx.signers.evict(&key);
     }
     let interval = ctx.settings.issuer_recheck_interval;
     // When the CA is next checked; shorter when an earlier check still holds.
@@ -256,7 +257,7 @@ async fn reconcile<K: IssuerObject>(
                 ctx.metrics
                     .observe_ca("health", r.is_ok(), t.elapsed().as_secs_f64());
                 proved = r.is_ok();
-                r.map_err(crate::controller::error::IssuerError::from)
+                r.map_err(IssuerError::from)
             } else {
                 let ago = verified_ago.unwrap_or_default();
                 next_check = interval.saturating_sub(ago).max(Duration::from_secs(1));
@@ -272,31 +273,12 @@ async fn reconcile<K: IssuerObject>(
         Err(_) => c.forget_verified(&tracker_key),
     }
     let generation = issuer.meta().generation;
-    let (ready, reason, message, requeue) = match &outcome {
-        Ok(signer) => (
-            true,
-            VERIFIED.to_string(),
-            format!(
-                "Signing with JWK provisioner {:?} (kid {}) at {}",
-                signer.provisioner_name(),
-                signer.kid(),
-                signer.url()
-            ),
-            next_check,
-        ),
-        Err(e) => (
-            false,
-            e.reason().to_string(),
-            e.to_string(),
-            if e.is_transient() {
-                Duration::from_secs(5)
-            } else {
-                // Never less often than a Ready issuer: without the Secret watch this re-check is
-                // what notices a fixed password.
-                Duration::from_secs(60).min(interval)
-            },
-        ),
-    };
+    let Verdict {
+        ready,
+        reason,
+        message,
+        requeue,
+    } = verdict::<K>(&outcome, next_check, interval);
     let cond = condition::ready(
         &previous,
         ready,
@@ -331,6 +313,48 @@ async fn reconcile<K: IssuerObject>(
     }
     c.tracker.set(ctx, K::KIND, tracker_key, Some(ready));
     Ok(Action::requeue(requeue))
+}
+
+/// What a check's outcome makes of the issuer's Ready condition, and when to check again.
+#[derive(Debug)]
+struct Verdict {
+    ready: bool,
+    reason: String,
+    message: String,
+    requeue: Duration,
+}
+
+/// A StepIssuer's message never quotes what its CA answered (see [`IssuerObject::AUDIENCE`]).
+fn verdict<K: IssuerObject>(
+    outcome: &Result<crate::step::Signer, IssuerError>,
+    next_check: Duration,
+    interval: Duration,
+) -> Verdict {
+    match outcome {
+        Ok(signer) => Verdict {
+            ready: true,
+            reason: VERIFIED.to_string(),
+            message: format!(
+                "Signing with JWK provisioner {:?} (kid {}) at {}",
+                signer.provisioner_name(),
+                signer.kid(),
+                signer.url()
+            ),
+            requeue: next_check,
+        },
+        Err(e) => Verdict {
+            ready: false,
+            reason: e.reason().to_string(),
+            message: e.message_for(K::AUDIENCE),
+            requeue: if e.is_transient() {
+                Duration::from_secs(5)
+            } else {
+                // Never less often than a Ready issuer: without the Secret watch this re-check is
+                // what notices a fixed password.
+                Duration::from_secs(60).min(interval)
+            },
+        },
+    }
 }
 
 impl IssuerCtx {
@@ -387,7 +411,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         issuer.meta().generation,
         Timestamp::now(),
     );
-    ctx.signers.evict(&issuer.key()).await;
+    ctx.signers.evict(&issuer.key());
     if let Err(e) = ctx
         .apply_issuer_status(
             issuer,
@@ -529,6 +553,63 @@ mod tests {
         ];
         for (ago, due) in cases {
             assert_eq!(health_check_due(ago, interval), due, "verified_ago={ago:?}");
+        }
+    }
+
+    /// Security review M1: whatever a StepIssuer's URL points at, its status and Events show
+    /// the HTTP status and a generic reason, never the answer; a StepClusterIssuer, set up by
+    /// the admin, keeps step-ca's own words.
+    #[tokio::test]
+    async fn a_step_issuer_never_shows_what_its_ca_answered() {
+        use crate::crd::{StepClusterIssuer, StepIssuer};
+        use crate::step::fake_ca::{FakeCa, Hostile, HostileCa};
+        let ca = FakeCa::start().await;
+        let answers = [
+            (500, "SECRET-MARKER from an internal service".to_owned()),
+            (500, r#"{"message":"SECRET-MARKER in JSON"}"#.to_owned()),
+            (403, "<html><body>SECRET-MARKER</body></html>".to_owned()),
+            (200, "SECRET-MARKER, not JSON".to_owned()),
+            (200, r#"{"status":"SECRET-MARKER"}"#.to_owned()),
+        ];
+        for (status, body) in answers {
+            let hostile = HostileCa::start(
+                &ca.certs,
+                Hostile::Answer {
+                    status,
+                    body: body.clone(),
+                },
+            )
+            .await;
+            let outcome = crate::step::Signer::connect(
+                &hostile.url,
+                Some(ca.certs.root_pem.as_bytes()),
+                "admin",
+                None,
+                FakeCa::PASSWORD,
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(IssuerError::from);
+            let tenant = verdict::<StepIssuer>(&outcome, Duration::ZERO, Duration::from_secs(300));
+            assert!(!tenant.ready);
+            assert!(
+                !tenant.message.contains("SECRET-MARKER"),
+                "{status} {body}: {}",
+                tenant.message
+            );
+            assert!(
+                tenant.message.contains(&format!("HTTP {status}")),
+                "{status} {body}: {}",
+                tenant.message
+            );
+            let admin =
+                verdict::<StepClusterIssuer>(&outcome, Duration::ZERO, Duration::from_secs(300));
+            assert_eq!(admin.reason, tenant.reason);
+            assert!(
+                admin.message.contains("SECRET-MARKER"),
+                "{status} {body}: {}",
+                admin.message
+            );
         }
     }
 }

@@ -38,6 +38,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
             names: Default::default(),
             without_policy: Default::default(),
             watch_secrets: false,
+            forbidden_ca_cidrs: Default::default(),
         },
     };
     (Arc::new(ctx), handle)

@@ -122,6 +122,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 n => usize::from(n),
             },
             watch_secrets: args.watch_secrets,
+            forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
         },
     });
     // From here on the leader is ready while every watch has listed and none is failing.

@@ -463,7 +463,7 @@ async fn sign(
     // of an issuer are signed at once; the others go back to the queue without a status write
     // (checked before the read below, so that a busy issuer costs no API call).
     if let Some(retry) = c.in_flight.busy(key) {
-        return Ok(issuer_busy(cr, key, retry));
+        return Ok(issuer_busy(ctx, cr, key, retry));
     }
     // The cache may lag our own writes: read the status fresh, and never sign twice.
     let api = Api::<CertificateRequest>::namespaced(
@@ -485,7 +485,7 @@ async fn sign(
     }
     let Some(permit) = c.in_flight.try_acquire(key) else {
         let retry = c.in_flight.busy(key).unwrap_or(in_flight::BUSY_RETRY);
-        return Ok(issuer_busy(cr, key, retry));
+        return Ok(issuer_busy(ctx, cr, key, retry));
     };
     let started = Instant::now();
     let unwritten = c
@@ -618,7 +618,8 @@ async fn sign(
     }
 }
 
-fn issuer_busy(cr: &CertificateRequest, key: &IssuerKey, retry: Duration) -> Action {
+fn issuer_busy(ctx: &Context, cr: &CertificateRequest, key: &IssuerKey, retry: Duration) -> Action {
+    ctx.metrics.requests_deferred.inc();
     if retry >= in_flight::SLOW_RETRY {
         tracing::debug!(request = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), issuer = %key, "The issuer's CA is slow and it has as many signs in flight as allowed; trying again in a second");
     }
@@ -746,30 +747,32 @@ async fn sign_with<K: IssuerObject>(
 
     check_policy(ctx, issuer, cr, csr.common_name.as_deref(), &sans)?;
 
-    let signer = match ctx
-        .signers
-        .current(
-            &issuer.key(),
-            &issuer.uid().unwrap_or_default(),
-            issuer.meta().generation.unwrap_or_default(),
-        )
-        .await
-    {
+    let signer = match ctx.signers.current(
+        &issuer.key(),
+        &issuer.uid().unwrap_or_default(),
+        issuer.meta().generation.unwrap_or_default(),
+    ) {
         Some(s) => s,
-        // The cached issuer is slimmed (no caBundle): connect from the API's copy.
+        // The cached issuer is slimmed (no caBundle): connect from the API's copy. Waiting here
+        // for a connect of this issuer holds one of its --max-signs-per-issuer places, never
+        // more, and no longer than the connect's deadline.
         None => match ctx.signer_for_latest(issuer).await {
             Ok((s, _)) => s,
             Err(e) if e.is_transient() => {
                 return Err(SignFailure::Retryable {
                     reason: e.reason(),
-                    message: e.to_string(),
+                    message: e.message_for(K::AUDIENCE),
                 });
             }
             // The issuer reconciler will report this on the issuer; the request waits.
             Err(e) => {
                 return Err(SignFailure::Retryable {
                     reason: e.reason(),
-                    message: format!("{} is not usable: {e}", issuer.key()),
+                    message: format!(
+                        "{} is not usable: {}",
+                        issuer.key(),
+                        e.message_for(K::AUDIENCE)
+                    ),
                 });
             }
         },
@@ -779,19 +782,22 @@ async fn sign_with<K: IssuerObject>(
     let result = signer.sign(&csr.pem, &subject, &sans, not_after).await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
+    // A StepIssuer's requests show what its CA answered no more than the StepIssuer does.
     let response = match result {
         Ok(r) => r,
-        Err(e) if e.is_auth_failure() => return Err(SignFailure::Auth(e.to_string())),
+        Err(e) if e.is_auth_failure() => {
+            return Err(SignFailure::Auth(e.message_for(K::AUDIENCE)));
+        }
         Err(e) if e.is_retryable() => {
             return Err(SignFailure::Retryable {
                 reason: e.reason(),
-                message: e.to_string(),
+                message: e.message_for(K::AUDIENCE),
             });
         }
         Err(e) => {
             return Err(SignFailure::Permanent {
                 reason: e.reason(),
-                message: format!("step-ca refused to sign: {e}"),
+                message: format!("step-ca refused to sign: {}", e.message_for(K::AUDIENCE)),
             });
         }
     };

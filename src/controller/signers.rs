@@ -2,11 +2,15 @@
 //!
 //! Decrypting a provisioner key costs ~150 ms of PBKDF2, so it happens once per issuer and is
 //! redone only when the issuer's spec (generation) or its password (Secret resourceVersion, or a
-//! digest of an env/file password) changes. Concurrent requests for the same issuer wait for one
+//! digest of an env/file password) changes. Concurrent connects for the same issuer wait for one
 //! connection instead of each decrypting.
+//!
+//! The signer in use and the connect lock are kept apart: a connect can take up to its deadline
+//! (a CA that answers slowly, or on purpose), and requests that only need the signer in use must
+//! never wait for it, or one issuer's CA could hold every request worker (security review H2).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::controller::decision::IssuerKey;
 use crate::step::Signer;
@@ -20,35 +24,67 @@ pub struct SignerVersion {
     pub password_version: String,
 }
 
+impl SignerVersion {
+    /// Same issuer object and spec; only the password may differ.
+    fn same_spec(&self, other: &SignerVersion) -> bool {
+        self.uid == other.uid && self.generation == other.generation
+    }
+}
+
 #[derive(Default)]
 struct Slot {
-    current: Option<(SignerVersion, Signer)>,
+    /// The signer in use. Locked only to read or replace it, never across an await.
+    current: RwLock<Option<(SignerVersion, Signer)>>,
+    /// Held for the whole of a connect, so that a burst for one issuer decrypts once.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn read(&self) -> Option<(SignerVersion, Signer)> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, value: Option<(SignerVersion, Signer)>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    fn for_version(&self, version: &SignerVersion) -> Option<Signer> {
+        self.read().filter(|(v, _)| v == version).map(|(_, s)| s)
+    }
 }
 
 #[derive(Default, Clone)]
 pub struct SignerCache {
-    slots: Arc<Mutex<HashMap<IssuerKey, Arc<tokio::sync::Mutex<Slot>>>>>,
+    slots: Arc<Mutex<HashMap<IssuerKey, Arc<Slot>>>>,
 }
 
 impl SignerCache {
-    fn slot(&self, key: &IssuerKey) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn slot(&self, key: &IssuerKey) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.entry(key.clone()).or_default().clone()
     }
 
+    fn existing_slot(&self, key: &IssuerKey) -> Option<Arc<Slot>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(key).cloned()
+    }
+
     /// The cached signer if it was built for this uid and generation, whatever the password
     /// version: the issuer reconciler, which watches the Secret, replaces it when that changes.
-    pub async fn current(&self, key: &IssuerKey, uid: &str, generation: i64) -> Option<Signer> {
-        let slot = self.slot(key);
-        let slot = slot.lock().await;
-        slot.current
-            .as_ref()
+    /// Never waits, not even for a connect of the same issuer in progress.
+    pub fn current(&self, key: &IssuerKey, uid: &str, generation: i64) -> Option<Signer> {
+        self.existing_slot(key)?
+            .read()
             .filter(|(v, _)| v.uid == uid && v.generation == generation)
-            .map(|(_, s)| s.clone())
+            .map(|(_, s)| s)
     }
 
     /// The signer for exactly `version`, built with `connect` when the cache holds another one.
-    /// Callers for the same issuer are serialised, so a burst decrypts once.
+    /// Connects for the same issuer are serialised, so a burst decrypts once; [`Self::current`]
+    /// is not held up by them.
     pub async fn get_or_connect<F, Fut, E>(
         &self,
         key: &IssuerKey,
@@ -60,23 +96,41 @@ impl SignerCache {
         Fut: std::future::Future<Output = Result<Signer, E>>,
     {
         let slot = self.slot(key);
-        let mut slot = slot.lock().await;
-        if let Some((v, s)) = &slot.current
-            && *v == version
-        {
-            return Ok((s.clone(), false));
+        if let Some(signer) = slot.for_version(&version) {
+            return Ok((signer, false));
         }
-        // The old key must not outlive a changed password or spec, even if connecting fails.
-        slot.current = None;
-        let signer = connect().await?;
-        slot.current = Some((version, signer.clone()));
-        Ok((signer, true))
+        let _connecting = slot.connecting.lock().await;
+        // Whoever held the lock before us may have built exactly this version.
+        if let Some(signer) = slot.for_version(&version) {
+            return Ok((signer, false));
+        }
+        // A changed spec makes the old signer wrong at once. A changed password alone leaves the
+        // key the same (the password only wraps it), so the old signer keeps serving requests
+        // until the new connect ends.
+        if slot
+            .read()
+            .is_some_and(|(held, _)| !held.same_spec(&version))
+        {
+            slot.set(None);
+        }
+        match connect().await {
+            Ok(signer) => {
+                slot.set(Some((version, signer.clone())));
+                Ok((signer, true))
+            }
+            Err(e) => {
+                // The old key must not outlive a changed password or spec that fails to connect.
+                slot.set(None);
+                Err(e)
+            }
+        }
     }
 
-    /// Forgets an issuer's signer (deleted issuer, or step-ca refused its token).
-    pub async fn evict(&self, key: &IssuerKey) {
-        let slot = self.slot(key);
-        slot.lock().await.current = None;
+    /// Forgets an issuer's signer (step-ca refused its token).
+    pub fn evict(&self, key: &IssuerKey) {
+        if let Some(slot) = self.existing_slot(key) {
+            slot.set(None);
+        }
     }
 
     /// The issuers that have a slot, for sweeping out those that no longer exist.
@@ -88,5 +142,160 @@ impl SignerCache {
     pub fn remove(&self, key: &IssuerKey) {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::step::fake_ca::FakeCa;
+
+    async fn signer(ca: &FakeCa) -> Signer {
+        Signer::connect(
+            &ca.url,
+            Some(ca.certs.root_pem.as_bytes()),
+            "admin",
+            Some(&ca.kid),
+            FakeCa::PASSWORD,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn key() -> IssuerKey {
+        IssuerKey::Namespaced {
+            namespace: "team".into(),
+            name: "evil".into(),
+        }
+    }
+
+    fn version(generation: i64, password: &str) -> SignerVersion {
+        SignerVersion {
+            uid: "uid-1".into(),
+            generation,
+            password_version: password.into(),
+        }
+    }
+
+    /// Waits until a connect for `key` holds the connect lock; panics after 5 s.
+    async fn wait_for_connect(cache: &SignerCache, key: &IssuerKey) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let held = cache
+                .existing_slot(key)
+                .is_some_and(|slot| slot.connecting.try_lock().is_err());
+            if held {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the connect never started");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Security review H2: a connect that never ends (a CA that stalls on purpose) holds up no
+    /// request: `current` answers at once, with the signer in use while only the password
+    /// changed, and with nothing once the spec changed.
+    #[tokio::test]
+    async fn current_never_waits_for_a_connect_in_progress() {
+        let ca = FakeCa::start().await;
+        let cache = SignerCache::default();
+        let (old, fresh) = cache
+            .get_or_connect(&key(), version(1, "secret:1"), || async {
+                Ok::<_, ()>(signer(&ca).await)
+            })
+            .await
+            .unwrap();
+        assert!(fresh);
+
+        // The password Secret changed; its reconnect stalls forever.
+        let stalled = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_connect(&key(), version(1, "secret:2"), || {
+                        std::future::pending::<Result<Signer, ()>>()
+                    })
+                    .await
+            }
+        });
+        wait_for_connect(&cache, &key()).await;
+        let started = Instant::now();
+        let during = cache.current(&key(), "uid-1", 1);
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "current() took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            during.map(|s| s.kid().to_owned()),
+            Some(old.kid().to_owned())
+        );
+        stalled.abort();
+        assert!(stalled.await.unwrap_err().is_cancelled());
+
+        // The spec changed: the old signer is no longer handed out, still without waiting.
+        let stalled = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_connect(&key(), version(2, "secret:2"), || {
+                        std::future::pending::<Result<Signer, ()>>()
+                    })
+                    .await
+            }
+        });
+        wait_for_connect(&cache, &key()).await;
+        let started = Instant::now();
+        assert!(cache.current(&key(), "uid-1", 1).is_none());
+        assert!(cache.current(&key(), "uid-1", 2).is_none());
+        assert!(started.elapsed() < Duration::from_millis(100));
+        stalled.abort();
+    }
+
+    #[tokio::test]
+    async fn a_burst_connects_once_and_a_failed_connect_drops_the_old_signer() {
+        let ca = FakeCa::start().await;
+        let cache = SignerCache::default();
+        let connects = AtomicUsize::new(0);
+        let connect = || async {
+            connects.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(signer(&ca).await)
+        };
+        let k = key();
+        let (a, b) = tokio::join!(
+            cache.get_or_connect(&k, version(1, "secret:1"), connect),
+            cache.get_or_connect(&k, version(1, "secret:1"), connect),
+        );
+        assert_eq!(connects.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            [a.unwrap().1, b.unwrap().1].iter().filter(|f| **f).count(),
+            1,
+            "exactly one caller connected"
+        );
+        assert!(cache.current(&key(), "uid-1", 1).is_some());
+
+        // A new password that does not work: the old key is dropped with it.
+        let err = cache
+            .get_or_connect(&key(), version(1, "secret:2"), || async {
+                Err::<Signer, _>("wrong password")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err, "wrong password");
+        assert!(cache.current(&key(), "uid-1", 1).is_none());
+
+        cache
+            .get_or_connect(&key(), version(1, "secret:3"), connect)
+            .await
+            .unwrap();
+        cache.evict(&key());
+        assert!(cache.current(&key(), "uid-1", 1).is_none());
+        assert_eq!(cache.keys(), vec![key()]);
+        cache.remove(&key());
+        assert!(cache.keys().is_empty());
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::address_policy::{ForbiddenAddress, ForbiddenRanges, GuardedResolver};
 use super::error::decode_error_body;
 use super::{Error, Result};
 
@@ -27,8 +28,13 @@ const ACTION_RENEW: &str = "renew the certificate";
 
 /// step-ca caps `limit` at 100; asking for the cap keeps paging short.
 const PROVISIONER_PAGE_LIMIT: u32 = 100;
-/// Bound on pages followed, so a misbehaving server cannot keep us looping.
-const MAX_PROVISIONER_PAGES: usize = 1000;
+/// Bound on pages followed: a server that never ends its list, each page just within the
+/// per-request timeout, would otherwise keep a connect going for hours. Ten full pages are a
+/// thousand provisioners, more than step-ca deployments use; beyond that, set `kid`.
+pub const MAX_PROVISIONER_PAGES: usize = 10;
+/// Bound on the provisioners read in all, whatever the pages hold (a page may hold more than
+/// `limit` asked for).
+pub const MAX_LISTED_PROVISIONERS: usize = 1000;
 /// The largest answer read from the CA URL, per call. step-ca's answers to health, roots,
 /// encrypted-key, sign and renew are a few KiB; a provisioner page of 100 JWK provisioners with
 /// their encrypted keys is about 300 KiB. Whoever controls a StepIssuer's URL controls what comes
@@ -49,6 +55,7 @@ struct Inner {
     /// The pinned roots, reused for one-off mTLS clients; `None` means system roots.
     roots: Option<Vec<reqwest::Certificate>>,
     timeout: Duration,
+    forbidden: ForbiddenRanges,
 }
 
 impl fmt::Debug for Client {
@@ -263,7 +270,11 @@ pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certific
     Ok(certs)
 }
 
-fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest::ClientBuilder {
+fn builder(
+    roots: Option<&[reqwest::Certificate]>,
+    timeout: Duration,
+    forbidden: &ForbiddenRanges,
+) -> reqwest::ClientBuilder {
     // reqwest is built without a default crypto provider and panics when none is installed.
     // main installs ring first; installing it here too (a no-op when one is already installed)
     // keeps every entry point, including tests and one-shot subcommands, panic-free.
@@ -280,7 +291,32 @@ fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest
     if let Some(roots) = roots {
         b = b.tls_certs_only(roots.iter().cloned());
     }
+    if !forbidden.is_empty() {
+        // Through a proxy, the proxy would pick the CA's address and the ranges would guard
+        // only the proxy's: with ranges set, connect directly.
+        b = b.no_proxy().dns_resolver(Arc::new(GuardedResolver {
+            ranges: forbidden.clone(),
+        }));
+    }
     b
+}
+
+/// Refuses a URL whose host is a literal address in a forbidden range (a literal address is
+/// never resolved, so the resolver does not see it).
+fn check_literal_address(url: &str, forbidden: &ForbiddenRanges) -> Result<()> {
+    let host = url::Url::parse(url).ok().and_then(|u| match u.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    });
+    match host.and_then(|ip| forbidden.matching(ip).map(|r| (ip, r))) {
+        Some((address, range)) => Err(Error::ForbiddenAddress {
+            url: url.to_owned(),
+            address,
+            range: range.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl Client {
@@ -289,9 +325,21 @@ impl Client {
     /// With `ca_bundle_pem`, only those roots are trusted (the normal case: step-ca has a private
     /// root); without it, the platform's roots are used. `timeout` bounds each request.
     pub fn new(url: &str, ca_bundle_pem: Option<&[u8]>, timeout: Duration) -> Result<Client> {
+        Self::with_forbidden(url, ca_bundle_pem, timeout, &ForbiddenRanges::default())
+    }
+
+    /// As [`Client::new`], refusing to connect to any address in `forbidden`: a literal one in
+    /// the URL at once, a resolved one at each new connection.
+    pub fn with_forbidden(
+        url: &str,
+        ca_bundle_pem: Option<&[u8]>,
+        timeout: Duration,
+        forbidden: &ForbiddenRanges,
+    ) -> Result<Client> {
         let url = normalise_url(url)?;
+        check_literal_address(&url, forbidden)?;
         let roots = ca_bundle_pem.map(parse_ca_bundle).transpose()?;
-        let http = builder(roots.as_deref(), timeout)
+        let http = builder(roots.as_deref(), timeout, forbidden)
             .build()
             .map_err(|source| Error::BuildClient { source })?;
         Ok(Client {
@@ -300,8 +348,14 @@ impl Client {
                 url,
                 roots,
                 timeout,
+                forbidden: forbidden.clone(),
             }),
         })
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The normalised CA URL, `https://host[:port]`.
@@ -324,8 +378,9 @@ impl Client {
         let h: Health = self.get_json("/health", ACTION_HEALTH).await?;
         match h.status.as_deref() {
             None | Some("ok") => Ok(()),
-            Some(other) => Err(Error::Decode {
+            Some(other) => Err(Error::UnexpectedAnswer {
                 action: ACTION_HEALTH,
+                status: StatusCode::OK.as_u16(),
                 detail: format!("health status is {other:?}, expected \"ok\""),
             }),
         }
@@ -346,11 +401,29 @@ impl Client {
         Ok(roots.crts)
     }
 
-    /// All provisioners, following `nextCursor` until it is empty.
+    /// All provisioners, following `nextCursor` until it is empty (within the limits of
+    /// [`Client::find_provisioners`]).
     pub async fn provisioners(&self) -> Result<Vec<ProvisionerInfo>> {
-        let mut out = Vec::new();
+        self.find_provisioners(|_| true, MAX_LISTED_PROVISIONERS)
+            .await
+    }
+
+    /// The provisioners `keep` selects, following `nextCursor` until it is empty. Stops as soon
+    /// as more than `max_kept` are selected, so the answer then holds `max_kept + 1` of them:
+    /// enough for the caller to tell that there are too many.
+    ///
+    /// Whoever controls the CA URL controls the list: at most [`MAX_PROVISIONER_PAGES`] pages
+    /// and [`MAX_LISTED_PROVISIONERS`] provisioners are read, and only the selected ones are
+    /// kept, so memory stays at one page plus what the caller asked for.
+    pub async fn find_provisioners(
+        &self,
+        keep: impl Fn(&ProvisionerInfo) -> bool,
+        max_kept: usize,
+    ) -> Result<Vec<ProvisionerInfo>> {
+        let mut kept = Vec::new();
+        let mut listed = 0usize;
         let mut cursor = String::new();
-        for _ in 0..MAX_PROVISIONER_PAGES {
+        for pages in 1..=MAX_PROVISIONER_PAGES {
             let mut url = self.endpoint("/1.0/provisioners")?;
             {
                 let mut q = url.query_pairs_mut();
@@ -367,15 +440,27 @@ impl Client {
                     MAX_PROVISIONERS_PAGE_BYTES,
                 )
                 .await?;
-            out.extend(page.provisioners.into_iter().map(|p| ProvisionerInfo {
-                kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
-                name: p.name,
-                type_: p.type_,
-                key: p.key,
-                encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
-            }));
+            listed += page.provisioners.len();
+            if listed > MAX_LISTED_PROVISIONERS {
+                return Err(Error::TooManyProvisioners { pages, listed });
+            }
+            for p in page.provisioners {
+                let info = ProvisionerInfo {
+                    kid: p.key.get("kid").and_then(Value::as_str).map(str::to_owned),
+                    name: p.name,
+                    type_: p.type_,
+                    key: p.key,
+                    encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
+                };
+                if keep(&info) {
+                    kept.push(info);
+                    if kept.len() > max_kept {
+                        return Ok(kept);
+                    }
+                }
+            }
             if page.next_cursor.is_empty() {
-                return Ok(out);
+                return Ok(kept);
             }
             if page.next_cursor == cursor {
                 return Err(Error::Decode {
@@ -385,9 +470,9 @@ impl Client {
             }
             cursor = page.next_cursor;
         }
-        Err(Error::Decode {
-            action: ACTION_PROVISIONERS,
-            detail: format!("more than {MAX_PROVISIONER_PAGES} pages of provisioners"),
+        Err(Error::TooManyProvisioners {
+            pages: MAX_PROVISIONER_PAGES + 1,
+            listed,
         })
     }
 
@@ -441,11 +526,15 @@ impl Client {
         let id = reqwest::Identity::from_pem(&buf).map_err(|_| Error::InvalidIdentity {
             detail: "the key or certificate PEM does not parse".into(),
         })?;
-        let http = builder(self.inner.roots.as_deref(), self.inner.timeout)
-            .identity(id)
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|source| Error::BuildClient { source })?;
+        let http = builder(
+            self.inner.roots.as_deref(),
+            self.inner.timeout,
+            &self.inner.forbidden,
+        )
+        .identity(id)
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|source| Error::BuildClient { source })?;
         let url = self.endpoint("/1.0/renew")?;
         let raw: RawSignResponse = self
             .send_json(http.post(url), "/1.0/renew", ACTION_RENEW)
@@ -554,7 +643,13 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error, action: &'static str) -> Error {
-        if e.is_timeout() {
+        if let Some(refused) = forbidden_cause(&e) {
+            Error::ForbiddenAddress {
+                url: self.inner.url.clone(),
+                address: refused.address,
+                range: refused.range.to_string(),
+            }
+        } else if e.is_timeout() {
             Error::Timeout {
                 action,
                 url: self.inner.url.clone(),
@@ -580,13 +675,26 @@ impl Client {
     }
 }
 
+/// The resolver's refusal, if that is what failed the request.
+fn forbidden_cause(e: &reqwest::Error) -> Option<&ForbiddenAddress> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = next {
+        if let Some(refused) = cause.downcast_ref::<ForbiddenAddress>() {
+            return Some(refused);
+        }
+        next = cause.source();
+    }
+    None
+}
+
 fn decode_success<T: DeserializeOwned>(
     status: StatusCode,
     body: &[u8],
     action: &'static str,
 ) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode {
+    serde_json::from_slice(body).map_err(|e| Error::UnexpectedAnswer {
         action,
+        status: status.as_u16(),
         detail: format!(
             "HTTP {} body is not the expected JSON ({}): {}",
             status.as_u16(),
@@ -702,6 +810,54 @@ mod tests {
             "the redirect target was reached: {:?}",
             ca.requests()
         );
+    }
+
+    /// Security review M1: with `--forbidden-ca-cidrs`, neither a literal address nor a name
+    /// resolving into a forbidden range is connected to.
+    #[tokio::test]
+    async fn forbidden_addresses_are_never_connected_to() {
+        use crate::step::address_policy::Cidr;
+        let ca = FakeCa::start().await;
+        let port = ca.url.rsplit(':').next().unwrap().to_owned();
+        let loopback = ForbiddenRanges::new(vec![
+            "169.254.0.0/16".parse::<Cidr>().unwrap(),
+            "127.0.0.0/8".parse().unwrap(),
+        ]);
+        let root = Some(ca.certs.root_pem.as_bytes());
+        let timeout = Duration::from_secs(5);
+
+        let err = Client::with_forbidden(&ca.url, root, timeout, &loopback).unwrap_err();
+        assert!(matches!(err, Error::ForbiddenAddress { .. }), "{err}");
+        assert_eq!(err.reason(), "CAAddressForbidden");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(
+            text.contains("127.0.0.1, which is in the range 127.0.0.0/8")
+                && text.contains("--forbidden-ca-cidrs"),
+            "{text}"
+        );
+
+        let by_name = format!("https://localhost:{port}");
+        let client = Client::with_forbidden(&by_name, root, timeout, &loopback).unwrap();
+        let err = client.health().await.unwrap_err();
+        assert!(matches!(err, Error::ForbiddenAddress { .. }), "{err}");
+        assert!(err.to_string().contains("range 127.0.0.0/8"), "{err}");
+        assert!(
+            ca.requests().is_empty(),
+            "the CA was reached: {:?}",
+            ca.requests()
+        );
+
+        // Ranges that do not hold the address change nothing, for names and literals alike.
+        let elsewhere = ForbiddenRanges::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        for url in [&by_name, &ca.url] {
+            Client::with_forbidden(url, root, timeout, &elsewhere)
+                .unwrap()
+                .health()
+                .await
+                .unwrap();
+        }
+        assert_eq!(ca.requests().len(), 2, "{:?}", ca.requests());
     }
 
     #[test]

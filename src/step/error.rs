@@ -65,6 +65,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// The CA answered 2xx, but with something else than step-ca sends. `detail` quotes the
+    /// answer, so it is shown only to [`Audience::Admin`].
+    #[error("failed to {action}: unexpected response from step-ca: {detail}")]
+    UnexpectedAnswer {
+        action: &'static str,
+        status: u16,
+        detail: String,
+    },
+
     /// The answer was larger than any step-ca answer to this call can be. Not retried: a server
     /// that does this is not step-ca, or not working.
     #[error(
@@ -86,6 +95,43 @@ pub enum Error {
         action: &'static str,
         url: String,
         status: u16,
+    },
+
+    /// The provisioner list is longer than anything step-operator reads.
+    #[error(
+        "failed to list the step-ca provisioners: too many pages/provisioners ({pages} pages, {listed} provisioners read; at most {} pages and {} provisioners are read); set spec.provisioner.kid so that the list is not needed",
+        super::client::MAX_PROVISIONER_PAGES,
+        super::client::MAX_LISTED_PROVISIONERS
+    )]
+    TooManyProvisioners { pages: usize, listed: usize },
+
+    /// More JWK provisioners share the name than are tried, and no kid says which one to use.
+    #[error(
+        "provisioner name {name:?} is ambiguous: step-ca lists more than {limit} provisioners with that name and step-operator tries at most {limit}; set spec.provisioner.kid to the kid of the one to use (see `step ca provisioner list`)"
+    )]
+    AmbiguousProvisioner { name: String, limit: usize },
+
+    /// Connecting (health, provisioner lookup, key decryption, roots) took longer than its
+    /// overall deadline, although each request kept within the per-request timeout.
+    #[error(
+        "failed to connect to step-ca at {url}: the health check, provisioner lookup, key decryption and roots fetch took longer than {} in all (twice the per-request timeout, plus {} for key decryption); check that spec.url points at step-ca and that it answers promptly",
+        humantime::format_duration(*deadline),
+        humantime::format_duration(*decrypt_budget)
+    )]
+    ConnectDeadline {
+        url: String,
+        deadline: Duration,
+        decrypt_budget: Duration,
+    },
+
+    /// The CA URL leads to an address that `--forbidden-ca-cidrs` rules out.
+    #[error(
+        "refusing to connect to {url}: it leads to {address}, which is in the range {range} that the controller's --forbidden-ca-cidrs forbids for StepIssuers; point spec.url at step-ca, or ask the cluster admin for a StepClusterIssuer"
+    )]
+    ForbiddenAddress {
+        url: String,
+        address: std::net::IpAddr,
+        range: String,
     },
 
     /// No provisioner with that name (and kid) exists on the CA.
@@ -195,9 +241,13 @@ impl Error {
                 429 | 500..=599 => "CAUnavailable",
                 _ => "CARejected",
             },
-            Error::Decode { .. } => "CAInvalidResponse",
+            Error::Decode { .. } | Error::UnexpectedAnswer { .. } => "CAInvalidResponse",
             Error::ResponseTooLarge { .. } => "CAResponseTooLarge",
             Error::Redirected { .. } => "CARedirected",
+            Error::TooManyProvisioners { .. } => "TooManyProvisioners",
+            Error::AmbiguousProvisioner { .. } => "AmbiguousProvisioner",
+            Error::ConnectDeadline { .. } => "CAConnectTooSlow",
+            Error::ForbiddenAddress { .. } => "CAAddressForbidden",
             Error::ProvisionerNotFound { .. } => "ProvisionerNotFound",
             Error::NotJwkProvisioner { .. } => "NotJWKProvisioner",
             Error::NoEncryptedKey { .. } => "NoEncryptedKey",
@@ -243,6 +293,44 @@ impl Error {
                 }
             }
             other => other,
+        }
+    }
+}
+
+/// Who reads an error's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// The cluster's admin, who set the URL (StepClusterIssuer): the full message, with
+    /// step-ca's own words.
+    Admin,
+    /// A tenant, who may point the URL at any service in the cluster (StepIssuer): the HTTP
+    /// status and a generic reason, never text from the answer, which may come from a service
+    /// that is not step-ca and that the tenant could not reach itself.
+    Tenant,
+}
+
+impl Error {
+    /// The message for `audience`: for a tenant, without anything quoted from the answer.
+    pub fn message_for(&self, audience: Audience) -> String {
+        if audience == Audience::Admin {
+            return self.to_string();
+        }
+        match self {
+            Error::Status { status, action, .. } => format!(
+                "failed to {action}: the server answered HTTP {status}{}{}; what it said is not shown on a StepIssuer, the step-ca log has the reason",
+                reason_phrase(*status),
+                status_hint(*status)
+            ),
+            Error::UnexpectedAnswer { action, status, .. } => format!(
+                "failed to {action}: the HTTP {status}{} answer is not what step-ca sends (it is not shown on a StepIssuer); check that spec.url points at step-ca",
+                reason_phrase(*status)
+            ),
+            Error::NotJwkProvisioner { name, .. } => format!(
+                "failed to use provisioner {name:?}: it is not of type JWK, and only JWK provisioners are supported; create one with `step ca provisioner add <name> --type JWK --create`"
+            ),
+            Error::InvalidEncryptedKey { .. } => "failed to decrypt the provisioner key: the encryptedKey from step-ca is not a JWE step-operator accepts (PBES2-HS256+A128KW, A128GCM or A256GCM, at most 1,000,000 iterations)".to_owned(),
+            Error::UnsupportedKey { .. } => "failed to load the provisioner key: unsupported key; use an EC P-256/P-384/P-521, Ed25519 or RSA (2048 to 4096 bit) JWK provisioner".to_owned(),
+            other => other.to_string(),
         }
     }
 }
@@ -467,6 +555,44 @@ mod tests {
                 .to_string()
                 .contains("caBundle must be PEM certificates")
         );
+    }
+
+    #[test]
+    fn a_tenant_never_sees_text_taken_from_the_answer() {
+        let marker = "SECRET-MARKER";
+        let errors = [
+            Error::Status {
+                status: 403,
+                message: marker.into(),
+                action: "sign the certificate request",
+            },
+            Error::UnexpectedAnswer {
+                action: "check step-ca health",
+                status: 200,
+                detail: marker.into(),
+            },
+            Error::NotJwkProvisioner {
+                name: "admin".into(),
+                actual_type: marker.into(),
+            },
+            Error::InvalidEncryptedKey {
+                detail: marker.into(),
+            },
+            Error::UnsupportedKey {
+                detail: marker.into(),
+            },
+        ];
+        for e in errors {
+            let tenant = e.message_for(Audience::Tenant);
+            assert!(!tenant.contains(marker), "{tenant}");
+            assert!(tenant.starts_with("failed to"), "{tenant}");
+            assert!(e.message_for(Audience::Admin).contains(marker), "{e}");
+        }
+        // Our own words are kept for both.
+        let e = Error::WrongPassword {
+            provisioner: "admin".into(),
+        };
+        assert_eq!(e.message_for(Audience::Tenant), e.to_string());
     }
 
     proptest! {

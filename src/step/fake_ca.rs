@@ -64,21 +64,36 @@ struct AppState {
     root_pem: String,
 }
 
-/// What a hostile "CA" does on every route: the answers a tenant's own server could give to a
-/// StepIssuer whose URL points at it.
+/// What a hostile "CA" does: the answers a tenant's own server could give to a StepIssuer whose
+/// URL points at it.
 #[derive(Clone)]
 pub(crate) enum Hostile {
-    /// 200 with a body that never ends (chunked, no Content-Length).
+    /// Every route: 200 with a body that never ends (chunked, no Content-Length).
     EndlessBody,
-    /// 302 to this URL.
+    /// Every route: 302 to this URL.
     RedirectTo(String),
+    /// Every route: this status and body.
+    Answer { status: u16, body: String },
+    /// `/health` is fine; each `/1.0/provisioners` page comes after `delay`, with one
+    /// provisioner and a new `nextCursor`, for ever.
+    EndlessPages { delay: std::time::Duration },
+    /// `/health` is fine; `/1.0/provisioners` lists `count` JWK provisioners named `name`,
+    /// each with the encrypted key `jwe`, 100 a page.
+    SameName {
+        name: String,
+        count: usize,
+        jwe: String,
+    },
+    /// `/health` is fine; `/1.0/provisioners` is one page of `count` provisioners.
+    LongPage { count: usize },
 }
 
 /// A TLS server under the fake CA's certificates that answers every request as [`Hostile`] says
-/// and counts the body bytes it sent.
+/// and counts the requests and the body bytes it sent.
 pub(crate) struct HostileCa {
     pub url: String,
     sent: Arc<std::sync::atomic::AtomicUsize>,
+    pages: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -92,33 +107,97 @@ impl HostileCa {
     pub async fn start(certs: &FakeCerts, behaviour: Hostile) -> HostileCa {
         install_provider();
         let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = sent.clone();
-        let app = Router::new().fallback(move || {
+        let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sent_counter, page_counter) = (sent.clone(), pages.clone());
+        let app = Router::new().fallback(move |req: Request| {
             let behaviour = behaviour.clone();
-            let counter = counter.clone();
-            async move {
-                match behaviour {
-                    Hostile::EndlessBody => {
-                        let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
-                        let stream = futures::stream::repeat_with(move || {
-                            counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
-                            Ok::<_, std::io::Error>(chunk.clone())
-                        });
-                        axum::body::Body::from_stream(stream).into_response()
-                    }
-                    Hostile::RedirectTo(to) => {
-                        (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response()
-                    }
-                }
-            }
+            let (sent, pages) = (sent_counter.clone(), page_counter.clone());
+            async move { hostile_answer(behaviour, req, sent, pages).await }
         });
         let (url, task) = serve_tls(certs, false, app);
-        HostileCa { url, sent, task }
+        HostileCa {
+            url,
+            sent,
+            pages,
+            task,
+        }
     }
 
     /// Body bytes handed to the connection so far.
     pub fn sent(&self) -> usize {
         self.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `/1.0/provisioners` pages answered so far.
+    pub fn pages(&self) -> usize {
+        self.pages.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn hostile_answer(
+    behaviour: Hostile,
+    req: Request,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+    pages: Arc<std::sync::atomic::AtomicUsize>,
+) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let path = req.uri().path().to_owned();
+    let cursor: usize = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("cursor=")))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let listing = path == "/1.0/provisioners";
+    if listing {
+        pages.fetch_add(1, SeqCst);
+    }
+    match behaviour {
+        Hostile::EndlessBody => {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures::stream::repeat_with(move || {
+                sent.fetch_add(chunk.len(), SeqCst);
+                Ok::<_, std::io::Error>(chunk.clone())
+            });
+            axum::body::Body::from_stream(stream).into_response()
+        }
+        Hostile::RedirectTo(to) => {
+            (StatusCode::FOUND, [(axum::http::header::LOCATION, to)]).into_response()
+        }
+        Hostile::Answer { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response(),
+        _ if path == "/health" => axum::Json(json!({"status": "ok"})).into_response(),
+        Hostile::EndlessPages { delay } if listing => {
+            tokio::time::sleep(delay).await;
+            axum::Json(json!({
+                "provisioners": [{"type": "JWK", "name": "other"}],
+                "nextCursor": (cursor + 1).to_string(),
+            }))
+            .into_response()
+        }
+        Hostile::SameName { name, count, jwe } if listing => {
+            let start = cursor * 100;
+            let end = (start + 100).min(count);
+            let list: Vec<Value> = (start..end)
+                .map(|_| json!({"type": "JWK", "name": name, "key": {}, "encryptedKey": jwe}))
+                .collect();
+            let next = if end < count {
+                (cursor + 1).to_string()
+            } else {
+                String::new()
+            };
+            axum::Json(json!({"provisioners": list, "nextCursor": next})).into_response()
+        }
+        Hostile::LongPage { count } if listing => {
+            let list: Vec<Value> = (0..count)
+                .map(|i| json!({"type": "JWK", "name": format!("p{i}")}))
+                .collect();
+            axum::Json(json!({"provisioners": list, "nextCursor": ""})).into_response()
+        }
+        _ => step_error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 

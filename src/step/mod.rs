@@ -5,6 +5,7 @@
 //! This module knows nothing about Kubernetes (no kube or k8s-openapi imports) so it can be
 //! tested against a fake CA and reused by the bootstrap/renew subcommands.
 
+pub mod address_policy;
 pub mod client;
 pub mod error;
 mod jwe;
@@ -14,10 +15,11 @@ pub mod signer;
 pub mod token;
 
 #[cfg(test)]
-mod fake_ca;
+pub(crate) mod fake_ca;
 
+pub use address_policy::{Cidr, ForbiddenRanges};
 pub use client::{Client, ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
-pub use error::Error;
+pub use error::{Audience, Error};
 pub use provisioner::{ProvisionerKey, decrypt_provisioner_key, trim_password};
 pub use signer::Signer;
 pub use token::{TokenClaims, sans_from_csr_parts, subject_for};

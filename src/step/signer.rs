@@ -18,6 +18,25 @@ use super::{Error, Result};
 
 const ACTION_ROOTS: &str = "fetch the step-ca roots";
 
+/// At most this many JWK provisioners of the same name are tried when no kid is given. step-ca
+/// names are unique in practice; trying every one would let whoever controls the CA URL make
+/// the controller run PBKDF2 without end (each key may ask for up to a million iterations), and
+/// would tell, by which key decrypted, which of many guessed passwords is the Secret's.
+pub const MAX_SAME_NAME_CANDIDATES: usize = 3;
+/// Time allowed for decrypting keys within one connect: a second for each candidate, which a
+/// key at the largest accepted iteration count (a million) takes with room to spare.
+pub const DECRYPT_BUDGET: Duration = Duration::from_secs(MAX_SAME_NAME_CANDIDATES as u64);
+
+/// The overall deadline of [`Signer::connect`]: twice the per-request timeout for all its
+/// requests together (a working step-ca answers each in milliseconds), plus the decryption
+/// budget. Without it, a CA answering each request just within the timeout could keep a
+/// connect, and what waits on it, going for hours. Pure.
+pub fn connect_deadline(request_timeout: Duration) -> Duration {
+    request_timeout
+        .saturating_mul(2)
+        .saturating_add(DECRYPT_BUDGET)
+}
+
 /// A ready-to-use signer for one step-ca JWK provisioner. Cheap to clone; Send + Sync.
 #[derive(Clone)]
 pub struct Signer {
@@ -62,8 +81,9 @@ impl Signer {
     /// 1. `GET /health`.
     /// 2. With `kid`: `GET /1.0/provisioners/{kid}/encrypted-key` (as step-issuer does); on 404 the
     ///    provisioner list is read to say precisely what is wrong. Without `kid`: the paged list
-    ///    is searched by name and every JWK provisioner with that name is tried until one
-    ///    decrypts (`ca/provisioner.go loadProvisionerJWKByName`).
+    ///    is searched by name and each JWK provisioner with that name is tried until one
+    ///    decrypts (`ca/provisioner.go loadProvisionerJWKByName`), if there are at most
+    ///    [`MAX_SAME_NAME_CANDIDATES`]; with more, the name is ambiguous and `kid` is needed.
     /// 3. Decrypts the key with `password` (used verbatim) and checks its thumbprint.
     /// 4. `GET /1.0/roots`, keeping the PEMs and the first root's SHA-256 for the `sha` claim.
     ///
@@ -82,8 +102,29 @@ impl Signer {
         Self::connect_with_client(client, provisioner_name, kid, password).await
     }
 
-    /// As [`Signer::connect`], with an existing client.
+    /// As [`Signer::connect`], with an existing client. Fails with
+    /// [`Error::ConnectDeadline`] after [`connect_deadline`] of the client's timeout.
     pub async fn connect_with_client(
+        client: Client,
+        provisioner_name: &str,
+        kid: Option<&str>,
+        password: &[u8],
+    ) -> Result<Signer> {
+        let deadline = connect_deadline(client.timeout());
+        let url = client.url().to_owned();
+        tokio::time::timeout(
+            deadline,
+            Self::connect_unbounded(client, provisioner_name, kid, password),
+        )
+        .await
+        .map_err(|_| Error::ConnectDeadline {
+            url,
+            deadline,
+            decrypt_budget: DECRYPT_BUDGET,
+        })?
+    }
+
+    async fn connect_unbounded(
         client: Client,
         provisioner_name: &str,
         kid: Option<&str>,
@@ -237,7 +278,10 @@ async fn diagnose_missing_kid(client: &Client, name: &str, kid: &str) -> Error {
         name: name.to_owned(),
         kid: Some(kid.to_owned()),
     };
-    let list = match client.provisioners().await {
+    let list = match client
+        .find_provisioners(|p| p.kid.as_deref() == Some(kid) && p.name == name, 1)
+        .await
+    {
         Ok(list) => list,
         Err(_) => return not_found(),
     };
@@ -261,15 +305,22 @@ async fn load_by_name(
     name: &str,
     password: Arc<Zeroizing<Vec<u8>>>,
 ) -> Result<ProvisionerKey> {
-    let list = client.provisioners().await?;
-    let named: Vec<&ProvisionerInfo> = list.iter().filter(|p| p.name == name).collect();
+    let named = client
+        .find_provisioners(|p| p.name == name, MAX_SAME_NAME_CANDIDATES)
+        .await?;
+    if named.len() > MAX_SAME_NAME_CANDIDATES {
+        return Err(Error::AmbiguousProvisioner {
+            name: name.to_owned(),
+            limit: MAX_SAME_NAME_CANDIDATES,
+        });
+    }
     if named.is_empty() {
         return Err(Error::ProvisionerNotFound {
             name: name.to_owned(),
             kid: None,
         });
     }
-    let jwk: Vec<&ProvisionerInfo> = named.iter().copied().filter(|p| p.is_jwk()).collect();
+    let jwk: Vec<&ProvisionerInfo> = named.iter().filter(|p| p.is_jwk()).collect();
     if jwk.is_empty() {
         return Err(Error::NotJwkProvisioner {
             name: name.to_owned(),
@@ -323,10 +374,12 @@ async fn load_by_name(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::step::fake_ca::FakeCa;
+    use crate::step::fake_ca::{FakeCa, Hostile, HostileCa};
+    use crate::step::provisioner::tests::{KeyKind, encrypt_jwk, generate_private_jwk};
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::Value;
+    use std::time::Instant;
 
     fn assert_send_sync<T: Send + Sync + Clone>() {}
 
@@ -494,5 +547,159 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(err.reason(), "InvalidCABundle");
+    }
+
+    async fn connect_to(hostile: &HostileCa, ca: &FakeCa, timeout: Duration) -> Error {
+        Signer::connect(
+            &hostile.url,
+            Some(ca.certs.root_pem.as_bytes()),
+            "admin",
+            None,
+            FakeCa::PASSWORD,
+            timeout,
+        )
+        .await
+        .unwrap_err()
+    }
+
+    #[test]
+    fn the_connect_deadline_is_twice_the_request_timeout_plus_decryption() {
+        let s = Duration::from_secs;
+        for (timeout, deadline) in [(s(10), s(23)), (s(1), s(5)), (s(0), s(3))] {
+            assert_eq!(connect_deadline(timeout), deadline, "{timeout:?}");
+        }
+        assert_eq!(connect_deadline(Duration::MAX), Duration::MAX);
+    }
+
+    /// Security review H2: a list that never ends is given up after the page limit.
+    #[tokio::test]
+    async fn a_provisioner_list_that_never_ends_stops_at_the_page_limit() {
+        let ca = FakeCa::start().await;
+        let hostile = HostileCa::start(
+            &ca.certs,
+            Hostile::EndlessPages {
+                delay: Duration::ZERO,
+            },
+        )
+        .await;
+        let err = connect_to(&hostile, &ca, Duration::from_secs(5)).await;
+        assert_eq!(err.reason(), "TooManyProvisioners", "{err}");
+        assert!(
+            err.to_string()
+                .contains("too many pages/provisioners (11 pages"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("set spec.provisioner.kid"),
+            "{err}"
+        );
+        assert_eq!(hostile.pages(), crate::step::client::MAX_PROVISIONER_PAGES);
+        assert!(!err.is_retryable());
+    }
+
+    /// Security review H2: pages that each come just within the request timeout are cut off by
+    /// the connect's overall deadline (here 2 × 1 s + 3 s), not after hours.
+    #[tokio::test]
+    async fn a_slow_provisioner_list_is_cut_off_at_the_connect_deadline() {
+        let ca = FakeCa::start().await;
+        let hostile = HostileCa::start(
+            &ca.certs,
+            Hostile::EndlessPages {
+                delay: Duration::from_millis(900),
+            },
+        )
+        .await;
+        let timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let err = connect_to(&hostile, &ca, timeout).await;
+        let took = started.elapsed();
+        assert_eq!(err.reason(), "CAConnectTooSlow", "{err}");
+        assert!(
+            err.to_string().contains("took longer than 5s in all"),
+            "{err}"
+        );
+        assert!(
+            took >= connect_deadline(timeout)
+                && took < connect_deadline(timeout) + Duration::from_secs(2),
+            "gave up after {took:?}"
+        );
+        assert!(hostile.pages() <= 6, "{} pages", hostile.pages());
+    }
+
+    #[tokio::test]
+    async fn a_page_with_too_many_provisioners_is_refused() {
+        let ca = FakeCa::start().await;
+        let hostile = HostileCa::start(&ca.certs, Hostile::LongPage { count: 1001 }).await;
+        let err = connect_to(&hostile, &ca, Duration::from_secs(5)).await;
+        assert_eq!(err.reason(), "TooManyProvisioners", "{err}");
+        assert!(
+            err.to_string().contains("(1 pages, 1001 provisioners read"),
+            "{err}"
+        );
+    }
+
+    /// Security review H2 and L8: 10,000 same-name candidates, each a million PBKDF2 rounds,
+    /// cost no decryption at all: the name is ambiguous and the admin is told to set kid.
+    #[tokio::test]
+    async fn many_same_name_candidates_are_not_tried() {
+        let ca = FakeCa::start().await;
+        let jwe = encrypt_jwk(
+            &generate_private_jwk(KeyKind::P256),
+            b"a-guess",
+            1_000_000,
+            "A256GCM",
+        );
+        let hostile = HostileCa::start(
+            &ca.certs,
+            Hostile::SameName {
+                name: "admin".into(),
+                count: 10_000,
+                jwe,
+            },
+        )
+        .await;
+        let started = Instant::now();
+        let err = connect_to(&hostile, &ca, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert_eq!(err.reason(), "AmbiguousProvisioner", "{err}");
+        assert!(
+            err.to_string().contains("set spec.provisioner.kid"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(
+            hostile.pages(),
+            1,
+            "the list is not read past the fourth candidate"
+        );
+    }
+
+    /// The most a name without kid can cost: every allowed candidate at the largest accepted
+    /// iteration count, none with the right password. Prints the time, to compare with
+    /// [`DECRYPT_BUDGET`].
+    #[tokio::test]
+    async fn the_allowed_candidates_are_all_tried_within_the_budget() {
+        let ca = FakeCa::start().await;
+        let jwe = encrypt_jwk(
+            &generate_private_jwk(KeyKind::P256),
+            b"a-guess",
+            1_000_000,
+            "A256GCM",
+        );
+        let hostile = HostileCa::start(
+            &ca.certs,
+            Hostile::SameName {
+                name: "admin".into(),
+                count: MAX_SAME_NAME_CANDIDATES,
+                jwe,
+            },
+        )
+        .await;
+        let started = Instant::now();
+        let err = connect_to(&hostile, &ca, Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        assert_eq!(err.reason(), "WrongPassword", "{err}");
+        assert!(err.to_string().contains("\"admin\""), "{err}");
+        println!("{MAX_SAME_NAME_CANDIDATES} decryptions at p2c=1e6 took {took:?}");
     }
 }

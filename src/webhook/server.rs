@@ -82,6 +82,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             names: Default::default(),
             without_policy: Default::default(),
             watch_secrets: false,
+            forbidden_ca_cidrs: Default::default(),
         },
     });
 
