@@ -24,8 +24,9 @@ use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
 use crate::webhook::serving;
 
-/// Largest AdmissionReview read (AdmissionReviews of big pods fit easily).
-const MAX_BODY: usize = 8 * 1024 * 1024 + 1;
+/// Largest body read: one byte over what `/mutate` accepts, so that `review` answers an
+/// oversized AdmissionReview with its own Status-shaped 413.
+const MAX_BODY: usize = mutate::MAX_REVIEW_BYTES + 1;
 /// Largest /bootstrap body: the agents send `{}`, everything is in the token. Anything bigger is
 /// refused (413) before the token costs a TokenReview, and before a megabyte is buffered for an
 /// unauthenticated caller.
