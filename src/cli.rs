@@ -116,6 +116,11 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ca_timeout: Duration,
 
+    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
+    /// response's next bytes (watches have their own idle timeout instead).
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub kube_timeout: Duration,
+
     /// Namespace of this pod, for the Lease (set from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub pod_namespace: String,
@@ -226,9 +231,14 @@ pub struct WebhookArgs {
     )]
     pub cluster_resource_namespace: String,
 
-    /// Timeout of each request to step-ca and to the Kubernetes API.
+    /// Timeout of each request to step-ca.
     #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ca_timeout: Duration,
+
+    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
+    /// response's next bytes.
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub kube_timeout: Duration,
 }
 
 #[derive(Args, Debug, Clone)]

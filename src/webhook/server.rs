@@ -12,12 +12,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use crate::cli::WebhookArgs;
 use crate::controller::context::{Context, Settings};
+use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config;
@@ -47,9 +47,7 @@ struct AppState {
 }
 
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let (_, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
@@ -69,6 +67,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
                 instance: std::env::var("POD_NAME").ok(),
             },
         ),
+        // The webhook runs no watches.
+        watch_client: client.clone(),
         client,
         metrics: metrics.clone(),
         signers: Default::default(),
