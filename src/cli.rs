@@ -33,6 +33,8 @@ pub enum LogFormat {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up and matched at once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the cert-manager external issuer: StepIssuer, StepClusterIssuer and CertificateRequest
     /// reconcilers.
@@ -239,6 +241,27 @@ pub struct WebhookArgs {
     /// response's next bytes.
     #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub kube_timeout: Duration,
+
+    /// /bootstrap requests per second this replica admits from all clients together (each costs
+    /// a TokenReview); more get 429 with Retry-After, and the agents retry. 0: no limit.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_RATE", default_value_t = 50.0, value_parser = parse_rate)]
+    pub bootstrap_rate: f64,
+
+    /// /bootstrap requests admitted at once from all clients after a quiet spell.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_BURST", default_value_t = 100)]
+    pub bootstrap_burst: u32,
+
+    /// /bootstrap requests per second admitted from one client IP. 0: no per-client limit.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_CLIENT_RATE", default_value_t = 5.0, value_parser = parse_rate)]
+    pub bootstrap_client_rate: f64,
+
+    /// /bootstrap requests admitted at once from one client IP after a quiet spell.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_BOOTSTRAP_CLIENT_BURST",
+        default_value_t = 20
+    )]
+    pub bootstrap_client_burst: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -246,6 +269,16 @@ pub struct CrdArgs {
     /// Write `<name>.yaml` files into these directories instead of printing to stdout.
     #[arg(long)]
     pub out_dir: Vec<PathBuf>,
+}
+
+/// Parses a rate in requests per second: a finite number, 0 or more.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give requests per second as a number, 0 or more (0: no limit)"
+        )),
+    }
 }
 
 /// Parses `90s`, `5m`, `1h30m` and Go-style `2160h0m0s`.
@@ -278,5 +311,20 @@ mod tests {
             panic!("not controller")
         };
         assert!(!args.leader_elect);
+    }
+
+    #[test]
+    fn rates() {
+        for (input, want) in [
+            ("50", Some(50.0)),
+            ("0.5", Some(0.5)),
+            ("0", Some(0.0)),
+            ("-1", None),
+            ("NaN", None),
+            ("inf", None),
+            ("fast", None),
+        ] {
+            assert_eq!(parse_rate(input).ok(), want, "{input}");
+        }
     }
 }

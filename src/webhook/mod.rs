@@ -7,5 +7,6 @@ pub mod config;
 pub mod mutate;
 pub mod pod_view;
 pub mod policy;
+pub mod rate_limit;
 pub mod server;
 pub mod serving;

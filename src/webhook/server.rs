@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
+use crate::webhook::rate_limit::{self, BootstrapLimiter, Rate};
 use crate::webhook::serving;
 
 /// Largest body read: one byte over what `/mutate` accepts, so that `review` answers an
@@ -114,9 +115,31 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     ));
 
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let limiter = Arc::new(BootstrapLimiter::new(
+        Rate {
+            per_second: args.bootstrap_rate,
+            burst: args.bootstrap_burst,
+        },
+        Rate {
+            per_second: args.bootstrap_client_rate,
+            burst: args.bootstrap_client_burst,
+        },
+    ));
+    let limited_metrics = metrics.clone();
     let app = Router::new()
         .route("/mutate", post(mutate_handler))
-        .route("/bootstrap", post(bootstrap_handler))
+        .route(
+            "/bootstrap",
+            post(bootstrap_handler).layer(axum::middleware::from_fn(move |req, next| {
+                let metrics = limited_metrics.clone();
+                rate_limit::limit(
+                    limiter.clone(),
+                    move |_| metrics.count_bootstrap("RateLimited"),
+                    req,
+                    next,
+                )
+            })),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(move |req, next| {
             shed_and_time_out(in_flight.clone(), req, next)
@@ -125,7 +148,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(args.listen_addr, tls)
         .handle(handle.clone())
-        .serve(app.into_make_service());
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let _ = ready_tx.send(true);
     tracing::info!(addr = %args.listen_addr, "Webhook serving HTTPS");
     tokio::select! {
