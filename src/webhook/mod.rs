@@ -2,6 +2,7 @@
 //! (`/bootstrap`, identity-bound one-time tokens) and the webhook's own serving certificate.
 pub mod admission;
 pub mod annotations;
+pub mod body_budget;
 pub mod bootstrap;
 pub mod config;
 pub mod mutate;

@@ -19,6 +19,7 @@ use crate::cli::WebhookArgs;
 use crate::controller::context::{Context, Settings};
 use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
+use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
@@ -126,8 +127,14 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         },
     ));
     let limited_metrics = metrics.clone();
+    let mutate_budget = BodyBudget::new(MUTATE_BODY_BUDGET, MAX_BODY);
     let app = Router::new()
-        .route("/mutate", post(mutate_handler))
+        .route(
+            "/mutate",
+            post(mutate_handler).layer(axum::middleware::from_fn(move |req, next| {
+                body_budget::reserve(mutate_budget.clone(), req, next)
+            })),
+        )
         .route(
             "/bootstrap",
             post(bootstrap_handler).layer(axum::middleware::from_fn(move |req, next| {
