@@ -33,6 +33,8 @@ pub enum LogFormat {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up and matched at once: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the cert-manager external issuer: StepIssuer, StepClusterIssuer and CertificateRequest
     /// reconcilers.
@@ -156,6 +158,11 @@ pub struct ControllerArgs {
         value_parser = clap::value_parser!(crate::step::Cidr)
     )]
     pub forbidden_ca_cidrs: Vec<crate::step::Cidr>,
+
+    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
+    /// response's next bytes (watches have their own idle timeout instead).
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub kube_timeout: Duration,
 
     /// Namespace of this pod, for the Lease (set from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -284,9 +291,35 @@ pub struct WebhookArgs {
     )]
     pub cluster_resource_namespace: String,
 
-    /// Timeout of each request to step-ca and to the Kubernetes API.
+    /// Timeout of each request to step-ca.
     #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub ca_timeout: Duration,
+
+    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
+    /// response's next bytes.
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub kube_timeout: Duration,
+
+    /// /bootstrap requests per second this replica admits from all clients together (each costs
+    /// a TokenReview); more get 429 with Retry-After, and the agents retry. 0: no limit.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_RATE", default_value_t = 50.0, value_parser = parse_rate)]
+    pub bootstrap_rate: f64,
+
+    /// /bootstrap requests admitted at once from all clients after a quiet spell.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_BURST", default_value_t = 100)]
+    pub bootstrap_burst: u32,
+
+    /// /bootstrap requests per second admitted from one client IP. 0: no per-client limit.
+    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_CLIENT_RATE", default_value_t = 5.0, value_parser = parse_rate)]
+    pub bootstrap_client_rate: f64,
+
+    /// /bootstrap requests admitted at once from one client IP after a quiet spell.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_BOOTSTRAP_CLIENT_BURST",
+        default_value_t = 20
+    )]
+    pub bootstrap_client_burst: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -294,6 +327,16 @@ pub struct CrdArgs {
     /// Write `<name>.yaml` files into these directories instead of printing to stdout.
     #[arg(long)]
     pub out_dir: Vec<PathBuf>,
+}
+
+/// Parses a rate in requests per second: a finite number, 0 or more.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate: give requests per second as a number, 0 or more (0: no limit)"
+        )),
+    }
 }
 
 /// Parses `90s`, `5m`, `1h30m` and Go-style `2160h0m0s`.
@@ -347,5 +390,20 @@ mod tests {
             err.contains("prefix length must be a number from 0 to 32"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rates() {
+        for (input, want) in [
+            ("50", Some(50.0)),
+            ("0.5", Some(0.5)),
+            ("0", Some(0.0)),
+            ("-1", None),
+            ("NaN", None),
+            ("inf", None),
+            ("fast", None),
+        ] {
+            assert_eq!(parse_rate(input).ok(), want, "{input}");
+        }
     }
 }

@@ -96,6 +96,23 @@ impl Process {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Peak resident memory (`VmHWM`) of step-operator itself, the supervisor's child, in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let supervisor = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))?;
+        let pid = children
+            .split_whitespace()
+            .next()
+            .with_context(|| format!("{} has no process", self.name))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }

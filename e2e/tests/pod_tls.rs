@@ -1144,3 +1144,104 @@ async fn hostile_bootstrap_trickled_body_is_cut_off() -> Result<()> {
     );
     Ok(())
 }
+
+/// `prefix`, then `element,` repeated up to about `size` bytes, then `suffix`.
+fn filled(prefix: &str, element: &str, suffix: &str, size: usize) -> Vec<u8> {
+    let mut out = prefix.as_bytes().to_vec();
+    while out.len() + element.len() + 1 + suffix.len() < size {
+        out.extend_from_slice(element.as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(element.as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
+    out
+}
+
+/// Security review H4: a flood of the largest hostile AdmissionReviews (arrays of zeros, pods of
+/// tiny containers, oversized bodies) leaves the webhook's memory far under its 256 Mi limit, and
+/// a real annotated pod is admitted and injected during the flood.
+#[tokio::test]
+async fn hostile_mutate_flood_keeps_memory_bounded() -> Result<()> {
+    const MIB: usize = 1024 * 1024;
+    const CONFIG: &str = "step-operator-e2e-flood";
+    let env = Env::load()?;
+    let client = env.client().await?;
+    // The shared webhook creates the default issuer; this one uses it too, and is alone in its
+    // process so that its memory is the flood's.
+    webhook(&env, &client).await?;
+    let port = free_port()?;
+    let mut p = start_webhook(&env, &client, CONFIG, "flood", port).await?;
+    let w = Webhook {
+        port,
+        log: p.log.display().to_string(),
+    };
+    let ns = TestNamespace::create_labelled(
+        &client,
+        "pod-tls-flood",
+        BTreeMap::from([(LABEL.to_string(), "flood".to_string())]),
+    )
+    .await?;
+    service_account(&client, &ns.name).await?;
+    let before = p.peak_rss_kib()?;
+
+    let under = 6 * MIB - 4096;
+    let head = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","namespace":"team","userInfo":{},"object":{"spec":{"containers":["#;
+    let zeros = filled("[", "0", "]", under);
+    let tiny_containers = filled(head, r#"{"name":"a"}"#, "]}}}}", under);
+    let oversized = filled(r#"{"a":["#, "0", "]}", 8 * MIB);
+    // (what, body, the answers it may get: 503 when the byte budget is spent, or a reset stream)
+    let kinds: [(&str, &[u8], &[u16]); 3] = [
+        ("[0,0,…]", &zeros, &[400, 503]),
+        ("a pod of tiny containers", &tiny_containers, &[200, 503]),
+        ("8 MiB {\"a\":[0,0,…]}", &oversized, &[413, 503]),
+    ];
+    let (w, env_ref) = (&w, &env);
+    let flood = futures::future::join_all(kinds.iter().flat_map(|&(what, body, allowed)| {
+        (0..8).map(move |_| {
+            let env = env_ref;
+            async move {
+                let (code, text) = match mutate_call(env, w, body).await {
+                    // Refused before its body was read (413, or 503 when the budget is spent):
+                    // the HTTP/2 stream is reset once the answer is sent (curl: 92).
+                    Err(e) if e.to_string().contains("exit status: 92") => (503, e.to_string()),
+                    other => other?,
+                };
+                anyhow::ensure!(
+                    allowed.contains(&code),
+                    "{what}: HTTP {code} (wanted one of {allowed:?}): {}",
+                    text.chars().take(300).collect::<String>()
+                );
+                Ok(code)
+            }
+        })
+    }));
+    let name = format!("flood.{}.svc", ns.name);
+    let normal = pod("flood", json!({"autocert.step.sm/name": name}))?;
+    let admitted = create_pod(&client, &ns.name, &normal);
+    let (answers, admitted) = tokio::join!(flood, admitted);
+    let answers = answers.into_iter().collect::<Result<Vec<u16>>>()?;
+    let admitted = admitted?;
+    assert!(
+        container(&admitted, "autocert-bootstrapper").is_some(),
+        "the pod admitted during the flood was not injected: {}",
+        dump(&admitted)
+    );
+    let after = p.peak_rss_kib()?;
+    eprintln!(
+        "flood answers {answers:?}; webhook peak RSS {} MiB before, {} MiB after",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < 160 * 1024,
+        "the webhook's peak RSS reached {} MiB (limit 256 Mi)\n{}",
+        after / 1024,
+        p.log_tail()
+    );
+    p.wait_ready(Duration::from_secs(10)).await?;
+    p.stop();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .delete(CONFIG, &DeleteParams::default())
+        .await?;
+    ns.delete().await
+}

@@ -48,7 +48,10 @@ pub struct Settings {
 }
 
 pub struct Context {
+    /// For calls: each read times out (`--kube-timeout`).
     pub client: Client,
+    /// For watches: no read timeout (see [`crate::kube_client`]).
+    pub watch_client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub signers: SignerCache,

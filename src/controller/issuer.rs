@@ -97,7 +97,7 @@ pub async fn run<K: IssuerObject>(
         .observe(
             K::PLURAL,
             K::PLURAL,
-            watcher(K::api(ctx.client.clone(), None), cfg.clone()).default_backoff(),
+            watcher(K::api(ctx.watch_client.clone(), None), cfg.clone()).default_backoff(),
         )
         .reflect(writer)
         // A deleted issuer is never reconciled (it is gone from the cache), so what this process
@@ -136,7 +136,7 @@ pub async fn run<K: IssuerObject>(
                 K::SECRETS_WATCH,
                 "Secrets",
                 watcher(
-                    Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+                    Api::<PartialObjectMeta<Secret>>::all(ctx.watch_client.clone()),
                     cfg,
                 )
                 .default_backoff(),

@@ -25,6 +25,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
                 instance: None,
             },
         ),
+        watch_client: client.clone(),
         client,
         metrics: Default::default(),
         signers: Default::default(),

@@ -18,21 +18,20 @@ pub mod watch_health;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use crate::cli::{ControllerArgs, IssuersWithoutPolicy};
 use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
 use crate::policy::{NamePolicy, WithoutPolicy};
 
 use self::context::{Context, Settings};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let (config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
+    let watch_client = kube_client::client(config, Use::Watches, args.kube_timeout)?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
@@ -103,6 +102,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context {
         client,
+        watch_client,
         recorder,
         metrics,
         signers: Default::default(),

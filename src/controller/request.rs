@@ -147,7 +147,7 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
+    let client = ctx.watch_client.clone();
     let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
 
     let memory = Arc::new(Memory::default());

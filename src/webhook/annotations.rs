@@ -36,6 +36,18 @@ pub const MODE: &str = "autocert.step.sm/mode";
 pub const ISSUER: &str = "autocert.step.sm/issuer";
 /// Set by the webhook once it has injected; a pod carrying it is left alone.
 pub const STATUS: &str = "autocert.step.sm/status";
+/// Every annotation step-operator reads; `/mutate` skips all others unread.
+pub const KEYS: [&str; 9] = [
+    NAME,
+    SANS,
+    DURATION,
+    INIT_FIRST,
+    BOOTSTRAPPER_ONLY,
+    OWNER,
+    MODE,
+    ISSUER,
+    STATUS,
+];
 /// The value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
 

@@ -34,11 +34,14 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::TypeMeta;
+use kube::core::admission::AdmissionResponse;
 use serde_json::{Value, json};
 
+pub use super::admission::ADMISSION_V1;
+use super::admission::{self, ADMISSION_REVIEW};
 use super::annotations::{self, STATUS, STATUS_INJECTED};
+use super::pod_view::{ContainerView, PodView, SpecView};
 use crate::policy::NamePolicy;
 
 /// Name of the injected init container.
@@ -57,10 +60,14 @@ pub const TOKEN_DIR: &str = "/var/run/secrets/step-operator";
 pub const TOKEN_FILE: &str = "token";
 /// Default uid (and gid) of the injected containers when no owner is given (distroless `nonroot`).
 pub const DEFAULT_UID: i64 = 65532;
-/// The only AdmissionReview version served.
-pub const ADMISSION_V1: &str = "admission.k8s.io/v1";
-/// Largest AdmissionReview body [`review`] accepts.
-pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+/// Largest AdmissionReview body [`review`] accepts. The apiserver refuses requests over 3 MiB,
+/// and etcd objects over 1.5 MiB (protobuf); the JSON of such a Pod, grown by defaulting and
+/// earlier webhooks and wrapped in the review, stays well under this. Reading it costs about
+/// twice its size (body, then the few bytes per container [`PodView`] keeps).
+pub const MAX_REVIEW_BYTES: usize = 6 * 1024 * 1024;
+/// A pod that asks for a certificate gets one patch operation per container; more containers
+/// than this (no real pod has that many) are refused so that the patch stays small.
+pub const MAX_PATCHED_CONTAINERS: usize = 1000;
 
 /// Everything [`mutate`] needs besides the Pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -318,45 +325,46 @@ fn injected_volumes(cfg: &InjectConfig) -> [Volume; 2] {
     ]
 }
 
-fn check_conflicts(pod: &Pod) -> Result<(), Denial> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Ok(());
-    };
+fn check_conflicts(spec: &SpecView) -> Result<(), Denial> {
     let containers = spec
         .containers
         .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .map(|c| c.name.as_str())
-        .chain(
-            spec.ephemeral_containers
-                .iter()
-                .flatten()
-                .map(|c| c.name.as_str()),
-        );
-    for name in containers {
-        if name == BOOTSTRAPPER || name == RENEWER {
-            return Err(Denial::new(format!(
-                "the pod already has a container named {name:?} but no {STATUS}: {STATUS_INJECTED} \
-                 annotation: rename that container (step-operator injects its own {name:?})"
-            )));
-        }
+        .chain(&spec.init_containers)
+        .chain(&spec.ephemeral_containers);
+    if let Some(name) = containers
+        .filter_map(|c| c.name.0)
+        .next()
+        .map(|r| r.as_str())
+    {
+        return Err(Denial::new(format!(
+            "the pod already has a container named {name:?} but no {STATUS}: {STATUS_INJECTED} \
+             annotation: rename that container (step-operator injects its own {name:?})"
+        )));
     }
-    for volume in spec.volumes.iter().flatten() {
-        if volume.name == CERTS_VOLUME || volume.name == TOKEN_VOLUME {
-            return Err(Denial::new(format!(
-                "the pod already has a volume named {:?} but no {STATUS}: {STATUS_INJECTED} \
-                 annotation: rename that volume (step-operator injects its own {:?})",
-                volume.name, volume.name
-            )));
-        }
+    if let Some(name) = spec.volumes.reserved.0.map(|r| r.as_str()) {
+        return Err(Denial::new(format!(
+            "the pod already has a volume named {name:?} but no {STATUS}: {STATUS_INJECTED} \
+             annotation: rename that volume (step-operator injects its own {name:?})"
+        )));
+    }
+    let count = spec.containers.len() + spec.init_containers.len();
+    if count > MAX_PATCHED_CONTAINERS {
+        return Err(Denial::new(format!(
+            "the pod has {count} containers and init containers; step-operator injects into pods \
+             with at most {MAX_PATCHED_CONTAINERS}: split the pod or remove the annotations"
+        )));
     }
     Ok(())
 }
 
 /// Decides what to do with `pod`, created in `namespace`. Pure: no I/O.
 pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation, Denial> {
-    let empty = BTreeMap::new();
-    let ann = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    mutate_view(&PodView::of(pod), namespace, cfg)
+}
+
+/// [`mutate`] on the facts [`PodView`] keeps of the Pod.
+pub fn mutate_view(pod: &PodView, namespace: &str, cfg: &InjectConfig) -> Result<Mutation, Denial> {
+    let ann = &pod.metadata.annotations.0;
     if ann.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED) {
         return Ok(Mutation::Skip);
     }
@@ -377,7 +385,7 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Denial::new("the pod has no spec"));
     };
-    check_conflicts(pod)?;
+    check_conflicts(spec)?;
 
     let mut ops = Vec::new();
 
@@ -392,7 +400,7 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
             &injected_container(RENEWER, "renew", true, &req, cfg),
         )?);
     }
-    let has_init = spec.init_containers.as_ref().is_some_and(|v| !v.is_empty());
+    let has_init = !spec.init_containers.is_empty();
     if !has_init {
         ops.push(add(&["spec", "initContainers"], Value::Array(injected)));
     } else if req.init_first {
@@ -410,7 +418,7 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
         .iter()
         .map(|v| to_json("volume", v))
         .collect::<Result<Vec<_>, _>>()?;
-    if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+    if spec.volumes.any {
         for v in volumes {
             ops.push(add(&["spec", "volumes", "-"], v));
         }
@@ -433,7 +441,7 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
     mount_ops(&mut ops, "containers", &spec.containers, 0, &mount);
     if req.init_first {
         let injected_count = if req.bootstrapper_only { 1 } else { 2 };
-        let own = spec.init_containers.as_deref().unwrap_or_default();
+        let own = &spec.init_containers;
         mount_ops(&mut ops, "initContainers", own, injected_count, &mount);
     }
 
@@ -451,20 +459,16 @@ pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation
 fn mount_ops(
     ops: &mut Vec<PatchOperation>,
     field: &str,
-    containers: &[Container],
+    containers: &[ContainerView],
     offset: usize,
     mount: &Value,
 ) {
     for (i, c) in containers.iter().enumerate() {
-        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
-        if mounts
-            .iter()
-            .any(|m| m.mount_path.trim_end_matches('/') == CERTS_DIR)
-        {
+        if c.volume_mounts.at_certs_dir {
             continue;
         }
         let index = (offset + i).to_string();
-        if mounts.is_empty() {
+        if !c.volume_mounts.any {
             ops.push(add(
                 &["spec", field, &index, "volumeMounts"],
                 Value::Array(vec![mount.clone()]),
@@ -528,22 +532,16 @@ fn respond(response: AdmissionResponse) -> (u16, Vec<u8>) {
     }
 }
 
-fn pod_request(req: &AdmissionRequest<DynamicObject>) -> bool {
-    req.kind.group.is_empty()
-        && req.kind.kind == "Pod"
-        && req.operation == Operation::Create
-        && req.sub_resource.as_deref().is_none_or(str::is_empty)
-}
-
 /// Handles one AdmissionReview body: returns the HTTP status and the JSON body to send.
 ///
 /// - Not JSON, truncated, too large, not an `admission.k8s.io/v1` AdmissionReview, or no
 ///   `request`: HTTP 400 (413 when too large) with a `Status`-shaped JSON error.
-/// - Not a Pod CREATE: allowed, no patch.
-/// - Otherwise [`mutate`]: allowed with a `JSONPatch`, allowed without one ([`Mutation::Skip`]),
-///   or denied with `status.code` 403 and the [`Denial`] message.
+/// - Not a Pod CREATE: allowed, no patch (the object is not even parsed).
+/// - Otherwise [`mutate_view`]: allowed with a `JSONPatch`, allowed without one
+///   ([`Mutation::Skip`]), or denied with `status.code` 403 and the [`Denial`] message.
 ///
-/// The response is an `admission.k8s.io/v1` AdmissionReview with the request's `uid`.
+/// The response is an `admission.k8s.io/v1` AdmissionReview with the request's `uid`. Reading
+/// costs a small fraction of the body's size on top of it (see [`admission`] and [`PodView`]).
 pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
     if body.len() > MAX_REVIEW_BYTES {
         return error_body(
@@ -552,32 +550,19 @@ pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
             &format!("AdmissionReview body is larger than {MAX_REVIEW_BYTES} bytes"),
         );
     }
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            return bad_request(&format!("request body is not valid JSON: {e}"));
-        }
-    };
-    let api_version = value.get("apiVersion").and_then(Value::as_str);
-    let kind = value.get("kind").and_then(Value::as_str);
-    if kind != Some("AdmissionReview") || api_version != Some(ADMISSION_V1) {
-        return bad_request(&format!(
-            "expected an AdmissionReview of apiVersion {ADMISSION_V1}, got kind {:?} apiVersion {:?}: \
-             only {ADMISSION_V1} is supported; set admissionReviewVersions: [\"v1\"] on the webhook",
-            kind.unwrap_or(""),
-            api_version.unwrap_or(""),
-        ));
-    }
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_value(value) {
+    let req = match admission::read(body) {
         Ok(r) => r,
-        Err(e) => return bad_request(&format!("malformed AdmissionReview: {e}")),
+        Err(e) => return bad_request(&e.0),
     };
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => return bad_request("AdmissionReview has no request"),
+    let mut response = AdmissionResponse::invalid("");
+    response.types = TypeMeta {
+        api_version: ADMISSION_V1.to_owned(),
+        kind: ADMISSION_REVIEW.to_owned(),
     };
-    let response = AdmissionResponse::from(&req);
-    if !pod_request(&req) {
+    response.uid = req.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
+    if !req.is_pod_create() {
         return respond(response);
     }
     let deny = |response: AdmissionResponse, message: String| {
@@ -586,13 +571,13 @@ pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
         denied.result.reason = "Forbidden".to_owned();
         respond(denied)
     };
-    let Some(object) = req.object.as_ref() else {
+    let Some(object) = req.object else {
         return deny(
             response,
             Denial::new("the admission request carries no Pod").message,
         );
     };
-    let pod: Pod = match serde_json::to_value(object).and_then(serde_json::from_value) {
+    let pod: PodView = match serde_json::from_str(object.get()) {
         Ok(p) => p,
         Err(e) => {
             return deny(
@@ -613,7 +598,7 @@ pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
             Denial::new("the admission request has no namespace").message,
         );
     }
-    match mutate(&pod, &namespace, cfg) {
+    match mutate_view(&pod, &namespace, cfg) {
         Ok(Mutation::Skip) => respond(response),
         Ok(Mutation::Patch(patch)) => match response.clone().with_patch(patch) {
             Ok(patched) => respond(patched),

@@ -12,20 +12,23 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
 use crate::cli::WebhookArgs;
 use crate::controller::context::{Context, Settings};
+use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
+use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config;
 use crate::webhook::mutate::{self, InjectConfig};
+use crate::webhook::rate_limit::{self, BootstrapLimiter, Rate};
 use crate::webhook::serving;
 
-/// Largest AdmissionReview read (AdmissionReviews of big pods fit easily).
-const MAX_BODY: usize = 8 * 1024 * 1024 + 1;
+/// Largest body read: one byte over what `/mutate` accepts, so that `review` answers an
+/// oversized AdmissionReview with its own Status-shaped 413.
+const MAX_BODY: usize = mutate::MAX_REVIEW_BYTES + 1;
 /// Largest /bootstrap body: the agents send `{}`, everything is in the token. Anything bigger is
 /// refused (413) before the token costs a TokenReview, and before a megabyte is buffered for an
 /// unauthenticated caller.
@@ -46,9 +49,7 @@ struct AppState {
 }
 
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let (_, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
@@ -68,6 +69,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
                 instance: std::env::var("POD_NAME").ok(),
             },
         ),
+        // The webhook runs no watches.
+        watch_client: client.clone(),
         client,
         metrics: metrics.clone(),
         signers: Default::default(),
@@ -117,9 +120,37 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     ));
 
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let limiter = Arc::new(BootstrapLimiter::new(
+        Rate {
+            per_second: args.bootstrap_rate,
+            burst: args.bootstrap_burst,
+        },
+        Rate {
+            per_second: args.bootstrap_client_rate,
+            burst: args.bootstrap_client_burst,
+        },
+    ));
+    let limited_metrics = metrics.clone();
+    let mutate_budget = BodyBudget::new(MUTATE_BODY_BUDGET, MAX_BODY);
     let app = Router::new()
-        .route("/mutate", post(mutate_handler))
-        .route("/bootstrap", post(bootstrap_handler))
+        .route(
+            "/mutate",
+            post(mutate_handler).layer(axum::middleware::from_fn(move |req, next| {
+                body_budget::reserve(mutate_budget.clone(), req, next)
+            })),
+        )
+        .route(
+            "/bootstrap",
+            post(bootstrap_handler).layer(axum::middleware::from_fn(move |req, next| {
+                let metrics = limited_metrics.clone();
+                rate_limit::limit(
+                    limiter.clone(),
+                    move |_| metrics.count_bootstrap("RateLimited"),
+                    req,
+                    next,
+                )
+            })),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(move |req, next| {
             shed_and_time_out(in_flight.clone(), req, next)
@@ -128,7 +159,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(args.listen_addr, tls)
         .handle(handle.clone())
-        .serve(app.into_make_service());
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
     let _ = ready_tx.send(true);
     tracing::info!(addr = %args.listen_addr, "Webhook serving HTTPS");
     tokio::select! {
