@@ -638,13 +638,49 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
         }),
     )
     .await?;
+    // Admission knows the issuer's policy (the webhook caches the issuers) and denies at once.
+    let annotated = json!({"autocert.step.sm/name": format!("other.{}.svc", ns.name), "autocert.step.sm/issuer": restricted});
+    let denied = wait_for(
+        "admission to deny a pod naming an issuer its namespace may not use",
+        Duration::from_secs(30),
+        async || match pods
+            .create(&PostParams::default(), &pod("denied", annotated.clone())?)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("may not be used from namespace") => {
+                Ok(Some(e.message))
+            }
+            // The webhook has not seen the issuer yet: it admitted the pod with its own policy.
+            Ok(_) => {
+                pods.delete("denied", &DeleteParams::default().grace_period(0))
+                    .await?;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+        async || newest_lines(&w.log, 20),
+    )
+    .await?;
+    assert!(
+        denied.contains(&format!("StepClusterIssuer {restricted} may not be used")),
+        "{denied}"
+    );
+    // A pod that switches to that issuer after admission: /bootstrap refuses it.
     let other = create_pod(
         &client,
         &ns.name,
         &pod(
             "other",
-            json!({"autocert.step.sm/name": format!("other.{}.svc", ns.name), "autocert.step.sm/issuer": restricted}),
+            json!({"autocert.step.sm/name": format!("other.{}.svc", ns.name)}),
         )?,
+    )
+    .await?;
+    pods.patch(
+        "other",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"autocert.step.sm/issuer": restricted}}}),
+        ),
     )
     .await?;
     let other_token = pod_token(&env, &client, &other, "step-operator").await?;

@@ -42,7 +42,7 @@ pub use super::admission::ADMISSION_V1;
 use super::admission::{self, ADMISSION_REVIEW};
 use super::annotations::{self, STATUS, STATUS_INJECTED};
 use super::pod_view::{ContainerView, PodView, SpecView};
-use crate::policy::NamePolicy;
+use crate::policy::{InvalidPolicy, IssuerPolicy, NamePolicy, Requester};
 
 /// Name of the injected init container.
 pub const BOOTSTRAPPER: &str = "autocert-bootstrapper";
@@ -357,13 +357,74 @@ fn check_conflicts(spec: &SpecView) -> Result<(), Denial> {
     Ok(())
 }
 
-/// Decides what to do with `pod`, created in `namespace`. Pure: no I/O.
-pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation, Denial> {
-    mutate_view(&PodView::of(pod), namespace, cfg)
+/// What admission knows of the StepClusterIssuers' `spec.policy` (the webhook's cache of them).
+pub trait IssuerPolicies {
+    /// `None`: the issuer is not known (yet). The webhook's own policy then applies at
+    /// admission, and `/bootstrap` decides with the issuer's when the pod starts.
+    fn policy_of(&self, issuer: &str) -> Option<Result<IssuerPolicy, InvalidPolicy>>;
 }
 
-/// [`mutate`] on the facts [`PodView`] keeps of the Pod.
-pub fn mutate_view(pod: &PodView, namespace: &str, cfg: &InjectConfig) -> Result<Mutation, Denial> {
+/// No issuer is known: only the webhook's own policy applies.
+pub struct NoIssuers;
+
+impl IssuerPolicies for NoIssuers {
+    fn policy_of(&self, _issuer: &str) -> Option<Result<IssuerPolicy, InvalidPolicy>> {
+        None
+    }
+}
+
+/// The same checks as `/bootstrap`'s, as far as admission knows the pod's issuer.
+fn check_names(
+    req: &annotations::PodRequest,
+    namespace: &str,
+    service_account: &str,
+    cfg: &InjectConfig,
+    issuers: &dyn IssuerPolicies,
+) -> Result<(), Denial> {
+    let issuer = req.issuer.as_deref().unwrap_or(&cfg.default_issuer);
+    let requester = Requester::Pod {
+        namespace,
+        service_account,
+    };
+    let names = std::iter::once(req.name.as_str()).chain(req.sans.iter().map(String::as_str));
+    match issuers.policy_of(issuer) {
+        None => {
+            for name in names {
+                cfg.policy.check_for(requester, name).map_err(Denial::new)?;
+            }
+            Ok(())
+        }
+        Some(Err(e)) => Err(Denial::new(format!(
+            "StepClusterIssuer {issuer} has an unusable spec.policy ({e}); ask the cluster administrators to fix it"
+        ))),
+        Some(Ok(policy)) => {
+            let wider = policy.name_policy(&cfg.policy);
+            crate::policy::issuer::check(
+                &format!("StepClusterIssuer {issuer}"),
+                &policy,
+                &wider,
+                requester,
+                names,
+            )
+            .map_err(Denial::new)
+        }
+    }
+}
+
+/// Decides what to do with `pod`, created in `namespace`. Pure: no I/O.
+pub fn mutate(pod: &Pod, namespace: &str, cfg: &InjectConfig) -> Result<Mutation, Denial> {
+    mutate_view(&PodView::of(pod), namespace, cfg, &NoIssuers)
+}
+
+/// [`mutate`] on the facts [`PodView`] keeps of the Pod, with the policies of the issuers the
+/// webhook knows: a pod that names an issuer its namespace may not use, or a name that issuer
+/// refuses, is denied at `kubectl apply` rather than when its bootstrapper runs.
+pub fn mutate_view(
+    pod: &PodView,
+    namespace: &str,
+    cfg: &InjectConfig,
+    issuers: &dyn IssuerPolicies,
+) -> Result<Mutation, Denial> {
     let ann = &pod.metadata.annotations.0;
     if ann.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED) {
         return Ok(Mutation::Skip);
@@ -377,11 +438,7 @@ pub fn mutate_view(pod: &PodView, namespace: &str, cfg: &InjectConfig) -> Result
         .as_ref()
         .and_then(|s| s.service_account_name.as_deref())
         .unwrap_or("default");
-    for name in std::iter::once(&req.name).chain(req.sans.iter()) {
-        cfg.policy
-            .check(namespace, service_account, name)
-            .map_err(Denial::new)?;
-    }
+    check_names(&req, namespace, service_account, cfg, issuers)?;
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Denial::new("the pod has no spec"));
     };
@@ -543,6 +600,15 @@ fn respond(response: AdmissionResponse) -> (u16, Vec<u8>) {
 /// The response is an `admission.k8s.io/v1` AdmissionReview with the request's `uid`. Reading
 /// costs a small fraction of the body's size on top of it (see [`admission`] and [`PodView`]).
 pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
+    review_with(body, cfg, &NoIssuers)
+}
+
+/// [`review`] with the issuers' policies (see [`mutate_view`]).
+pub fn review_with(
+    body: &[u8],
+    cfg: &InjectConfig,
+    issuers: &dyn IssuerPolicies,
+) -> (u16, Vec<u8>) {
     if body.len() > MAX_REVIEW_BYTES {
         return error_body(
             413,
@@ -598,7 +664,7 @@ pub fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
             Denial::new("the admission request has no namespace").message,
         );
     }
-    match mutate_view(&pod, &namespace, cfg) {
+    match mutate_view(&pod, &namespace, cfg, issuers) {
         Ok(Mutation::Skip) => respond(response),
         Ok(Mutation::Patch(patch)) => match response.clone().with_patch(patch) {
             Ok(patched) => respond(patched),

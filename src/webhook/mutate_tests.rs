@@ -4,7 +4,7 @@
 //! `UPDATE_GOLDEN=1 cargo test --lib webhook::` and review the diff.
 
 use super::*;
-use crate::policy::Pattern;
+use crate::policy::{Pattern, PolicyInput};
 use crate::webhook::annotations::{
     BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
 };
@@ -606,6 +606,81 @@ fn short_names_are_refused_by_default() {
     let own = simple_pod(&[(NAME, "api.default.svc")]);
     assert!(matches!(
         mutate(&to_pod(&own), NS, &strict),
+        Ok(Mutation::Patch(_))
+    ));
+}
+
+/// Issuers the webhook knows, by name.
+struct Issuers(Vec<(&'static str, Result<IssuerPolicy, InvalidPolicy>)>);
+
+impl IssuerPolicies for Issuers {
+    fn policy_of(&self, issuer: &str) -> Option<Result<IssuerPolicy, InvalidPolicy>> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == issuer)
+            .map(|(_, p)| p.clone())
+    }
+}
+
+/// Admission applies the pod's issuer's policy when the webhook knows it (the same one
+/// /bootstrap applies): its names widen the pod's, its namespaces bound who may use it.
+#[test]
+fn the_issuers_policy_applies_at_admission() {
+    let names = vec!["*.example.com".to_string()];
+    let others = vec!["other".to_string()];
+    let parse = |namespaces: Option<&[String]>| {
+        IssuerPolicy::parse(
+            PolicyInput {
+                namespaces,
+                names: &names,
+                ..Default::default()
+            },
+            true,
+        )
+    };
+    let issuers = Issuers(vec![
+        ("step-ca", parse(None)),
+        ("restricted", parse(Some(&others))),
+        ("broken", Err(InvalidPolicy("bad pattern".into()))),
+    ]);
+    let strict = InjectConfig::new("img", "https://w/", "https://ca", "step-ca");
+    let run = |annotations: &[(&str, &str)]| {
+        mutate_view(
+            &PodView::of(&to_pod(&simple_pod(annotations))),
+            NS,
+            &strict,
+            &issuers,
+        )
+    };
+    // Widened by the default issuer's names; without the issuer it is refused.
+    assert!(matches!(
+        run(&[(NAME, "api.example.com")]),
+        Ok(Mutation::Patch(_))
+    ));
+    assert!(
+        mutate(
+            &to_pod(&simple_pod(&[(NAME, "api.example.com")])),
+            NS,
+            &strict
+        )
+        .is_err()
+    );
+    let denied = |annotations: &[(&str, &str)], want: &str| match run(annotations) {
+        Err(Denial { message }) => assert!(message.contains(want), "{message}"),
+        other => panic!("{annotations:?} was not denied: {other:?}"),
+    };
+    denied(&[(NAME, "api.other.svc")], "is not allowed in namespace");
+    denied(
+        &[(NAME, "api.default.svc"), (ISSUER, "restricted")],
+        "StepClusterIssuer restricted may not be used from namespace \"default\"",
+    );
+    denied(
+        &[(NAME, "api.default.svc"), (ISSUER, "broken")],
+        "StepClusterIssuer broken has an unusable spec.policy (bad pattern)",
+    );
+    // An issuer the webhook does not know (yet): the webhook's own policy, /bootstrap decides.
+    assert!(matches!(
+        run(&[(NAME, "api.default.svc"), (ISSUER, "unknown")]),
         Ok(Mutation::Patch(_))
     ));
 }

@@ -12,13 +12,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
+use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::cli::WebhookArgs;
 use crate::controller::context::{Context, Settings};
+use crate::crd::StepClusterIssuer;
 use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
+use crate::policy::{InvalidPolicy, IssuerPolicy};
 use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config;
@@ -46,10 +52,47 @@ struct AppState {
     ctx: Arc<Context>,
     inject: RwLock<Arc<InjectConfig>>,
     bootstrap: BootstrapSettings,
+    issuers: KnownIssuers,
+}
+
+/// The StepClusterIssuers' policies as admission sees them: a watched cache, so that `/mutate`
+/// makes no API call. `/bootstrap` reads the issuer fresh and decides for good.
+struct KnownIssuers(Store<StepClusterIssuer>);
+
+impl mutate::IssuerPolicies for KnownIssuers {
+    fn policy_of(&self, issuer: &str) -> Option<Result<IssuerPolicy, InvalidPolicy>> {
+        let known = self.0.get(&ObjectRef::new(issuer))?;
+        Some(crate::policy::issuer::for_pods(
+            known.spec.policy.as_ref().map(|p| p.input()),
+        ))
+    }
+}
+
+/// Watches the StepClusterIssuers into a cache for admission. A failing watch leaves the cache
+/// as it was (admission then falls back to the webhook's own policy for unknown issuers).
+fn watch_issuers(client: kube::Client) -> KnownIssuers {
+    let (store, writer) = reflector::store::<StepClusterIssuer>();
+    let stream = watcher(
+        Api::<StepClusterIssuer>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "Watching StepClusterIssuers for admission failed; retrying");
+            }
+        }
+    });
+    KnownIssuers(store)
 }
 
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    let (_, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
+    let (kube_config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
+    let watch_client = kube_client::client(kube_config, Use::Watches, args.kube_timeout)?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
@@ -69,8 +112,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
                 instance: std::env::var("POD_NAME").ok(),
             },
         ),
-        // The webhook runs no watches.
-        watch_client: client.clone(),
+        watch_client: watch_client.clone(),
         client,
         metrics: metrics.clone(),
         signers: Default::default(),
@@ -95,7 +137,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         &args.cluster_domain,
         &args.tls_sans,
     );
+    let issuers = watch_issuers(watch_client);
     let first = obtain_until_ready(&ctx, &args, &names).await;
+    // Ready once the issuers are known too: a pod admitted before would be checked against the
+    // webhook's own policy only, and one that its issuer allows more would be denied.
+    if let Err(e) =
+        tokio::time::timeout(Duration::from_secs(60), issuers.0.wait_until_ready()).await
+    {
+        tracing::warn!(error = %e, "StepClusterIssuers not listed within 60s; admitting with the webhook's own policy for issuers not known yet");
+    }
     let tls = RustlsConfig::from_pem(
         first.chain_pem.as_bytes().to_vec(),
         first.key_pem.as_bytes().to_vec(),
@@ -108,6 +158,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         ctx: ctx.clone(),
         inject: RwLock::new(Arc::new(config.inject)),
         bootstrap: config.bootstrap,
+        issuers,
     });
 
     tokio::spawn(keep_serving_cert(
@@ -317,7 +368,7 @@ async fn mutate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .read()
         .map(|c| c.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
-    let (status, json) = mutate::review(&body, &cfg);
+    let (status, json) = mutate::review_with(&body, &cfg, &state.issuers);
     state
         .ctx
         .metrics
