@@ -52,7 +52,7 @@ e2e: build release
 	@rc=0; image=$$(e2e/cluster.sh image $(TARGET_DIR)/release/step-operator) || rc=$$?; \
 	  if [ $$rc -eq 0 ]; then \
 	    e2e/cluster.sh exec env STEP_OPERATOR_BIN=$(TARGET_DIR)/debug/step-operator E2E_OPERATOR_IMAGE=$$image \
-	      $(CARGO) test --locked -p e2e -- --test-threads=$(E2E_THREADS) || rc=$$?; \
+	      $(CARGO) test --locked -p e2e --no-fail-fast -- --test-threads=$(E2E_THREADS) || rc=$$?; \
 	    e2e/cluster.sh exec e2e/check-secrets.sh || rc=1; \
 	  fi; \
 	  if [ $$rc -ne 0 ]; then e2e/keep-logs.sh; fi; \

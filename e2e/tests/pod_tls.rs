@@ -206,6 +206,26 @@ async fn create_pod(client: &Client, ns: &str, pod: &Pod) -> Result<Pod> {
     .await
 }
 
+/// Pod `name`, admitted asking for its own name `<name>.<ns>.svc`, whose annotations then change
+/// to `annotations` (admission runs on create only): what `/bootstrap` must check again.
+async fn admitted_then_annotated(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    annotations: serde_json::Value,
+) -> Result<Pod> {
+    let own = json!({"autocert.step.sm/name": format!("{name}.{ns}.svc")});
+    let created = create_pod(client, ns, &pod(name, own)?).await?;
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await?;
+    Ok(created)
+}
+
 async fn service_account(client: &Client, ns: &str) -> Result<()> {
     let sa = ServiceAccount {
         metadata: ObjectMeta {
@@ -590,21 +610,11 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
     .await?;
     // Admission refuses a forbidden name, so the pod asks for its own and then changes its
     // annotation: /bootstrap reads the live annotations and must refuse.
-    let evil = create_pod(
+    let evil = admitted_then_annotated(
         &client,
         &ns.name,
-        &pod(
-            "evil",
-            json!({"autocert.step.sm/name": format!("evil.{}.svc", ns.name)}),
-        )?,
-    )
-    .await?;
-    pods.patch(
         "evil",
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({"metadata": {"annotations": {"autocert.step.sm/name": "api.kube-system.svc"}}}),
-        ),
+        json!({"autocert.step.sm/name": "api.kube-system.svc"}),
     )
     .await?;
 
@@ -666,21 +676,11 @@ async fn pod_tls_bootstrap_refusals() -> Result<()> {
         "{denied}"
     );
     // A pod that switches to that issuer after admission: /bootstrap refuses it.
-    let other = create_pod(
+    let other = admitted_then_annotated(
         &client,
         &ns.name,
-        &pod(
-            "other",
-            json!({"autocert.step.sm/name": format!("other.{}.svc", ns.name)}),
-        )?,
-    )
-    .await?;
-    pods.patch(
         "other",
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({"metadata": {"annotations": {"autocert.step.sm/issuer": restricted}}}),
-        ),
+        json!({"autocert.step.sm/issuer": restricted}),
     )
     .await?;
     let other_token = pod_token(&env, &client, &other, "step-operator").await?;

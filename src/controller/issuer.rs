@@ -279,7 +279,8 @@ async fn reconcile<K: IssuerObject>(
         message,
         requeue,
     } = verdict::<K>(&outcome, next_check, interval);
-    let cond = condition::ready(
+    let cond = condition::build(
+        condition::READY,
         &previous,
         ready,
         &reason,
@@ -401,7 +402,8 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         .issuer_status()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let cond = condition::ready(
+    let cond = condition::build(
+        condition::READY,
         &previous,
         false,
         SIGN_AUTH_FAILED,

@@ -143,7 +143,8 @@ async fn issuer_status_is_applied_with_our_field_manager() {
         assert_eq!(body["status"]["conditions"][0]["observedGeneration"], 3);
         send.send_response(Response::builder().body(Body::from(returned)).unwrap());
     });
-    let cond = condition::ready(
+    let cond = condition::build(
+        condition::READY,
         &[],
         false,
         "WrongPassword",

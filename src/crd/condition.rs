@@ -24,21 +24,9 @@ pub fn bounded_message(message: &str) -> String {
     format!("{}{ELLIPSIS}", &message[..end])
 }
 
-/// Builds the `Ready` condition, keeping `lastTransitionTime` from `previous` when the status did
-/// not flip, so that `kubectl get` shows how long the issuer has been in its state.
-pub fn ready(
-    previous: &[Condition],
-    ready: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    build(READY, previous, ready, reason, message, generation, now)
-}
-
-/// Builds a condition of `type_`, keeping `lastTransitionTime` from `previous` when its status
-/// did not flip.
+/// Builds a condition of `type_` (`Ready`, `NamePolicy`), keeping `lastTransitionTime` from
+/// `previous` when its status did not flip, so that `kubectl get` shows how long the issuer has
+/// been in its state.
 pub fn build(
     type_: &str,
     previous: &[Condition],
@@ -137,13 +125,13 @@ mod tests {
     fn transition_time_is_kept_while_status_holds() {
         let now = Timestamp::from_second(2000).unwrap();
         let prev = [cond("True", Some(1), 1000)];
-        let same = ready(&prev, true, "Verified", "ok", Some(2), now);
+        let same = build(READY, &prev, true, "Verified", "ok", Some(2), now);
         assert_eq!(same.last_transition_time.0.as_second(), 1000);
         assert_eq!(same.observed_generation, Some(2));
-        let flipped = ready(&prev, false, "WrongPassword", "bad", Some(2), now);
+        let flipped = build(READY, &prev, false, "WrongPassword", "bad", Some(2), now);
         assert_eq!(flipped.last_transition_time.0.as_second(), 2000);
         assert_eq!(flipped.status, "False");
-        let first = ready(&[], true, "Verified", "ok", Some(1), now);
+        let first = build(READY, &[], true, "Verified", "ok", Some(1), now);
         assert_eq!(first.last_transition_time.0.as_second(), 2000);
     }
 
