@@ -99,7 +99,8 @@ mod tests {
             assert!(cut.len() > MAX_MESSAGE_BYTES - 8, "{filler}: cut too short");
             assert!(cut.ends_with('…') && cut.starts_with(filler), "{filler}");
         }
-        let condition = ready(
+        let condition = build(
+            READY,
             &[],
             false,
             "InvalidSpec",
