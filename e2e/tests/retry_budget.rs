@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process};
 use e2e::tcp_proxy::{Mode, TcpProxy};
-use e2e::{Env, TestNamespace, dump};
+use e2e::{Env, TestNamespace, dump, wait_for};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::PostParams;
@@ -44,6 +44,24 @@ async fn request_fails_once_the_retry_budget_is_spent() -> Result<()> {
     .await?
     .name_any();
     let issuers = cluster(&client, &step_cluster_issuers());
+    // Ready may have been written by the previous test binary's controller, finishing its last
+    // reconciles while it shuts down. This controller must hold the issuer's signer itself before
+    // the CA goes away; otherwise its first connect meets the outage and the issuer turns Not
+    // Ready, which parks the request (waiting for an issuer costs no retry budget).
+    let via_proxy = format!("url=\"{}\"", through.trim_end_matches('/'));
+    wait_for(
+        "this controller to load the issuer's provisioner key through the proxy",
+        Duration::from_secs(30),
+        async || {
+            let text = std::fs::read_to_string(&log)?;
+            Ok(text
+                .lines()
+                .any(|l| l.contains("Loaded step-ca provisioner key") && l.contains(&via_proxy))
+                .then_some(()))
+        },
+        async || controller.log_tail(),
+    )
+    .await?;
 
     // The issuer stays Ready (its next periodic check is minutes away) while every sign fails.
     proxy.set(Mode::Refuse);
