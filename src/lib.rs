@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod runtime;
+pub mod signal;
 pub mod step;
 pub mod telemetry;
 pub mod webhook;

@@ -351,7 +351,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         r = obtain(&cfg) => write_issued(&cfg, &r?),
-        _ = crate::controller::shutdown_signal() => {
+        _ = crate::signal::shutdown_signal() => {
             anyhow::bail!("bootstrap: interrupted by a signal before a certificate was written")
         }
     }

@@ -260,7 +260,7 @@ pub async fn run_until(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> 
 /// Entry point of `step-operator renew`.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args).context("invalid configuration")?;
-    run_until(cfg, crate::controller::shutdown_signal()).await
+    run_until(cfg, crate::signal::shutdown_signal()).await
 }
 
 #[cfg(test)]

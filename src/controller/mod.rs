@@ -158,7 +158,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         _ = &mut controllers => Ok(()),
         r = admin => Err(anyhow::anyhow!("admin server stopped: {:?}", r)),
-        _ = shutdown_signal() => {
+        _ = crate::signal::shutdown_signal() => {
             tracing::info!("Shutting down: finishing the reconciles in flight");
             let _ = stop_tx.send(true);
             if tokio::time::timeout(std::time::Duration::from_secs(20), &mut controllers).await.is_err() {
@@ -198,24 +198,6 @@ fn lease_field_manager(identity: &str) -> String {
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
     format!("{host}-{}", std::process::id())
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
 #[cfg(test)]

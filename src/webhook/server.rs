@@ -216,7 +216,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     tokio::select! {
         r = server => r.context("the HTTPS server stopped")?,
         r = admin => anyhow::bail!("admin server stopped: {r:?}"),
-        _ = crate::controller::shutdown_signal() => {
+        _ = crate::signal::shutdown_signal() => {
             tracing::info!("Shutting down");
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
         }
