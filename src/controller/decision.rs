@@ -11,37 +11,7 @@ use crate::cert_manager::{
 };
 use crate::crd::GROUP;
 use crate::crd::condition::Readiness;
-
-/// Which of our issuers a CertificateRequest names.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IssuerKey {
-    Namespaced { namespace: String, name: String },
-    Cluster { name: String },
-}
-
-impl IssuerKey {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            IssuerKey::Namespaced { .. } => "StepIssuer",
-            IssuerKey::Cluster { .. } => "StepClusterIssuer",
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            IssuerKey::Namespaced { name, .. } | IssuerKey::Cluster { name } => name,
-        }
-    }
-}
-
-impl std::fmt::Display for IssuerKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IssuerKey::Namespaced { namespace, name } => write!(f, "StepIssuer {namespace}/{name}"),
-            IssuerKey::Cluster { name } => write!(f, "StepClusterIssuer {name}"),
-        }
-    }
-}
+pub use crate::issuer::IssuerKey;
 
 /// A CertificateRequest is ours only when its `issuerRef.group` is exactly ours and its kind is
 /// one of our two kinds. An empty group is cert-manager's own (`cert-manager.io`), never ours.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::controller::decision::IssuerKey;
+use crate::issuer::IssuerKey;
 
 /// A sign that has run this long means the CA is slow or hanging.
 pub const SLOW_SIGN: Duration = Duration::from_secs(1);

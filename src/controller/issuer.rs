@@ -21,13 +21,14 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 
-use crate::controller::context::{Context, IssuerObject};
-use crate::controller::decision::IssuerKey;
-use crate::controller::error::IssuerError;
+use crate::controller::context::Context;
 use crate::controller::relist::triggers;
 use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition;
 use crate::crd::{IssuerStatus, Provisioner};
+use crate::issuer::IssuerKey;
+use crate::issuer::IssuerObject;
+use crate::issuer::error::IssuerError;
 
 /// Reason of a Ready issuer.
 pub const VERIFIED: &str = "Verified";
@@ -110,7 +111,7 @@ pub async fn run<K: IssuerObject>(
                 watcher::Event::InitDone => {
                     let present: HashSet<IssuerKey> =
                         store.state().iter().map(|i| i.key()).collect();
-                    for key in gone(c.ctx.signers.keys(), &present, K::KIND) {
+                    for key in gone(c.ctx.issuers.signers.keys(), &present, K::KIND) {
                         c.forget(&key);
                     }
                 }
@@ -224,7 +225,7 @@ async fn reconcile<K: IssuerObject>(
     let tracker_key = format!("{}/{}", K::KIND, key);
     if issuer.meta().deletion_timestamp.is_some() {
         c.forget_verified(&tracker_key);
-        ctx.signers.remove(&key);
+        ctx.issuers.signers.remove(&key);
         c.tracker.set(ctx, K::KIND, tracker_key, None);
         return Ok(Action::await_change());
     }
@@ -238,14 +239,14 @@ async fn reconcile<K: IssuerObject>(
         .iter()
         .any(|c| c.type_ == condition::READY && c.reason == SIGN_AUTH_FAILED);
     if after_auth_failure {
-        ctx.signers.evict(&key);
+        ctx.issuers.signers.evict(&key);
     }
     let interval = ctx.settings.issuer_recheck_interval;
     // When the CA is next checked; shorter when an earlier check still holds.
     let mut next_check = interval;
     // Whether this reconcile proved the CA works (a fresh connection or a health check).
     let mut proved = false;
-    let outcome = match ctx.signer_for(&*issuer).await {
+    let outcome = match ctx.issuers.signer_for(&*issuer).await {
         Ok((signer, fresh)) => {
             let verified_ago = c.verified_ago(&tracker_key);
             let health = if fresh {
@@ -374,7 +375,7 @@ impl IssuerCtx {
     fn forget(&self, key: &IssuerKey) {
         let tracker_key = format!("{}/{}", key.kind(), key);
         tracing::info!(issuer = %key, "Issuer deleted; dropped its signer and provisioner key");
-        self.ctx.signers.remove(key);
+        self.ctx.issuers.signers.remove(key);
         self.tracker
             .set(&self.ctx, key.kind(), tracker_key.clone(), None);
         self.forget_verified(&tracker_key);
@@ -413,7 +414,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
         issuer.meta().generation,
         Timestamp::now(),
     );
-    ctx.signers.evict(&issuer.key());
+    ctx.issuers.signers.evict(&issuer.key());
     if let Err(e) = ctx
         .apply_issuer_status(
             issuer,
@@ -515,8 +516,7 @@ mod tests {
             })
             .collect();
         assert!(
-            crate::controller::issuer_spec::validate(&issuers[0].spec_view(), Some("team"), "")
-                .is_err(),
+            crate::issuer::spec::validate(&issuers[0].spec_view(), Some("team"), "").is_err(),
             "the bundle must be one that a parse would refuse"
         );
         let events = 100;

@@ -26,20 +26,25 @@ fn mock_context() -> (Arc<Context>, Handle) {
             },
         ),
         watch_client: client.clone(),
+        issuers: crate::issuer::IssuerAccess {
+            client: client.clone(),
+            metrics: Default::default(),
+            signers: Default::default(),
+            cluster_resource_namespace: "step-operator".into(),
+            ca_timeout: Duration::from_secs(5),
+            forbidden_ca_cidrs: Default::default(),
+        },
         client,
         metrics: Default::default(),
-        signers: Default::default(),
         settings: Settings {
             cluster_resource_namespace: "step-operator".into(),
             max_retry_duration: Duration::from_secs(300),
             issuer_recheck_interval: Duration::from_secs(300),
-            ca_timeout: Duration::from_secs(5),
             streaming_lists: false,
             max_signs_per_issuer: 4,
             names: Default::default(),
             without_policy: Default::default(),
             watch_secrets: false,
-            forbidden_ca_cidrs: Default::default(),
         },
     };
     (Arc::new(ctx), handle)
@@ -235,7 +240,7 @@ async fn a_signer_for_a_slimmed_issuer_is_built_from_the_apis_copy() {
         );
         send.send_response(Response::builder().body(Body::from(returned)).unwrap());
     });
-    let Err(err) = ctx.signer_for_latest(&slim).await else {
+    let Err(err) = ctx.issuers.signer_for_latest(&slim).await else {
         panic!("the API's copy has an invalid caBundle");
     };
     server.await.unwrap();
@@ -273,7 +278,7 @@ async fn a_slimmed_issuer_that_is_gone_from_the_api_is_retried() {
                 .unwrap(),
         );
     });
-    let Err(err) = ctx.signer_for_latest(&slim).await else {
+    let Err(err) = ctx.issuers.signer_for_latest(&slim).await else {
         panic!("no issuer, no signer");
     };
     server.await.unwrap();

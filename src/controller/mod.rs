@@ -2,17 +2,14 @@
 
 pub mod context;
 pub mod decision;
-pub mod error;
 pub mod in_flight;
 pub mod initial_list;
 pub mod issuer;
 pub mod issuer_policy;
-pub mod issuer_spec;
 #[cfg(test)]
 mod mock_tests;
 pub mod relist;
 pub mod request;
-pub mod signers;
 pub mod watch_health;
 
 use std::sync::Arc;
@@ -23,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::cli::{ControllerArgs, IssuersWithoutPolicy};
 use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::issuer::IssuerAccess;
 use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
 use crate::policy::{NamePolicy, WithoutPolicy};
@@ -100,17 +98,24 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+    let issuers = IssuerAccess {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        signers: Default::default(),
+        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+        ca_timeout: args.ca_timeout,
+        forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
+    };
     let ctx = Arc::new(Context {
         client,
         watch_client,
         recorder,
         metrics,
-        signers: Default::default(),
+        issuers,
         settings: Settings {
             cluster_resource_namespace: args.cluster_resource_namespace.clone(),
             max_retry_duration: args.max_retry_duration,
             issuer_recheck_interval: args.issuer_recheck_interval,
-            ca_timeout: args.ca_timeout,
             streaming_lists,
             names: NamePolicy::new(&args.cluster_domain, Vec::new()),
             without_policy: match args.issuers_without_policy {
@@ -122,7 +127,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 n => usize::from(n),
             },
             watch_secrets: args.watch_secrets,
-            forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
         },
     });
     // From here on the leader is ready while every watch has listed and none is failing.

@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 use crate::cert_manager::{
     CONDITION_READY, CertificateRequest, CertificateRequestStatus, RequestCondition, reason,
 };
-use crate::controller::context::{Context, FIELD_MANAGER, IssuerObject};
+use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::decision::{self, Decision, IssuerKey, IssuerState, Retry};
 use crate::controller::in_flight::{self, InFlight};
 use crate::controller::initial_list;
@@ -28,6 +28,7 @@ use crate::controller::watch_health::{WatchHealth, log_unreported};
 use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::duration::{parse_go_duration, to_go_seconds};
+use crate::issuer::IssuerObject;
 use crate::pki;
 use crate::policy::Requester;
 use crate::step;
@@ -747,7 +748,7 @@ async fn sign_with<K: IssuerObject>(
 
     check_policy(ctx, issuer, cr, csr.common_name.as_deref(), &sans)?;
 
-    let signer = match ctx.signers.current(
+    let signer = match ctx.issuers.signers.current(
         &issuer.key(),
         &issuer.uid().unwrap_or_default(),
         issuer.meta().generation.unwrap_or_default(),
@@ -756,7 +757,7 @@ async fn sign_with<K: IssuerObject>(
         // The cached issuer is slimmed (no caBundle): connect from the API's copy. Waiting here
         // for a connect of this issuer holds one of its --max-signs-per-issuer places, never
         // more, and no longer than the connect's deadline.
-        None => match ctx.signer_for_latest(issuer).await {
+        None => match ctx.issuers.signer_for_latest(issuer).await {
             Ok((s, _)) => s,
             Err(e) if e.is_transient() => {
                 return Err(SignFailure::Retryable {

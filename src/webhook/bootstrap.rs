@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 
-use crate::controller::context::Context;
 use crate::crd::StepClusterIssuer;
+use crate::issuer::IssuerAccess;
 use crate::policy::issuer as issuer_policy;
 use crate::policy::{NamePolicy, Requester};
 use crate::webhook::annotations;
@@ -102,7 +102,7 @@ pub struct BootstrapSettings {
 }
 
 pub async fn handle(
-    ctx: &Context,
+    ctx: &IssuerAccess,
     settings: &BootstrapSettings,
     token: &str,
 ) -> Result<BootstrapResponse, Refusal> {

@@ -14,14 +14,13 @@ use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
 use crate::cli::WebhookArgs;
-use crate::controller::context::{Context, Settings};
 use crate::crd::StepClusterIssuer;
+use crate::issuer::IssuerAccess;
 use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
 use crate::policy::{InvalidPolicy, IssuerPolicy};
@@ -49,7 +48,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(15);
 
 struct AppState {
-    ctx: Arc<Context>,
+    ctx: Arc<IssuerAccess>,
     inject: RwLock<Arc<InjectConfig>>,
     bootstrap: BootstrapSettings,
     issuers: KnownIssuers,
@@ -104,31 +103,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     // Checked before anything else so that a bad flag fails at once; built again below with the
     // bootstrap root once the serving certificate is known.
     config::from_args(&args, "")?;
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "step-operator-webhook".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
-        watch_client: watch_client.clone(),
+    // The webhook reaches issuers as the controller does, and writes no status and no Event.
+    let ctx = Arc::new(IssuerAccess {
         client,
         metrics: metrics.clone(),
         signers: Default::default(),
-        settings: Settings {
-            cluster_resource_namespace: args.cluster_resource_namespace.clone(),
-            max_retry_duration: Duration::from_secs(300),
-            issuer_recheck_interval: Duration::from_secs(300),
-            ca_timeout: args.ca_timeout,
-            // The webhook runs no watches.
-            streaming_lists: false,
-            max_signs_per_issuer: 4,
-            names: Default::default(),
-            without_policy: Default::default(),
-            watch_secrets: false,
-            forbidden_ca_cidrs: Default::default(),
-        },
+        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+        ca_timeout: args.ca_timeout,
+        // Pods name StepClusterIssuers only, which the deny-list does not restrict.
+        forbidden_ca_cidrs: Default::default(),
     });
 
     let names = serving::serving_names(
@@ -258,7 +241,7 @@ fn refusal(status: StatusCode, reason: &str, message: &str) -> Response {
 
 /// Keeps trying to get the first serving certificate; the pod stays unready meanwhile.
 async fn obtain_until_ready(
-    ctx: &Context,
+    ctx: &IssuerAccess,
     args: &WebhookArgs,
     names: &[String],
 ) -> serving::Serving {
@@ -279,7 +262,7 @@ async fn obtain_until_ready(
     }
 }
 
-async fn sync_bundle(ctx: &Context, args: &WebhookArgs, root: &str) {
+async fn sync_bundle(ctx: &IssuerAccess, args: &WebhookArgs, root: &str) {
     match serving::sync_ca_bundle(ctx, &args.webhook_config_name, root).await {
         Ok(true) => {}
         Ok(false) => {
@@ -294,7 +277,7 @@ async fn sync_bundle(ctx: &Context, args: &WebhookArgs, root: &str) {
 /// Renews the serving certificate at 2/3 of its lifetime and swaps it in; re-syncs the caBundle
 /// every minute in case someone (a Helm upgrade) reset it.
 async fn keep_serving_cert(
-    ctx: Arc<Context>,
+    ctx: Arc<IssuerAccess>,
     args: WebhookArgs,
     names: Vec<String>,
     tls: RustlsConfig,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::controller::context::Context;
 use crate::crd::StepClusterIssuer;
 use crate::duration::to_go_seconds;
+use crate::issuer::IssuerAccess;
 use crate::pki;
 
 /// A signed serving certificate and what the webhook derives from it.
@@ -44,7 +44,7 @@ pub fn serving_names(
 
 /// Obtains a serving certificate from step-ca through the StepClusterIssuer `issuer`.
 pub async fn issue(
-    ctx: &Context,
+    ctx: &IssuerAccess,
     issuer: &str,
     names: &[String],
     lifetime: Duration,
@@ -85,7 +85,7 @@ pub async fn issue(
 /// Sets `caBundle` of every webhook in the named MutatingWebhookConfiguration to `root_pem`.
 /// Returns Ok(false) when the configuration does not exist (yet).
 pub async fn sync_ca_bundle(
-    ctx: &Context,
+    ctx: &IssuerAccess,
     config_name: &str,
     root_pem: &str,
 ) -> Result<bool, kube::Error> {

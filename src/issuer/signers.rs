@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::controller::decision::IssuerKey;
+use crate::issuer::IssuerKey;
 use crate::step::Signer;
 
 /// What a cached signer was built from; any difference means rebuild.
