@@ -83,7 +83,7 @@ pub struct ControllerArgs {
     pub lease_name: String,
 
     /// Lease duration: how long a standby waits for a dead leader.
-    #[arg(long, env = "STEP_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = crate::duration::parse_flag)]
     pub lease_duration: Duration,
 
     /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names no
@@ -97,7 +97,7 @@ pub struct ControllerArgs {
 
     /// How long a CertificateRequest is retried after retryable errors, counted from its
     /// creation, before it is marked Failed.
-    #[arg(long, env = "STEP_OPERATOR_MAX_RETRY_DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_MAX_RETRY_DURATION", default_value = "5m", value_parser = crate::duration::parse_flag)]
     pub max_retry_duration: Duration,
 
     /// CertificateRequests signed in parallel.
@@ -118,7 +118,7 @@ pub struct ControllerArgs {
     pub initial_list: InitialList,
 
     /// How often a Ready issuer re-checks its step-ca and re-reads its password.
-    #[arg(long, env = "STEP_OPERATOR_ISSUER_RECHECK_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_ISSUER_RECHECK_INTERVAL", default_value = "5m", value_parser = crate::duration::parse_flag)]
     pub issuer_recheck_interval: Duration,
 
     /// Watch the metadata of every Secret in the cluster, so that a changed password Secret
@@ -129,7 +129,7 @@ pub struct ControllerArgs {
     pub watch_secrets: bool,
 
     /// Timeout of each request to step-ca.
-    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
     pub ca_timeout: Duration,
 
     /// What a StepClusterIssuer without `spec.policy` signs for CertificateRequests:
@@ -161,7 +161,7 @@ pub struct ControllerArgs {
 
     /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
     /// response's next bytes (watches have their own idle timeout instead).
-    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_flag)]
     pub kube_timeout: Duration,
 
     /// Namespace of this pod, for the Lease (set from the downward API).
@@ -213,7 +213,7 @@ pub struct WebhookArgs {
     pub tls_sans: Vec<String>,
 
     /// Lifetime of the serving certificate; it is renewed at 2/3 of it without a restart.
-    #[arg(long, env = "STEP_OPERATOR_SERVING_CERT_DURATION", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_SERVING_CERT_DURATION", default_value = "24h", value_parser = crate::duration::parse_flag)]
     pub serving_cert_duration: Duration,
 
     /// MutatingWebhookConfiguration whose caBundle the webhook keeps equal to the step-ca root
@@ -292,12 +292,12 @@ pub struct WebhookArgs {
     pub cluster_resource_namespace: String,
 
     /// Timeout of each request to step-ca.
-    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
     pub ca_timeout: Duration,
 
     /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
     /// response's next bytes.
-    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_flag)]
     pub kube_timeout: Duration,
 
     /// /bootstrap requests per second this replica admits from all clients together (each costs
@@ -337,11 +337,6 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
             "{s:?} is not a rate: give requests per second as a number, 0 or more (0: no limit)"
         )),
     }
-}
-
-/// Parses `90s`, `5m`, `1h30m` and Go-style `2160h0m0s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::duration::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

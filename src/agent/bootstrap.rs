@@ -217,7 +217,7 @@ async fn sign_with(cfg: &AgentConfig, resp: &BootstrapResponse) -> Result<Issued
         Some(d) => {
             let parsed = crate::duration::parse_go_duration(d)
                 .map_err(|e| refused(format!("the webhook's duration is invalid: {e}")))?;
-            (!parsed.is_zero()).then(|| crate::webhook::annotations::format_go_duration(parsed))
+            (!parsed.is_zero()).then(|| crate::duration::format_go_duration(parsed))
         }
     };
     let client = step::Client::new(&resp.ca_url, Some(resp.root_pem.as_bytes()), cfg.timeout)

@@ -79,7 +79,7 @@ pub struct AgentArgs {
     pub sans: Option<String>,
 
     /// Timeout of each request to the webhook and to step-ca.
-    #[arg(long, env = "STEP_OPERATOR_AGENT_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "STEP_OPERATOR_AGENT_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
     pub timeout: Duration,
 }
 

@@ -291,7 +291,7 @@ pub async fn handle(
         root_pem,
         common_name: request.name,
         sans: request.sans,
-        duration: request.duration.map(annotations::format_go_duration),
+        duration: request.duration.map(crate::duration::format_go_duration),
     })
 }
 

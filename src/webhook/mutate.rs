@@ -213,7 +213,7 @@ fn injected_env(req: &annotations::PodRequest, cfg: &InjectConfig) -> Vec<EnvVar
     out.push(env("AUTOCERT_NAME", req.name.clone()));
     out.push(env("AUTOCERT_SANS", req.sans.join(",")));
     if let Some(d) = req.duration.or(cfg.default_duration) {
-        out.push(env("AUTOCERT_DURATION", annotations::format_go_duration(d)));
+        out.push(env("AUTOCERT_DURATION", crate::duration::format_go_duration(d)));
     }
     if let Some((uid, gid)) = req.owner {
         out.push(env("AUTOCERT_OWNER", format!("{uid}:{gid}")));
