@@ -13,6 +13,7 @@ pub mod issuer;
 pub mod kube_client;
 pub mod metrics;
 pub mod pki;
+pub mod pod_protocol;
 pub mod policy;
 pub mod runtime;
 pub mod signal;

@@ -15,10 +15,10 @@ use zeroize::Zeroizing;
 
 use super::backoff::{self, Backoff, Failure};
 use super::files::{self, CertFiles, Current, Invalid};
-use super::protocol::{BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorResponse};
 use super::{AgentArgs, AgentConfig};
 use crate::pki::chain::{renew_at, signing_root, verify_issued};
 use crate::pki::keys::GeneratedKey;
+use crate::pod_protocol::{BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorResponse};
 use crate::step;
 
 /// The bootstrap endpoint for a configured URL: used verbatim when it has a path (the webhook

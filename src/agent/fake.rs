@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::AgentConfig;
 use super::backoff::RetryPolicy;
-use super::protocol::BootstrapResponse;
+use crate::pod_protocol::BootstrapResponse;
 
 #[derive(Default)]
 pub(crate) struct Log {

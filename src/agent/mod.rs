@@ -14,7 +14,6 @@ pub mod bootstrap;
 #[cfg(test)]
 mod fake;
 pub mod files;
-pub mod protocol;
 pub mod renew;
 
 use std::path::PathBuf;
@@ -27,35 +26,36 @@ use crate::pki::keys::KeyAlgorithm;
 use backoff::RetryPolicy;
 use files::Owner;
 
+use crate::pod_protocol::env as ENV;
 /// Default directory of the certificate files (the autocert path).
-pub const DEFAULT_CERTS_DIR: &str = "/var/run/autocert.step.sm";
+pub const DEFAULT_CERTS_DIR: &str = crate::pod_protocol::CERTS_DIR;
 /// Default path of the projected ServiceAccount token.
-pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/step-operator/token";
+pub const DEFAULT_TOKEN_PATH: &str = crate::pod_protocol::TOKEN_PATH;
 
 /// Flags of `bootstrap` and `renew`.
 #[derive(Args, Debug, Clone)]
 pub struct AgentArgs {
     /// Directory the certificate files are written to.
-    #[arg(long, env = "AUTOCERT_CERTS_DIR", default_value = DEFAULT_CERTS_DIR)]
+    #[arg(long, env = ENV::CERTS_DIR, default_value = DEFAULT_CERTS_DIR)]
     pub certs_dir: PathBuf,
 
     /// The webhook's bootstrap endpoint: `https://<webhook>/bootstrap` (a URL without a path gets
     /// `/bootstrap` appended).
-    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_URL")]
+    #[arg(long, env = ENV::BOOTSTRAP_URL)]
     pub bootstrap_url: Option<String>,
 
     /// File holding the projected ServiceAccount token sent to the webhook (re-read at every
     /// attempt: the kubelet refreshes it).
-    #[arg(long, env = "STEP_OPERATOR_TOKEN_PATH", default_value = DEFAULT_TOKEN_PATH)]
+    #[arg(long, env = ENV::TOKEN_PATH, default_value = DEFAULT_TOKEN_PATH)]
     pub token_path: PathBuf,
 
     /// PEM root(s) trusted for the webhook's serving certificate (normally the step-ca root),
     /// or the path of a file holding them. Without it, the system roots are used.
-    #[arg(long, env = "STEP_OPERATOR_BOOTSTRAP_CA")]
+    #[arg(long, env = ENV::BOOTSTRAP_CA)]
     pub bootstrap_ca: Option<String>,
 
     /// step-ca URL for renewals (trusting `root.crt`); without it the renewer asks the webhook.
-    #[arg(long, env = "STEP_CA_URL")]
+    #[arg(long, env = ENV::CA_URL)]
     pub ca_url: Option<String>,
 
     /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384 or ed25519.
@@ -63,19 +63,19 @@ pub struct AgentArgs {
     pub key_algorithm: KeyAlgorithm,
 
     /// Numeric `uid:gid` owning the written files (empty: unchanged).
-    #[arg(long, env = "AUTOCERT_OWNER")]
+    #[arg(long, env = ENV::OWNER)]
     pub owner: Option<String>,
 
     /// Octal mode of `site.key` (certificates are always 0644).
-    #[arg(long, env = "AUTOCERT_MODE", default_value = "0600", value_parser = parse_mode)]
+    #[arg(long, env = ENV::MODE, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
 
     /// The certificate's name, for log lines only (the webhook decides the names).
-    #[arg(long, env = "AUTOCERT_NAME")]
+    #[arg(long, env = ENV::NAME)]
     pub name: Option<String>,
 
     /// The certificate's SANs, comma-separated, for log lines only.
-    #[arg(long, env = "AUTOCERT_SANS")]
+    #[arg(long, env = ENV::SANS)]
     pub sans: Option<String>,
 
     /// Timeout of each request to the webhook and to step-ca.

@@ -28,7 +28,7 @@ const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 
 /// The answer to a pod; the type is shared with the agent that reads it.
-pub use crate::agent::protocol::BootstrapResponse;
+pub use crate::pod_protocol::BootstrapResponse;
 
 /// A refusal: HTTP status, a stable reason for metrics, and a message for the pod's log.
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,8 @@ pub use super::admission::ADMISSION_V1;
 use super::admission::{self, ADMISSION_REVIEW};
 use super::annotations::{self, STATUS, STATUS_INJECTED};
 use super::pod_view::{ContainerView, PodView, SpecView};
+use crate::pod_protocol::env as ENV;
+pub use crate::pod_protocol::{CERTS_DIR, TOKEN_DIR, TOKEN_FILE, TOKEN_PATH};
 use crate::policy::{InvalidPolicy, IssuerPolicy, NamePolicy, Requester};
 
 /// Name of the injected init container.
@@ -52,12 +54,6 @@ pub const RENEWER: &str = "autocert-renewer";
 pub const CERTS_VOLUME: &str = "certs";
 /// Name of the projected ServiceAccount token volume.
 pub const TOKEN_VOLUME: &str = "step-operator-token";
-/// Where the certificate files are mounted (same path as autocert).
-pub const CERTS_DIR: &str = "/var/run/autocert.step.sm";
-/// Where the projected token volume is mounted in the injected containers.
-pub const TOKEN_DIR: &str = "/var/run/secrets/step-operator";
-/// The token file inside [`TOKEN_DIR`].
-pub const TOKEN_FILE: &str = "token";
 /// Default uid (and gid) of the injected containers when no owner is given (distroless `nonroot`).
 pub const DEFAULT_UID: i64 = 65532;
 /// Largest AdmissionReview body [`review`] accepts. The apiserver refuses requests over 3 MiB,
@@ -200,39 +196,36 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
 fn injected_env(req: &annotations::PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
     // The base URL of the webhook; the agent POSTs `<it>/bootstrap`.
     let mut out = vec![env(
-        "STEP_OPERATOR_BOOTSTRAP_URL",
+        ENV::BOOTSTRAP_URL,
         cfg.webhook_url.trim_end_matches('/').to_string(),
     )];
     if let Some(root) = &cfg.bootstrap_ca_pem {
         // The webhook's serving certificate comes from step-ca: the agent trusts this root.
-        out.push(env("STEP_OPERATOR_BOOTSTRAP_CA", root.clone()));
+        out.push(env(ENV::BOOTSTRAP_CA, root.clone()));
     }
     if !cfg.ca_url.is_empty() {
-        out.push(env("STEP_CA_URL", cfg.ca_url.clone()));
+        out.push(env(ENV::CA_URL, cfg.ca_url.clone()));
     }
-    out.push(env("AUTOCERT_NAME", req.name.clone()));
-    out.push(env("AUTOCERT_SANS", req.sans.join(",")));
+    out.push(env(ENV::NAME, req.name.clone()));
+    out.push(env(ENV::SANS, req.sans.join(",")));
     if let Some(d) = req.duration.or(cfg.default_duration) {
-        out.push(env("AUTOCERT_DURATION", crate::duration::format_go_duration(d)));
+        out.push(env(ENV::DURATION, crate::duration::format_go_duration(d)));
     }
     if let Some((uid, gid)) = req.owner {
-        out.push(env("AUTOCERT_OWNER", format!("{uid}:{gid}")));
+        out.push(env(ENV::OWNER, format!("{uid}:{gid}")));
     }
     out.push(env(
-        "AUTOCERT_MODE",
+        ENV::MODE,
         format!("{:04o}", req.mode.unwrap_or(annotations::DEFAULT_KEY_MODE)),
     ));
     out.push(env(
-        "AUTOCERT_ISSUER",
+        ENV::ISSUER,
         req.issuer
             .clone()
             .unwrap_or_else(|| cfg.default_issuer.clone()),
     ));
-    out.push(env("AUTOCERT_CERTS_DIR", CERTS_DIR));
-    out.push(env(
-        "STEP_OPERATOR_TOKEN_PATH",
-        format!("{TOKEN_DIR}/{TOKEN_FILE}"),
-    ));
+    out.push(env(ENV::CERTS_DIR, CERTS_DIR));
+    out.push(env(ENV::TOKEN_PATH, TOKEN_PATH));
     out.push(env_field("POD_NAME", "metadata.name"));
     out.push(env_field("POD_NAMESPACE", "metadata.namespace"));
     out.push(env_field("POD_UID", "metadata.uid"));

@@ -1,17 +1,17 @@
-//! The bootstrap protocol between the in-pod bootstrapper/renewer and the webhook.
+//! The contract between the webhook and the agents it injects (the bootstrapper and the renewer):
+//! where the files and the token are, the environment the webhook sets and the agents read, and
+//! the `/bootstrap` protocol. Both sides import it from here, so they cannot drift apart.
 //!
 //! `POST <webhook>/bootstrap` with `Authorization: Bearer <projected ServiceAccount token>` and
 //! the JSON body [`BootstrapRequest`] (`{}`). The webhook answers 200 with a
 //! [`BootstrapResponse`] (camelCase JSON), or any other status with an [`ErrorResponse`]
 //! (`{"message": "..."}`).
 //!
-//! Client-side handling of statuses (see [`super::bootstrap`]):
+//! Client-side handling of statuses (see [`crate::agent::bootstrap`]):
 //! - 4xx other than 408 and 429: refused; the message is logged and the request is retried
-//!   slowly (at most [`super::backoff::REFUSED_MAX`] apart), since the operator may fix the pod's
-//!   policy or the issuer meanwhile;
+//!   slowly (at most [`crate::agent::backoff::REFUSED_MAX`] apart), since the operator may fix
+//!   the pod's policy or the issuer meanwhile;
 //! - 5xx, 408, 429 and transport errors: retried with backoff from 1 s doubling to 30 s.
-//!
-//! These types are shared with the webhook (`crate::agent::protocol::BootstrapResponse`).
 
 use std::fmt;
 
@@ -19,6 +19,30 @@ use serde::{Deserialize, Serialize};
 
 /// The path served by the webhook.
 pub const BOOTSTRAP_PATH: &str = "/bootstrap";
+
+/// Where the agents write `site.crt`, `site.key` and `root.crt` (autocert's path).
+pub const CERTS_DIR: &str = "/var/run/autocert.step.sm";
+/// Where the projected ServiceAccount token is mounted in the agents.
+pub const TOKEN_DIR: &str = "/var/run/secrets/step-operator";
+/// The token's file name in [`TOKEN_DIR`].
+pub const TOKEN_FILE: &str = "token";
+/// [`TOKEN_DIR`]/[`TOKEN_FILE`].
+pub const TOKEN_PATH: &str = "/var/run/secrets/step-operator/token";
+
+/// The environment the webhook sets in the injected containers, read by `AgentArgs`.
+pub mod env {
+    pub const BOOTSTRAP_URL: &str = "STEP_OPERATOR_BOOTSTRAP_URL";
+    pub const BOOTSTRAP_CA: &str = "STEP_OPERATOR_BOOTSTRAP_CA";
+    pub const TOKEN_PATH: &str = "STEP_OPERATOR_TOKEN_PATH";
+    pub const CA_URL: &str = "STEP_CA_URL";
+    pub const NAME: &str = "AUTOCERT_NAME";
+    pub const SANS: &str = "AUTOCERT_SANS";
+    pub const DURATION: &str = "AUTOCERT_DURATION";
+    pub const OWNER: &str = "AUTOCERT_OWNER";
+    pub const MODE: &str = "AUTOCERT_MODE";
+    pub const ISSUER: &str = "AUTOCERT_ISSUER";
+    pub const CERTS_DIR: &str = "AUTOCERT_CERTS_DIR";
+}
 
 /// Body of `POST /bootstrap`: an empty object today. The pod is identified by its projected
 /// ServiceAccount token alone; unknown fields are ignored, so fields can be added later.
@@ -72,6 +96,11 @@ pub struct ErrorResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_path_is_its_dir_and_file() {
+        assert_eq!(TOKEN_PATH, format!("{TOKEN_DIR}/{TOKEN_FILE}"));
+    }
     use serde_json::json;
 
     fn sample() -> BootstrapResponse {
