@@ -90,17 +90,23 @@ pub async fn serve(
     Ok(())
 }
 
+/// The longest an accept error waits for a connection to end before accepting again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// Serves `app` over HTTP/1 on `listener` within `limits`, until the process ends. (`axum::serve`
 /// sets no timer, which turns hyper's header-read timeout off, and takes every connection.)
 pub async fn serve_on(listener: TcpListener, app: Router, limits: Limits) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    // Signalled when a connection ends and gives its file descriptor back.
+    let closed = Arc::new(tokio::sync::Notify::new());
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of file descriptors, most likely: give the open connections time to end.
+                // Out of file descriptors, most likely: wait for one of our connections to end
+                // (at most ACCEPT_RETRY: the descriptors may be held elsewhere in the process).
                 tracing::warn!(error = %e, "The admin server cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tokio::time::timeout(ACCEPT_RETRY, closed.notified()).await;
                 continue;
             }
         };
@@ -112,6 +118,7 @@ pub async fn serve_on(listener: TcpListener, app: Router, limits: Limits) {
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
+        let closed = closed.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let served = http1::Builder::new()
@@ -122,6 +129,7 @@ pub async fn serve_on(listener: TcpListener, app: Router, limits: Limits) {
             if let Err(e) = served {
                 tracing::debug!(error = %e, "Admin connection ended");
             }
+            closed.notify_one();
         });
     }
 }

@@ -221,7 +221,8 @@ mod tests {
                         return;
                     };
                     let Some(_permit) = in_flight.try_acquire(&issuer) else {
-                        // Action::requeue(retry): the worker is free at once.
+                        // What Action::requeue(retry) does: the request comes back after `retry`,
+                        // and the worker is free at once (the timer is the behaviour under test).
                         let retry = in_flight.busy(&issuer).unwrap_or(BUSY_RETRY);
                         let queue = queue.clone();
                         tokio::spawn(async move {

@@ -171,6 +171,8 @@ async fn hostile_answer(
             .into_response(),
         _ if path == "/health" => axum::Json(json!({"status": "ok"})).into_response(),
         Hostile::EndlessPages { delay } if listing => {
+            // The hostile CA itself is slow on purpose (what the connect deadline must cut off);
+            // nothing waits on this to synchronise.
             tokio::time::sleep(delay).await;
             axum::Json(json!({
                 "provisioners": [{"type": "JWK", "name": "other"}],
