@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod crd_cmd;
 pub mod duration;
+pub mod error_chain;
 pub mod issuer;
 pub mod kube_client;
 pub mod metrics;

@@ -56,42 +56,47 @@ pub enum Decision {
     Sign,
 }
 
-/// The gates, in order: terminal → denied → approval → issuer → sign.
-/// Terminal comes first so that a request we already finished is never touched again, even if an
-/// approver later adds a condition.
-///
-/// There is no separate `Ready=Unknown/Initializing` pass (issuer-lib writes one before anything
-/// else): it would cost every request one more status write, one more watch event to every
-/// CertificateRequest watcher and one more reconcile, for a condition that the next write
-/// (Issued, Pending or Failed) replaces milliseconds later. cert-manager waits on any reason.
-pub fn decide(
-    status: Option<&CertificateRequestStatus>,
-    key: &IssuerKey,
-    issuer: &IssuerState,
-) -> Decision {
+/// The request's own gates, in order: terminal → denied → approval. Terminal comes first so that
+/// a request we already finished is never touched again, even if an approver later adds a
+/// condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Done,
+    Deny,
+    AwaitApproval,
+    /// Approved and not finished: whether to sign now depends on the issuer.
+    Open,
+}
+
+pub fn gate(status: Option<&CertificateRequestStatus>) -> Gate {
     let empty = CertificateRequestStatus::default();
     let status = status.unwrap_or(&empty);
     if is_finished(Some(status)) {
-        return Decision::Done;
+        Gate::Done
+    } else if status.has_true(CONDITION_DENIED) {
+        Gate::Deny
+    } else if !status.has_true(CONDITION_APPROVED) {
+        Gate::AwaitApproval
+    } else {
+        Gate::Open
     }
-    if status.has_true(CONDITION_DENIED) {
-        return Decision::Deny;
-    }
-    if !status.has_true(CONDITION_APPROVED) {
-        return Decision::AwaitApproval;
-    }
+}
+
+/// The issuer's gate for an open request: `None` when it can sign now, else the Pending message
+/// and Event reason to wait with.
+pub fn issuer_gate(key: &IssuerKey, issuer: &IssuerState) -> Option<(&'static str, String)> {
     match issuer {
-        IssuerState::Missing => Decision::WaitForIssuer {
-            event_reason: "WaitingForIssuerExist",
-            message: format!("{key} does not exist. Waiting for it to be created."),
-        },
-        IssuerState::Known(Readiness::NotChecked) => Decision::WaitForIssuer {
-            event_reason: "WaitingForIssuerReady",
-            message: format!("{key} has not been checked yet. Waiting for it to become Ready."),
-        },
-        IssuerState::Known(Readiness::NotReady { reason, message }) => Decision::WaitForIssuer {
-            event_reason: "WaitingForIssuerReady",
-            message: match key {
+        IssuerState::Missing => Some((
+            "WaitingForIssuerExist",
+            format!("{key} does not exist. Waiting for it to be created."),
+        )),
+        IssuerState::Known(Readiness::NotChecked) => Some((
+            "WaitingForIssuerReady",
+            format!("{key} has not been checked yet. Waiting for it to become Ready."),
+        )),
+        IssuerState::Known(Readiness::NotReady { reason, message }) => Some((
+            "WaitingForIssuerReady",
+            match key {
                 // The request's namespace owns this issuer: the whole story helps.
                 IssuerKey::Namespaced { .. } => format!(
                     "{key} is not Ready ({reason}: {message}). Waiting for it to become Ready."
@@ -103,8 +108,33 @@ pub fn decide(
                      why. Waiting for it to become Ready."
                 ),
             },
+        )),
+        IssuerState::Known(Readiness::Ready) => None,
+    }
+}
+
+/// Both gates: the request's, then its issuer's.
+///
+/// There is no separate `Ready=Unknown/Initializing` pass (issuer-lib writes one before anything
+/// else): it would cost every request one more status write, one more watch event to every
+/// CertificateRequest watcher and one more reconcile, for a condition that the next write
+/// (Issued, Pending or Failed) replaces milliseconds later. cert-manager waits on any reason.
+pub fn decide(
+    status: Option<&CertificateRequestStatus>,
+    key: &IssuerKey,
+    issuer: &IssuerState,
+) -> Decision {
+    match gate(status) {
+        Gate::Done => Decision::Done,
+        Gate::Deny => Decision::Deny,
+        Gate::AwaitApproval => Decision::AwaitApproval,
+        Gate::Open => match issuer_gate(key, issuer) {
+            Some((event_reason, message)) => Decision::WaitForIssuer {
+                event_reason,
+                message,
+            },
+            None => Decision::Sign,
         },
-        IssuerState::Known(Readiness::Ready) => Decision::Sign,
     }
 }
 

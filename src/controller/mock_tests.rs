@@ -1,5 +1,6 @@
-//! Mocked-API tests (tower-test) of the traffic the reconcilers send: the status patch of a
-//! CertificateRequest and the issuer status, with method, URI (field manager, force) and body.
+//! Mocked-API tests (tower-test) of the traffic the controller's helpers send: the issuer status,
+//! Events and issuer reads, with method, URI (field manager, force) and body. The request
+//! reconciler's whole traffic is driven in `request/scenario_tests.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,9 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::cert_manager::{CertificateRequest, CertificateRequestSpec, IssuerRef};
 use crate::controller::context::{Context, Settings};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub(super) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-fn mock_context() -> (Arc<Context>, Handle) {
+pub(super) fn mock_context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let ctx = Context {
@@ -50,7 +51,7 @@ fn mock_context() -> (Arc<Context>, Handle) {
     (Arc::new(ctx), handle)
 }
 
-fn request() -> CertificateRequest {
+pub(super) fn request() -> CertificateRequest {
     let mut cr = CertificateRequest::new(
         "web-1",
         CertificateRequestSpec {
@@ -66,53 +67,9 @@ fn request() -> CertificateRequest {
     cr
 }
 
-async fn body_json(req: Request<Body>) -> serde_json::Value {
+pub(super) async fn body_json(req: Request<Body>) -> serde_json::Value {
     let bytes = req.into_body().collect_bytes().await.unwrap();
     serde_json::from_slice(&bytes).unwrap()
-}
-
-#[tokio::test]
-async fn request_status_is_server_side_applied_on_the_status_subresource() {
-    let (ctx, mut handle) = mock_context();
-    let cr = request();
-    let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("a request");
-        assert_eq!(req.method(), Method::PATCH);
-        let uri = req.uri().to_string();
-        assert!(
-            uri.starts_with(
-                "/apis/cert-manager.io/v1/namespaces/team/certificaterequests/web-1/status?"
-            ),
-            "{uri}"
-        );
-        assert!(uri.contains("fieldManager=step-operator"), "{uri}");
-        assert!(uri.contains("force=true"), "{uri}");
-        assert_eq!(
-            req.headers().get("content-type").unwrap(),
-            "application/apply-patch+yaml"
-        );
-        let body = body_json(req).await;
-        assert_eq!(body["apiVersion"], "cert-manager.io/v1");
-        assert_eq!(body["kind"], "CertificateRequest");
-        let conditions = body["status"]["conditions"].as_array().unwrap();
-        // Only our Ready condition: the approver's conditions are not ours to send.
-        assert_eq!(conditions.len(), 1, "{body}");
-        assert_eq!(conditions[0]["type"], "Ready");
-        assert_eq!(conditions[0]["reason"], "Denied");
-        assert!(conditions[0].get("observedGeneration").is_none(), "{body}");
-        assert!(body["status"]["failureTime"].is_string(), "{body}");
-        send.send_response(
-            Response::builder()
-                .body(Body::from(serde_json::to_vec(&cr_json()).unwrap()))
-                .unwrap(),
-        );
-    });
-    super::request::test_write_denied(&ctx, &cr).await.unwrap();
-    server.await.unwrap();
-}
-
-fn cr_json() -> serde_json::Value {
-    serde_json::to_value(request()).unwrap()
 }
 
 #[tokio::test]

@@ -203,20 +203,7 @@ fn status_hint(status: u16) -> &'static str {
 /// UnknownIssuer". reqwest's own top-level message ("error sending request for url") says
 /// nothing an operator can act on, so the condition message shows what lies beneath.
 fn root_causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = Vec::new();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !parts.contains(&text) {
-            parts.push(text);
-        }
-        next = cause.source();
-    }
-    if parts.is_empty() {
-        err.to_string()
-    } else {
-        parts.join(": ")
-    }
+    crate::error_chain::below(err)
 }
 
 fn display_provisioner(name: &str) -> String {

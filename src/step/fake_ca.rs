@@ -7,7 +7,8 @@
 //!   encryptedKey)
 //!
 //! `POST /1.0/sign` switches on the CSR text: `FORBIDDEN` → 403, `BOOM` → 500, `HTML` → 502 HTML,
-//! `UNAUTH` → 401; anything else → 201 after verifying the token signature.
+//! `UNAUTH` → 401; anything else → 201 after verifying the token signature, with a leaf signed
+//! by the fake root when the CSR is real PEM, else the placeholder chain `LEAF`, `INTERMEDIATE`.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +39,8 @@ pub(crate) fn install_provider() {
 pub(crate) struct FakeCerts {
     pub root_pem: String,
     pub root_der: Vec<u8>,
+    /// Signs the CSRs that `/1.0/sign` receives as real PEM.
+    root_key_pem: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     client_cert_pem: String,
@@ -47,6 +50,8 @@ pub(crate) struct FakeCerts {
 #[derive(Default)]
 struct Shared {
     requests: Mutex<Vec<(String, String)>>,
+    /// When set, `/1.0/sign` answers this HTTP status, whatever the CSR.
+    sign_status: Mutex<Option<u16>>,
     last_sign: Mutex<Option<Value>>,
     verified: Mutex<bool>,
 }
@@ -62,6 +67,7 @@ struct AppState {
     page1: Value,
     page2: Value,
     root_pem: String,
+    root_key_pem: String,
 }
 
 /// What a hostile "CA" does: the answers a tenant's own server could give to a StepIssuer whose
@@ -282,6 +288,7 @@ impl FakeCa {
             .push(DnType::CommonName, "Fake Root CA");
         root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let root = root_params.self_signed(&root_key).unwrap();
+        let root_key_pem = root_key.serialize_pem();
         let issuer = Issuer::new(root_params, root_key);
 
         let server_key = KeyPair::generate().unwrap();
@@ -300,6 +307,7 @@ impl FakeCa {
         FakeCerts {
             root_pem: root.pem(),
             root_der: root.der().to_vec(),
+            root_key_pem,
             server_chain: vec![server.der().clone(), root.der().clone()],
             server_key: server_key.serialize_der(),
             client_cert_pem: client.pem(),
@@ -354,6 +362,7 @@ impl FakeCa {
             page1,
             page2,
             root_pem: certs.root_pem.clone(),
+            root_key_pem: certs.root_key_pem.clone(),
         };
         let app = Router::new()
             .route(
@@ -413,6 +422,11 @@ impl FakeCa {
     /// Requests with their `X-Request-Id` header.
     pub fn requests_with_header(&self) -> Vec<(String, String)> {
         self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// From now on `/1.0/sign` answers `status`.
+    pub fn answer_signs_with(&self, status: u16) {
+        *self.shared.sign_status.lock().unwrap() = Some(status);
     }
 
     pub fn last_sign_body(&self) -> Option<Value> {
@@ -518,6 +532,10 @@ async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) 
         return step_error(StatusCode::BAD_REQUEST, "error decoding json");
     };
     *state.shared.last_sign.lock().unwrap() = Some(body.clone());
+    if let Some(status) = *state.shared.sign_status.lock().unwrap() {
+        let status = StatusCode::from_u16(status).unwrap();
+        return step_error(status, "The certificate authority is not well today.");
+    }
     match body["csr"].as_str().unwrap_or_default() {
         "FORBIDDEN" => step_error(
             StatusCode::FORBIDDEN,
@@ -540,6 +558,17 @@ async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) 
         _ => {
             let ott = body["ott"].as_str().unwrap_or_default();
             *state.shared.verified.lock().unwrap() = verify_token(&state, ott);
+            if let Some(leaf) = sign_real_csr(&state, body["csr"].as_str().unwrap_or_default()) {
+                return (
+                    StatusCode::CREATED,
+                    axum::Json(json!({
+                        "crt": leaf,
+                        "ca": state.root_pem,
+                        "certChain": [leaf, state.root_pem],
+                    })),
+                )
+                    .into_response();
+            }
             (
                 StatusCode::CREATED,
                 axum::Json(json!({
@@ -552,6 +581,14 @@ async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) 
                 .into_response()
         }
     }
+}
+
+/// A leaf for a real PEM CSR, signed by the fake root; `None` for the placeholder CSRs.
+fn sign_real_csr(state: &AppState, csr: &str) -> Option<String> {
+    let params = rcgen::CertificateSigningRequestParams::from_pem(csr).ok()?;
+    let key = KeyPair::from_pem(&state.root_key_pem).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&state.root_pem, key).unwrap();
+    Some(params.signed_by(&issuer).unwrap().pem())
 }
 
 async fn renew() -> Response {

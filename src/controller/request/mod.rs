@@ -1,0 +1,444 @@
+//! The CertificateRequest controller: which requests it watches and caches (`run`, the watch
+//! plumbing below), what a reconcile decides (`plan`, pure), how it is carried out
+//! (`reconcile`), signing (`sign`), the classification of failures (`failure`) and what this
+//! process remembers between reconciles (`memory`).
+
+mod failure;
+mod issuers;
+mod memory;
+mod plan;
+mod reconcile;
+#[cfg(test)]
+mod scenario_tests;
+mod sign;
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::cert_manager::{CONDITION_READY, CertificateRequest, reason};
+use crate::controller::context::Context;
+use crate::controller::decision::{self, IssuerKey};
+use crate::controller::in_flight::InFlight;
+use crate::controller::initial_list;
+use crate::controller::relist::triggers;
+use crate::controller::watch_health::{WatchHealth, log_unreported};
+use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::issuer::IssuerObject;
+
+use self::issuers::{IssuerStores, is_ready};
+use self::memory::RequestMemory;
+pub use self::reconcile::ReconcileError;
+use self::reconcile::{error_policy, reconcile};
+
+pub struct RequestCtx {
+    ctx: Arc<Context>,
+    issuers: IssuerStores,
+    memory: Arc<RequestMemory>,
+    in_flight: Arc<InFlight>,
+}
+
+/// Keeps in the cache only what the gates read (names, uid, creation and deletion times,
+/// `issuerRef`, conditions): signing reads the request fresh from the API, so the CSR, the
+/// certificate, labels, annotations and managed fields would only cost memory, for every
+/// CertificateRequest in the cluster, ours or not.
+fn slim(mut cr: CertificateRequest) -> CertificateRequest {
+    let meta = cr.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    cr.spec.request = ByteString(Vec::new());
+    cr.spec.duration = None;
+    if let Some(s) = cr.status.as_mut() {
+        // Only its presence matters to decide(): a certificate in status is final.
+        s.certificate = s
+            .certificate
+            .take()
+            .filter(|c| !c.0.is_empty())
+            .map(|_| ByteString(b"-".to_vec()));
+        s.ca = None;
+        for c in &mut s.conditions {
+            // Messages matter only for our own Pending condition (written again when it changes).
+            if c.type_ != CONDITION_READY || c.reason.as_deref() != Some(reason::PENDING) {
+                c.message = None;
+            }
+        }
+    }
+    cr
+}
+
+/// Only requests that are ours and not finished are cached and reconciled. Everything else (other
+/// issuers' requests, and ours once Issued, Failed or Denied) would cost memory for every
+/// CertificateRequest the cluster keeps, and a reconcile per event, for nothing: `issuerRef` is
+/// immutable and a finished request never changes again.
+fn worth_caching(cr: &CertificateRequest) -> bool {
+    decision::owning_issuer(&cr.spec.issuer_ref, &cr.namespace().unwrap_or_default()).is_some()
+        && !decision::is_finished(cr.status.as_ref())
+}
+
+/// Filters and slims the watch events before they reach the cache. A request that has just
+/// finished becomes a `Delete`, which takes it out of the cache; its guards in `memory` are no
+/// longer needed once the API itself shows it finished.
+fn admit(
+    ev: watcher::Event<CertificateRequest>,
+    memory: &RequestMemory,
+) -> Option<watcher::Event<CertificateRequest>> {
+    use watcher::Event;
+    match ev {
+        Event::Apply(cr) if worth_caching(&cr) => Some(Event::Apply(slim(cr))),
+        Event::InitApply(cr) if worth_caching(&cr) => Some(Event::InitApply(slim(cr))),
+        Event::Apply(cr) | Event::Delete(cr) => {
+            if let Some(uid) = cr.uid() {
+                memory.release(&uid);
+            }
+            Some(Event::Delete(slim(cr)))
+        }
+        // During a (re)list the cache is rebuilt from what is admitted: nothing stale to remove.
+        Event::InitApply(_) => None,
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
+/// What the request path's issuer caches drop, besides `caBundle` (cleared in `run`): the
+/// issuer reconciler already holds every issuer in full, and a second full copy let a tenant
+/// double what its issuers cost (security review M3). The gates read the status, generation,
+/// uid and name; signing connects from the API's copy (`Context::signer_for_latest`).
+/// Annotations go too: kubectl's last-applied-configuration repeats the whole spec.
+fn slim_issuer_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.annotations = None;
+}
+
+/// Names under which the request controller's watches report to [`WatchHealth`].
+pub const WATCH_REQUESTS: &str = "CertificateRequests";
+pub const WATCH_ISSUERS: &str = "StepIssuers (for requests)";
+pub const WATCH_CLUSTER_ISSUERS: &str = "StepClusterIssuers (for requests)";
+
+pub async fn run(
+    ctx: Arc<Context>,
+    health: WatchHealth,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.watch_client.clone();
+    let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
+
+    let memory = Arc::new(RequestMemory::default());
+    let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
+    let issuer_stream = health
+        .observe(
+            WATCH_ISSUERS,
+            "StepIssuers",
+            watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
+        )
+        .modify(|i: &mut StepIssuer| {
+            i.spec.ca_bundle = None;
+            slim_issuer_meta(i.meta_mut());
+        })
+        .reflect(issuers_writer)
+        .touched_objects();
+    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
+    let cluster_stream = health
+        .observe(
+            WATCH_CLUSTER_ISSUERS,
+            "StepClusterIssuers",
+            watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
+        )
+        .modify(|i: &mut StepClusterIssuer| {
+            i.spec.ca_bundle = None;
+            slim_issuer_meta(i.meta_mut());
+        })
+        .reflect(cluster_writer)
+        .touched_objects();
+
+    // Requests are watched, and so reconciled, only once both issuer caches hold a complete
+    // listing: a request is never told that its issuer is missing while the list is still
+    // loading, and no reconcile ever waits for a cache (and holds a worker) meanwhile.
+    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
+    let admit_memory = memory.clone();
+    let gate = health.clone();
+    let request_watch = health.observe(
+        WATCH_REQUESTS,
+        "CertificateRequests",
+        watcher(
+            Api::<CertificateRequest>::all(client.clone()),
+            initial_list::watch_config_paged(
+                ctx.settings.streaming_lists,
+                initial_list::REQUEST_PAGE_SIZE,
+            ),
+        )
+        .default_backoff(),
+    );
+    let request_stream = futures::stream::once(async move {
+        gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
+        request_watch
+    })
+    .flatten()
+    .boxed()
+    .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
+    .reflect(requests_writer)
+    .map_ok({
+        let requests = requests.clone();
+        move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok))
+    })
+    .try_flatten()
+    // Deletes of finished requests only clean the cache; they need no reconcile.
+    .try_filter(|cr| futures::future::ready(worth_caching(cr)));
+
+    let waiting_on = |requests: Store<CertificateRequest>| {
+        move |key: IssuerKey| {
+            requests
+                .state()
+                .into_iter()
+                .filter(|cr| {
+                    decision::owning_issuer(
+                        &cr.spec.issuer_ref,
+                        &cr.namespace().unwrap_or_default(),
+                    )
+                    .as_ref()
+                        == Some(&key)
+                })
+                .map(|cr| ObjectRef::from_obj(&*cr))
+                .collect::<Vec<_>>()
+        }
+    };
+    let for_issuer = waiting_on(requests.clone());
+    let for_cluster_issuer = waiting_on(requests.clone());
+
+    let in_flight = InFlight::new(ctx.settings.max_signs_per_issuer);
+    let rctx = Arc::new(RequestCtx {
+        ctx,
+        issuers: IssuerStores {
+            namespaced: issuers,
+            cluster: cluster_issuers,
+        },
+        memory,
+        in_flight,
+    });
+    Controller::for_stream(request_stream, requests)
+        // Requests waiting on an issuer are re-queued the moment it turns Ready.
+        .watches_stream(issuer_stream, move |i: StepIssuer| {
+            if is_ready(&i) {
+                for_issuer(i.key())
+            } else {
+                Vec::new()
+            }
+        })
+        .watches_stream(cluster_stream, move |i: StepClusterIssuer| {
+            if is_ready(&i) {
+                for_cluster_issuer(i.key())
+            } else {
+                Vec::new()
+            }
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, rctx)
+        .for_each(|outcome| {
+            log_unreported("CertificateRequest", outcome);
+            futures::future::ready(())
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert_manager::{
+        CertificateRequestSpec, CertificateRequestStatus, IssuerRef, RequestCondition,
+    };
+    use crate::controller::decision::IssuerState;
+    use crate::crd::condition::Readiness;
+
+    /// Security review M3: the request path's issuer copies lose what only costs memory.
+    #[test]
+    fn issuer_copies_of_the_request_path_lose_managed_fields_and_annotations() {
+        let mut meta = kube::api::ObjectMeta {
+            name: Some("ca".into()),
+            uid: Some("u".into()),
+            generation: Some(4),
+            annotations: Some(
+                [(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{...}".to_string(),
+                )]
+                .into(),
+            ),
+            managed_fields: Some(vec![Default::default()]),
+            ..Default::default()
+        };
+        slim_issuer_meta(&mut meta);
+        assert_eq!(meta.annotations, None);
+        assert_eq!(meta.managed_fields, None);
+        assert_eq!(
+            (meta.name.as_deref(), meta.uid.as_deref(), meta.generation),
+            (Some("ca"), Some("u"), Some(4))
+        );
+    }
+
+    #[test]
+    fn slim_keeps_only_what_the_gates_read() {
+        let mut cr = CertificateRequest::new(
+            "r",
+            CertificateRequestSpec {
+                request: ByteString(b"csr".to_vec()),
+                duration: Some("1h".into()),
+                issuer_ref: IssuerRef {
+                    name: "ca".into(),
+                    kind: Some("StepClusterIssuer".into()),
+                    group: Some(crate::crd::GROUP.into()),
+                },
+                ..Default::default()
+            },
+        );
+        cr.meta_mut().uid = Some("u1".into());
+        cr.meta_mut().annotations = Some([("a".to_string(), "b".to_string())].into());
+        cr.meta_mut().labels = Some([("l".to_string(), "v".to_string())].into());
+        let open = slim(cr.clone());
+        assert!(open.spec.request.0.is_empty());
+        assert_eq!(open.meta().annotations, None);
+        assert_eq!(open.meta().labels, None);
+        assert_eq!(open.uid().as_deref(), Some("u1"));
+        assert_eq!(open.spec.issuer_ref, cr.spec.issuer_ref);
+
+        let ready = RequestCondition {
+            type_: CONDITION_READY.into(),
+            status: "False".into(),
+            reason: Some(reason::PENDING.into()),
+            message: Some("waiting".into()),
+            ..Default::default()
+        };
+        let approved = RequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            reason: Some("cert-manager.io".into()),
+            message: Some("approved by policy".into()),
+            ..Default::default()
+        };
+        cr.status = Some(CertificateRequestStatus {
+            conditions: vec![approved, ready.clone()],
+            certificate: Some(ByteString(b"long pem".to_vec())),
+            ca: Some(ByteString(b"root".to_vec())),
+            failure_time: None,
+        });
+        let key = decision::owning_issuer(&cr.spec.issuer_ref, "ns").unwrap();
+        let state = IssuerState::Known(Readiness::Ready);
+        let before = decision::decide(cr.status.as_ref(), &key, &state);
+        let done = slim(cr);
+        let status = done.status.as_ref().unwrap();
+        assert_eq!(status.ca, None);
+        assert_eq!(status.certificate.as_ref().unwrap().0, b"-");
+        assert_eq!(status.conditions[0].message, None);
+        // Our own Pending message is compared before it is written again.
+        assert_eq!(status.conditions[1], ready);
+        // The gates decide the same on the slim copy.
+        assert_eq!(decision::decide(done.status.as_ref(), &key, &state), before);
+        assert_eq!(plan::pending_message(done.status.as_ref()), Some("waiting"));
+    }
+
+    fn request(name: &str, group: &str, ready: Option<(&str, &str)>) -> CertificateRequest {
+        let mut cr = CertificateRequest::new(
+            name,
+            CertificateRequestSpec {
+                request: ByteString(b"csr".to_vec()),
+                issuer_ref: IssuerRef {
+                    name: "ca".into(),
+                    kind: Some("StepClusterIssuer".into()),
+                    group: Some(group.into()),
+                },
+                ..Default::default()
+            },
+        );
+        cr.meta_mut().namespace = Some("team".into());
+        cr.meta_mut().uid = Some(format!("uid-{name}"));
+        cr.status = ready.map(|(status, why)| CertificateRequestStatus {
+            conditions: vec![RequestCondition {
+                type_: CONDITION_READY.into(),
+                status: status.into(),
+                reason: Some(why.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        cr
+    }
+
+    #[test]
+    fn only_open_requests_of_ours_are_cached() {
+        let ours = crate::crd::GROUP;
+        let cases = [
+            (request("new", ours, None), true),
+            (
+                request("pending", ours, Some(("False", reason::PENDING))),
+                true,
+            ),
+            (
+                request("issued", ours, Some(("True", reason::ISSUED))),
+                false,
+            ),
+            (
+                request("failed", ours, Some(("False", reason::FAILED))),
+                false,
+            ),
+            (
+                request("denied", ours, Some(("False", reason::DENIED))),
+                false,
+            ),
+            (request("foreign", "cert-manager.io", None), false),
+        ];
+        for (cr, want) in cases {
+            assert_eq!(worth_caching(&cr), want, "{}", cr.name_any());
+        }
+    }
+
+    #[test]
+    fn admit_slims_filters_and_turns_finished_into_deletes() {
+        use watcher::Event;
+        let ours = crate::crd::GROUP;
+        let memory = RequestMemory::default();
+        memory.finish("uid-issued");
+
+        // Open and ours: cached, slim.
+        let Some(Event::Apply(cr)) = admit(Event::Apply(request("new", ours, None)), &memory)
+        else {
+            panic!("an open request of ours is admitted as Apply");
+        };
+        assert!(cr.spec.request.0.is_empty());
+        assert!(matches!(
+            admit(Event::InitApply(request("new", ours, None)), &memory),
+            Some(Event::InitApply(_))
+        ));
+        // Finished: removed from the cache, and its guard forgotten.
+        let issued = request("issued", ours, Some(("True", reason::ISSUED)));
+        assert!(matches!(
+            admit(Event::Apply(issued.clone()), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(!memory.is_finished("uid-issued"));
+        // Never cached during a listing.
+        assert!(admit(Event::InitApply(issued), &memory).is_none());
+        let foreign = request("foreign", "cert-manager.io", None);
+        assert!(admit(Event::InitApply(foreign.clone()), &memory).is_none());
+        assert!(matches!(
+            admit(Event::Apply(foreign), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(matches!(
+            admit(Event::Delete(request("new", ours, None)), &memory),
+            Some(Event::Delete(_))
+        ));
+        assert!(matches!(admit(Event::Init, &memory), Some(Event::Init)));
+        assert!(matches!(
+            admit(Event::InitDone, &memory),
+            Some(Event::InitDone)
+        ));
+    }
+}

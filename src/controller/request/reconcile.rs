@@ -1,0 +1,250 @@
+//! The executor of the request controller: reads what a [`Plan`] needs, carries it out (one
+//! status writer, then memory, metric and Event), and signs when the gates are open.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use crate::cert_manager::{CertificateRequest, CertificateRequestStatus};
+use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::decision::{self, Gate};
+use crate::controller::in_flight;
+use crate::issuer::IssuerKey;
+
+use super::RequestCtx;
+use super::failure::SignFailure;
+use super::plan::{self, Attempt, Next, Plan, Remember, Seen, StatusChange, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to write the CertificateRequest status")]
+    Status(#[source] kube::Error),
+    #[error("failed to read the CertificateRequest")]
+    Read(#[source] kube::Error),
+}
+
+#[tracing::instrument(
+    name = "reconcile_request",
+    skip_all,
+    fields(request = %cr.name_any(), namespace = cr.namespace().as_deref().unwrap_or_default())
+)]
+pub async fn reconcile(
+    cr: Arc<CertificateRequest>,
+    c: Arc<RequestCtx>,
+) -> Result<Action, ReconcileError> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let Some(key) = decision::owning_issuer(&cr.spec.issuer_ref, &namespace) else {
+        // Not ours: no status, no event.
+        return Ok(Action::await_change());
+    };
+    let uid = cr.uid().unwrap_or_default();
+    if cr.meta().deletion_timestamp.is_some() || c.memory.is_finished(&uid) {
+        c.memory.forget(&uid);
+        return Ok(Action::await_change());
+    }
+    // No wait for the issuer caches here: requests are only watched once both have listed
+    // (see `run`).
+    let seen = Seen {
+        status: cr.status.as_ref(),
+        key: &key,
+        issuer: &c.issuers.state(&key),
+        told_approval: c.memory.told_approval(&uid),
+        created: cr.creation_timestamp().map(|t| t.0),
+        now: Timestamp::now(),
+    };
+    match plan::before_signing(&seen) {
+        Step::Do(plan) => execute(&c, &cr, &key, &uid, *plan).await,
+        Step::Sign => sign(&c, &cr, &key, &uid).await,
+    }
+}
+
+async fn sign(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    key: &IssuerKey,
+    uid: &str,
+) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    // Honour the backoff of an earlier failure: our own Pending write re-triggers us at once.
+    if let Some(wait) = c.memory.backoff_left(uid, Instant::now()) {
+        return Ok(Action::requeue(wait));
+    }
+    // One CA that hangs must not take every worker: at most `--max-signs-per-issuer` requests
+    // of an issuer are signed at once; the others go back to the queue without a status write
+    // (checked before the read below, so that a busy issuer costs no API call).
+    if let Some(retry) = c.in_flight.busy(key) {
+        return Ok(issuer_busy(ctx, key, retry));
+    }
+    // The cache may lag our own writes: read the status fresh, and never sign twice.
+    let fresh = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    )
+    .get_status(&cr.name_any())
+    .await
+    .map_err(ReconcileError::Read)?;
+    if fresh.uid().as_deref() != Some(uid) || decision::gate(fresh.status.as_ref()) != Gate::Open {
+        return Ok(Action::await_change());
+    }
+    let Some(permit) = c.in_flight.try_acquire(key) else {
+        let retry = c.in_flight.busy(key).unwrap_or(in_flight::BUSY_RETRY);
+        return Ok(issuer_busy(ctx, key, retry));
+    };
+    let started = Instant::now();
+    let result = match c.memory.take_unwritten(uid) {
+        Some(signed) => Ok(signed),
+        None => match c.issuers.get(key) {
+            Some(issuer) => issuer.sign(ctx, &fresh).await,
+            None => Err(SignFailure::issuer_missing(key)),
+        },
+    };
+    // The CA's work is done; the status write below does not count against the issuer.
+    drop(permit);
+    let attempt = Attempt {
+        status: fresh.status.as_ref(),
+        attempts: c.memory.attempts(uid),
+        created: fresh
+            .creation_timestamp()
+            .map_or_else(Timestamp::now, |t| t.0),
+        now: Timestamp::now(),
+        max_retry: ctx.settings.max_retry_duration,
+    };
+    let plan = plan::after_signing(result, &attempt);
+    if let Some(message) = &plan.issuer_auth_failure
+        && let Some(issuer) = c.issuers.get(key)
+    {
+        issuer.report_auth_failure(ctx, message).await;
+    }
+    tracing::debug!(
+        issuer = %key,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Signing attempt ended"
+    );
+    execute(c, &fresh, key, uid, plan).await
+}
+
+/// Carries a plan out: the status first (a request is finished only once the API says so),
+/// then what this process remembers, the metric, the log line and the Event.
+async fn execute(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    key: &IssuerKey,
+    uid: &str,
+    plan: Plan,
+) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    if let Remember::Failure(delay) = plan.remember {
+        // Before the write: a failed write must not skip the backoff.
+        c.memory.record_failure(uid, Instant::now(), delay);
+    }
+    if let Some(change) = &plan.status {
+        let status = plan::status_for(change, cr.status.as_ref(), Timestamp::now());
+        if let Err(e) = apply_status(ctx, cr, &status).await {
+            if let StatusChange::Issued(signed) = change {
+                // Never sign twice because the API was briefly away: keep what step-ca gave us.
+                c.memory.stash_unwritten(uid, signed.clone());
+            }
+            return Err(e);
+        }
+    }
+    match plan.remember {
+        Remember::Finish => c.memory.finish(uid),
+        Remember::Release => c.memory.release(uid),
+        Remember::ToldApproval => c.memory.mark_told_approval(uid),
+        Remember::Failure(_) | Remember::Nothing => {}
+    }
+    if let Some(result) = plan.count {
+        ctx.metrics.count_request(result);
+        log_result(cr, key, result, &plan, c.memory.attempts(uid));
+    }
+    if let Some(StatusChange::Issued(_)) = &plan.status
+        && let Some(created) = cr.creation_timestamp()
+    {
+        let age = Timestamp::now().duration_since(created.0).as_secs_f64();
+        ctx.metrics.issuance_duration.observe(age.max(0.0));
+    }
+    if let Some(note) = plan.event {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(cr, type_, note.reason, note.message, note.action)
+            .await;
+    }
+    Ok(match plan.next {
+        Next::AwaitChange => Action::await_change(),
+        Next::Requeue(after) => Action::requeue(after),
+    })
+}
+
+/// One line per result, in the reconcile's span (which names the request).
+fn log_result(cr: &CertificateRequest, key: &IssuerKey, result: &str, plan: &Plan, attempts: u32) {
+    match (&plan.status, plan.remember) {
+        (Some(StatusChange::Issued(_)), _) => tracing::info!(issuer = %key, "Certificate issued"),
+        (_, Remember::Failure(_)) => {
+            tracing::info!(issuer = %key, reason = result, attempt = attempts, "Signing failed; will retry")
+        }
+        (Some(StatusChange::Denied(_)), _) => {
+            tracing::info!(issuer = %key, "Denied by an approver")
+        }
+        _ => tracing::warn!(
+            issuer = %key,
+            reason = result,
+            created = ?cr.creation_timestamp().map(|t| t.0),
+            "CertificateRequest failed"
+        ),
+    }
+}
+
+fn issuer_busy(ctx: &Context, key: &IssuerKey, retry: Duration) -> Action {
+    ctx.metrics.requests_deferred.inc();
+    if retry >= in_flight::SLOW_RETRY {
+        tracing::debug!(issuer = %key, "The issuer's CA is slow and it has as many signs in flight as allowed; trying again in a second");
+    }
+    Action::requeue(retry)
+}
+
+/// The one status writer: server-side apply on `/status` with our field manager.
+async fn apply_status(
+    ctx: &Context,
+    cr: &CertificateRequest,
+    status: &CertificateRequestStatus,
+) -> Result<(), ReconcileError> {
+    let api = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "CertificateRequest",
+        "status": status,
+    });
+    api.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::Status)?;
+    Ok(())
+}
+
+pub fn error_policy(
+    cr: Arc<CertificateRequest>,
+    err: &ReconcileError,
+    _c: Arc<RequestCtx>,
+) -> Action {
+    tracing::warn!(
+        request = %cr.name_any(),
+        namespace = %cr.namespace().unwrap_or_default(),
+        error = %crate::error_chain::display(err),
+        "CertificateRequest reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(2))
+}
