@@ -1,0 +1,178 @@
+//! The issuer reconciler's executor: connects (or reuses the cached signer), checks step-ca's
+//! health when no recent check holds, and writes the `Ready` condition when it changed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use crate::controller::context::Context;
+use crate::crd::IssuerStatus;
+use crate::crd::condition;
+use crate::issuer::IssuerObject;
+use crate::issuer::error::IssuerError;
+use crate::step::Signer;
+
+use super::IssuerCtx;
+use super::check::{self, Health, SIGN_AUTH_FAILED, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("failed to write the issuer status")]
+    Status(#[source] kube::Error),
+}
+
+#[tracing::instrument(
+    name = "reconcile_issuer",
+    skip_all,
+    fields(issuer = %issuer.key())
+)]
+pub async fn reconcile<K: IssuerObject>(
+    issuer: Arc<K>,
+    c: Arc<IssuerCtx>,
+) -> Result<Action, ReconcileError> {
+    let ctx = &c.ctx;
+    let key = issuer.key();
+    if issuer.meta().deletion_timestamp.is_some() {
+        c.forget(&key);
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let previous = issuer
+        .issuer_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if check::after_auth_failure(&previous) {
+        ctx.issuers.signers.evict(&key);
+    }
+    let interval = ctx.settings.issuer_recheck_interval;
+    let (outcome, next_check) = connect_and_check(&c, &*issuer, interval).await;
+    let verdict = check::verdict::<K>(&outcome, next_check, interval);
+    let cond = condition::build(
+        condition::READY,
+        &previous,
+        verdict.ready,
+        &verdict.reason,
+        &verdict.message,
+        issuer.meta().generation,
+        Timestamp::now(),
+    );
+    let conditions = ctx.issuer_conditions(&*issuer, &previous, cond);
+    if check::conditions_changed(&previous, &conditions) {
+        ctx.apply_issuer_status(&*issuer, &IssuerStatus { conditions })
+            .await
+            .map_err(ReconcileError::Status)?;
+        tell(ctx, &*issuer, &verdict).await;
+        tracing::info!(
+            ready = verdict.ready,
+            reason = verdict.reason,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Issuer checked"
+        );
+    }
+    c.ready.set(ctx, &key, Some(verdict.ready));
+    Ok(Action::requeue(verdict.requeue))
+}
+
+/// The signer, proved to work: a fresh connection, or a health check unless a recent one holds.
+/// Returns when the CA is next due a check.
+async fn connect_and_check<K: IssuerObject>(
+    c: &IssuerCtx,
+    issuer: &K,
+    interval: Duration,
+) -> (Result<Signer, IssuerError>, Duration) {
+    let key = issuer.key();
+    let (signer, fresh) = match c.ctx.issuers.signer_for(issuer).await {
+        Ok(s) => s,
+        Err(e) => {
+            c.ready.forget_verified(&key);
+            return (Err(e), interval);
+        }
+    };
+    match check::health(fresh, c.ready.verified_ago(&key), interval) {
+        Health::Proved => {
+            c.ready.mark_verified(&key);
+            (Ok(signer), interval)
+        }
+        Health::Holds { next_check } => (Ok(signer), next_check),
+        Health::CheckNow => {
+            let t = Instant::now();
+            let result = signer.check_health().await;
+            c.ctx
+                .metrics
+                .observe_ca("health", result.is_ok(), t.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    c.ready.mark_verified(&key);
+                    (Ok(signer), interval)
+                }
+                Err(e) => {
+                    c.ready.forget_verified(&key);
+                    (Err(IssuerError::from(e)), interval)
+                }
+            }
+        }
+    }
+}
+
+async fn tell<K: IssuerObject>(ctx: &Context, issuer: &K, verdict: &Verdict) {
+    let (type_, action) = if verdict.ready {
+        (EventType::Normal, "Verified")
+    } else {
+        (EventType::Warning, "Check")
+    };
+    ctx.event(
+        issuer,
+        type_,
+        &verdict.reason,
+        verdict.message.clone(),
+        action,
+    )
+    .await;
+}
+
+pub fn error_policy<K: IssuerObject>(
+    issuer: Arc<K>,
+    err: &ReconcileError,
+    _c: Arc<IssuerCtx>,
+) -> Action {
+    tracing::warn!(
+        issuer = %issuer.key(),
+        error = %crate::error_chain::display(err),
+        "Issuer reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Marks an issuer not Ready after step-ca refused its token at sign time; its reconciler then
+/// reconnects and re-checks.
+pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K, detail: &str) {
+    let previous = issuer
+        .issuer_status()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let cond = condition::build(
+        condition::READY,
+        &previous,
+        false,
+        SIGN_AUTH_FAILED,
+        &format!(
+            "step-ca refused a signing token ({detail}); re-checking the provisioner and password"
+        ),
+        issuer.meta().generation,
+        Timestamp::now(),
+    );
+    ctx.issuers.signers.evict(&issuer.key());
+    let status = IssuerStatus {
+        conditions: ctx.issuer_conditions(issuer, &previous, cond),
+    };
+    if let Err(e) = ctx.apply_issuer_status(issuer, &status).await {
+        tracing::warn!(
+            issuer = %issuer.key(),
+            error = %crate::error_chain::display(&e),
+            "Failed to mark the issuer not Ready"
+        );
+    }
+}
