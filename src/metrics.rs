@@ -27,6 +27,12 @@ pub struct CaRequestLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: String,
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     /// Creation of a CertificateRequest to its certificate being written.
@@ -44,6 +50,9 @@ pub struct Metrics {
     /// CertificateRequests put back in the queue because their issuer was at its limit of
     /// signs in flight (not a failure: nothing is written to them).
     pub requests_deferred: Counter,
+    /// Every reconcile a controller ran or failed to run, by controller (the kind) and outcome
+    /// (`ok`, `error`, `object_gone`, `queue_error`, `runner_error`).
+    pub reconciles: Family<ReconcileLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,8 +103,15 @@ impl Default for Metrics {
             "CertificateRequests put back in the queue because their issuer had --max-signs-per-issuer signs in flight",
             requests_deferred.clone(),
         );
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and outcome",
+            reconciles.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            reconciles,
             requests_deferred,
             bootstrap_results,
             issuance_duration,
@@ -108,6 +124,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn count_reconcile(&self, controller: &str, outcome: &str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                controller: controller.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         let registry = self

@@ -227,11 +227,13 @@ impl WatchHealth {
     }
 }
 
-/// Logs what a controller's output stream reports that nobody else has: failed reconciles are
-/// logged by the error policies and watch failures by [`WatchHealth::observe`], once each; what
-/// is left would otherwise be dropped silently.
-pub fn log_unreported<K, R, Q>(
+/// Counts every outcome of a controller's output stream (`reconciles{controller, outcome}`) and
+/// logs what nobody else has: failed reconciles are logged by the error policies and watch
+/// failures by [`WatchHealth::observe`], once each; what is left would otherwise be dropped
+/// silently.
+pub fn report_outcome<K, R, Q>(
     kind: &str,
+    metrics: &crate::metrics::Metrics,
     outcome: Result<
         (
             kube::runtime::reflector::ObjectRef<K>,
@@ -245,15 +247,23 @@ pub fn log_unreported<K, R, Q>(
     Q: std::error::Error,
 {
     use kube::runtime::controller::Error;
-    match outcome {
-        Ok(_) | Err(Error::ReconcilerFailed(..)) | Err(Error::QueueError(_)) => {}
+    let label = match outcome {
+        Ok(_) => "ok",
+        Err(Error::ReconcilerFailed(..)) => "error",
+        Err(Error::QueueError(e)) => {
+            tracing::debug!(kind, error = %e, "A watch feeding the controller's queue failed");
+            "queue_error"
+        }
         Err(Error::ObjectNotFound(obj)) => {
             tracing::debug!(kind, object = %obj, "A queued object is gone from the cache");
+            "object_gone"
         }
         Err(e @ Error::RunnerError(_)) => {
             tracing::warn!(kind, error = %e, "The controller's runner failed");
+            "runner_error"
         }
-    }
+    };
+    metrics.count_reconcile(kind, label);
 }
 
 #[cfg(test)]

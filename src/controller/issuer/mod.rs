@@ -23,7 +23,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::Context;
 use crate::controller::relist::triggers;
-use crate::controller::watch_health::{WatchHealth, log_unreported};
+use crate::controller::watch_health::{WatchHealth, report_outcome};
 use crate::crd::Provisioner;
 use crate::issuer::IssuerKey;
 use crate::issuer::IssuerObject;
@@ -123,7 +123,7 @@ pub async fn run<K: IssuerObject>(
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, error_policy::<K>, issuer_ctx)
         .for_each(|outcome| {
-            log_unreported(K::KIND, outcome);
+            report_outcome(K::KIND, &ctx.metrics, outcome);
             futures::future::ready(())
         })
         .await;

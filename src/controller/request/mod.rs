@@ -27,7 +27,7 @@ use crate::controller::decision::{self, IssuerKey};
 use crate::controller::in_flight::InFlight;
 use crate::controller::initial_list;
 use crate::controller::relist::triggers;
-use crate::controller::watch_health::{WatchHealth, log_unreported};
+use crate::controller::watch_health::{WatchHealth, report_outcome};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::IssuerObject;
 
@@ -214,6 +214,7 @@ pub async fn run(
     let for_cluster_issuer = waiting_on(requests.clone());
 
     let in_flight = InFlight::new(ctx.settings.max_signs_per_issuer);
+    let metrics = ctx.metrics.clone();
     let rctx = Arc::new(RequestCtx {
         ctx,
         issuers: IssuerStores {
@@ -243,7 +244,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rctx)
         .for_each(|outcome| {
-            log_unreported("CertificateRequest", outcome);
+            report_outcome("CertificateRequest", &metrics, outcome);
             futures::future::ready(())
         })
         .await;
