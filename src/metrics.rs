@@ -168,3 +168,29 @@ impl Metrics {
             .observe(seconds);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_outcomes_are_exported_by_controller_and_outcome() {
+        let m = Metrics::default();
+        m.count_reconcile("CertificateRequest", "ok");
+        m.count_reconcile("CertificateRequest", "ok");
+        m.count_reconcile("StepIssuer", "error");
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"step_operator_reconciles_total{controller="CertificateRequest",outcome="ok"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"step_operator_reconciles_total{controller="StepIssuer",outcome="error"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
