@@ -6,6 +6,7 @@ pub mod in_flight;
 pub mod initial_list;
 pub mod issuer;
 pub mod issuer_policy;
+mod leader;
 #[cfg(test)]
 mod mock_tests;
 pub mod relist;
@@ -14,7 +15,6 @@ pub mod watch_health;
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
@@ -39,41 +39,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     ));
 
     let identity = args.pod_name.clone().unwrap_or_else(default_identity);
-    let mut lost_lease = None;
+    let mut leadership = None;
     if args.leader_elect {
-        let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.pod_namespace)
-            .with_identity(&identity)
-            .with_duration(args.lease_duration.as_secs().max(2))
-            .with_grace((args.lease_duration.as_secs() / 3).max(1))
-            .with_field_manager(lease_field_manager(&identity))
-            .build()
-            .await
-            .with_context(|| {
-                format!(
-                    "setting up leader election with Lease {}/{}",
-                    args.pod_namespace, args.lease_name
-                )
-            })?;
-        let (mut leader, task) = lease.watch().await;
-        // A standby is healthy and ready: it serves /metrics and waits.
-        let _ = ready_tx.send(true);
-        tracing::info!(identity, lease = %args.lease_name, namespace = %args.pod_namespace, "Waiting to become the leader");
-        while !*leader.borrow_and_update() {
-            // Say so periodically: a standby and a replica that lacks Lease RBAC look the same.
-            match tokio::time::timeout(std::time::Duration::from_secs(30), leader.changed()).await {
-                Ok(changed) => changed
-                    .context("the leader-election task ended before this replica became leader")?,
-                Err(_) => tracing::info!(
-                    identity,
-                    lease = %args.lease_name,
-                    namespace = %args.pod_namespace,
-                    "Still waiting for the leader lease: another replica holds it, or this ServiceAccount may not get, create or patch Leases in this namespace"
-                ),
-            }
-        }
-        tracing::info!(identity, "Became the leader");
-        lost_lease = Some((leader, task));
+        let lease = leader::LeaseSettings {
+            name: &args.lease_name,
+            namespace: &args.pod_namespace,
+            identity: &identity,
+            duration: args.lease_duration,
+        };
+        leadership = Some(leader::Leadership::acquire(client.clone(), &lease, &ready_tx).await?);
     }
 
     let streaming_lists = initial_list::streaming(args.initial_list);
@@ -151,10 +125,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     tokio::pin!(controllers);
 
     let lease_lost = async {
-        match lost_lease.as_mut() {
-            Some((leader, _)) => {
-                let _ = leader.wait_for(|is_leader| !*is_leader).await;
-            }
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
             None => std::future::pending::<()>().await,
         }
     };
@@ -175,45 +147,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             Err(anyhow::anyhow!("lost the leader lease; exiting so that only one replica writes"))
         }
     };
-    // Hand the lease over now rather than make a standby wait for it to expire: closing the
-    // receiver makes the lease task release it.
-    if let Some((leader, task)) = lost_lease.take() {
-        drop(leader);
-        match tokio::time::timeout(std::time::Duration::from_secs(3), task).await {
-            Ok(Ok(Ok(_))) => tracing::info!("Released the leader lease"),
-            _ => tracing::warn!(
-                "Could not release the leader lease; a standby takes over when it expires"
-            ),
-        }
+    if let Some(l) = leadership {
+        l.release().await;
     }
     outcome
-}
-
-/// The field manager of this replica's Lease writes. It must differ between replicas: the lease
-/// manager takes the lease with a server-side apply that only conflicts with another manager's
-/// fields, so replicas sharing one manager name could each "take" the lease at the same moment
-/// and both act as leader until the next renewal (seen with two replicas started together).
-fn lease_field_manager(identity: &str) -> String {
-    // Field managers are limited to 128 characters; pod names are at most 63.
-    let name = format!("step-operator-lease-{identity}");
-    name.chars().take(128).collect()
 }
 
 fn default_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
     format!("{host}-{}", std::process::id())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_replica_writes_the_lease_as_its_own_field_manager() {
-        let a = lease_field_manager("step-operator-controller-7d9f-abcde");
-        let b = lease_field_manager("step-operator-controller-7d9f-fghij");
-        assert_ne!(a, b);
-        assert_eq!(a, "step-operator-lease-step-operator-controller-7d9f-abcde");
-        assert!(lease_field_manager(&"x".repeat(300)).chars().count() <= 128);
-    }
 }
