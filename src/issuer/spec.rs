@@ -37,31 +37,16 @@ pub fn validate(
     issuer_namespace: Option<&str>,
     cluster_resource_namespace: &str,
 ) -> Result<ValidIssuer, InvalidSpec> {
-    let invalid = |m: String| Err(InvalidSpec(m));
-    let url = spec.url.trim();
-    match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => {}
-        Ok(u) => {
-            return invalid(format!(
-                "spec.url {url:?} must be an https:// URL with a host (scheme is {:?})",
-                u.scheme()
-            ));
-        }
-        Err(e) => {
-            return invalid(format!(
-                "spec.url {url:?} is not a URL ({e}): set it to step-ca's address, e.g. https://step-ca.step.svc"
-            ));
-        }
-    }
+    let url = valid_url(spec.url)?;
     if let Some(policy) = spec.policy {
         crate::policy::IssuerPolicy::parse(policy.input(), issuer_namespace.is_none())
             .map_err(|e| InvalidSpec(e.0))?;
     }
     let p = spec.provisioner;
     if p.name.trim().is_empty() {
-        return invalid(
+        return Err(InvalidSpec(
             "spec.provisioner.name is empty: set it to the JWK provisioner's name (step ca provisioner list)".into(),
-        );
+        ));
     }
     let kid = p.kid.as_deref().map(str::trim).filter(|k| !k.is_empty());
     let ca_bundle_pem = match spec.ca_bundle {
@@ -69,7 +54,38 @@ pub fn validate(
         Some([]) => None,
         Some(b) => Some(ca_bundle_to_pem(b)?),
     };
+    let password = password_source(p, issuer_namespace, cluster_resource_namespace)?;
+    Ok(ValidIssuer {
+        url: url.trim_end_matches('/').to_string(),
+        ca_bundle_pem,
+        provisioner_name: p.name.trim().to_string(),
+        kid: kid.map(str::to_string),
+        password,
+    })
+}
 
+fn valid_url(url: &str) -> Result<&str, InvalidSpec> {
+    let url = url.trim();
+    match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Ok(url),
+        Ok(u) => Err(InvalidSpec(format!(
+            "spec.url {url:?} must be an https:// URL with a host (scheme is {:?})",
+            u.scheme()
+        ))),
+        Err(e) => Err(InvalidSpec(format!(
+            "spec.url {url:?} is not a URL ({e}): set it to step-ca's address, e.g. https://step-ca.step.svc"
+        ))),
+    }
+}
+
+/// Exactly one of passwordRef, passwordEnv and passwordFile; the last two only on a
+/// StepClusterIssuer, since they expose the controller's own credentials.
+fn password_source(
+    p: &crate::crd::Provisioner,
+    issuer_namespace: Option<&str>,
+    cluster_resource_namespace: &str,
+) -> Result<PasswordSource, InvalidSpec> {
+    let invalid = |m: &str| Err(InvalidSpec(m.to_string()));
     let by_ref = p.password_ref.as_ref().filter(|r| !r.name.is_empty());
     let env = p.password_env.as_deref().filter(|s| !s.is_empty());
     let file = p.password_file.as_deref().filter(|s| !s.is_empty());
@@ -78,53 +94,58 @@ pub fn validate(
         .filter(|s| **s)
         .count();
     if set == 0 {
-        return invalid("one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set: point passwordRef at the Secret holding the provisioner password".into());
+        return invalid(
+            "one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set: point passwordRef at the Secret holding the provisioner password",
+        );
     }
     if set > 1 {
-        return invalid("only one of spec.provisioner.passwordRef, passwordEnv or passwordFile may be set: remove the others".into());
-    }
-    let password = if let Some(r) = by_ref {
-        let Some(key) = r.key.as_deref().filter(|k| !k.is_empty()) else {
-            return invalid(format!(
-                "spec.provisioner.passwordRef.key is empty: name the key of Secret {:?} that holds the password",
-                r.name
-            ));
-        };
-        let namespace = match (
-            issuer_namespace,
-            r.namespace.as_deref().filter(|n| !n.is_empty()),
-        ) {
-            (Some(own), Some(other)) if other != own => {
-                return invalid(format!(
-                    "spec.provisioner.passwordRef.namespace {other:?} differs from the StepIssuer's namespace {own:?}: a StepIssuer reads only Secrets in its own namespace; remove the field or use a StepClusterIssuer"
-                ));
-            }
-            (Some(own), _) => own.to_string(),
-            (None, Some(n)) => n.to_string(),
-            (None, None) => cluster_resource_namespace.to_string(),
-        };
-        PasswordSource::Secret {
-            namespace,
-            name: r.name.clone(),
-            key: key.to_string(),
-        }
-    } else if issuer_namespace.is_some() {
-        return invalid("spec.provisioner.passwordEnv and passwordFile are allowed only on a StepClusterIssuer, because they expose the controller's own credentials: use passwordRef with a Secret in this namespace".into());
-    } else if let Some(e) = env {
-        PasswordSource::Env(e.to_string())
-    } else if let Some(f) = file {
-        PasswordSource::File(PathBuf::from(f))
-    } else {
         return invalid(
-            "one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set".into(),
+            "only one of spec.provisioner.passwordRef, passwordEnv or passwordFile may be set: remove the others",
         );
+    }
+    match (by_ref, env, file) {
+        (Some(r), _, _) => secret_source(r, issuer_namespace, cluster_resource_namespace),
+        _ if issuer_namespace.is_some() => invalid(
+            "spec.provisioner.passwordEnv and passwordFile are allowed only on a StepClusterIssuer, because they expose the controller's own credentials: use passwordRef with a Secret in this namespace",
+        ),
+        (None, Some(e), _) => Ok(PasswordSource::Env(e.to_string())),
+        (None, None, Some(f)) => Ok(PasswordSource::File(PathBuf::from(f))),
+        (None, None, None) => {
+            invalid("one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set")
+        }
+    }
+}
+
+/// A StepIssuer reads only its own namespace; a StepClusterIssuer reads `passwordRef.namespace`,
+/// or `--cluster-resource-namespace`.
+fn secret_source(
+    r: &crate::crd::PasswordRef,
+    issuer_namespace: Option<&str>,
+    cluster_resource_namespace: &str,
+) -> Result<PasswordSource, InvalidSpec> {
+    let Some(key) = r.key.as_deref().filter(|k| !k.is_empty()) else {
+        return Err(InvalidSpec(format!(
+            "spec.provisioner.passwordRef.key is empty: name the key of Secret {:?} that holds the password",
+            r.name
+        )));
     };
-    Ok(ValidIssuer {
-        url: url.trim_end_matches('/').to_string(),
-        ca_bundle_pem,
-        provisioner_name: p.name.trim().to_string(),
-        kid: kid.map(str::to_string),
-        password,
+    let namespace = match (
+        issuer_namespace,
+        r.namespace.as_deref().filter(|n| !n.is_empty()),
+    ) {
+        (Some(own), Some(other)) if other != own => {
+            return Err(InvalidSpec(format!(
+                "spec.provisioner.passwordRef.namespace {other:?} differs from the StepIssuer's namespace {own:?}: a StepIssuer reads only Secrets in its own namespace; remove the field or use a StepClusterIssuer"
+            )));
+        }
+        (Some(own), _) => own.to_string(),
+        (None, Some(n)) => n.to_string(),
+        (None, None) => cluster_resource_namespace.to_string(),
+    };
+    Ok(PasswordSource::Secret {
+        namespace,
+        name: r.name.clone(),
+        key: key.to_string(),
     })
 }
 
