@@ -2,9 +2,8 @@
 //! local control plane of `e2e/cluster.sh`. Each system runs alone, one after the other, on the
 //! same apiserver and the same step-ca. The method is described in `e2e/BENCHMARKS.md`.
 //!
-//! Usage (normally through `e2e/bench.sh`): `bench [--requests N] [--pods N] [--steady-crs N]
-//! [--steady-secrets N] [--ceiling-secs N] [--concurrency N] [--only PHASES]`, with the cluster's
-//! `env` exported. Results: `$E2E_STATE/bench/latest.{json,md}`.
+//! Usage (normally through `e2e/bench.sh`): `bench --help`, with the cluster's `env` exported.
+//! Results: `$E2E_STATE/bench/latest.{json,md}`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use clap::{Parser, ValueEnum};
 use e2e::fixtures::*;
 use e2e::operator::{free_port, http_get};
 use e2e::{Env, random_suffix};
@@ -35,82 +35,70 @@ const SO: &str = "step_operator";
 const SI: &str = "step_issuer";
 const AC: &str = "autocert";
 
-#[derive(Debug, Clone)]
+/// The bench's arguments; defaults are the counts (e2e/BENCHMARKS.md).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "bench",
+    about = "step-operator against step-ca's ceiling, step-issuer and autocert",
+    after_help = "Run through e2e/bench.sh (the cluster's env exported); method: e2e/BENCHMARKS.md"
+)]
 struct Opts {
+    /// CertificateRequests per system in the issuance burst, and in the API ceiling run.
+    #[arg(long, default_value_t = 1000)]
     requests: usize,
+    /// Annotated pod creates per webhook.
+    #[arg(long, default_value_t = 1000)]
     pods: usize,
+    /// CertificateRequests of a foreign issuer in the cluster while steady RSS is measured.
+    #[arg(long, default_value_t = 5000)]
     steady_crs: usize,
+    /// Secrets of 1 KiB in the cluster while steady RSS is measured.
+    #[arg(long, default_value_t = 5000)]
     steady_secrets: usize,
+    /// How long the ceiling phase signs straight against step-ca.
+    #[arg(long, default_value_t = 20)]
     ceiling_secs: u64,
+    /// Parallel sign requests in the ceiling phase; also the controller's `--concurrency`.
+    #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Parallel creates by the bench client.
+    #[arg(long, default_value_t = 64)]
     create_concurrency: usize,
+    /// Parallel pod creates in the admission phase.
+    #[arg(long, default_value_t = 8)]
     admission_concurrency: usize,
-    only: Vec<String>,
-    /// Approve the controllers' requests right after each create (else: cm-lite's approver).
-    approve_by_bench: bool,
+    /// Who approves the requests the controllers sign.
+    #[arg(long, value_enum, default_value_t = Approver::Bench)]
+    approver: Approver,
+    /// The phases to run, comma-separated; all when omitted.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Approver {
+    /// The bench, right after each create (server-side apply of the Approved condition).
+    Bench,
+    /// cm-lite's approver (cert-manager's).
+    CmLite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    Ceiling,
+    Issuance,
+    Steady,
+    Admission,
 }
 
 impl Opts {
-    fn parse() -> Result<Opts> {
-        let mut o = Opts {
-            requests: 1000,
-            pods: 1000,
-            steady_crs: 5000,
-            steady_secrets: 5000,
-            ceiling_secs: 20,
-            concurrency: 16,
-            create_concurrency: 64,
-            admission_concurrency: 8,
-            only: vec![],
-            approve_by_bench: true,
-        };
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let mut i = 0;
-        while i < args.len() {
-            let (k, v) = match args[i].split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => {
-                    i += 1;
-                    (
-                        args[i - 1].clone(),
-                        args.get(i)
-                            .cloned()
-                            .with_context(|| format!("{} needs a value", args[i - 1]))?,
-                    )
-                }
-            };
-            i += 1;
-            let n = || {
-                v.parse::<usize>()
-                    .with_context(|| format!("{k}={v}: not a number"))
-            };
-            match k.as_str() {
-                "--requests" => o.requests = n()?,
-                "--pods" => o.pods = n()?,
-                "--steady-crs" => o.steady_crs = n()?,
-                "--steady-secrets" => o.steady_secrets = n()?,
-                "--ceiling-secs" => o.ceiling_secs = n()? as u64,
-                "--concurrency" => o.concurrency = n()?,
-                "--create-concurrency" => o.create_concurrency = n()?,
-                "--admission-concurrency" => o.admission_concurrency = n()?,
-                "--only" => o.only = v.split(',').map(str::to_string).collect(),
-                "--approver" => {
-                    o.approve_by_bench = match v.as_str() {
-                        "bench" => true,
-                        "cm-lite" => false,
-                        _ => bail!("--approver is bench or cm-lite"),
-                    }
-                }
-                _ => bail!(
-                    "unknown argument {k}; see e2e/BENCHMARKS.md (--requests --pods --steady-crs --steady-secrets --ceiling-secs --concurrency --create-concurrency --admission-concurrency --approver bench|cm-lite --only ceiling,issuance,steady,admission)"
-                ),
-            }
-        }
-        Ok(o)
+    fn wants(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
     }
 
-    fn wants(&self, phase: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    /// Approve the controllers' requests right after each create (else: cm-lite's approver).
+    fn approve_by_bench(&self) -> bool {
+        self.approver == Approver::Bench
     }
 }
 
@@ -208,7 +196,7 @@ impl Ctx {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let opts = Opts::parse()?;
+    let opts = Opts::parse();
     let env = Env::load()?;
     let client = env.client().await?;
     let out_dir = env.state.join("bench");
@@ -228,7 +216,7 @@ async fn main() -> Result<()> {
             "steady_secrets": opts.steady_secrets, "ceiling_secs": opts.ceiling_secs,
             "concurrency": opts.concurrency, "create_concurrency": opts.create_concurrency,
             "admission_concurrency": opts.admission_concurrency,
-            "approver": if opts.approve_by_bench { "bench (server-side apply of the Approved condition right after each create)" } else { "cm-lite (cert-manager's approver)" },
+            "approver": if opts.approve_by_bench() { "bench (server-side apply of the Approved condition right after each create)" } else { "cm-lite (cert-manager's approver)" },
         }),
     );
     report.set(&["versions"], versions().await);
@@ -255,7 +243,7 @@ async fn main() -> Result<()> {
         next_csr: AtomicUsize::new(0),
     };
 
-    if ctx.opts.wants("ceiling") {
+    if ctx.opts.wants(Phase::Ceiling) {
         log(format!(
             "1. ceiling: POST /1.0/sign at concurrency {} for {} s",
             ctx.opts.concurrency, ctx.opts.ceiling_secs
@@ -265,7 +253,7 @@ async fn main() -> Result<()> {
         }
     }
 
-    if ctx.opts.wants("ceiling") {
+    if ctx.opts.wants(Phase::Ceiling) {
         log(format!(
             "1b. API ceiling: {} CertificateRequests created, approved and written Ready by the bench itself, no issuer running",
             ctx.opts.requests
@@ -279,7 +267,7 @@ async fn main() -> Result<()> {
     for sys in [SO, SI] {
         systems.insert(sys, System::create(&ctx, sys).await?);
     }
-    if ctx.opts.wants("issuance") {
+    if ctx.opts.wants(Phase::Issuance) {
         for sys in [SO, SI] {
             log(format!(
                 "2./3./5. {sys}: start-up, then {} CertificateRequests at once",
@@ -291,7 +279,7 @@ async fn main() -> Result<()> {
             }
         }
     }
-    if ctx.opts.wants("steady") {
+    if ctx.opts.wants(Phase::Steady) {
         log(format!(
             "3. steady RSS with {} CertificateRequests and {} Secrets of 1 KiB",
             ctx.opts.steady_crs, ctx.opts.steady_secrets
@@ -300,7 +288,7 @@ async fn main() -> Result<()> {
             report.error("steady", e);
         }
     }
-    if ctx.opts.wants("admission") {
+    if ctx.opts.wants(Phase::Admission) {
         log(format!(
             "4. admission: {} annotated pod creates per webhook",
             ctx.opts.pods
@@ -852,7 +840,7 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     )
     .await
     .with_context(|| format!("creating the start-up probe ({cn})"))?;
-    if ctx.opts.approve_by_bench {
+    if ctx.opts.approve_by_bench() {
         approve(&api, "startup").await?;
     }
     wait_approved(&api, "startup").await?;
@@ -911,7 +899,7 @@ async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     let errors: Vec<String> = futures::stream::iter(objs)
         .map(|(name, obj)| {
             let (api, created) = (api.clone(), created.clone());
-            let by_bench = ctx.opts.approve_by_bench;
+            let by_bench = ctx.opts.approve_by_bench();
             async move {
                 let t = Instant::now();
                 if let Err(e) = api.create(&PostParams::default(), &obj).await {
@@ -1183,7 +1171,7 @@ async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         ))?,
     )
     .await?;
-    if ctx.opts.approve_by_bench {
+    if ctx.opts.approve_by_bench() {
         approve(&api, "steady-probe").await?;
     }
     wait_approved(&api, "steady-probe").await?;
@@ -1982,4 +1970,61 @@ fn markdown(doc: &Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn options_are_consistent() {
+        Opts::command().debug_assert();
+    }
+
+    /// What e2e/bench.sh and BENCHMARKS.md pass, in both spellings the old parser took.
+    #[test]
+    fn takes_the_documented_arguments() {
+        let o = Opts::try_parse_from(
+            "bench --requests 50 --pods 50 --steady-crs 200 --steady-secrets 200 --ceiling-secs 5 --concurrency=4 --create-concurrency 32 --admission-concurrency=2 --approver cm-lite --only ceiling,issuance"
+                .split(' '),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                o.requests,
+                o.pods,
+                o.steady_crs,
+                o.steady_secrets,
+                o.ceiling_secs
+            ),
+            (50, 50, 200, 200, 5)
+        );
+        assert_eq!(
+            (o.concurrency, o.create_concurrency, o.admission_concurrency),
+            (4, 32, 2)
+        );
+        assert!(!o.approve_by_bench());
+        assert!(o.wants(Phase::Ceiling) && o.wants(Phase::Issuance));
+        assert!(!o.wants(Phase::Steady) && !o.wants(Phase::Admission));
+
+        let d = Opts::try_parse_from(["bench"]).unwrap();
+        assert_eq!(
+            (
+                d.requests,
+                d.pods,
+                d.steady_crs,
+                d.steady_secrets,
+                d.ceiling_secs
+            ),
+            (1000, 1000, 5000, 5000, 20)
+        );
+        assert_eq!(
+            (d.concurrency, d.create_concurrency, d.admission_concurrency),
+            (16, 64, 8)
+        );
+        assert!(d.approve_by_bench());
+        assert!(d.wants(Phase::Admission));
+        assert!(Opts::try_parse_from(["bench", "--approver", "nobody"]).is_err());
+    }
 }
