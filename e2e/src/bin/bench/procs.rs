@@ -244,3 +244,14 @@ pub async fn wait_idle(pid: u32, max_share: f64, timeout: Duration) -> Result<(D
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The control plane's processes by name, from the PID files `e2e/cluster.sh` writes.
+pub fn cluster_pids(env: &Env) -> Vec<(String, u32)> {
+    ["etcd", "apiserver", "cert-manager", "step-ca"]
+        .iter()
+        .filter_map(|n| {
+            let pid = std::fs::read_to_string(env.state.join(format!("{n}.pid"))).ok()?;
+            Some((n.to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
+}

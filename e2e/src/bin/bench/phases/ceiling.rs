@@ -1,0 +1,204 @@
+//! 1. Ceiling: step-ca alone, and 1b. the API ceiling: the control plane alone.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use e2e::fixtures::*;
+use futures::StreamExt;
+use kube::Client;
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::ctx::Ctx;
+use crate::jwt;
+use crate::procs::{self, cluster_pids};
+use crate::report::Report;
+use crate::requests::{approve, certificate_request, now_rfc3339};
+use crate::util::{log, ms, percentile, round};
+
+pub async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let env = &ctx.env;
+    let ca_json = std::env::var("STEP_CA_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| env.state.join("step/config/ca.json"));
+    let minter = Arc::new(
+        jwt::Minter::new(
+            &env.tool("step")?,
+            &ca_json,
+            &env.step_provisioner_password_file,
+            &env.step_ca_root,
+            &env.step_provisioner,
+            &env.step_ca_url,
+        )
+        .await?,
+    );
+    let mut config = kube::Config::new(env.step_ca_url.parse()?);
+    let pem = env.root_pem()?;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    config.root_cert = Some(vec![jwt::b64_decode(&b64)?]);
+    config.read_timeout = Some(Duration::from_secs(30));
+    let ca = Client::try_from(config)?;
+    // Reuse the CSRs after the ones the controllers need (a CSR can be signed more than once;
+    // every token is fresh).
+    let pool: Arc<Vec<(String, String)>> = Arc::new(ctx.csrs.clone());
+    // One warm-up request proves the token format before the clock starts.
+    sign(&ca, &minter, &pool[0])
+        .await
+        .context("the warm-up sign request failed")?;
+    let deadline = Instant::now() + Duration::from_secs(ctx.opts.ceiling_secs);
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..ctx.opts.concurrency).map(|_| {
+        let (ca, minter, pool, next) = (ca.clone(), minter.clone(), pool.clone(), next.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut err, mut first_err, mut lat) = (0usize, 0usize, None, Vec::new());
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed) % pool.len();
+                let t = Instant::now();
+                match sign(&ca, &minter, &pool[i]).await {
+                    Ok(()) => {
+                        ok += 1;
+                        lat.push(ms(t.elapsed()));
+                    }
+                    Err(e) => {
+                        err += 1;
+                        first_err.get_or_insert(format!("{e:#}"));
+                    }
+                }
+            }
+            (ok, err, first_err, lat)
+        })
+    });
+    let results = futures::future::join_all(workers).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut ok, mut err, mut first, mut lat) = (0, 0, None, Vec::new());
+    for r in results {
+        let (o, e, f, l) = r?;
+        ok += o;
+        err += e;
+        if first.is_none() {
+            first = f;
+        }
+        lat.extend(l);
+    }
+    let rate = ok as f64 / elapsed;
+    log(format!(
+        "ceiling: {ok} signed, {err} errors in {elapsed:.1} s = {rate:.1}/s"
+    ));
+    report.set(&["ceiling_signs_per_s"], json!(round(rate, 1)));
+    report.set(
+        &["ceiling"],
+        json!({
+            "concurrency": ctx.opts.concurrency, "seconds": round(elapsed, 2), "signed": ok, "errors": err,
+            "first_error": first, "p50_ms": percentile(&mut lat.clone(), 50.0).map(|x| round(x, 1)),
+            "p99_ms": percentile(&mut lat, 99.0).map(|x| round(x, 1)),
+        }),
+    );
+    if err > 0 {
+        report.notes.push(format!(
+            "ceiling: {err} sign requests failed; first: {first:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// The most an issuer could reach through this control plane: the bench does the work of the
+/// test client (create, approve) and of an ideal issuer that costs nothing and writes one status
+/// (Ready=True with a certificate-sized chain) per request, as soon as it is approved, at the
+/// same concurrency as the issuance runs. No step-ca, no watch round trip, no Event.
+pub async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let ns = format!("bench-api-{}", ctx.suffix);
+    ensure_namespace(&ctx.client, &ns).await?;
+    let api = namespaced(&ctx.client, &ns, &certificate_requests());
+    let root = std::fs::read_to_string(&ctx.env.step_ca_root)?;
+    // Leaf + intermediate: about two certificates' worth of PEM.
+    let chain = base64(format!("{root}{root}").as_bytes());
+    let ca = base64(root.as_bytes());
+    // Nobody's issuer: neither controller nor cm-lite acts on these.
+    let nobody = json!({"group": "bench.invalid", "kind": "NobodysIssuer", "name": "none"});
+    let n = ctx.opts.requests;
+    let mut objs = Vec::with_capacity(n);
+    for i in 0..n {
+        // The CSR is only payload here: reuse one so the signing systems keep unique ones.
+        let csr = &ctx.csrs[0].1;
+        objs.push((
+            format!("a{i:05}"),
+            object(certificate_request(
+                &format!("a{i:05}"),
+                csr,
+                nobody.clone(),
+            ))?,
+        ));
+    }
+    let watched = cluster_pids(&ctx.env);
+    let cpu = procs::CpuSnapshot::take(&watched);
+    let start = Instant::now();
+    let done: Vec<Result<f64>> = futures::stream::iter(objs)
+        .map(|(name, obj)| {
+            let api = api.clone();
+            let (chain, ca) = (chain.clone(), ca.clone());
+            async move {
+                let t = Instant::now();
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .with_context(|| format!("creating {name}"))?;
+                approve(&api, &name).await?;
+                let status = json!({
+                    "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "Issued",
+                            "message": "Certificate fetched from issuer successfully",
+                            "lastTransitionTime": now_rfc3339()}],
+                        "certificate": chain, "ca": ca,
+                    }
+                });
+                api.patch_status(
+                    &name,
+                    &kube::api::PatchParams::apply("bench-ideal-issuer").force(),
+                    &kube::api::Patch::Apply(&status),
+                )
+                .await
+                .with_context(|| format!("writing the status of {name}"))?;
+                Ok(ms(t.elapsed()))
+            }
+        })
+        .buffer_unordered(ctx.opts.create_concurrency)
+        .collect()
+        .await;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.since();
+    let mut lat = Vec::with_capacity(n);
+    for r in done {
+        lat.push(r?);
+    }
+    let rate = n as f64 / secs;
+    log(format!(
+        "API ceiling: {n} requests in {secs:.2} s = {rate:.1}/s; CPU seconds: {cpu}"
+    ));
+    report.set(&["api_ceiling_per_s"], json!(round(rate, 1)));
+    report.set(
+        &["api_ceiling"],
+        json!({
+            "requests": n, "seconds": round(secs, 3),
+            "p50_ms": percentile(&mut lat, 50.0).map(|x| round(x, 0)),
+            "p99_ms": percentile(&mut lat, 99.0).map(|x| round(x, 0)),
+            "cpu_seconds": cpu,
+            "writes_per_request": "create + approve (status apply) + Ready with certificate (status apply)",
+        }),
+    );
+    Ok(())
+}
+
+async fn sign(ca: &Client, minter: &jwt::Minter, (cn, csr): &(String, String)) -> Result<()> {
+    let token = minter.token(cn, &[cn])?;
+    let body = serde_json::to_vec(&json!({"csr": csr, "ott": token}))?;
+    let req = kube::core::Request::new("/1.0/sign").create(&PostParams::default(), body)?;
+    let text = ca.request_text(req).await?;
+    if !text.contains("BEGIN CERTIFICATE") {
+        bail!("unexpected /1.0/sign answer: {text}");
+    }
+    Ok(())
+}

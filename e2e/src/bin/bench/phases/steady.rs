@@ -1,0 +1,193 @@
+//! 3. Steady RSS: each controller in a cluster full of objects it caches but never signs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use e2e::fixtures::*;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use serde_json::{Value, json};
+
+use crate::ctx::Ctx;
+use crate::report::{Report, SI, SO};
+use crate::requests::{
+    approve, certificate_request, step_ref, wait_approved, wait_seen_ready, watch_ready,
+};
+use crate::systems::System;
+use crate::util::{AbortOnDrop, log, round};
+
+pub async fn steady(
+    ctx: &Ctx,
+    systems: &BTreeMap<&str, System>,
+    report: &mut Report,
+) -> Result<()> {
+    let ns = format!("bench-steady-{}", ctx.suffix);
+    ensure_namespace(&ctx.client, &ns).await?;
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    let requests = namespaced(&ctx.client, &ns, &certificate_requests());
+    // Requests for an issuer that neither controller serves: both cache them, neither signs.
+    let foreign = json!({"group": "bench.example.com", "kind": "NoSuchIssuer", "name": "none"});
+    let csr = ctx.csrs.last().context("no CSRs")?.1.clone();
+    let t = Instant::now();
+    let errs: Vec<String> =
+        futures::stream::iter(0..ctx.opts.steady_secrets.max(ctx.opts.steady_crs))
+            .map(|i| {
+                let (secrets, requests, foreign, csr) = (
+                    secrets.clone(),
+                    requests.clone(),
+                    foreign.clone(),
+                    csr.clone(),
+                );
+                let opts = ctx.opts.clone();
+                async move {
+                    if i < opts.steady_secrets {
+                        use rand::RngCore;
+                        let mut data = vec![0u8; 1024];
+                        rand::rng().fill_bytes(&mut data);
+                        let s = Secret {
+                            metadata: ObjectMeta {
+                                name: Some(format!("s{i:05}")),
+                                ..Default::default()
+                            },
+                            data: Some(BTreeMap::from([("data".to_string(), ByteString(data))])),
+                            ..Default::default()
+                        };
+                        if let Err(e) = secrets.create(&PostParams::default(), &s).await {
+                            return Some(format!("Secret s{i:05}: {e}"));
+                        }
+                    }
+                    if i < opts.steady_crs {
+                        let o =
+                            object(certificate_request(&format!("q{i:05}"), &csr, foreign)).ok()?;
+                        if let Err(e) = requests.create(&PostParams::default(), &o).await {
+                            return Some(format!("CertificateRequest q{i:05}: {e}"));
+                        }
+                    }
+                    None
+                }
+            })
+            .buffer_unordered(ctx.opts.create_concurrency)
+            .filter_map(|e| async move { e })
+            .collect()
+            .await;
+    if !errs.is_empty() {
+        bail!("{} creates failed, first: {}", errs.len(), errs[0]);
+    }
+    log(format!(
+        "steady objects created in {:.1} s; waiting for cm-lite to approve them",
+        t.elapsed().as_secs_f64()
+    ));
+    // Approvals are updates: let them finish before any controller starts.
+    let n = ctx.opts.steady_crs;
+    let approved = e2e::wait_for(
+        "cm-lite to approve the steady CertificateRequests",
+        Duration::from_secs(120) + Duration::from_millis(100) * n as u32,
+        async || {
+            let l = requests.list(&ListParams::default()).await?;
+            let a = l.items.iter().filter(|o| is_true(o, "Approved")).count();
+            Ok((a == n).then_some(a))
+        },
+        async || {
+            let l = requests
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            format!(
+                "{} of {n} approved",
+                l.iter().filter(|o| is_true(o, "Approved")).count()
+            )
+        },
+    )
+    .await;
+    if let Err(e) = approved {
+        report.notes.push(format!("steady: {e:#}; measured anyway"));
+    }
+    let counts = cluster_counts(ctx).await?;
+    report.set(&["steady", "cluster_objects"], counts.clone());
+    log(format!("cluster now holds {counts}"));
+    for sys in [SO, SI] {
+        let s = &systems[sys];
+        if let Err(e) = steady_one(ctx, s, report).await {
+            report.error(&format!("steady {sys}"), e);
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_counts(ctx: &Ctx) -> Result<Value> {
+    let crs = cluster(&ctx.client, &certificate_requests())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .len();
+    let secrets = Api::<Secret>::all(ctx.client.clone())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .len();
+    Ok(json!({"certificaterequests": crs, "secrets": secrets}))
+}
+
+async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
+    let api = namespaced(&ctx.client, &s.ns, &certificate_requests());
+    let (seen, watch) = watch_ready(ctx, &s.ns).await?;
+    let _abort = AbortOnDrop(watch);
+    let (_, csr) = ctx.csr()?;
+    api.create(
+        &PostParams::default(),
+        &object(certificate_request(
+            "steady-probe",
+            csr,
+            step_ref(&s.issuer),
+        ))?,
+    )
+    .await?;
+    if ctx.opts.approve_by_bench() {
+        approve(&api, "steady-probe").await?;
+    }
+    wait_approved(&api, "steady-probe").await?;
+    let (mut p, _) = s.start(ctx, &format!("{}-steady", s.key))?;
+    // A signed probe proves the caches are synced and the controller is working.
+    wait_seen_ready(&seen, "steady-probe", &mut p, Duration::from_secs(180)).await?;
+    // Then sample VmRSS once a second until five consecutive samples stay within 2 % of their
+    // mean (or 60 s pass), and take the last one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut samples: Vec<f64> = Vec::new();
+    let settled = loop {
+        samples.push(p.memory()?.rss_mib);
+        let tail = &samples[samples.len().saturating_sub(5)..];
+        if tail.len() == 5 {
+            let mean = tail.iter().sum::<f64>() / 5.0;
+            if tail.iter().all(|x| (x - mean).abs() <= 0.02 * mean) {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let rss = *samples.last().context("no sample")?;
+    log(format!(
+        "{}: steady RSS {rss:.1} MiB ({} samples, settled: {settled})",
+        s.key,
+        samples.len()
+    ));
+    report.set(&["steady_rss_mib", s.key], json!(round(rss, 1)));
+    report.set(
+        &["steady", s.key],
+        json!({"settled": settled, "samples_mib": samples.iter().map(|x| round(*x, 1)).collect::<Vec<_>>(), "log": p.log.display().to_string()}),
+    );
+    if !settled {
+        report.notes.push(format!(
+            "steady {}: RSS did not settle within 60 s; last sample used",
+            s.key
+        ));
+    }
+    p.stop();
+    Ok(())
+}
