@@ -5,14 +5,11 @@
 //! Usage (normally through `e2e/bench.sh`): `bench --help`, with the cluster's `env` exported.
 //! Results: `$E2E_STATE/bench/latest.{json,md}`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
-use e2e::{Env, random_suffix};
-use serde_json::{Value, json};
+use e2e::Env;
 
 mod ctx;
 mod jwt;
@@ -23,14 +20,10 @@ mod requests;
 mod systems;
 mod util;
 
-use ctx::{Ctx, generate_csrs, versions};
-use phases::admission::admission;
-use phases::ceiling::{api_ceiling, ceiling};
-use phases::issuance::issuance;
-use phases::steady::steady;
-use report::{AC, Report, SI, SO, markdown, ratios};
-use systems::System;
-use util::{log, run_out};
+use ctx::{Ctx, versions};
+use report::{Counts, Report, markdown};
+use systems::Systems;
+use util::run_out;
 
 /// The bench's arguments; defaults are the counts (e2e/BENCHMARKS.md).
 #[derive(Debug, Clone, Parser)]
@@ -103,28 +96,17 @@ impl Opts {
 async fn main() -> Result<()> {
     let opts = Opts::parse();
     let env = Env::load()?;
-    let client = env.client().await?;
     let out_dir = env.state.join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let suffix = random_suffix();
-    let mut report = Report::default();
     let date = run_out(Path::new("date"), &["-u", "+%Y-%m-%dT%H:%M:%SZ"], &[]).await?;
-    report.set(&["date"], json!(date.trim()));
-    report.set(
-        &["command"],
-        json!(std::env::args().collect::<Vec<_>>().join(" ")),
-    );
-    report.set(
-        &["counts"],
-        json!({
-            "requests": opts.requests, "pods": opts.pods, "steady_crs": opts.steady_crs,
-            "steady_secrets": opts.steady_secrets, "ceiling_secs": opts.ceiling_secs,
-            "concurrency": opts.concurrency, "create_concurrency": opts.create_concurrency,
-            "admission_concurrency": opts.admission_concurrency,
-            "approver": if opts.approve_by_bench() { "bench (server-side apply of the Approved condition right after each create)" } else { "cm-lite (cert-manager's approver)" },
-        }),
-    );
-    report.set(&["versions"], versions().await);
+    let mut report = Report {
+        date: date.trim().to_string(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        counts: Counts::of(&opts),
+        versions: versions().await,
+        ..Report::default()
+    };
+    // e2e/bench.sh names what else was using the CPU when it started the bench.
     if let Ok(busy) = std::env::var("BENCH_BUSY")
         && !busy.trim().is_empty()
     {
@@ -133,107 +115,27 @@ async fn main() -> Result<()> {
             busy.trim()
         ));
     }
+    let ctx = Ctx::new(env, opts).await?;
 
-    // Unique CSRs for every CertificateRequest that a controller signs: per system the start-up
-    // probe, the steady probe and the throughput batch.
-    let n_csrs = 2 * (opts.requests + 2) + 4;
-    log(format!("generating {n_csrs} ECDSA P-256 CSRs with openssl"));
-    let csrs = generate_csrs(&suffix, n_csrs).await?;
-    let ctx = Ctx {
-        env,
-        client,
-        opts,
-        suffix,
-        csrs,
-        next_csr: AtomicUsize::new(0),
-    };
-
+    // The ceilings run before the issuers' namespaces and StepClusterIssuers exist; those are
+    // created whichever phases run.
     if ctx.opts.wants(Phase::Ceiling) {
-        log(format!(
-            "1. ceiling: POST /1.0/sign at concurrency {} for {} s",
-            ctx.opts.concurrency, ctx.opts.ceiling_secs
-        ));
-        if let Err(e) = ceiling(&ctx, &mut report).await {
-            report.error("ceiling", e);
+        phases::ceiling::run(&ctx, &mut report).await;
+    }
+    let systems = Systems::create(&ctx).await?;
+    for phase in [Phase::Issuance, Phase::Steady, Phase::Admission] {
+        if ctx.opts.wants(phase) {
+            phases::run(phase, &ctx, &systems, &mut report).await;
         }
     }
 
-    if ctx.opts.wants(Phase::Ceiling) {
-        log(format!(
-            "1b. API ceiling: {} CertificateRequests created, approved and written Ready by the bench itself, no issuer running",
-            ctx.opts.requests
-        ));
-        if let Err(e) = api_ceiling(&ctx, &mut report).await {
-            report.error("api ceiling", e);
-        }
-    }
-
-    let mut systems: BTreeMap<&str, System> = BTreeMap::new();
-    for sys in [SO, SI] {
-        systems.insert(sys, System::create(&ctx, sys).await?);
-    }
-    if ctx.opts.wants(Phase::Issuance) {
-        for sys in [SO, SI] {
-            log(format!(
-                "2./3./5. {sys}: start-up, then {} CertificateRequests at once",
-                ctx.opts.requests
-            ));
-            let s = &systems[sys];
-            if let Err(e) = issuance(&ctx, s, &mut report).await {
-                report.error(&format!("issuance {sys}"), e);
-            }
-        }
-    }
-    if ctx.opts.wants(Phase::Steady) {
-        log(format!(
-            "3. steady RSS with {} CertificateRequests and {} Secrets of 1 KiB",
-            ctx.opts.steady_crs, ctx.opts.steady_secrets
-        ));
-        if let Err(e) = steady(&ctx, &systems, &mut report).await {
-            report.error("steady", e);
-        }
-    }
-    if ctx.opts.wants(Phase::Admission) {
-        log(format!(
-            "4. admission: {} annotated pod creates per webhook",
-            ctx.opts.pods
-        ));
-        if let Err(e) = admission(&ctx, &systems[SO], &mut report).await {
-            report.error("admission", e);
-        }
-    }
-
-    // The documented keys are always present; null means "not measured" (see notes/errors).
-    for path in [
-        &["ceiling_signs_per_s"][..],
-        &["api_ceiling_per_s"],
-        &["throughput_per_s", SO],
-        &["throughput_per_s", SI],
-        &["p99_ready_ms", SO],
-        &["p99_ready_ms", SI],
-        &["peak_rss_mib", SO],
-        &["peak_rss_mib", SI],
-        &["steady_rss_mib", SO],
-        &["steady_rss_mib", SI],
-        &["admission_p99_ms", SO],
-        &["admission_p99_ms", AC],
-        &["startup_ms", SO],
-        &["startup_ms", SI],
-    ] {
-        if report.get(path).is_none() {
-            report.set(path, Value::Null);
-        }
-    }
-    ratios(&mut report);
-    let mut doc = Value::Object(report.values.clone());
-    doc["errors"] = json!(report.errors);
-    doc["notes"] = json!(report.notes);
-    let text = serde_json::to_string_pretty(&doc)?;
-    std::fs::write(out_dir.join("latest.json"), &text)?;
-    let md = markdown(&doc);
+    report.finish();
+    let json_path = out_dir.join("latest.json");
+    std::fs::write(&json_path, report.to_json()?)?;
+    let md = markdown(&report);
     std::fs::write(out_dir.join("latest.md"), &md)?;
     println!("{md}");
-    println!("JSON: {}", out_dir.join("latest.json").display());
+    println!("JSON: {}", json_path.display());
     if !report.errors.is_empty() {
         bail!(
             "{} phase(s) failed; see errors in the JSON",

@@ -1,268 +1,524 @@
-//! Everything the run found, written as JSON and Markdown at the end.
+//! Everything the run found, written as JSON (`latest.json`) and as a Markdown table
+//! (`latest.md`) at the end.
+//!
+//! The JSON's keys are a contract: e2e/bench.sh reads `date`, and e2e/BENCHMARKS.md documents
+//! the rest (`issuance.<system>.cpu_seconds`, `ratios.*`, ...). The fields below are laid out
+//! to serialize to exactly those keys; `testdata/*.json` holds reports written before the report
+//! was typed, and the tests compare against them.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
+use serde::Serialize;
+
+use crate::Opts;
+use crate::procs::CpuSeconds;
+use crate::systems::System;
 use crate::util::{log, round};
 
-pub const SO: &str = "step_operator";
-pub const SI: &str = "step_issuer";
-pub const AC: &str = "autocert";
+/// An admission run: which webhook, if any, answered its pod creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdmissionRun {
+    /// The baseline: a namespace no webhook selects.
+    NoWebhook,
+    StepOperator,
+    Autocert,
+}
 
-/// Everything the run found, written as JSON at the end.
-#[derive(Default)]
+impl AdmissionRun {
+    pub fn key(self) -> &'static str {
+        match self {
+            AdmissionRun::NoWebhook => "no_webhook",
+            AdmissionRun::StepOperator => "step_operator",
+            AdmissionRun::Autocert => "autocert",
+        }
+    }
+}
+
+/// One number per issuer; `None` (JSON null) when it was not measured.
+pub type BySystem = BTreeMap<System, Option<f64>>;
+/// One number per admission run.
+pub type ByAdmissionRun = BTreeMap<AdmissionRun, Option<f64>>;
+
+/// The report. A phase that fails leaves its fields unset; the documented summary keys are then
+/// written as null (see [`Report::finish`]) and the error is listed in `errors`.
+#[derive(Debug, Default, Serialize)]
 pub struct Report {
-    pub values: serde_json::Map<String, Value>,
+    pub date: String,
+    pub command: String,
+    pub counts: Counts,
+    /// versions.env, the step-operator binary and the git revision.
+    pub versions: BTreeMap<String, String>,
+    pub ceiling_signs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<CeilingStats>,
+    pub api_ceiling_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_ceiling: Option<ApiCeilingStats>,
+    pub startup_ms: BySystem,
+    pub throughput_per_s: BySystem,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub p50_ready_ms: BySystem,
+    pub p99_ready_ms: BySystem,
+    pub peak_rss_mib: BySystem,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub issuance: BTreeMap<System, IssuanceStats>,
+    pub steady_rss_mib: BySystem,
+    #[serde(skip_serializing_if = "Steady::is_empty")]
+    pub steady: Steady,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub admission_p50_ms: ByAdmissionRun,
+    pub admission_p99_ms: ByAdmissionRun,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub admission: BTreeMap<AdmissionRun, AdmissionStats>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub webhook_own_timing: BTreeMap<AdmissionRun, OwnTiming>,
+    pub ratios: Ratios,
     pub errors: Vec<String>,
     pub notes: Vec<String>,
 }
 
+/// The run's arguments.
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    pub requests: usize,
+    pub pods: usize,
+    pub steady_crs: usize,
+    pub steady_secrets: usize,
+    pub ceiling_secs: u64,
+    pub concurrency: usize,
+    pub create_concurrency: usize,
+    pub admission_concurrency: usize,
+    pub approver: &'static str,
+}
+
+impl Counts {
+    pub fn of(opts: &Opts) -> Counts {
+        Counts {
+            requests: opts.requests,
+            pods: opts.pods,
+            steady_crs: opts.steady_crs,
+            steady_secrets: opts.steady_secrets,
+            ceiling_secs: opts.ceiling_secs,
+            concurrency: opts.concurrency,
+            create_concurrency: opts.create_concurrency,
+            admission_concurrency: opts.admission_concurrency,
+            approver: if opts.approve_by_bench() {
+                "bench (server-side apply of the Approved condition right after each create)"
+            } else {
+                "cm-lite (cert-manager's approver)"
+            },
+        }
+    }
+}
+
+/// 1. Direct `/1.0/sign` requests to step-ca.
+#[derive(Debug, Serialize)]
+pub struct CeilingStats {
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub signed: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// 1b. The control plane with an issuer that costs nothing.
+#[derive(Debug, Serialize)]
+pub struct ApiCeilingStats {
+    pub requests: usize,
+    pub seconds: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub cpu_seconds: CpuSeconds,
+    pub writes_per_request: &'static str,
+}
+
+/// 2. One issuer's burst, beyond the summary numbers.
+#[derive(Debug, Serialize)]
+pub struct IssuanceStats {
+    pub ready: usize,
+    pub failed: usize,
+    pub seconds: f64,
+    pub creates_seconds: f64,
+    pub rss_end_mib: f64,
+    pub idle_wait_ms: f64,
+    pub create_to_approved_p50_ms: Option<f64>,
+    pub create_to_approved_p99_ms: Option<f64>,
+    pub rss_max_sampled_mib: f64,
+    pub cpu_seconds: CpuSeconds,
+    pub log: String,
+}
+
+/// 3. Steady RSS: what the cluster held, and each issuer's samples.
+#[derive(Debug, Default, Serialize)]
+pub struct Steady {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_objects: Option<ClusterObjects>,
+    #[serde(flatten)]
+    pub systems: BTreeMap<System, SteadyStats>,
+}
+
+impl Steady {
+    fn is_empty(&self) -> bool {
+        self.cluster_objects.is_none() && self.systems.is_empty()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterObjects {
+    pub certificaterequests: usize,
+    pub secrets: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SteadyStats {
+    pub settled: bool,
+    pub samples_mib: Vec<f64>,
+    pub log: String,
+}
+
+/// 4. One admission run. Fields are filled as the run gets that far.
+#[derive(Debug, Default, Serialize)]
+pub struct AdmissionStats {
+    /// autocert only: whether the apiserver takes its `v1beta1` webhook configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v1beta1_config_accepted: Option<bool>,
+    #[serde(flatten)]
+    pub pods: Option<PodStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PodStats {
+    pub created: usize,
+    pub injected: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+}
+
+/// A webhook's own account of its handling time, where it keeps one.
+#[derive(Debug, Serialize)]
+pub struct OwnTiming {
+    pub source: String,
+    #[serde(flatten)]
+    pub histogram: Option<HistogramTiming>,
+}
+
+/// From the difference of a Prometheus histogram across the run.
+#[derive(Debug, Serialize)]
+pub struct HistogramTiming {
+    pub reviews: f64,
+    pub mean_ms: Option<f64>,
+    /// Bucket upper bounds, not interpolated.
+    pub p50_le_ms: Option<f64>,
+    pub p99_le_ms: Option<f64>,
+}
+
+/// step-operator against its peer and against the ceilings.
+#[derive(Debug, Default, Serialize)]
+pub struct Ratios {
+    pub throughput_step_operator_per_api_ceiling: Option<f64>,
+    pub throughput_step_issuer_per_api_ceiling: Option<f64>,
+    pub throughput_step_operator_per_step_issuer: Option<f64>,
+    pub throughput_step_operator_per_ceiling: Option<f64>,
+    pub throughput_step_issuer_per_ceiling: Option<f64>,
+    pub p99_ready_step_operator_per_step_issuer: Option<f64>,
+    pub peak_rss_step_operator_per_step_issuer: Option<f64>,
+    pub steady_rss_step_operator_per_step_issuer: Option<f64>,
+    pub admission_p99_step_operator_per_autocert: Option<f64>,
+    pub startup_step_operator_per_step_issuer: Option<f64>,
+}
+
+/// `a / b` to 3 places, when both were measured (null, NaN and infinity are not numbers in the
+/// JSON) and `b` is positive.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a.filter(|x| x.is_finite()), b.filter(|x| x.is_finite())) {
+        (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 3)),
+        _ => None,
+    }
+}
+
+/// The measured value for `key`, if any.
+pub fn get<K: Ord>(map: &BTreeMap<K, Option<f64>>, key: K) -> Option<f64> {
+    map.get(&key).copied().flatten()
+}
+
+impl Ratios {
+    fn of(r: &Report) -> Ratios {
+        use System::{StepIssuer as SI, StepOperator as SO};
+        let (so_rate, si_rate) = (get(&r.throughput_per_s, SO), get(&r.throughput_per_s, SI));
+        Ratios {
+            throughput_step_operator_per_api_ceiling: ratio(so_rate, r.api_ceiling_per_s),
+            throughput_step_issuer_per_api_ceiling: ratio(si_rate, r.api_ceiling_per_s),
+            throughput_step_operator_per_step_issuer: ratio(so_rate, si_rate),
+            throughput_step_operator_per_ceiling: ratio(so_rate, r.ceiling_signs_per_s),
+            throughput_step_issuer_per_ceiling: ratio(si_rate, r.ceiling_signs_per_s),
+            p99_ready_step_operator_per_step_issuer: ratio(
+                get(&r.p99_ready_ms, SO),
+                get(&r.p99_ready_ms, SI),
+            ),
+            peak_rss_step_operator_per_step_issuer: ratio(
+                get(&r.peak_rss_mib, SO),
+                get(&r.peak_rss_mib, SI),
+            ),
+            steady_rss_step_operator_per_step_issuer: ratio(
+                get(&r.steady_rss_mib, SO),
+                get(&r.steady_rss_mib, SI),
+            ),
+            admission_p99_step_operator_per_autocert: ratio(
+                get(&r.admission_p99_ms, AdmissionRun::StepOperator),
+                get(&r.admission_p99_ms, AdmissionRun::Autocert),
+            ),
+            startup_step_operator_per_step_issuer: ratio(
+                get(&r.startup_ms, SO),
+                get(&r.startup_ms, SI),
+            ),
+        }
+    }
+}
+
 impl Report {
-    pub fn set(&mut self, path: &[&str], v: Value) {
-        let mut cur = &mut self.values;
-        for key in &path[..path.len() - 1] {
-            cur = cur
-                .entry(key.to_string())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("report paths are objects");
-        }
-        cur.insert(path[path.len() - 1].to_string(), v);
-    }
-    pub fn get(&self, path: &[&str]) -> Option<f64> {
-        let mut cur = self.values.get(path[0])?;
-        for key in &path[1..] {
-            cur = cur.get(key)?;
-        }
-        cur.as_f64()
-    }
+    /// Records a phase's failure; the run goes on with the next phase.
     pub fn error(&mut self, phase: &str, e: anyhow::Error) {
         let msg = format!("{phase}: {e:#}");
         log(format!("ERROR {msg}"));
         self.errors.push(msg);
     }
-}
 
-pub fn ratios(report: &mut Report) {
-    let pairs: [(&str, &[&str], &[&str]); 10] = [
-        (
-            "throughput_step_operator_per_api_ceiling",
-            &["throughput_per_s", SO],
-            &["api_ceiling_per_s"],
-        ),
-        (
-            "throughput_step_issuer_per_api_ceiling",
-            &["throughput_per_s", SI],
-            &["api_ceiling_per_s"],
-        ),
-        (
-            "throughput_step_operator_per_step_issuer",
-            &["throughput_per_s", SO],
-            &["throughput_per_s", SI],
-        ),
-        (
-            "throughput_step_operator_per_ceiling",
-            &["throughput_per_s", SO],
-            &["ceiling_signs_per_s"],
-        ),
-        (
-            "throughput_step_issuer_per_ceiling",
-            &["throughput_per_s", SI],
-            &["ceiling_signs_per_s"],
-        ),
-        (
-            "p99_ready_step_operator_per_step_issuer",
-            &["p99_ready_ms", SO],
-            &["p99_ready_ms", SI],
-        ),
-        (
-            "peak_rss_step_operator_per_step_issuer",
-            &["peak_rss_mib", SO],
-            &["peak_rss_mib", SI],
-        ),
-        (
-            "steady_rss_step_operator_per_step_issuer",
-            &["steady_rss_mib", SO],
-            &["steady_rss_mib", SI],
-        ),
-        (
-            "admission_p99_step_operator_per_autocert",
-            &["admission_p99_ms", SO],
-            &["admission_p99_ms", AC],
-        ),
-        (
-            "startup_step_operator_per_step_issuer",
-            &["startup_ms", SO],
-            &["startup_ms", SI],
-        ),
-    ];
-    for (name, a, b) in pairs {
-        let r = match (report.get(a), report.get(b)) {
-            (Some(a), Some(b)) if b > 0.0 => json!(round(a / b, 3)),
-            _ => Value::Null,
-        };
-        report.set(&["ratios", name], r);
-    }
-}
-
-pub fn markdown(doc: &Value) -> String {
-    let f = |v: &Value| -> String {
-        match v.as_f64() {
-            Some(x) => format!("{x}"),
-            None => "–".into(),
+    /// Writes null for the documented summary numbers that were not measured (tools and
+    /// BENCHMARKS.md rely on them being present), then computes the ratios.
+    pub fn finish(&mut self) {
+        for by_system in [
+            &mut self.startup_ms,
+            &mut self.throughput_per_s,
+            &mut self.p99_ready_ms,
+            &mut self.peak_rss_mib,
+            &mut self.steady_rss_mib,
+        ] {
+            for system in System::ALL {
+                by_system.entry(system).or_insert(None);
+            }
         }
-    };
-    let r = &doc["ratios"];
-    let c = &doc["counts"];
-    let mut s = format!(
-        "## step-operator benchmark, {}\n\nCounts: {} requests, {} pods, {} steady CertificateRequests + {} Secrets, ceiling {} s at concurrency {}.\n\n",
-        doc["date"].as_str().unwrap_or("?"),
-        c["requests"],
-        c["pods"],
-        c["steady_crs"],
-        c["steady_secrets"],
-        c["ceiling_secs"],
-        c["concurrency"]
-    );
-    s.push_str("| measurement | step-operator | peer | peer is | step-operator/peer | step-operator/ceiling |\n|---|---|---|---|---|---|\n");
-    let ceiling = doc["ceiling_signs_per_s"].clone();
-    let rows: Vec<(&str, Value, Value, &str, Value, Value)> = vec![
-        (
-            "ceiling: direct /1.0/sign (signs/s)",
-            Value::Null,
-            ceiling.clone(),
-            "step-ca alone",
-            Value::Null,
-            Value::Null,
-        ),
-        (
-            "API ceiling: create + approve + one status write, no issuer (requests/s)",
-            Value::Null,
-            doc["api_ceiling_per_s"].clone(),
-            "control plane alone",
-            Value::Null,
-            Value::Null,
-        ),
-        (
-            "issuance throughput / API ceiling",
-            r["throughput_step_operator_per_api_ceiling"].clone(),
-            r["throughput_step_issuer_per_api_ceiling"].clone(),
-            "step-issuer",
-            Value::Null,
-            Value::Null,
-        ),
-        (
-            "issuance throughput (requests/s)",
-            doc["throughput_per_s"][SO].clone(),
-            doc["throughput_per_s"][SI].clone(),
-            "step-issuer",
-            r["throughput_step_operator_per_step_issuer"].clone(),
-            r["throughput_step_operator_per_ceiling"].clone(),
-        ),
-        (
-            "create→Ready p50 (ms)",
-            doc["p50_ready_ms"][SO].clone(),
-            doc["p50_ready_ms"][SI].clone(),
-            "step-issuer",
-            Value::Null,
-            Value::Null,
-        ),
-        (
-            "create→Ready p99 (ms)",
-            doc["p99_ready_ms"][SO].clone(),
-            doc["p99_ready_ms"][SI].clone(),
-            "step-issuer",
-            r["p99_ready_step_operator_per_step_issuer"].clone(),
-            Value::Null,
-        ),
-        (
-            "peak RSS during issuance (MiB)",
-            doc["peak_rss_mib"][SO].clone(),
-            doc["peak_rss_mib"][SI].clone(),
-            "step-issuer",
-            r["peak_rss_step_operator_per_step_issuer"].clone(),
-            Value::Null,
-        ),
-        (
-            "steady RSS (MiB)",
-            doc["steady_rss_mib"][SO].clone(),
-            doc["steady_rss_mib"][SI].clone(),
-            "step-issuer",
-            r["steady_rss_step_operator_per_step_issuer"].clone(),
-            Value::Null,
-        ),
-        (
-            "start-up → first Ready (ms)",
-            doc["startup_ms"][SO].clone(),
-            doc["startup_ms"][SI].clone(),
-            "step-issuer",
-            r["startup_step_operator_per_step_issuer"].clone(),
-            Value::Null,
-        ),
-        (
-            "admission create p50 (ms)",
-            doc["admission_p50_ms"][SO].clone(),
-            doc["admission_p50_ms"][AC].clone(),
-            "autocert",
-            Value::Null,
-            Value::Null,
-        ),
-        (
-            "admission create p99 (ms)",
-            doc["admission_p99_ms"][SO].clone(),
-            doc["admission_p99_ms"][AC].clone(),
-            "autocert",
-            r["admission_p99_step_operator_per_autocert"].clone(),
-            Value::Null,
-        ),
-        (
-            "admission create p99, no webhook (ms)",
-            Value::Null,
-            doc["admission_p99_ms"]["no_webhook"].clone(),
-            "apiserver alone",
-            Value::Null,
-            Value::Null,
-        ),
-    ];
-    for (name, a, b, peer, ratio, ceil) in rows {
-        s.push_str(&format!(
-            "| {name} | {} | {} | {peer} | {} | {} |\n",
-            f(&a),
-            f(&b),
-            f(&ratio),
-            f(&ceil)
-        ));
+        for webhook in [AdmissionRun::StepOperator, AdmissionRun::Autocert] {
+            self.admission_p99_ms.entry(webhook).or_insert(None);
+        }
+        self.ratios = Ratios::of(self);
     }
-    let own = &doc["webhook_own_timing"][SO];
-    if own.is_object() {
+
+    /// Pretty JSON. Serialized through a `Value` so that keys come out sorted, as they always
+    /// have, whatever the struct order: reports of different runs stay easy to diff.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string_pretty(&serde_json::to_value(self)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown
+
+/// A table cell: the number as JSON would show it, or a dash when it was not measured.
+fn cell(v: Option<f64>) -> String {
+    match v.filter(|x| x.is_finite()) {
+        Some(x) => format!("{x}"),
+        None => "–".into(),
+    }
+}
+
+/// One table row: step-operator's value, the peer's, who the peer is, and the two ratios.
+struct Row {
+    name: &'static str,
+    ours: Option<f64>,
+    peer: Option<f64>,
+    peer_is: &'static str,
+    per_peer: Option<f64>,
+    per_ceiling: Option<f64>,
+}
+
+impl Row {
+    fn new(name: &'static str, ours: Option<f64>, peer: Option<f64>, peer_is: &'static str) -> Row {
+        Row {
+            name,
+            ours,
+            peer,
+            peer_is,
+            per_peer: None,
+            per_ceiling: None,
+        }
+    }
+
+    fn per_peer(mut self, ratio: Option<f64>) -> Row {
+        self.per_peer = ratio;
+        self
+    }
+
+    fn per_ceiling(mut self, ratio: Option<f64>) -> Row {
+        self.per_ceiling = ratio;
+        self
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            self.name,
+            cell(self.ours),
+            cell(self.peer),
+            self.peer_is,
+            cell(self.per_peer),
+            cell(self.per_ceiling)
+        )
+    }
+}
+
+const STEP_ISSUER: &str = "step-issuer";
+
+fn ceiling_rows(r: &Report) -> [Row; 3] {
+    let q = &r.ratios;
+    [
+        Row::new(
+            "ceiling: direct /1.0/sign (signs/s)",
+            None,
+            r.ceiling_signs_per_s,
+            "step-ca alone",
+        ),
+        Row::new(
+            "API ceiling: create + approve + one status write, no issuer (requests/s)",
+            None,
+            r.api_ceiling_per_s,
+            "control plane alone",
+        ),
+        Row::new(
+            "issuance throughput / API ceiling",
+            q.throughput_step_operator_per_api_ceiling,
+            q.throughput_step_issuer_per_api_ceiling,
+            STEP_ISSUER,
+        ),
+    ]
+}
+
+fn issuer_rows(r: &Report) -> [Row; 6] {
+    let q = &r.ratios;
+    let pair = |m: &BySystem| (get(m, System::StepOperator), get(m, System::StepIssuer));
+    let row = |name, m: &BySystem| {
+        let (ours, peer) = pair(m);
+        Row::new(name, ours, peer, STEP_ISSUER)
+    };
+    [
+        row("issuance throughput (requests/s)", &r.throughput_per_s)
+            .per_peer(q.throughput_step_operator_per_step_issuer)
+            .per_ceiling(q.throughput_step_operator_per_ceiling),
+        row("create→Ready p50 (ms)", &r.p50_ready_ms),
+        row("create→Ready p99 (ms)", &r.p99_ready_ms)
+            .per_peer(q.p99_ready_step_operator_per_step_issuer),
+        row("peak RSS during issuance (MiB)", &r.peak_rss_mib)
+            .per_peer(q.peak_rss_step_operator_per_step_issuer),
+        row("steady RSS (MiB)", &r.steady_rss_mib)
+            .per_peer(q.steady_rss_step_operator_per_step_issuer),
+        row("start-up → first Ready (ms)", &r.startup_ms)
+            .per_peer(q.startup_step_operator_per_step_issuer),
+    ]
+}
+
+fn admission_rows(r: &Report) -> [Row; 3] {
+    let (p50, p99) = (&r.admission_p50_ms, &r.admission_p99_ms);
+    let (so, ac) = (AdmissionRun::StepOperator, AdmissionRun::Autocert);
+    [
+        Row::new(
+            "admission create p50 (ms)",
+            get(p50, so),
+            get(p50, ac),
+            "autocert",
+        ),
+        Row::new(
+            "admission create p99 (ms)",
+            get(p99, so),
+            get(p99, ac),
+            "autocert",
+        )
+        .per_peer(r.ratios.admission_p99_step_operator_per_autocert),
+        Row::new(
+            "admission create p99, no webhook (ms)",
+            None,
+            get(p99, AdmissionRun::NoWebhook),
+            "apiserver alone",
+        ),
+    ]
+}
+
+/// The lines under the table: the webhook's own timing and how many pods came back injected.
+fn admission_lines(r: &Report) -> String {
+    let mut s = String::new();
+    if let Some(OwnTiming {
+        histogram: Some(h), ..
+    }) = r.webhook_own_timing.get(&AdmissionRun::StepOperator)
+    {
         s.push_str(&format!(
             "\nstep-operator webhook's own timing ({} reviews): mean {} ms, p50 ≤ {} ms, p99 ≤ {} ms (histogram buckets); autocert has none.\n",
-            own["reviews"], f(&own["mean_ms"]), f(&own["p50_le_ms"]), f(&own["p99_le_ms"])
+            // As JSON writes it (`1000.0`): the count is a float in the histogram.
+            serde_json::Value::from(h.reviews),
+            cell(h.mean_ms),
+            cell(h.p50_le_ms),
+            cell(h.p99_le_ms)
         ));
     }
-    let injected: Vec<String> = [(SO, "step-operator"), (AC, "autocert")]
-        .iter()
-        .filter(|(k, _)| doc["admission"][k]["created"].is_number())
-        .map(|(k, label)| {
-            let a = &doc["admission"][k];
-            format!("{label} {} of {}", a["injected"], a["created"])
-        })
-        .collect();
+    let injected: Vec<String> = [
+        (AdmissionRun::StepOperator, "step-operator"),
+        (AdmissionRun::Autocert, "autocert"),
+    ]
+    .iter()
+    .filter_map(|(w, label)| {
+        let pods = r.admission.get(w)?.pods.as_ref()?;
+        Some(format!("{label} {} of {}", pods.injected, pods.created))
+    })
+    .collect();
     if !injected.is_empty() {
         s.push_str(&format!(
             "Pods returned injected: {}.\n",
             injected.join(", ")
         ));
     }
-    for (title, key) in [("Notes", "notes"), ("Errors", "errors")] {
-        if let Some(items) = doc[key].as_array().filter(|a| !a.is_empty()) {
-            s.push_str(&format!("\n{title}:\n"));
-            for i in items {
-                s.push_str(&format!(
-                    "- {}\n",
-                    i.as_str().unwrap_or_default().replace('\n', "\n  ")
-                ));
-            }
+    s
+}
+
+/// Notes and errors as Markdown lists, continuation lines indented under their item.
+fn lists(r: &Report) -> String {
+    let mut s = String::new();
+    for (title, items) in [("Notes", &r.notes), ("Errors", &r.errors)] {
+        if items.is_empty() {
+            continue;
+        }
+        s.push_str(&format!("\n{title}:\n"));
+        for i in items {
+            s.push_str(&format!("- {}\n", i.replace('\n', "\n  ")));
         }
     }
     s
 }
+
+/// The table printed at the end and written to `latest.md` (BENCHMARKS.md quotes it).
+pub fn markdown(r: &Report) -> String {
+    let c = &r.counts;
+    let mut s = format!(
+        "## step-operator benchmark, {}\n\nCounts: {} requests, {} pods, {} steady CertificateRequests + {} Secrets, ceiling {} s at concurrency {}.\n\n",
+        r.date, c.requests, c.pods, c.steady_crs, c.steady_secrets, c.ceiling_secs, c.concurrency
+    );
+    s.push_str("| measurement | step-operator | peer | peer is | step-operator/peer | step-operator/ceiling |\n|---|---|---|---|---|---|\n");
+    let rows = ceiling_rows(r)
+        .into_iter()
+        .chain(issuer_rows(r))
+        .chain(admission_rows(r));
+    for row in rows {
+        s.push_str(&row.line());
+    }
+    s.push_str(&admission_lines(r));
+    s.push_str(&lists(r));
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,21 +4,38 @@
 use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::free_port;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::procs::Proc;
-use crate::report::SO;
 
-pub struct System {
-    pub key: &'static str,
-    pub ns: String,
-    pub issuer: String,
+/// An issuer under test; its snake_case name is its key in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum System {
+    StepOperator,
+    StepIssuer,
 }
 
 impl System {
-    pub async fn create(ctx: &Ctx, key: &'static str) -> Result<System> {
-        let short = if key == SO { "so" } else { "si" };
+    /// In the order they are measured.
+    pub const ALL: [System; 2] = [System::StepOperator, System::StepIssuer];
+
+    /// The report key, also used in log lines, error labels and process names.
+    pub fn key(self) -> &'static str {
+        match self {
+            System::StepOperator => "step_operator",
+            System::StepIssuer => "step_issuer",
+        }
+    }
+
+    /// Its namespace, password Secret and StepClusterIssuer.
+    async fn create(self, ctx: &Ctx) -> Result<Installed> {
+        let short = match self {
+            System::StepOperator => "so",
+            System::StepIssuer => "si",
+        };
         let ns = format!("bench-{short}-{}", ctx.suffix);
         let issuer = ns.clone();
         ensure_namespace(&ctx.client, &ns).await?;
@@ -40,12 +57,44 @@ impl System {
             }),
         )
         .await?;
-        Ok(System { key, ns, issuer })
+        Ok(Installed {
+            system: self,
+            ns,
+            issuer,
+        })
+    }
+}
+
+/// Both issuers, set up once and measured one after the other.
+pub struct Systems {
+    pub step_operator: Installed,
+    pub step_issuer: Installed,
+}
+
+impl Systems {
+    pub async fn create(ctx: &Ctx) -> Result<Systems> {
+        Ok(Systems {
+            step_operator: System::StepOperator.create(ctx).await?,
+            step_issuer: System::StepIssuer.create(ctx).await?,
+        })
     }
 
+    pub fn all(&self) -> [&Installed; 2] {
+        [&self.step_operator, &self.step_issuer]
+    }
+}
+
+/// An issuer with its namespace and StepClusterIssuer (same name).
+pub struct Installed {
+    pub system: System,
+    pub ns: String,
+    pub issuer: String,
+}
+
+impl Installed {
     pub fn start(&self, ctx: &Ctx, name: &str) -> Result<(Proc, Option<u16>)> {
         let kubeconfig = ctx.env.kubeconfig.to_str().context("utf-8")?;
-        if self.key == SO {
+        if self.system == System::StepOperator {
             let port = free_port()?;
             let admin = format!("127.0.0.1:{port}");
             let concurrency = ctx.opts.concurrency.to_string();

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::ctx::Ctx;
 use crate::procs::Proc;
-use crate::report::{AC, Report, SO};
-use crate::systems::System;
+use crate::report::{AdmissionRun, HistogramTiming, OwnTiming, PodStats, Report};
+use crate::systems::Installed;
 use crate::util::{log, ms, percentile, round};
 
 const WEBHOOK_LABEL: &str = "bench.step.sm/webhook";
@@ -135,7 +135,8 @@ async fn warm_up(ctx: &Ctx, ns: &str, what: &str, p: &mut Proc) -> Result<()> {
     unreachable!()
 }
 
-fn record_pods(report: &mut Report, key: &str, mut run: PodRun, n: usize) {
+fn record_pods(report: &mut Report, webhook: AdmissionRun, mut run: PodRun, n: usize) {
+    let key = webhook.key();
     let p50 = percentile(&mut run.latencies_ms, 50.0);
     let p99 = percentile(&mut run.latencies_ms, 99.0);
     log(format!(
@@ -146,13 +147,19 @@ fn record_pods(report: &mut Report, key: &str, mut run: PodRun, n: usize) {
         p50.unwrap_or(0.0),
         p99.unwrap_or(0.0)
     ));
-    report.set(&["admission_p50_ms", key], json!(p50.map(|x| round(x, 1))));
-    report.set(&["admission_p99_ms", key], json!(p99.map(|x| round(x, 1))));
-    report.set(
-        &["admission", key],
-        json!({"created": run.latencies_ms.len(), "injected": run.injected, "errors": run.errors.len(), "first_error": run.errors.first()}),
-    );
-    if key != "no_webhook" && run.injected < n {
+    report
+        .admission_p50_ms
+        .insert(webhook, p50.map(|x| round(x, 1)));
+    report
+        .admission_p99_ms
+        .insert(webhook, p99.map(|x| round(x, 1)));
+    report.admission.entry(webhook).or_default().pods = Some(PodStats {
+        created: run.latencies_ms.len(),
+        injected: run.injected,
+        errors: run.errors.len(),
+        first_error: run.errors.first().cloned(),
+    });
+    if webhook != AdmissionRun::NoWebhook && run.injected < n {
         report.notes.push(format!(
             "admission {key}: only {} of {n} pods came back injected; its latency is not that of a full mutation",
             run.injected
@@ -160,12 +167,22 @@ fn record_pods(report: &mut Report, key: &str, mut run: PodRun, n: usize) {
     }
 }
 
-pub async fn admission(ctx: &Ctx, so: &System, report: &mut Report) -> Result<()> {
+pub async fn run(ctx: &Ctx, so: &Installed, report: &mut Report) {
+    log(format!(
+        "4. admission: {} annotated pod creates per webhook",
+        ctx.opts.pods
+    ));
+    if let Err(e) = admission(ctx, so, report).await {
+        report.error("admission", e);
+    }
+}
+
+async fn admission(ctx: &Ctx, so: &Installed, report: &mut Report) -> Result<()> {
     let n = ctx.opts.pods;
     // Baseline: the same creates in a namespace no webhook selects.
     let ns = labelled_ns(ctx, "bench-adm-none", None).await?;
     let run = create_pods(ctx, &ns, "p", n).await?;
-    record_pods(report, "no_webhook", run, n);
+    record_pods(report, AdmissionRun::NoWebhook, run, n);
     // Each webhook configuration is deleted right after its run, whatever happened: a stale one
     // with failurePolicy Fail would block pod creates in its namespaces.
     let mwcs = Api::<MutatingWebhookConfiguration>::all(ctx.client.clone());
@@ -215,7 +232,7 @@ async fn metric_histogram(port: u16, name: &str) -> Result<(Vec<(f64, f64)>, f64
     Ok((buckets, sum, count))
 }
 
-async fn admission_step_operator(ctx: &Ctx, so: &System, report: &mut Report) -> Result<()> {
+async fn admission_step_operator(ctx: &Ctx, so: &Installed, report: &mut Report) -> Result<()> {
     let n = ctx.opts.pods;
     let mwc_name = format!("bench-step-operator-{}", ctx.suffix);
     let port = free_port()?;
@@ -280,7 +297,7 @@ async fn admission_step_operator(ctx: &Ctx, so: &System, report: &mut Report) ->
     let before = metric_histogram(admin_port, metric).await?;
     let run = create_pods(ctx, &ns, "p", n).await?;
     let after = metric_histogram(admin_port, metric).await?;
-    record_pods(report, SO, run, n);
+    record_pods(report, AdmissionRun::StepOperator, run, n);
     // The webhook's own timing, from its histogram (difference across the measured creates).
     let count = after.2 - before.2;
     let mean_ms = if count > 0.0 {
@@ -297,20 +314,25 @@ async fn admission_step_operator(ctx: &Ctx, so: &System, report: &mut Report) ->
             .find(|((_, a), (_, b))| a - b >= target)
             .map(|((le, _), _)| le * 1000.0)
     };
-    report.set(
-        &["webhook_own_timing", SO],
-        json!({
-            "source": format!("{metric} (Prometheus histogram; quantiles are bucket upper bounds)"),
-            "reviews": count, "mean_ms": if mean_ms.is_finite() { json!(round(mean_ms, 2)) } else { Value::Null },
-            "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99),
-        }),
+    report.webhook_own_timing.insert(
+        AdmissionRun::StepOperator,
+        OwnTiming {
+            source: format!("{metric} (Prometheus histogram; quantiles are bucket upper bounds)"),
+            histogram: Some(HistogramTiming {
+                reviews: count,
+                mean_ms: mean_ms.is_finite().then(|| round(mean_ms, 2)),
+                p50_le_ms: quantile(0.5),
+                p99_le_ms: quantile(0.99),
+            }),
+        },
     );
     let mem = p.memory()?;
-    report.set(&["admission", SO, "rss_mib"], json!(round(mem.rss_mib, 1)));
-    report.set(
-        &["admission", SO, "peak_rss_mib"],
-        json!(round(mem.hwm_mib, 1)),
-    );
+    let stats = report
+        .admission
+        .entry(AdmissionRun::StepOperator)
+        .or_default();
+    stats.rss_mib = Some(round(mem.rss_mib, 1));
+    stats.peak_rss_mib = Some(round(mem.hwm_mib, 1));
     p.stop();
     Ok(())
 }
@@ -343,10 +365,11 @@ async fn admission_autocert(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let accepted = Api::<MutatingWebhookConfiguration>::all(ctx.client.clone())
         .create(&dry, &probe)
         .await;
-    report.set(
-        &["admission", AC, "v1beta1_config_accepted"],
-        json!(accepted.is_ok()),
-    );
+    report
+        .admission
+        .entry(AdmissionRun::Autocert)
+        .or_default()
+        .v1beta1_config_accepted = Some(accepted.is_ok());
     if let Err(e) = accepted {
         bail!(
             "kube-apiserver rejects admissionReviewVersions [v1beta1], which autocert requires: {e}"
@@ -523,23 +546,21 @@ async fn admission_autocert(ctx: &Ctx, report: &mut Report) -> Result<()> {
         ));
     }
     let run = create_pods(ctx, &ns, "p", n).await?;
-    record_pods(report, AC, run, n);
-    report.set(
-        &["webhook_own_timing", AC],
-        json!({"source": "none: autocert has no metrics endpoint and logs no durations"}),
+    record_pods(report, AdmissionRun::Autocert, run, n);
+    report.webhook_own_timing.insert(
+        AdmissionRun::Autocert,
+        OwnTiming {
+            source: "none: autocert has no metrics endpoint and logs no durations".into(),
+            histogram: None,
+        },
     );
+    let stats = report.admission.entry(AdmissionRun::Autocert).or_default();
     if p.is_running() {
         let mem = p.memory()?;
-        report.set(&["admission", AC, "rss_mib"], json!(round(mem.rss_mib, 1)));
-        report.set(
-            &["admission", AC, "peak_rss_mib"],
-            json!(round(mem.hwm_mib, 1)),
-        );
+        stats.rss_mib = Some(round(mem.rss_mib, 1));
+        stats.peak_rss_mib = Some(round(mem.hwm_mib, 1));
     }
-    report.set(
-        &["admission", AC, "log"],
-        json!(p.log.display().to_string()),
-    );
+    stats.log = Some(p.log.display().to_string());
     p.stop();
     Ok(())
 }

@@ -15,11 +15,28 @@ use serde_json::json;
 use crate::ctx::Ctx;
 use crate::jwt;
 use crate::procs::{self, cluster_pids};
-use crate::report::Report;
+use crate::report::{ApiCeilingStats, CeilingStats, Report};
 use crate::requests::{approve, certificate_request, now_rfc3339};
 use crate::util::{log, ms, percentile, round};
 
-pub async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
+pub async fn run(ctx: &Ctx, report: &mut Report) {
+    log(format!(
+        "1. ceiling: POST /1.0/sign at concurrency {} for {} s",
+        ctx.opts.concurrency, ctx.opts.ceiling_secs
+    ));
+    if let Err(e) = ceiling(ctx, report).await {
+        report.error("ceiling", e);
+    }
+    log(format!(
+        "1b. API ceiling: {} CertificateRequests created, approved and written Ready by the bench itself, no issuer running",
+        ctx.opts.requests
+    ));
+    if let Err(e) = api_ceiling(ctx, report).await {
+        report.error("api ceiling", e);
+    }
+}
+
+async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let env = &ctx.env;
     let ca_json = std::env::var("STEP_CA_CONFIG")
         .map(PathBuf::from)
@@ -88,15 +105,16 @@ pub async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     log(format!(
         "ceiling: {ok} signed, {err} errors in {elapsed:.1} s = {rate:.1}/s"
     ));
-    report.set(&["ceiling_signs_per_s"], json!(round(rate, 1)));
-    report.set(
-        &["ceiling"],
-        json!({
-            "concurrency": ctx.opts.concurrency, "seconds": round(elapsed, 2), "signed": ok, "errors": err,
-            "first_error": first, "p50_ms": percentile(&mut lat.clone(), 50.0).map(|x| round(x, 1)),
-            "p99_ms": percentile(&mut lat, 99.0).map(|x| round(x, 1)),
-        }),
-    );
+    report.ceiling_signs_per_s = Some(round(rate, 1));
+    report.ceiling = Some(CeilingStats {
+        concurrency: ctx.opts.concurrency,
+        seconds: round(elapsed, 2),
+        signed: ok,
+        errors: err,
+        first_error: first.clone(),
+        p50_ms: percentile(&mut lat, 50.0).map(|x| round(x, 1)),
+        p99_ms: percentile(&mut lat, 99.0).map(|x| round(x, 1)),
+    });
     if err > 0 {
         report.notes.push(format!(
             "ceiling: {err} sign requests failed; first: {first:?}"
@@ -109,7 +127,7 @@ pub async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
 /// test client (create, approve) and of an ideal issuer that costs nothing and writes one status
 /// (Ready=True with a certificate-sized chain) per request, as soon as it is approved, at the
 /// same concurrency as the issuance runs. No step-ca, no watch round trip, no Event.
-pub async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
+async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let ns = format!("bench-api-{}", ctx.suffix);
     ensure_namespace(&ctx.client, &ns).await?;
     let api = namespaced(&ctx.client, &ns, &certificate_requests());
@@ -176,19 +194,17 @@ pub async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     }
     let rate = n as f64 / secs;
     log(format!(
-        "API ceiling: {n} requests in {secs:.2} s = {rate:.1}/s; CPU seconds: {cpu}"
+        "API ceiling: {n} requests in {secs:.2} s = {rate:.1}/s; CPU seconds: {cpu:?}"
     ));
-    report.set(&["api_ceiling_per_s"], json!(round(rate, 1)));
-    report.set(
-        &["api_ceiling"],
-        json!({
-            "requests": n, "seconds": round(secs, 3),
-            "p50_ms": percentile(&mut lat, 50.0).map(|x| round(x, 0)),
-            "p99_ms": percentile(&mut lat, 99.0).map(|x| round(x, 0)),
-            "cpu_seconds": cpu,
-            "writes_per_request": "create + approve (status apply) + Ready with certificate (status apply)",
-        }),
-    );
+    report.api_ceiling_per_s = Some(round(rate, 1));
+    report.api_ceiling = Some(ApiCeilingStats {
+        requests: n,
+        seconds: round(secs, 3),
+        p50_ms: percentile(&mut lat, 50.0).map(|x| round(x, 0)),
+        p99_ms: percentile(&mut lat, 99.0).map(|x| round(x, 0)),
+        cpu_seconds: cpu,
+        writes_per_request: "create + approve (status apply) + Ready with certificate (status apply)",
+    });
     Ok(())
 }
 

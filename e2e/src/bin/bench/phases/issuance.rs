@@ -8,18 +8,30 @@ use anyhow::{Context as _, Result, bail};
 use e2e::fixtures::*;
 use futures::StreamExt;
 use kube::api::PostParams;
-use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::procs::{self, cluster_pids};
-use crate::report::Report;
+use crate::report::{IssuanceStats, Report};
 use crate::requests::{
     approve, certificate_request, step_ref, wait_approved, wait_seen_ready, watch_ready,
 };
-use crate::systems::System;
+use crate::systems::{Installed, Systems};
 use crate::util::{AbortOnDrop, log, ms, percentile, round};
 
-pub async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
+pub async fn run(ctx: &Ctx, systems: &Systems, report: &mut Report) {
+    for s in systems.all() {
+        let key = s.system.key();
+        log(format!(
+            "2./3./5. {key}: start-up, then {} CertificateRequests at once",
+            ctx.opts.requests
+        ));
+        if let Err(e) = issuance(ctx, s, report).await {
+            report.error(&format!("issuance {key}"), e);
+        }
+    }
+}
+
+async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
     let api = namespaced(&ctx.client, &s.ns, &certificate_requests());
     let (seen, watch) = watch_ready(ctx, &s.ns).await?;
     let _abort = AbortOnDrop(watch);
@@ -35,21 +47,21 @@ pub async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> 
         approve(&api, "startup").await?;
     }
     wait_approved(&api, "startup").await?;
-    let (mut p, _) = s.start(ctx, &format!("{}-issuance", s.key))?;
+    let (mut p, _) = s.start(ctx, &format!("{}-issuance", s.system.key()))?;
     let ready_at = wait_seen_ready(&seen, "startup", &mut p, Duration::from_secs(120)).await?;
     let startup = ms(ready_at - p.started);
     log(format!(
         "{}: start-up to first Ready {startup:.0} ms",
-        s.key
+        s.system.key()
     ));
-    report.set(&["startup_ms", s.key], json!(round(startup, 0)));
+    report.startup_ms.insert(s.system, Some(round(startup, 0)));
     // Whatever else the start-up does (other issuers, cache sync) must not overlap the burst.
     let (idle_after, idle) = procs::wait_idle(p.pid, 0.05, Duration::from_secs(60)).await?;
     let idle_wait_ms = round(ms(idle_after), 0);
     if !idle {
         report.notes.push(format!(
             "{}: the controller still used more than 5 % CPU 60 s after start-up; the burst started anyway",
-            s.key
+            s.system.key()
         ));
     }
 
@@ -69,7 +81,7 @@ pub async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> 
     }
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut watched = cluster_pids(&ctx.env);
-    watched.push((s.key.to_string(), p.pid));
+    watched.push((s.system.key().to_string(), p.pid));
     watched.push(("bench".to_string(), std::process::id()));
     let cpu = procs::CpuSnapshot::take(&watched);
     let first_create = Instant::now();
@@ -148,7 +160,10 @@ pub async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> 
     }
     drop(sampler);
     let cpu = cpu.since();
-    log(format!("{}: CPU seconds during the burst: {cpu}", s.key));
+    log(format!(
+        "{}: CPU seconds during the burst: {cpu:?}",
+        s.system.key()
+    ));
     let mem = p.memory()?;
     let (mut lat, mut approve_lat, last_ready, failed) = {
         let r = seen.ready.lock().unwrap();
@@ -182,34 +197,44 @@ pub async fn issuance(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> 
     let (p50, p99) = (percentile(&mut lat, 50.0), percentile(&mut lat, 99.0));
     log(format!(
         "{}: {ok}/{n} Ready in {total:.2} s = {rate:.1}/s (creates took {:.2} s); p50 {:.0} ms, p99 {:.0} ms; peak RSS {:.1} MiB",
-        s.key,
+        s.system.key(),
         creates_done.as_secs_f64(),
         p50.unwrap_or(0.0),
         p99.unwrap_or(0.0),
         mem.hwm_mib
     ));
-    report.set(&["throughput_per_s", s.key], json!(round(rate, 1)));
-    report.set(&["p50_ready_ms", s.key], json!(p50.map(|x| round(x, 0))));
-    report.set(&["p99_ready_ms", s.key], json!(p99.map(|x| round(x, 0))));
-    report.set(&["peak_rss_mib", s.key], json!(round(mem.hwm_mib, 1)));
-    report.set(
-        &["issuance", s.key],
-        json!({
-            "ready": ok, "failed": failed.len(), "seconds": round(total, 3),
-            "creates_seconds": round(creates_done.as_secs_f64(), 3),
-            "rss_end_mib": round(mem.rss_mib, 1),
-            "idle_wait_ms": idle_wait_ms,
-            "create_to_approved_p50_ms": percentile(&mut approve_lat, 50.0).map(|x| round(x, 0)),
-            "create_to_approved_p99_ms": percentile(&mut approve_lat, 99.0).map(|x| round(x, 0)),
-            "rss_max_sampled_mib": round(*mem_peak_sampled.lock().unwrap(), 1),
-            "cpu_seconds": cpu,
-            "log": p.log.display().to_string(),
-        }),
+    report
+        .throughput_per_s
+        .insert(s.system, Some(round(rate, 1)));
+    report
+        .p50_ready_ms
+        .insert(s.system, p50.map(|x| round(x, 0)));
+    report
+        .p99_ready_ms
+        .insert(s.system, p99.map(|x| round(x, 0)));
+    report
+        .peak_rss_mib
+        .insert(s.system, Some(round(mem.hwm_mib, 1)));
+    report.issuance.insert(
+        s.system,
+        IssuanceStats {
+            ready: ok,
+            failed: failed.len(),
+            seconds: round(total, 3),
+            creates_seconds: round(creates_done.as_secs_f64(), 3),
+            rss_end_mib: round(mem.rss_mib, 1),
+            idle_wait_ms,
+            create_to_approved_p50_ms: percentile(&mut approve_lat, 50.0).map(|x| round(x, 0)),
+            create_to_approved_p99_ms: percentile(&mut approve_lat, 99.0).map(|x| round(x, 0)),
+            rss_max_sampled_mib: round(*mem_peak_sampled.lock().unwrap(), 1),
+            cpu_seconds: cpu,
+            log: p.log.display().to_string(),
+        },
     );
     if !failed.is_empty() {
         report.notes.push(format!(
             "{}: {} requests Failed, first: {}",
-            s.key,
+            s.system.key(),
             failed.len(),
             failed[0]
         ));

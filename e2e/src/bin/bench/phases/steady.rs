@@ -9,21 +9,27 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::report::{Report, SI, SO};
+use crate::report::{ClusterObjects, Report, SteadyStats};
 use crate::requests::{
     approve, certificate_request, step_ref, wait_approved, wait_seen_ready, watch_ready,
 };
-use crate::systems::System;
+use crate::systems::{Installed, Systems};
 use crate::util::{AbortOnDrop, log, round};
 
-pub async fn steady(
-    ctx: &Ctx,
-    systems: &BTreeMap<&str, System>,
-    report: &mut Report,
-) -> Result<()> {
+pub async fn run(ctx: &Ctx, systems: &Systems, report: &mut Report) {
+    log(format!(
+        "3. steady RSS with {} CertificateRequests and {} Secrets of 1 KiB",
+        ctx.opts.steady_crs, ctx.opts.steady_secrets
+    ));
+    if let Err(e) = steady(ctx, systems, report).await {
+        report.error("steady", e);
+    }
+}
+
+async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()> {
     let ns = format!("bench-steady-{}", ctx.suffix);
     ensure_namespace(&ctx.client, &ns).await?;
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
@@ -107,18 +113,20 @@ pub async fn steady(
         report.notes.push(format!("steady: {e:#}; measured anyway"));
     }
     let counts = cluster_counts(ctx).await?;
-    report.set(&["steady", "cluster_objects"], counts.clone());
-    log(format!("cluster now holds {counts}"));
-    for sys in [SO, SI] {
-        let s = &systems[sys];
+    log(format!(
+        "cluster now holds {} CertificateRequests and {} Secrets",
+        counts.certificaterequests, counts.secrets
+    ));
+    report.steady.cluster_objects = Some(counts);
+    for s in systems.all() {
         if let Err(e) = steady_one(ctx, s, report).await {
-            report.error(&format!("steady {sys}"), e);
+            report.error(&format!("steady {}", s.system.key()), e);
         }
     }
     Ok(())
 }
 
-async fn cluster_counts(ctx: &Ctx) -> Result<Value> {
+async fn cluster_counts(ctx: &Ctx) -> Result<ClusterObjects> {
     let crs = cluster(&ctx.client, &certificate_requests())
         .list_metadata(&ListParams::default())
         .await?
@@ -129,10 +137,13 @@ async fn cluster_counts(ctx: &Ctx) -> Result<Value> {
         .await?
         .items
         .len();
-    Ok(json!({"certificaterequests": crs, "secrets": secrets}))
+    Ok(ClusterObjects {
+        certificaterequests: crs,
+        secrets,
+    })
 }
 
-async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
+async fn steady_one(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
     let api = namespaced(&ctx.client, &s.ns, &certificate_requests());
     let (seen, watch) = watch_ready(ctx, &s.ns).await?;
     let _abort = AbortOnDrop(watch);
@@ -150,7 +161,7 @@ async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
         approve(&api, "steady-probe").await?;
     }
     wait_approved(&api, "steady-probe").await?;
-    let (mut p, _) = s.start(ctx, &format!("{}-steady", s.key))?;
+    let (mut p, _) = s.start(ctx, &format!("{}-steady", s.system.key()))?;
     // A signed probe proves the caches are synced and the controller is working.
     wait_seen_ready(&seen, "steady-probe", &mut p, Duration::from_secs(180)).await?;
     // Then sample VmRSS once a second until five consecutive samples stay within 2 % of their
@@ -174,18 +185,22 @@ async fn steady_one(ctx: &Ctx, s: &System, report: &mut Report) -> Result<()> {
     let rss = *samples.last().context("no sample")?;
     log(format!(
         "{}: steady RSS {rss:.1} MiB ({} samples, settled: {settled})",
-        s.key,
+        s.system.key(),
         samples.len()
     ));
-    report.set(&["steady_rss_mib", s.key], json!(round(rss, 1)));
-    report.set(
-        &["steady", s.key],
-        json!({"settled": settled, "samples_mib": samples.iter().map(|x| round(*x, 1)).collect::<Vec<_>>(), "log": p.log.display().to_string()}),
+    report.steady_rss_mib.insert(s.system, Some(round(rss, 1)));
+    report.steady.systems.insert(
+        s.system,
+        SteadyStats {
+            settled,
+            samples_mib: samples.iter().map(|x| round(*x, 1)).collect(),
+            log: p.log.display().to_string(),
+        },
     );
     if !settled {
         report.notes.push(format!(
             "steady {}: RSS did not settle within 60 s; last sample used",
-            s.key
+            s.system.key()
         ));
     }
     p.stop();
