@@ -80,7 +80,7 @@ impl Minter {
             PrivatePkcs8KeyDer::from(der),
         ))
         .map_err(|e| anyhow::anyhow!("loading the provisioner key: {e}"))?;
-        let fp = crate::run_out(
+        let fp = crate::util::run_out(
             step,
             &[
                 "certificate",

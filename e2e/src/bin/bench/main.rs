@@ -5,8 +5,6 @@
 //! Usage (normally through `e2e/bench.sh`): `bench --help`, with the cluster's `env` exported.
 //! Results: `$E2E_STATE/bench/latest.{json,md}`.
 
-use std::path::Path;
-
 use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 use e2e::Env;
@@ -23,7 +21,6 @@ mod util;
 use ctx::{Ctx, versions};
 use report::{Counts, Report, markdown};
 use systems::Systems;
-use util::run_out;
 
 /// The bench's arguments; defaults are the counts (e2e/BENCHMARKS.md).
 #[derive(Debug, Clone, Parser)]
@@ -98,9 +95,8 @@ async fn main() -> Result<()> {
     let env = Env::load()?;
     let out_dir = env.state.join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let date = run_out(Path::new("date"), &["-u", "+%Y-%m-%dT%H:%M:%SZ"], &[]).await?;
     let mut report = Report {
-        date: date.trim().to_string(),
+        date: util::now_utc(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         counts: Counts::of(&opts),
         versions: versions().await,

@@ -5,76 +5,123 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use e2e::fixtures::*;
 use futures::StreamExt;
-use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::watcher;
-use serde_json::{Value, json};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::json;
+use step_operator::cert_manager::{
+    CONDITION_APPROVED, CONDITION_READY, CertificateRequest, CertificateRequestSpec,
+    CertificateRequestStatus, IssuerRef, RequestCondition, reason,
+};
+use step_operator::crd::{GROUP, StepClusterIssuer};
 
 use crate::ctx::Ctx;
 use crate::procs::Proc;
 
-pub fn certificate_request(name: &str, csr: &str, issuer_ref: Value) -> Value {
-    json!({
-        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-        "metadata": {"name": name},
-        "spec": {
-            "request": base64(csr.as_bytes()),
-            "issuerRef": issuer_ref,
-            "usages": ["digital signature", "key encipherment", "server auth"],
-        }
-    })
+/// The usages cert-manager's Certificate controller writes for a TLS server certificate.
+/// step-operator's type leaves the field out because it never reads it; the bench sends it so
+/// that its requests look like the ones cert-manager creates.
+const USAGES: [&str; 3] = ["digital signature", "key encipherment", "server auth"];
+
+#[derive(Serialize)]
+struct SpecWithUsages<'a> {
+    #[serde(flatten)]
+    spec: &'a CertificateRequestSpec,
+    usages: [&'static str; 3],
 }
 
-pub fn step_ref(issuer: &str) -> Value {
-    json!({"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer})
+/// A CertificateRequest named `name` for the PEM `csr`, ready to create.
+pub fn request(name: &str, csr: &str, issuer_ref: IssuerRef) -> Result<DynamicObject> {
+    let spec = CertificateRequestSpec {
+        request: ByteString(csr.as_bytes().to_vec()),
+        issuer_ref,
+        ..Default::default()
+    };
+    let mut obj = DynamicObject::new(name, &ApiResource::erase::<CertificateRequest>(&()));
+    let spec = serde_json::to_value(SpecWithUsages {
+        spec: &spec,
+        usages: USAGES,
+    })?;
+    obj.data = json!({ "spec": spec });
+    Ok(obj)
 }
 
-/// RFC 3339 UTC timestamp of now (seconds precision), for condition times.
-pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+/// `issuerRef` of a StepClusterIssuer.
+pub fn step_ref(issuer: &str) -> IssuerRef {
+    issuer_ref(GROUP, &StepClusterIssuer::kind(&()), issuer)
 }
 
-/// Approves a CertificateRequest the way an approver does, by server-side apply of only the
-/// `Approved` condition on the status subresource (`conditions` is a map list keyed by `type`, so
-/// no other condition is touched, whoever wrote it).
-pub async fn approve(api: &Api<DynamicObject>, name: &str) -> Result<()> {
+pub fn issuer_ref(group: &str, kind: &str, name: &str) -> IssuerRef {
+    IssuerRef {
+        name: name.into(),
+        kind: Some(kind.into()),
+        group: Some(group.into()),
+    }
+}
+
+/// A `True` condition, as of now.
+pub fn true_condition(type_: &str, reason: &str, message: &str) -> RequestCondition {
+    RequestCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(Timestamp::now())),
+    }
+}
+
+/// Writes `status` by server-side apply on the status subresource, as `manager`. Only the
+/// fields in `status` are claimed; `conditions` is a map list keyed by `type`, so conditions of
+/// other types stay as they are, whoever wrote them.
+pub async fn apply_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    manager: &str,
+    status: &CertificateRequestStatus,
+) -> Result<()> {
     let patch = json!({
-        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-        "status": {"conditions": [{
-            "type": "Approved", "status": "True", "reason": "bench",
-            "message": "approved by the step-operator benchmark", "lastTransitionTime": now_rfc3339(),
-        }]}
+        "apiVersion": CertificateRequest::api_version(&()),
+        "kind": CertificateRequest::kind(&()),
+        "status": serde_json::to_value(status)?,
     });
     api.patch_status(
         name,
-        &kube::api::PatchParams::apply("bench").force(),
-        &kube::api::Patch::Apply(&patch),
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
     )
-    .await
-    .with_context(|| format!("approving {name}"))?;
+    .await?;
     Ok(())
+}
+
+/// Approves a CertificateRequest the way an approver does: only the `Approved` condition.
+pub async fn approve(api: &Api<DynamicObject>, name: &str) -> Result<()> {
+    let status = CertificateRequestStatus {
+        conditions: vec![true_condition(
+            CONDITION_APPROVED,
+            "bench",
+            "approved by the step-operator benchmark",
+        )],
+        ..Default::default()
+    };
+    apply_status(api, name, "bench", &status)
+        .await
+        .with_context(|| format!("approving {name}"))
+}
+
+fn is_approved(cr: &CertificateRequest) -> bool {
+    cr.status
+        .as_ref()
+        .is_some_and(|s| s.has_true(CONDITION_APPROVED))
+}
+
+/// How many of `requests` are approved.
+pub fn approved_count(requests: &[CertificateRequest]) -> usize {
+    requests.iter().filter(|cr| is_approved(cr)).count()
 }
 
 /// First time each CertificateRequest of a namespace was seen Ready=True (or Failed), from a
@@ -87,62 +134,63 @@ pub struct Seen {
 }
 
 pub async fn watch_ready(ctx: &Ctx, ns: &str) -> Result<(Seen, tokio::task::JoinHandle<()>)> {
-    let api = namespaced(&ctx.client, ns, &certificate_requests());
+    let api = Api::<CertificateRequest>::namespaced(ctx.client.clone(), ns);
     let seen = Seen::default();
     let (init_tx, init_rx) = tokio::sync::oneshot::channel();
     let s = seen.clone();
-    let task =
-        tokio::spawn(async move {
-            let mut init_tx = Some(init_tx);
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let obj = match ev {
-                    Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
-                    Ok(watcher::Event::InitDone) => {
-                        if let Some(tx) = init_tx.take() {
-                            let _ = tx.send(());
-                        }
-                        continue;
+    let task = tokio::spawn(async move {
+        let mut init_tx = Some(init_tx);
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let obj = match ev {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => o,
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(tx) = init_tx.take() {
+                        let _ = tx.send(());
                     }
-                    _ => continue,
-                };
-                let now = Instant::now();
-                if is_true(&obj, "Approved") {
-                    s.approved
+                    continue;
+                }
+                _ => continue,
+            };
+            let now = Instant::now();
+            if is_approved(&obj) {
+                s.approved
+                    .lock()
+                    .unwrap()
+                    .entry(obj.name_any())
+                    .or_insert(now);
+            }
+            let ready = obj
+                .status
+                .as_ref()
+                .and_then(|s| s.condition(CONDITION_READY));
+            if let Some(c) = ready {
+                let name = obj.name_any();
+                if c.status == "True" {
+                    s.ready.lock().unwrap().entry(name).or_insert(now);
+                } else if matches!(c.reason.as_deref(), Some(reason::FAILED | reason::DENIED)) {
+                    s.failed
                         .lock()
                         .unwrap()
-                        .entry(obj.name_any())
-                        .or_insert(now);
-                }
-                if let Some(c) = condition(&obj, "Ready") {
-                    let name = obj.name_any();
-                    if c["status"] == "True" {
-                        s.ready.lock().unwrap().entry(name).or_insert(now);
-                    } else if c["reason"] == "Failed" || c["reason"] == "Denied" {
-                        s.failed.lock().unwrap().entry(name).or_insert_with(|| {
-                            c["message"].as_str().unwrap_or_default().to_string()
-                        });
-                    }
+                        .entry(name)
+                        .or_insert_with(|| c.message.clone().unwrap_or_default());
                 }
             }
-        });
+        }
+    });
     tokio::time::timeout(Duration::from_secs(60), init_rx)
         .await
         .context("the CertificateRequest watch did not finish its initial list in 60 s")??;
     Ok((seen, task))
 }
 
-pub async fn wait_approved(api: &Api<DynamicObject>, name: &str) -> Result<()> {
+/// Waits until `name` in `ns` is approved (by the bench or by cm-lite).
+pub async fn wait_approved(client: &Client, ns: &str, name: &str) -> Result<()> {
+    let api = Api::<CertificateRequest>::namespaced(client.clone(), ns);
     e2e::wait_for(
         &format!("cm-lite to approve CertificateRequest {name}"),
         Duration::from_secs(60),
-        async || {
-            Ok(api
-                .get_opt(name)
-                .await?
-                .filter(|o| is_true(o, "Approved"))
-                .map(|_| ()))
-        },
+        async || Ok(api.get_opt(name).await?.filter(is_approved).map(|_| ())),
         async || e2e::dump(&api.get_opt(name).await.ok().flatten()),
     )
     .await
@@ -178,5 +226,39 @@ pub async fn wait_seen_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The objects the bench writes are the ones it wrote as hand-built JSON.
+    #[test]
+    fn requests_and_approvals_have_the_shape_the_bench_always_sent() {
+        let csr = "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n";
+        let obj = request("r00001", csr, step_ref("bench-so-abcdef")).unwrap();
+        assert_eq!(
+            serde_json::to_value(&obj).unwrap(),
+            json!({
+                "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+                "metadata": {"name": "r00001"},
+                "spec": {
+                    "request": e2e::fixtures::base64(csr.as_bytes()),
+                    "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": "bench-so-abcdef"},
+                    "usages": ["digital signature", "key encipherment", "server auth"],
+                }
+            })
+        );
+
+        let c = serde_json::to_value(true_condition(CONDITION_APPROVED, "bench", "ok")).unwrap();
+        let time = c["lastTransitionTime"].as_str().unwrap().to_string();
+        assert_eq!(
+            c,
+            json!({"type": "Approved", "status": "True", "reason": "bench", "message": "ok", "lastTransitionTime": time})
+        );
+        // RFC 3339 in UTC to the second, as the hand-written formatter wrote it.
+        assert_eq!(time.len(), "2026-11-22T20:01:46Z".len(), "{time}");
+        assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
     }
 }

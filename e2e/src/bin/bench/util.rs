@@ -4,19 +4,20 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use k8s_openapi::jiff::Timestamp;
 
+/// A progress line on stderr, with the UTC time of day.
 pub fn log(msg: impl AsRef<str>) {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() % 86400)
-        .unwrap_or(0);
     eprintln!(
-        "[bench {:02}:{:02}:{:02}] {}",
-        t / 3600,
-        t / 60 % 60,
-        t % 60,
+        "[bench {}] {}",
+        Timestamp::now().strftime("%H:%M:%S"),
         msg.as_ref()
     );
+}
+
+/// Now in UTC, to the second (`2026-11-22T20:01:46Z`), as the report's `date`.
+pub fn now_utc() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Runs a program and returns its stdout (fails with its output on a non-zero exit).

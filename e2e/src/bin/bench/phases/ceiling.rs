@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use e2e::fixtures::*;
 use futures::StreamExt;
+use k8s_openapi::ByteString;
 use kube::Client;
 use kube::api::PostParams;
 use serde_json::json;
+use step_operator::cert_manager::{CONDITION_READY, CertificateRequestStatus, reason};
 
 use crate::ctx::Ctx;
 use crate::jwt;
 use crate::procs::{self, cluster_pids};
 use crate::report::{ApiCeilingStats, CeilingStats, Report};
-use crate::requests::{approve, certificate_request, now_rfc3339};
+use crate::requests::{apply_status, approve, issuer_ref, request, true_condition};
 use crate::util::{log, ms, percentile, round};
 
 pub async fn run(ctx: &Ctx, report: &mut Report) {
@@ -133,10 +135,10 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let api = namespaced(&ctx.client, &ns, &certificate_requests());
     let root = std::fs::read_to_string(&ctx.env.step_ca_root)?;
     // Leaf + intermediate: about two certificates' worth of PEM.
-    let chain = base64(format!("{root}{root}").as_bytes());
-    let ca = base64(root.as_bytes());
+    let chain = ByteString(format!("{root}{root}").into_bytes());
+    let ca = ByteString(root.into_bytes());
     // Nobody's issuer: neither controller nor cm-lite acts on these.
-    let nobody = json!({"group": "bench.invalid", "kind": "NobodysIssuer", "name": "none"});
+    let nobody = issuer_ref("bench.invalid", "NobodysIssuer", "none");
     let n = ctx.opts.requests;
     let mut objs = Vec::with_capacity(n);
     for i in 0..n {
@@ -144,11 +146,7 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
         let csr = &ctx.csrs[0].1;
         objs.push((
             format!("a{i:05}"),
-            object(certificate_request(
-                &format!("a{i:05}"),
-                csr,
-                nobody.clone(),
-            ))?,
+            request(&format!("a{i:05}"), csr, nobody.clone())?,
         ));
     }
     let watched = cluster_pids(&ctx.env);
@@ -164,22 +162,19 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
                     .await
                     .with_context(|| format!("creating {name}"))?;
                 approve(&api, &name).await?;
-                let status = json!({
-                    "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                    "status": {
-                        "conditions": [{"type": "Ready", "status": "True", "reason": "Issued",
-                            "message": "Certificate fetched from issuer successfully",
-                            "lastTransitionTime": now_rfc3339()}],
-                        "certificate": chain, "ca": ca,
-                    }
-                });
-                api.patch_status(
-                    &name,
-                    &kube::api::PatchParams::apply("bench-ideal-issuer").force(),
-                    &kube::api::Patch::Apply(&status),
-                )
-                .await
-                .with_context(|| format!("writing the status of {name}"))?;
+                let status = CertificateRequestStatus {
+                    conditions: vec![true_condition(
+                        CONDITION_READY,
+                        reason::ISSUED,
+                        "Certificate fetched from issuer successfully",
+                    )],
+                    certificate: Some(chain),
+                    ca: Some(ca),
+                    failure_time: None,
+                };
+                apply_status(&api, &name, "bench-ideal-issuer", &status)
+                    .await
+                    .with_context(|| format!("writing the status of {name}"))?;
                 Ok(ms(t.elapsed()))
             }
         })

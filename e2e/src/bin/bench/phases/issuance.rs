@@ -12,9 +12,7 @@ use kube::api::PostParams;
 use crate::ctx::Ctx;
 use crate::procs::{self, cluster_pids};
 use crate::report::{IssuanceStats, Report};
-use crate::requests::{
-    approve, certificate_request, step_ref, wait_approved, wait_seen_ready, watch_ready,
-};
+use crate::requests::{approve, request, step_ref, wait_approved, wait_seen_ready, watch_ready};
 use crate::systems::{Installed, Systems};
 use crate::util::{AbortOnDrop, log, ms, percentile, round};
 
@@ -39,14 +37,14 @@ async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
     let (cn, csr) = ctx.csr()?;
     api.create(
         &PostParams::default(),
-        &object(certificate_request("startup", csr, step_ref(&s.issuer)))?,
+        &request("startup", csr, step_ref(&s.issuer))?,
     )
     .await
     .with_context(|| format!("creating the start-up probe ({cn})"))?;
     if ctx.opts.approve_by_bench() {
         approve(&api, "startup").await?;
     }
-    wait_approved(&api, "startup").await?;
+    wait_approved(&ctx.client, &s.ns, "startup").await?;
     let (mut p, _) = s.start(ctx, &format!("{}-issuance", s.system.key()))?;
     let ready_at = wait_seen_ready(&seen, "startup", &mut p, Duration::from_secs(120)).await?;
     let startup = ms(ready_at - p.started);
@@ -72,11 +70,7 @@ async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
         let (_, csr) = ctx.csr()?;
         objs.push((
             format!("r{i:05}"),
-            object(certificate_request(
-                &format!("r{i:05}"),
-                csr,
-                step_ref(&s.issuer),
-            ))?,
+            request(&format!("r{i:05}"), csr, step_ref(&s.issuer))?,
         ));
     }
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

@@ -9,12 +9,13 @@ use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
-use serde_json::json;
+use step_operator::cert_manager::CertificateRequest;
 
 use crate::ctx::Ctx;
 use crate::report::{ClusterObjects, Report, SteadyStats};
 use crate::requests::{
-    approve, certificate_request, step_ref, wait_approved, wait_seen_ready, watch_ready,
+    approve, approved_count, issuer_ref, request, step_ref, wait_approved, wait_seen_ready,
+    watch_ready,
 };
 use crate::systems::{Installed, Systems};
 use crate::util::{AbortOnDrop, log, round};
@@ -35,7 +36,7 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
     let requests = namespaced(&ctx.client, &ns, &certificate_requests());
     // Requests for an issuer that neither controller serves: both cache them, neither signs.
-    let foreign = json!({"group": "bench.example.com", "kind": "NoSuchIssuer", "name": "none"});
+    let foreign = issuer_ref("bench.example.com", "NoSuchIssuer", "none");
     let csr = ctx.csrs.last().context("no CSRs")?.1.clone();
     let t = Instant::now();
     let errs: Vec<String> =
@@ -66,8 +67,10 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
                         }
                     }
                     if i < opts.steady_crs {
-                        let o =
-                            object(certificate_request(&format!("q{i:05}"), &csr, foreign)).ok()?;
+                        let o = match request(&format!("q{i:05}"), &csr, foreign) {
+                            Ok(o) => o,
+                            Err(e) => return Some(format!("CertificateRequest q{i:05}: {e:#}")),
+                        };
                         if let Err(e) = requests.create(&PostParams::default(), &o).await {
                             return Some(format!("CertificateRequest q{i:05}: {e}"));
                         }
@@ -88,24 +91,22 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
     ));
     // Approvals are updates: let them finish before any controller starts.
     let n = ctx.opts.steady_crs;
+    let typed = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &ns);
     let approved = e2e::wait_for(
         "cm-lite to approve the steady CertificateRequests",
         Duration::from_secs(120) + Duration::from_millis(100) * n as u32,
         async || {
-            let l = requests.list(&ListParams::default()).await?;
-            let a = l.items.iter().filter(|o| is_true(o, "Approved")).count();
+            let l = typed.list(&ListParams::default()).await?;
+            let a = approved_count(&l.items);
             Ok((a == n).then_some(a))
         },
         async || {
-            let l = requests
+            let l = typed
                 .list(&ListParams::default())
                 .await
                 .map(|l| l.items)
                 .unwrap_or_default();
-            format!(
-                "{} of {n} approved",
-                l.iter().filter(|o| is_true(o, "Approved")).count()
-            )
+            format!("{} of {n} approved", approved_count(&l))
         },
     )
     .await;
@@ -150,17 +151,13 @@ async fn steady_one(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()>
     let (_, csr) = ctx.csr()?;
     api.create(
         &PostParams::default(),
-        &object(certificate_request(
-            "steady-probe",
-            csr,
-            step_ref(&s.issuer),
-        ))?,
+        &request("steady-probe", csr, step_ref(&s.issuer))?,
     )
     .await?;
     if ctx.opts.approve_by_bench() {
         approve(&api, "steady-probe").await?;
     }
-    wait_approved(&api, "steady-probe").await?;
+    wait_approved(&ctx.client, &s.ns, "steady-probe").await?;
     let (mut p, _) = s.start(ctx, &format!("{}-steady", s.system.key()))?;
     // A signed probe proves the caches are synced and the controller is working.
     wait_seen_ready(&seen, "steady-probe", &mut p, Duration::from_secs(180)).await?;
