@@ -43,21 +43,18 @@ async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let ca_json = std::env::var("STEP_CA_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| env.state.join("step/config/ca.json"));
-    let minter = Arc::new(
-        jwt::Minter::new(
-            &env.tool("step")?,
-            &ca_json,
-            &env.step_provisioner_password_file,
-            &env.step_ca_root,
-            &env.step_provisioner,
-            &env.step_ca_url,
-        )
-        .await?,
-    );
+    let root_pem = env.root_pem()?;
+    let minter = Arc::new(jwt::Minter::new(
+        &ca_json,
+        &env.step_provisioner_password_file,
+        &root_pem,
+        &env.step_provisioner,
+        &env.step_ca_url,
+    )?);
     let mut config = kube::Config::new(env.step_ca_url.parse()?);
-    let pem = env.root_pem()?;
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    config.root_cert = Some(vec![jwt::b64_decode(&b64)?]);
+    let (_, root) = x509_parser::pem::parse_x509_pem(root_pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("the CA root is not PEM: {e}"))?;
+    config.root_cert = Some(vec![root.contents]);
     config.read_timeout = Some(Duration::from_secs(30));
     let ca = Client::try_from(config)?;
     // Reuse the CSRs after the ones the controllers need (a CSR can be signed more than once;
