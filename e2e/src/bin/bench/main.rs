@@ -19,7 +19,7 @@ mod systems;
 mod util;
 
 use ctx::{Ctx, versions};
-use report::{Counts, Report, markdown};
+use report::Report;
 use systems::Systems;
 
 /// The bench's arguments; defaults are the counts (e2e/BENCHMARKS.md).
@@ -72,9 +72,13 @@ enum Approver {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Phase {
+    /// step-ca's signing ceiling and the control plane's (1, 1b).
     Ceiling,
+    /// Each issuer's start-up, burst throughput and peak RSS (5, 2, 3).
     Issuance,
+    /// Each issuer's RSS in a cluster full of objects it caches (3).
     Steady,
+    /// Pod creates through each webhook and through none (4).
     Admission,
 }
 
@@ -95,22 +99,7 @@ async fn main() -> Result<()> {
     let env = Env::load()?;
     let out_dir = env.state.join("bench");
     std::fs::create_dir_all(&out_dir)?;
-    let mut report = Report {
-        date: util::now_utc(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        counts: Counts::of(&opts),
-        versions: versions().await,
-        ..Report::default()
-    };
-    // e2e/bench.sh names what else was using the CPU when it started the bench.
-    if let Ok(busy) = std::env::var("BENCH_BUSY")
-        && !busy.trim().is_empty()
-    {
-        report.notes.push(format!(
-            "other CPU-heavy processes were running at the start: {}",
-            busy.trim()
-        ));
-    }
+    let mut report = Report::begin(&opts, versions().await);
     let ctx = Ctx::new(env, opts).await?;
 
     // The ceilings run before the issuers' namespaces and StepClusterIssuers exist; those are
@@ -126,12 +115,7 @@ async fn main() -> Result<()> {
     }
 
     report.finish();
-    let json_path = out_dir.join("latest.json");
-    std::fs::write(&json_path, report.to_json()?)?;
-    let md = markdown(&report);
-    std::fs::write(out_dir.join("latest.md"), &md)?;
-    println!("{md}");
-    println!("JSON: {}", json_path.display());
+    report.write(&out_dir)?;
     if !report.errors.is_empty() {
         bail!(
             "{} phase(s) failed; see errors in the JSON",
@@ -142,58 +126,4 @@ async fn main() -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn options_are_consistent() {
-        Opts::command().debug_assert();
-    }
-
-    /// What e2e/bench.sh and BENCHMARKS.md pass, in both spellings the old parser took.
-    #[test]
-    fn takes_the_documented_arguments() {
-        let o = Opts::try_parse_from(
-            "bench --requests 50 --pods 50 --steady-crs 200 --steady-secrets 200 --ceiling-secs 5 --concurrency=4 --create-concurrency 32 --admission-concurrency=2 --approver cm-lite --only ceiling,issuance"
-                .split(' '),
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                o.requests,
-                o.pods,
-                o.steady_crs,
-                o.steady_secrets,
-                o.ceiling_secs
-            ),
-            (50, 50, 200, 200, 5)
-        );
-        assert_eq!(
-            (o.concurrency, o.create_concurrency, o.admission_concurrency),
-            (4, 32, 2)
-        );
-        assert!(!o.approve_by_bench());
-        assert!(o.wants(Phase::Ceiling) && o.wants(Phase::Issuance));
-        assert!(!o.wants(Phase::Steady) && !o.wants(Phase::Admission));
-
-        let d = Opts::try_parse_from(["bench"]).unwrap();
-        assert_eq!(
-            (
-                d.requests,
-                d.pods,
-                d.steady_crs,
-                d.steady_secrets,
-                d.ceiling_secs
-            ),
-            (1000, 1000, 5000, 5000, 20)
-        );
-        assert_eq!(
-            (d.concurrency, d.create_concurrency, d.admission_concurrency),
-            (16, 64, 8)
-        );
-        assert!(d.approve_by_bench());
-        assert!(d.wants(Phase::Admission));
-        assert!(Opts::try_parse_from(["bench", "--approver", "nobody"]).is_err());
-    }
-}
+mod tests;

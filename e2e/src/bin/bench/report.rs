@@ -7,13 +7,16 @@
 //! was typed, and the tests compare against them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
 
 use serde::Serialize;
 
 use crate::Opts;
 use crate::procs::CpuSeconds;
 use crate::systems::System;
-use crate::util::{log, round};
+use crate::util::{log, now_utc, round};
 
 /// An admission run: which webhook, if any, answered its pod creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -112,7 +115,7 @@ impl Counts {
     }
 }
 
-/// 1. Direct `/1.0/sign` requests to step-ca.
+/// Phase 1: direct `/1.0/sign` requests to step-ca.
 #[derive(Debug, Serialize)]
 pub struct CeilingStats {
     pub concurrency: usize,
@@ -124,7 +127,7 @@ pub struct CeilingStats {
     pub p99_ms: Option<f64>,
 }
 
-/// 1b. The control plane with an issuer that costs nothing.
+/// Phase 1b: the control plane with an issuer that costs nothing.
 #[derive(Debug, Serialize)]
 pub struct ApiCeilingStats {
     pub requests: usize,
@@ -135,7 +138,7 @@ pub struct ApiCeilingStats {
     pub writes_per_request: &'static str,
 }
 
-/// 2. One issuer's burst, beyond the summary numbers.
+/// Phase 2: one issuer's burst, beyond the summary numbers.
 #[derive(Debug, Serialize)]
 pub struct IssuanceStats {
     pub ready: usize,
@@ -151,7 +154,7 @@ pub struct IssuanceStats {
     pub log: String,
 }
 
-/// 3. Steady RSS: what the cluster held, and each issuer's samples.
+/// Phase 3, steady RSS: what the cluster held, and each issuer's samples.
 #[derive(Debug, Default, Serialize)]
 pub struct Steady {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,7 +182,7 @@ pub struct SteadyStats {
     pub log: String,
 }
 
-/// 4. One admission run. Fields are filled as the run gets that far.
+/// Phase 4: one admission run. Fields are filled as the run gets that far.
 #[derive(Debug, Default, Serialize)]
 pub struct AdmissionStats {
     /// autocert only: whether the apiserver takes its `v1beta1` webhook configuration.
@@ -285,6 +288,27 @@ impl Ratios {
 }
 
 impl Report {
+    /// A report of this run so far: when, how it was called, its counts and versions.
+    pub fn begin(opts: &Opts, versions: BTreeMap<String, String>) -> Report {
+        let mut report = Report {
+            date: now_utc(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            counts: Counts::of(opts),
+            versions,
+            ..Report::default()
+        };
+        // e2e/bench.sh names what else was using the CPU when it started the bench.
+        if let Ok(busy) = std::env::var("BENCH_BUSY")
+            && !busy.trim().is_empty()
+        {
+            report.notes.push(format!(
+                "other CPU-heavy processes were running at the start: {}",
+                busy.trim()
+            ));
+        }
+        report
+    }
+
     /// Records a phase's failure; the run goes on with the next phase.
     pub fn error(&mut self, phase: &str, e: anyhow::Error) {
         let msg = format!("{phase}: {e:#}");
@@ -316,6 +340,17 @@ impl Report {
     /// have, whatever the struct order: reports of different runs stay easy to diff.
     pub fn to_json(&self) -> serde_json::Result<String> {
         serde_json::to_string_pretty(&serde_json::to_value(self)?)
+    }
+
+    /// Writes `latest.json` and `latest.md` to `dir` and prints the table.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json_path = dir.join("latest.json");
+        std::fs::write(&json_path, self.to_json()?)?;
+        let md = markdown(self);
+        std::fs::write(dir.join("latest.md"), &md)?;
+        println!("{md}");
+        println!("JSON: {}", json_path.display());
+        Ok(())
     }
 }
 

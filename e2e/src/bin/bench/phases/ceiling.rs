@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use e2e::Env;
 use e2e::fixtures::*;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -38,8 +39,45 @@ pub async fn run(ctx: &Ctx, report: &mut Report) {
     }
 }
 
+/// Phase 1: `POST /1.0/sign` straight to step-ca from `--concurrency` workers for
+/// `--ceiling-secs`, each request with a fresh token and one of the pre-generated CSRs.
 async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
-    let env = &ctx.env;
+    let (ca, minter) = step_ca(&ctx.env)?;
+    // Reuse the CSRs after the ones the controllers need (a CSR can be signed more than once;
+    // every token is fresh).
+    let pool: Arc<Vec<(String, String)>> = Arc::new(ctx.csrs.clone());
+    // One warm-up request proves the token format before the clock starts.
+    sign(&ca, &minter, &pool[0])
+        .await
+        .context("the warm-up sign request failed")?;
+    let duration = Duration::from_secs(ctx.opts.ceiling_secs);
+    let mut run = sign_for(duration, ctx.opts.concurrency, &ca, &minter, &pool).await?;
+    let (ok, err, elapsed) = (run.ok, run.err, run.elapsed);
+    let rate = ok as f64 / elapsed;
+    log(format!(
+        "ceiling: {ok} signed, {err} errors in {elapsed:.1} s = {rate:.1}/s"
+    ));
+    report.ceiling_signs_per_s = Some(round(rate, 1));
+    report.ceiling = Some(CeilingStats {
+        concurrency: ctx.opts.concurrency,
+        seconds: round(elapsed, 2),
+        signed: ok,
+        errors: err,
+        first_error: run.first_error.clone(),
+        p50_ms: percentile(&mut run.latencies_ms, 50.0).map(|x| round(x, 1)),
+        p99_ms: percentile(&mut run.latencies_ms, 99.0).map(|x| round(x, 1)),
+    });
+    if err > 0 {
+        report.notes.push(format!(
+            "ceiling: {err} sign requests failed; first: {:?}",
+            run.first_error
+        ));
+    }
+    Ok(())
+}
+
+/// A client for step-ca's API (trusting its root) and a token minter for its provisioner.
+fn step_ca(env: &Env) -> Result<(Client, Arc<jwt::Minter>)> {
     let ca_json = std::env::var("STEP_CA_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| env.state.join("step/config/ca.json"));
@@ -56,70 +94,67 @@ async fn ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("the CA root is not PEM: {e}"))?;
     config.root_cert = Some(vec![root.contents]);
     config.read_timeout = Some(Duration::from_secs(30));
-    let ca = Client::try_from(config)?;
-    // Reuse the CSRs after the ones the controllers need (a CSR can be signed more than once;
-    // every token is fresh).
-    let pool: Arc<Vec<(String, String)>> = Arc::new(ctx.csrs.clone());
-    // One warm-up request proves the token format before the clock starts.
-    sign(&ca, &minter, &pool[0])
-        .await
-        .context("the warm-up sign request failed")?;
-    let deadline = Instant::now() + Duration::from_secs(ctx.opts.ceiling_secs);
+    Ok((Client::try_from(config)?, minter))
+}
+
+/// What the sign workers did, together.
+#[derive(Default)]
+struct SignRun {
+    ok: usize,
+    err: usize,
+    first_error: Option<String>,
+    latencies_ms: Vec<f64>,
+    elapsed: f64,
+}
+
+/// Signs from `concurrency` workers until `duration` has passed, each worker one request at a
+/// time on its own keep-alive connection, taking the CSRs of `pool` in turn.
+async fn sign_for(
+    duration: Duration,
+    concurrency: usize,
+    ca: &Client,
+    minter: &Arc<jwt::Minter>,
+    pool: &Arc<Vec<(String, String)>>,
+) -> Result<SignRun> {
+    let deadline = Instant::now() + duration;
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let workers = (0..ctx.opts.concurrency).map(|_| {
+    let workers = (0..concurrency).map(|_| {
         let (ca, minter, pool, next) = (ca.clone(), minter.clone(), pool.clone(), next.clone());
         tokio::spawn(async move {
-            let (mut ok, mut err, mut first_err, mut lat) = (0usize, 0usize, None, Vec::new());
+            let mut run = SignRun::default();
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed) % pool.len();
                 let t = Instant::now();
                 match sign(&ca, &minter, &pool[i]).await {
                     Ok(()) => {
-                        ok += 1;
-                        lat.push(ms(t.elapsed()));
+                        run.ok += 1;
+                        run.latencies_ms.push(ms(t.elapsed()));
                     }
                     Err(e) => {
-                        err += 1;
-                        first_err.get_or_insert(format!("{e:#}"));
+                        run.err += 1;
+                        run.first_error.get_or_insert(format!("{e:#}"));
                     }
                 }
             }
-            (ok, err, first_err, lat)
+            run
         })
     });
     let results = futures::future::join_all(workers).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let (mut ok, mut err, mut first, mut lat) = (0, 0, None, Vec::new());
+    let mut all = SignRun {
+        elapsed: started.elapsed().as_secs_f64(),
+        ..SignRun::default()
+    };
     for r in results {
-        let (o, e, f, l) = r?;
-        ok += o;
-        err += e;
-        if first.is_none() {
-            first = f;
+        let r = r?;
+        all.ok += r.ok;
+        all.err += r.err;
+        if all.first_error.is_none() {
+            all.first_error = r.first_error;
         }
-        lat.extend(l);
+        all.latencies_ms.extend(r.latencies_ms);
     }
-    let rate = ok as f64 / elapsed;
-    log(format!(
-        "ceiling: {ok} signed, {err} errors in {elapsed:.1} s = {rate:.1}/s"
-    ));
-    report.ceiling_signs_per_s = Some(round(rate, 1));
-    report.ceiling = Some(CeilingStats {
-        concurrency: ctx.opts.concurrency,
-        seconds: round(elapsed, 2),
-        signed: ok,
-        errors: err,
-        first_error: first.clone(),
-        p50_ms: percentile(&mut lat, 50.0).map(|x| round(x, 1)),
-        p99_ms: percentile(&mut lat, 99.0).map(|x| round(x, 1)),
-    });
-    if err > 0 {
-        report.notes.push(format!(
-            "ceiling: {err} sign requests failed; first: {first:?}"
-        ));
-    }
-    Ok(())
+    Ok(all)
 }
 
 /// The most an issuer could reach through this control plane: the bench does the work of the

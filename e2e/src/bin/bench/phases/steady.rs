@@ -33,12 +33,37 @@ pub async fn run(ctx: &Ctx, systems: &Systems, report: &mut Report) {
 async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()> {
     let ns = format!("bench-steady-{}", ctx.suffix);
     ensure_namespace(&ctx.client, &ns).await?;
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    let requests = namespaced(&ctx.client, &ns, &certificate_requests());
-    // Requests for an issuer that neither controller serves: both cache them, neither signs.
+    let t = Instant::now();
+    fill(ctx, &ns).await?;
+    log(format!(
+        "steady objects created in {:.1} s; waiting for cm-lite to approve them",
+        t.elapsed().as_secs_f64()
+    ));
+    // Approvals are updates: let them finish before any controller starts.
+    if let Err(e) = wait_for_approvals(ctx, &ns).await {
+        report.notes.push(format!("steady: {e:#}; measured anyway"));
+    }
+    let counts = cluster_counts(ctx).await?;
+    log(format!(
+        "cluster now holds {} CertificateRequests and {} Secrets",
+        counts.certificaterequests, counts.secrets
+    ));
+    report.steady.cluster_objects = Some(counts);
+    for s in systems.all() {
+        if let Err(e) = steady_one(ctx, s, report).await {
+            report.error(&format!("steady {}", s.system.key()), e);
+        }
+    }
+    Ok(())
+}
+
+/// Creates `--steady-secrets` Secrets of 1 KiB random data and `--steady-crs` requests for an
+/// issuer that neither controller serves (both cache them, neither signs them) in `ns`.
+async fn fill(ctx: &Ctx, ns: &str) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let requests = namespaced(&ctx.client, ns, &certificate_requests());
     let foreign = issuer_ref("bench.example.com", "NoSuchIssuer", "none");
     let csr = ctx.csrs.last().context("no CSRs")?.1.clone();
-    let t = Instant::now();
     let errs: Vec<String> =
         futures::stream::iter(0..ctx.opts.steady_secrets.max(ctx.opts.steady_crs))
             .map(|i| {
@@ -51,17 +76,7 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
                 let opts = ctx.opts.clone();
                 async move {
                     if i < opts.steady_secrets {
-                        use rand::RngCore;
-                        let mut data = vec![0u8; 1024];
-                        rand::rng().fill_bytes(&mut data);
-                        let s = Secret {
-                            metadata: ObjectMeta {
-                                name: Some(format!("s{i:05}")),
-                                ..Default::default()
-                            },
-                            data: Some(BTreeMap::from([("data".to_string(), ByteString(data))])),
-                            ..Default::default()
-                        };
+                        let s = random_secret(&format!("s{i:05}"));
                         if let Err(e) = secrets.create(&PostParams::default(), &s).await {
                             return Some(format!("Secret s{i:05}: {e}"));
                         }
@@ -85,14 +100,29 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
     if !errs.is_empty() {
         bail!("{} creates failed, first: {}", errs.len(), errs[0]);
     }
-    log(format!(
-        "steady objects created in {:.1} s; waiting for cm-lite to approve them",
-        t.elapsed().as_secs_f64()
-    ));
-    // Approvals are updates: let them finish before any controller starts.
+    Ok(())
+}
+
+/// An Opaque Secret of 1 KiB random data (incompressible, so etcd and caches hold it all).
+fn random_secret(name: &str) -> Secret {
+    use rand::RngCore;
+    let mut data = vec![0u8; 1024];
+    rand::rng().fill_bytes(&mut data);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("data".to_string(), ByteString(data))])),
+        ..Default::default()
+    }
+}
+
+/// Waits until cm-lite has approved every steady request in `ns`.
+async fn wait_for_approvals(ctx: &Ctx, ns: &str) -> Result<usize> {
     let n = ctx.opts.steady_crs;
-    let typed = Api::<CertificateRequest>::namespaced(ctx.client.clone(), &ns);
-    let approved = e2e::wait_for(
+    let typed = Api::<CertificateRequest>::namespaced(ctx.client.clone(), ns);
+    e2e::wait_for(
         "cm-lite to approve the steady CertificateRequests",
         Duration::from_secs(120) + Duration::from_millis(100) * n as u32,
         async || {
@@ -109,22 +139,7 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
             format!("{} of {n} approved", approved_count(&l))
         },
     )
-    .await;
-    if let Err(e) = approved {
-        report.notes.push(format!("steady: {e:#}; measured anyway"));
-    }
-    let counts = cluster_counts(ctx).await?;
-    log(format!(
-        "cluster now holds {} CertificateRequests and {} Secrets",
-        counts.certificaterequests, counts.secrets
-    ));
-    report.steady.cluster_objects = Some(counts);
-    for s in systems.all() {
-        if let Err(e) = steady_one(ctx, s, report).await {
-            report.error(&format!("steady {}", s.system.key()), e);
-        }
-    }
-    Ok(())
+    .await
 }
 
 async fn cluster_counts(ctx: &Ctx) -> Result<ClusterObjects> {
