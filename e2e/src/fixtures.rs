@@ -4,12 +4,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use step_operator::cert_manager::CertificateRequest;
+use step_operator::crd::{StepClusterIssuer, StepIssuer};
 
 use crate::operator::CLUSTER_RESOURCE_NAMESPACE;
 use crate::{Env, dump, random_suffix, wait_for};
@@ -19,31 +22,17 @@ pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiReso
 }
 
 pub fn step_issuers() -> ApiResource {
-    resource(
-        "certmanager.step.sm",
-        "v1beta1",
-        "StepIssuer",
-        "stepissuers",
-    )
+    ApiResource::erase::<StepIssuer>(&())
 }
 pub fn step_cluster_issuers() -> ApiResource {
-    resource(
-        "certmanager.step.sm",
-        "v1beta1",
-        "StepClusterIssuer",
-        "stepclusterissuers",
-    )
+    ApiResource::erase::<StepClusterIssuer>(&())
 }
+/// cert-manager's Certificate: step-operator never reads it, so it has no Rust type to borrow.
 pub fn certificates() -> ApiResource {
     resource("cert-manager.io", "v1", "Certificate", "certificates")
 }
 pub fn certificate_requests() -> ApiResource {
-    resource(
-        "cert-manager.io",
-        "v1",
-        "CertificateRequest",
-        "certificaterequests",
-    )
+    ApiResource::erase::<CertificateRequest>(&())
 }
 
 pub fn namespaced(client: &Client, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
@@ -118,25 +107,9 @@ pub async fn password_secret(
     Ok(())
 }
 
+/// Standard base64 with padding, as Kubernetes writes `[]byte` fields in JSON.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The `spec` of an issuer pointing at the e2e step-ca, as step-issuer's README writes it.

@@ -1,38 +1,38 @@
-//! One-time tokens for step-ca's JWK provisioner, minted in-process (ES256), so that the ceiling
-//! measurement spends no time spawning `step ca token`.
+//! One-time tokens for step-ca's JWK provisioner, minted in-process by step-operator's own token
+//! code, so that the ceiling measurement spends no time spawning `step ca token` and step-ca
+//! sees the tokens the controller sends.
 //!
-//! The provisioner's private JWK is decrypted once with `step crypto jwe decrypt`, turned into a
-//! PKCS#8 document and handed to rustls's ring signer (the e2e crate has no JOSE dependency).
+//! The provisioner's private JWK is decrypted once, from step-ca's config and the provisioner
+//! password, as the controller decrypts it from the CA's provisioner list.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::time::SystemTime;
 
-use anyhow::{Context as _, Result, bail};
-use rustls::SignatureScheme;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::SigningKey;
-use serde_json::{Value, json};
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+use step_operator::step::signer::root_fingerprint;
+use step_operator::step::token::DEFAULT_TOKEN_LIFETIME;
+use step_operator::step::{ProvisionerKey, TokenClaims, decrypt_provisioner_key, trim_password};
 
 pub struct Minter {
-    key: Arc<dyn SigningKey>,
-    kid: String,
-    issuer: String,
-    audience: String,
-    fingerprint: String,
+    key: ProvisionerKey,
+    /// Everything but the subject and SANs, which change with each token.
+    claims: TokenClaims,
 }
 
 impl Minter {
     /// `ca_json` is step-ca's config; `provisioner` the JWK provisioner's name.
-    pub async fn new(
-        step: &Path,
+    pub fn new(
         ca_json: &Path,
         password_file: &Path,
-        root: &Path,
+        root_pem: &str,
         provisioner: &str,
         ca_url: &str,
     ) -> Result<Minter> {
-        let cfg: Value = serde_json::from_slice(&std::fs::read(ca_json)?)
-            .with_context(|| format!("reading {}", ca_json.display()))?;
+        let cfg: Value = serde_json::from_slice(
+            &std::fs::read(ca_json).with_context(|| format!("reading {}", ca_json.display()))?,
+        )
+        .with_context(|| format!("parsing {}", ca_json.display()))?;
         let prov = cfg["authority"]["provisioners"]
             .as_array()
             .and_then(|ps| ps.iter().find(|p| p["name"] == provisioner))
@@ -40,179 +40,113 @@ impl Minter {
         let encrypted = prov["encryptedKey"]
             .as_str()
             .context("provisioner has no encryptedKey")?;
-        let steppath = tempfile::tempdir()?;
-        let mut child = tokio::process::Command::new(step)
-            .args(["crypto", "jwe", "decrypt", "--password-file"])
-            .arg(password_file)
-            .env("STEPPATH", steppath.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        {
-            use tokio::io::AsyncWriteExt;
-            let mut stdin = child.stdin.take().context("stdin")?;
-            stdin.write_all(encrypted.as_bytes()).await?;
-        }
-        let out = child.wait_with_output().await?;
-        if !out.status.success() {
-            bail!(
-                "step crypto jwe decrypt failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let jwk: Value = serde_json::from_slice(&out.stdout)?;
-        if jwk["crv"] != "P-256" {
-            bail!(
-                "only P-256 provisioner keys are supported, got {}",
-                jwk["crv"]
-            );
-        }
-        let field = |k: &str| -> Result<Vec<u8>> {
-            let v = b64url_decode(jwk[k].as_str().with_context(|| format!("JWK has no {k}"))?)?;
-            if v.len() != 32 {
-                bail!("JWK {k} is {} bytes, expected 32", v.len());
-            }
-            Ok(v)
-        };
-        let der = pkcs8_p256(&field("d")?, &field("x")?, &field("y")?);
-        let key = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Pkcs8(
-            PrivatePkcs8KeyDer::from(der),
-        ))
-        .map_err(|e| anyhow::anyhow!("loading the provisioner key: {e}"))?;
-        let fp = crate::run_out(
-            step,
-            &[
-                "certificate",
-                "fingerprint",
-                root.to_str().context("utf-8")?,
-            ],
-            &[("STEPPATH", steppath.path().to_str().context("utf-8")?)],
-        )
-        .await?;
+        let password = std::fs::read(password_file)
+            .with_context(|| format!("reading {}", password_file.display()))?;
+        // Trailing whitespace trimmed, as `step --password-file` reads the file.
+        let key = decrypt_provisioner_key(encrypted, trim_password(&password))
+            .context("decrypting the provisioner key")?;
+        let root_sha256_hex =
+            root_fingerprint(root_pem).context("the CA root is not a PEM certificate")?;
         Ok(Minter {
             key,
-            kid: jwk["kid"].as_str().unwrap_or_default().to_string(),
-            issuer: provisioner.to_string(),
-            audience: format!("{}/1.0/sign", ca_url.trim_end_matches('/')),
-            fingerprint: fp.trim().to_string(),
+            claims: TokenClaims {
+                issuer: provisioner.to_string(),
+                subject: String::new(),
+                sans: Vec::new(),
+                audience: format!("{}/1.0/sign", ca_url.trim_end_matches('/')),
+                root_sha256_hex: Some(root_sha256_hex),
+                lifetime: DEFAULT_TOKEN_LIFETIME,
+            },
         })
     }
 
-    /// A fresh token for `subject` with `sans` (unique `jti`, 5-minute lifetime).
+    /// A fresh token for `subject` with `sans` (random `jti`, 5-minute lifetime).
     pub fn token(&self, subject: &str, sans: &[&str]) -> Result<String> {
-        use rand::Rng;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let jti: String = {
-            let mut rng = rand::rng();
-            (0..32)
-                .map(|_| format!("{:02x}", rng.random::<u8>()))
-                .collect()
+        let claims = TokenClaims {
+            subject: subject.to_string(),
+            sans: sans.iter().map(|s| s.to_string()).collect(),
+            ..self.claims.clone()
         };
-        let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let claims = json!({
-            "iss": self.issuer, "aud": self.audience, "sub": subject, "sans": sans,
-            "jti": jti, "iat": now, "nbf": now, "exp": now + 300, "sha": self.fingerprint,
-        });
-        let signing_input = format!(
-            "{}.{}",
-            b64url(&serde_json::to_vec(&header)?),
-            b64url(&serde_json::to_vec(&claims)?)
+        Ok(self.key.sign_token(&claims, SystemTime::now())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    use super::*;
+
+    /// smallstep/certificates `ca/testdata/ca.json`, provisioner "mariano", password "password".
+    const MARIANO_JWE: &str = "eyJhbGciOiJQQkVTMi1IUzI1NitBMTI4S1ciLCJlbmMiOiJBMTI4R0NNIiwicDJjIjoxMDAwMDAsInAycyI6IlB1UnJVQ1RZZkR1T2F5MEh2cGl6bncifQ.7a-OP5xWGbFra8m2MN9YuLGt6v4y0wmB.u-54daK2y-0UO9na.3GQy6E52-fOSUu5NJ_sEbxj_T3CTyWb7wOPFv2oI2PBWXp5CLpiWJbCFpF4v2oD9fN5XbxMP14ootbrFjATnoMWfWgyLwG-KOj9BqMGNxhG2v37yC7Wrris6s30nrPa3uyNEYZ12AOQW1K04cU2X0u_qJM3vzMCle548ZFTWs6_d6L8lp3o0F9MEbCmJ4p6CLqQxjxYtn1aD79lM91NbIXpRP3iUFQRly-y_iC2mSkXCdd_cQ6-dqLUchXwWRyVO5nBHb4J87aZ91VApw7ldTLtwRZ2ZGJpqGQGgjTwi4sgjEcMuGg0_83XGk2ubdlKDpmGFedOHS5rYCbxotts.vSYfxsi2UU9LQeySDjAnnQ";
+
+    /// The header and claim set the bench's own ES256 minter wrote, from step-ca's files.
+    #[test]
+    fn tokens_carry_the_claims_the_old_minter_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_json = dir.path().join("ca.json");
+        let config = json!({"authority": {"provisioners": [
+            {"name": "other", "type": "JWK"},
+            {"name": "mariano", "type": "JWK", "encryptedKey": MARIANO_JWE},
+        ]}});
+        std::fs::write(&ca_json, config.to_string()).unwrap();
+        // A password file as `step` writes it, with a newline.
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, "password\n").unwrap();
+        let root = rcgen::CertificateParams::new(vec!["root".into()])
+            .unwrap()
+            .self_signed(&rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let minter = Minter::new(
+            &ca_json,
+            &password_file,
+            &root.pem(),
+            "mariano",
+            "https://ca.example:9000/",
+        )
+        .unwrap();
+
+        let token = minter.token("a.example", &["a.example"]).unwrap();
+        let part = |i: usize| -> Value {
+            let seg = token.split('.').nth(i).unwrap();
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(seg).unwrap()).unwrap()
+        };
+        let header = part(0);
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["typ"], "JWT");
+        assert_eq!(header["kid"], "FLIV7q23CXHrg75J2OSbvzwKJJqoxCYixjmsJirneOg");
+        let claims = part(1);
+        let mut keys: Vec<&str> = claims
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "aud", "exp", "iat", "iss", "jti", "nbf", "sans", "sha", "sub"
+            ]
         );
-        let signer = self
-            .key
-            .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
-            .context("the key cannot sign ES256")?;
-        let sig = signer
-            .sign(signing_input.as_bytes())
-            .map_err(|e| anyhow::anyhow!("signing: {e}"))?;
-        Ok(format!(
-            "{signing_input}.{}",
-            b64url(&der_sig_to_raw(&sig)?)
-        ))
+        assert_eq!(claims["iss"], "mariano");
+        assert_eq!(claims["aud"], "https://ca.example:9000/1.0/sign");
+        assert_eq!(claims["sub"], "a.example");
+        assert_eq!(claims["sans"], json!(["a.example"]));
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            300
+        );
+        assert_eq!(claims["nbf"], claims["iat"]);
+        assert_eq!(claims["sha"].as_str().unwrap().len(), 64);
+        // ES256: a fixed-width r || s.
+        let sig = URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(2).unwrap())
+            .unwrap();
+        assert_eq!(sig.len(), 64);
+        // Every token is new (step-ca burns each jti).
+        assert_ne!(minter.token("a.example", &["a.example"]).unwrap(), token);
     }
-}
-
-/// PKCS#8 `PrivateKeyInfo` for a P-256 key (RFC 5915 inside RFC 5208), with the public key.
-fn pkcs8_p256(d: &[u8], x: &[u8], y: &[u8]) -> Vec<u8> {
-    let mut v = vec![
-        0x30, 0x81, 0x87, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d,
-        0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04, 0x6d, 0x30,
-        0x6b, 0x02, 0x01, 0x01, 0x04, 0x20,
-    ];
-    v.extend_from_slice(d);
-    v.extend_from_slice(&[0xa1, 0x44, 0x03, 0x42, 0x00, 0x04]);
-    v.extend_from_slice(x);
-    v.extend_from_slice(y);
-    v
-}
-
-/// ASN.1 `ECDSA-Sig-Value` (what TLS uses) to JOSE's fixed 64-byte `r || s`.
-fn der_sig_to_raw(der: &[u8]) -> Result<Vec<u8>> {
-    fn int(b: &[u8]) -> Result<(&[u8], &[u8])> {
-        if b.len() < 2 || b[0] != 0x02 {
-            bail!("bad DER integer");
-        }
-        let n = b[1] as usize;
-        let rest = b.get(2..2 + n).context("short DER integer")?;
-        Ok((rest, &b[2 + n..]))
-    }
-    if der.len() < 2 || der[0] != 0x30 {
-        bail!("bad DER signature");
-    }
-    let body = &der[2..];
-    let (r, rest) = int(body)?;
-    let (s, _) = int(rest)?;
-    let mut out = vec![0u8; 64];
-    for (i, part) in [r, s].iter().enumerate() {
-        let p: &[u8] = {
-            let mut p = *part;
-            while p.len() > 32 && p[0] == 0 {
-                p = &p[1..];
-            }
-            p
-        };
-        if p.len() > 32 {
-            bail!("DER integer longer than 32 bytes");
-        }
-        out[i * 32 + 32 - p.len()..(i + 1) * 32].copy_from_slice(p);
-    }
-    Ok(out)
-}
-
-pub fn b64url(bytes: &[u8]) -> String {
-    e2e::fixtures::base64(bytes)
-        .trim_end_matches('=')
-        .replace('+', "-")
-        .replace('/', "_")
-}
-
-pub fn b64url_decode(s: &str) -> Result<Vec<u8>> {
-    b64_decode(&s.replace('-', "+").replace('_', "/"))
-}
-
-/// Standard base64 (padding and whitespace ignored).
-pub fn b64_decode(s: &str) -> Result<Vec<u8>> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        if c == b'=' || c.is_ascii_whitespace() {
-            continue;
-        }
-        let v = A
-            .iter()
-            .position(|&a| a == c)
-            .with_context(|| format!("bad base64 character {:?}", c as char))?;
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
 }

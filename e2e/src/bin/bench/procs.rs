@@ -179,6 +179,9 @@ fn tick_hz() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// CPU seconds by process name, and the wall-clock seconds they were counted over.
+pub type CpuSeconds = std::collections::BTreeMap<String, f64>;
+
 /// CPU time of a set of named processes between `CpuSnapshot::take` and `since`: where the
 /// cores went during a measurement (2 cores are shared by everything on this machine).
 pub struct CpuSnapshot {
@@ -197,24 +200,21 @@ impl CpuSnapshot {
         }
     }
 
-    /// `{name: cpu seconds}` used since the snapshot, plus `wall_seconds`.
-    pub fn since(&self) -> serde_json::Value {
+    /// CPU seconds each process used since the snapshot, plus `wall_seconds`.
+    pub fn since(&self) -> CpuSeconds {
         let hz = tick_hz();
-        let mut out = serde_json::Map::new();
+        let mut out = CpuSeconds::new();
         out.insert(
             "wall_seconds".into(),
-            serde_json::json!((self.at.elapsed().as_secs_f64() * 100.0).round() / 100.0),
+            (self.at.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         );
         for (name, pid, t0) in &self.ticks {
             if let Ok(t1) = cpu_ticks(*pid) {
                 let secs = t1.saturating_sub(*t0) as f64 / hz;
-                out.insert(
-                    name.clone(),
-                    serde_json::json!((secs * 100.0).round() / 100.0),
-                );
+                out.insert(name.clone(), (secs * 100.0).round() / 100.0);
             }
         }
-        serde_json::Value::Object(out)
+        out
     }
 }
 
@@ -243,4 +243,15 @@ pub async fn wait_idle(pid: u32, max_share: f64, timeout: Duration) -> Result<(D
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The control plane's processes by name, from the PID files `e2e/cluster.sh` writes.
+pub fn cluster_pids(env: &Env) -> Vec<(String, u32)> {
+    ["etcd", "apiserver", "cert-manager", "step-ca"]
+        .iter()
+        .filter_map(|n| {
+            let pid = std::fs::read_to_string(env.state.join(format!("{n}.pid"))).ok()?;
+            Some((n.to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
 }
