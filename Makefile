@@ -27,6 +27,7 @@ lint:
 
 unit:
 	$(CARGO) test --locked
+	$(CARGO) test --locked -p e2e --bin bench
 
 # Regenerates the CRD YAML from the Rust types: crds/, the chart's copy, and the kustomize base
 # (kustomize cannot load files above config/). A unit test fails when crds/ or the chart's copy is
