@@ -9,7 +9,7 @@
 //!
 //! Client-side handling of statuses (see [`crate::agent::bootstrap`]):
 //! - 4xx other than 408 and 429: refused; the message is logged and the request is retried
-//!   slowly (at most [`crate::agent::backoff::REFUSED_MAX`] apart), since the operator may fix
+//!   slowly (at most [`crate::backoff::REFUSED_MAX`] apart), since the operator may fix
 //!   the pod's policy or the issuer meanwhile;
 //! - 5xx, 408, 429 and transport errors: retried with backoff from 1 s doubling to 30 s.
 

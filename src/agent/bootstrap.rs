@@ -13,9 +13,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use zeroize::Zeroizing;
 
-use super::backoff::{self, Backoff, Failure};
 use super::files::{self, CertFiles, Current, Invalid};
 use super::{AgentArgs, AgentConfig};
+use crate::backoff::{self, Backoff, Failure};
 use crate::pki::chain::{renew_at, signing_root, verify_issued};
 use crate::pki::keys::GeneratedKey;
 use crate::pod_protocol::{BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorResponse};
@@ -68,7 +68,7 @@ pub struct BootstrapClient {
     http: reqwest::Client,
     url: String,
     token_path: std::path::PathBuf,
-    retry: super::backoff::RetryPolicy,
+    retry: crate::backoff::RetryPolicy,
 }
 
 impl BootstrapClient {

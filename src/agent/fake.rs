@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 
 use super::AgentConfig;
-use super::backoff::RetryPolicy;
+use crate::backoff::RetryPolicy;
 use crate::pod_protocol::BootstrapResponse;
 
 #[derive(Default)]

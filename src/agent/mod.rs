@@ -9,7 +9,6 @@
 //! Configuration comes from flags, each also an environment variable set by the webhook
 //! (`src/webhook/mutate.rs`, `injected_env`); see [`AgentArgs`].
 
-pub mod backoff;
 pub mod bootstrap;
 #[cfg(test)]
 mod fake;
@@ -22,8 +21,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::backoff::RetryPolicy;
 use crate::pki::keys::KeyAlgorithm;
-use backoff::RetryPolicy;
 use files::Owner;
 
 use crate::pod_protocol::env as ENV;

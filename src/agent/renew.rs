@@ -16,6 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::bootstrap::{self, BootstrapClient};
 use super::files::{self, CERT_MODE, Current, Invalid, SITE_CRT};
 use super::{AgentArgs, AgentConfig};
+use crate::backoff::{self, Failure, RetryPolicy};
 use crate::pki::chain::{renew_at, verify_issued};
 use crate::step;
 
@@ -53,18 +54,21 @@ pub fn next_action(now: DateTime<Utc>, current: Option<&Current>, jitter: f64) -
     }
 }
 
-/// Delay before retrying a renewal: 1 s, then doubling, capped at a tenth of the remaining
-/// lifetime but never below 1 s.
+/// Delay before retrying a renewal: the shared transient backoff from 1 s, doubling, capped at a
+/// tenth of the remaining lifetime (so a certificate about to expire is retried often enough to
+/// be renewed in time) but never below 1 s.
 pub fn retry_delay(previous: Option<Duration>, remaining: TimeDelta) -> Duration {
     let cap = remaining
         .to_std()
         .map(|r| r / 10)
         .unwrap_or(Duration::ZERO)
         .max(MIN_RETRY);
-    previous
-        .map_or(MIN_RETRY, |p| p.saturating_mul(2))
-        .min(cap)
-        .max(MIN_RETRY)
+    let policy = RetryPolicy {
+        transient_initial: MIN_RETRY,
+        transient_max: cap,
+        ..RetryPolicy::default()
+    };
+    backoff::next_delay(&policy, previous, Failure::Transient)
 }
 
 /// Why a renewal failed.
@@ -169,7 +173,7 @@ impl Renewer {
                         self.previous_retry = Some(d);
                         tracing::warn!(
                             "renew: renewal failed ({msg}), retrying in {}",
-                            super::backoff::display(d)
+                            backoff::display(d)
                         );
                         Ok(d)
                     }
