@@ -8,7 +8,6 @@ pub mod cert_manager;
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod crd_cmd;
 pub mod duration;
 pub mod issuer;
 pub mod kube_client;

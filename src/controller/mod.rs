@@ -28,21 +28,21 @@ use crate::policy::{NamePolicy, WithoutPolicy};
 use self::context::{Context, Settings};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let (config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
-    let watch_client = kube_client::client(config, Use::Watches, args.kube_timeout)?;
+    let (config, client) = kube_client::connect(Use::Calls, args.cluster.kube_timeout).await?;
+    let watch_client = kube_client::client(config, Use::Watches, args.cluster.kube_timeout)?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr,
+        args.admin_addr(),
         ready_rx,
         metrics.clone(),
     ));
 
-    let identity = args.pod_name.clone().unwrap_or_else(default_identity);
+    let identity = args.pod.identity();
     let mut lost_lease = None;
     if args.leader_elect {
         let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.pod_namespace)
+            .with_namespace(&args.pod.pod_namespace)
             .with_identity(&identity)
             .with_duration(args.lease_duration.as_secs().max(2))
             .with_grace((args.lease_duration.as_secs() / 3).max(1))
@@ -52,13 +52,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .with_context(|| {
                 format!(
                     "setting up leader election with Lease {}/{}",
-                    args.pod_namespace, args.lease_name
+                    args.pod.pod_namespace, args.lease_name
                 )
             })?;
         let (mut leader, task) = lease.watch().await;
         // A standby is healthy and ready: it serves /metrics and waits.
         let _ = ready_tx.send(true);
-        tracing::info!(identity, lease = %args.lease_name, namespace = %args.pod_namespace, "Waiting to become the leader");
+        tracing::info!(identity, lease = %args.lease_name, namespace = %args.pod.pod_namespace, "Waiting to become the leader");
         while !*leader.borrow_and_update() {
             // Say so periodically: a standby and a replica that lacks Lease RBAC look the same.
             match tokio::time::timeout(std::time::Duration::from_secs(30), leader.changed()).await {
@@ -67,7 +67,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 Err(_) => tracing::info!(
                     identity,
                     lease = %args.lease_name,
-                    namespace = %args.pod_namespace,
+                    namespace = %args.pod.pod_namespace,
                     "Still waiting for the leader lease: another replica holds it, or this ServiceAccount may not get, create or patch Leases in this namespace"
                 ),
             }
@@ -102,8 +102,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         client: client.clone(),
         metrics: metrics.clone(),
         signers: Default::default(),
-        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
-        ca_timeout: args.ca_timeout,
+        cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
+        ca_timeout: args.issuers.ca_timeout,
         forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
     };
     let ctx = Arc::new(Context {
@@ -113,11 +113,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics,
         issuers,
         settings: Settings {
-            cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+            cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
             max_retry_duration: args.max_retry_duration,
             issuer_recheck_interval: args.issuer_recheck_interval,
             streaming_lists,
-            names: NamePolicy::new(&args.cluster_domain, Vec::new()),
+            names: NamePolicy::new(&args.cluster.cluster_domain, Vec::new()),
             without_policy: match args.issuers_without_policy {
                 IssuersWithoutPolicy::AllowAnyName => WithoutPolicy::AllowAnyName,
                 IssuersWithoutPolicy::NamespaceNames => WithoutPolicy::NamespaceNames,
@@ -197,11 +197,6 @@ fn lease_field_manager(identity: &str) -> String {
     // Field managers are limited to 128 characters; pod names are at most 63.
     let name = format!("step-operator-lease-{identity}");
     name.chars().take(128).collect()
-}
-
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
-    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

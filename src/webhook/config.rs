@@ -26,7 +26,7 @@ pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<W
                 .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut policy = NamePolicy::new(&args.cluster_domain, allowed);
+    let mut policy = NamePolicy::new(&args.cluster.cluster_domain, allowed);
     policy.short_names = args.allow_short_names;
     let namespace_labels = args
         .namespace_labels
@@ -43,12 +43,12 @@ pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<W
     let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
         format!(
             "https://{}.{}.svc:443",
-            args.service_name, args.pod_namespace
+            args.service_name, args.pod.pod_namespace
         )
     });
     let mut inject = InjectConfig::new(&args.image, &webhook_url, "", &args.default_issuer);
     inject.image_pull_policy = args.image_pull_policy.clone();
-    inject.cluster_domain = args.cluster_domain.clone();
+    inject.cluster_domain = args.cluster.cluster_domain.clone();
     inject.policy = policy.clone();
     inject.token_audience = args.token_audience.clone();
     inject.bootstrap_ca_pem = Some(bootstrap_ca_pem.to_owned());

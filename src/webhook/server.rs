@@ -90,12 +90,12 @@ fn watch_issuers(client: kube::Client) -> KnownIssuers {
 }
 
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    let (kube_config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
-    let watch_client = kube_client::client(kube_config, Use::Watches, args.kube_timeout)?;
+    let (kube_config, client) = kube_client::connect(Use::Calls, args.cluster.kube_timeout).await?;
+    let watch_client = kube_client::client(kube_config, Use::Watches, args.cluster.kube_timeout)?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr,
+        args.admin_addr(),
         ready_rx,
         metrics.clone(),
     ));
@@ -108,16 +108,16 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         client,
         metrics: metrics.clone(),
         signers: Default::default(),
-        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
-        ca_timeout: args.ca_timeout,
+        cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
+        ca_timeout: args.issuers.ca_timeout,
         // Pods name StepClusterIssuers only, which the deny-list does not restrict.
         forbidden_ca_cidrs: Default::default(),
     });
 
     let names = serving::serving_names(
         &args.service_name,
-        &args.pod_namespace,
-        &args.cluster_domain,
+        &args.pod.pod_namespace,
+        &args.cluster.cluster_domain,
         &args.tls_sans,
     );
     let issuers = watch_issuers(watch_client);
