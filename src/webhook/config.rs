@@ -5,7 +5,7 @@
 use crate::cli::WebhookArgs;
 use crate::policy::{NamePolicy, Pattern};
 use crate::webhook::bootstrap::BootstrapSettings;
-use crate::webhook::mutate::InjectConfig;
+use crate::webhook::mutate::{InjectConfig, TOKEN_EXPIRATION_SECONDS, default_resources};
 
 /// Everything the handlers need from the arguments.
 #[derive(Clone, Debug)]
@@ -16,20 +16,56 @@ pub struct WebhookConfig {
 
 /// Builds the injection and bootstrap settings from the arguments. `bootstrap_ca_pem` is the
 /// root the injected agent trusts for the webhook's TLS (known once the serving certificate is).
+/// Every field of both is set here, from a flag or a named default, so none can be left behind.
 pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<WebhookConfig> {
-    let allowed = args
-        .allowed_names
+    let mut policy = NamePolicy::new(&args.cluster.cluster_domain, allowed_names(args)?);
+    policy.short_names = args.allow_short_names;
+    let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
+        format!(
+            "https://{}.{}.svc:443",
+            args.service_name, args.pod.pod_namespace
+        )
+    });
+    let inject = InjectConfig {
+        image: args.image.clone(),
+        image_pull_policy: args.image_pull_policy.clone(),
+        webhook_url,
+        // No CA URL: the renewer uses the one the bootstrapper got from /bootstrap, so the
+        // webhook stays the only place that knows where each issuer's step-ca is.
+        ca_url: String::new(),
+        default_issuer: args.default_issuer.clone(),
+        // The CA (the issuer's provisioner) decides unless the pod asks.
+        default_duration: None,
+        token_audience: args.token_audience.clone(),
+        token_expiration_seconds: TOKEN_EXPIRATION_SECONDS,
+        policy: policy.clone(),
+        resources: default_resources(),
+        bootstrap_ca_pem: Some(bootstrap_ca_pem.to_owned()),
+    };
+    let bootstrap = BootstrapSettings {
+        audience: args.token_audience.clone(),
+        default_issuer: args.default_issuer.clone(),
+        policy,
+        namespace_labels: namespace_labels(args)?,
+    };
+    Ok(WebhookConfig { inject, bootstrap })
+}
+
+/// `--allowed-names`, parsed; empty entries are skipped.
+fn allowed_names(args: &WebhookArgs) -> anyhow::Result<Vec<Pattern>> {
+    args.allowed_names
         .iter()
         .filter(|p| !p.trim().is_empty())
         .map(|p| {
             p.parse::<Pattern>()
                 .map_err(|e| anyhow::anyhow!("--allowed-names {p:?}: {e}"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut policy = NamePolicy::new(&args.cluster.cluster_domain, allowed);
-    policy.short_names = args.allow_short_names;
-    let namespace_labels = args
-        .namespace_labels
+        .collect()
+}
+
+/// `--namespace-label` as (key, value) pairs; empty entries are skipped.
+fn namespace_labels(args: &WebhookArgs) -> anyhow::Result<Vec<(String, String)>> {
+    args.namespace_labels
         .iter()
         .map(|l| l.trim())
         .filter(|l| !l.is_empty())
@@ -39,26 +75,7 @@ pub fn from_args(args: &WebhookArgs, bootstrap_ca_pem: &str) -> anyhow::Result<W
                 "--namespace-label {l:?} is not key=value, e.g. autocert.step.sm=enabled"
             )),
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let webhook_url = args.bootstrap_url.clone().unwrap_or_else(|| {
-        format!(
-            "https://{}.{}.svc:443",
-            args.service_name, args.pod.pod_namespace
-        )
-    });
-    let mut inject = InjectConfig::new(&args.image, &webhook_url, "", &args.default_issuer);
-    inject.image_pull_policy = args.image_pull_policy.clone();
-    inject.cluster_domain = args.cluster.cluster_domain.clone();
-    inject.policy = policy.clone();
-    inject.token_audience = args.token_audience.clone();
-    inject.bootstrap_ca_pem = Some(bootstrap_ca_pem.to_owned());
-    let bootstrap = BootstrapSettings {
-        audience: args.token_audience.clone(),
-        default_issuer: args.default_issuer.clone(),
-        policy,
-        namespace_labels,
-    };
-    Ok(WebhookConfig { inject, bootstrap })
+        .collect()
 }
 
 #[cfg(test)]
@@ -110,13 +127,19 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.inject.image, "local/step-operator:dev");
         assert_eq!(cfg.inject.image_pull_policy.as_deref(), Some("Never"));
-        assert_eq!(cfg.inject.cluster_domain, "corp.internal");
         assert_eq!(cfg.inject.policy.cluster_domain, "corp.internal");
         assert_eq!(cfg.bootstrap.policy.cluster_domain, "corp.internal");
         assert_eq!(cfg.inject.webhook_url, "https://hook.ops.svc:443");
         assert_eq!(cfg.inject.default_issuer, "ca");
         assert_eq!(cfg.bootstrap.default_issuer, "ca");
         assert_eq!(cfg.inject.bootstrap_ca_pem.as_deref(), Some("root-pem"));
+        // What no flag sets keeps its documented default.
+        assert_eq!(cfg.inject.token_expiration_seconds, 600);
+        assert_eq!(cfg.inject.resources, default_resources());
+        assert_eq!(
+            (cfg.inject.ca_url.as_str(), cfg.inject.default_duration),
+            ("", None)
+        );
         let url = from_args(&args(&["--bootstrap-url", "https://127.0.0.1:9443"]), "r").unwrap();
         assert_eq!(url.inject.webhook_url, "https://127.0.0.1:9443");
     }

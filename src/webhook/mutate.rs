@@ -85,10 +85,7 @@ pub struct InjectConfig {
     pub token_audience: String,
     /// Lifetime of the projected token; Kubernetes requires at least 600.
     pub token_expiration_seconds: i64,
-    /// Cluster DNS domain. The name policy uses its own copy (`policy.cluster_domain`);
-    /// [`InjectConfig::new`] keeps both equal.
-    pub cluster_domain: String,
-    /// Which names a pod may ask for.
+    /// Which names a pod may ask for (with the cluster DNS domain).
     pub policy: NamePolicy,
     /// Resources of each injected container.
     pub resources: ResourceRequirements,
@@ -96,11 +93,16 @@ pub struct InjectConfig {
     pub bootstrap_ca_pem: Option<String>,
 }
 
+/// Lifetime of the injected projected token: the shortest Kubernetes allows (the kubelet
+/// refreshes it long before it expires).
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 600;
+
 impl InjectConfig {
-    /// A configuration with the defaults: audience `step-operator`, 600 s tokens, cluster domain
-    /// `cluster.local` with the default name policy, [`default_resources`].
+    /// A configuration with the defaults, for tests and tools: audience `step-operator`, 600 s
+    /// tokens, cluster domain `cluster.local` with the default name policy,
+    /// [`default_resources`]. The webhook builds its own from its flags, in
+    /// [`super::config::from_args`].
     pub fn new(image: &str, webhook_url: &str, ca_url: &str, default_issuer: &str) -> Self {
-        let policy = NamePolicy::default();
         Self {
             image: image.to_owned(),
             image_pull_policy: None,
@@ -109,9 +111,8 @@ impl InjectConfig {
             default_issuer: default_issuer.to_owned(),
             default_duration: None,
             token_audience: "step-operator".to_owned(),
-            token_expiration_seconds: 600,
-            cluster_domain: policy.cluster_domain.clone(),
-            policy,
+            token_expiration_seconds: TOKEN_EXPIRATION_SECONDS,
+            policy: NamePolicy::default(),
             resources: default_resources(),
             bootstrap_ca_pem: None,
         }
