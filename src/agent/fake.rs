@@ -207,6 +207,8 @@ impl Fake {
             key_mode: 0o600,
             name: Some("app.default.svc".into()),
             sans: vec![],
+            issuer: Some("step-ca".into()),
+            duration: None,
             timeout: Duration::from_secs(5),
             retry: RetryPolicy {
                 transient_initial: Duration::from_millis(5),

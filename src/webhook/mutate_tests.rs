@@ -319,6 +319,38 @@ fn golden_minimal() {
     assert_eq!(env, want);
 }
 
+/// Every variable injected for the agents is one `AgentArgs` reads: the contract has no value
+/// that one side writes and the other ignores. The downward-API `POD_*` variables are the
+/// exception: they describe the pod to whatever runs in it, and the agents need none of them
+/// (the projected token tells the webhook which pod calls).
+#[test]
+fn the_agents_read_every_injected_variable() {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Agent {
+        #[command(flatten)]
+        args: crate::agent::AgentArgs,
+    }
+    let read: Vec<String> = Agent::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let pod = simple_pod(&[(NAME, "api"), (DURATION, "1h"), (OWNER, "1:1")]);
+    let patched = check_injected(&apply(&pod, &patch_of(&pod)), true, Some((1, 1)));
+    let spec = patched.spec.unwrap_or_default();
+    for injected in [BOOTSTRAPPER, RENEWER] {
+        for name in env_of(find(&spec.init_containers, injected)).keys() {
+            if !name.starts_with("POD_") {
+                assert!(
+                    read.contains(name),
+                    "{injected}: {name} is injected but not read"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn golden_cases() {
     struct Case {
