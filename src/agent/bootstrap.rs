@@ -4,7 +4,7 @@
 //!    for renewal ([`keep_existing`]), keep them and exit 0 (a restarted pod with a surviving
 //!    emptyDir).
 //! 2. Otherwise ([`obtain`]): ask the webhook for a one-time token (`POST /bootstrap`, retried per
-//!    [`super::protocol`]), generate the key in-process, have step-ca sign a CSR for exactly the
+//!    [`crate::pod_protocol`]), generate the key in-process, have step-ca sign a CSR for exactly the
 //!    names the webhook returned, verify the chain and the key, and write the files atomically
 //!    ([`super::files::write_all`]). A step-ca token is single use, so any sign failure goes back
 //!    to the webhook for a new one.

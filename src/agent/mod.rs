@@ -1,7 +1,7 @@
 //! The in-pod agents injected by the webhook: `step-operator bootstrap` (the init container
 //! `autocert-bootstrapper`) and `step-operator renew` (the native sidecar `autocert-renewer`).
 //!
-//! The bootstrapper asks the webhook for a one-time token (`POST /bootstrap`, [`protocol`]),
+//! The bootstrapper asks the webhook for a one-time token (`POST /bootstrap`, [`crate::pod_protocol`]),
 //! generates the key in the pod, has step-ca sign a CSR and writes `site.crt`, `site.key` and
 //! `root.crt` into the shared emptyDir ([`files`]). The renewer renews the certificate over mTLS
 //! before it expires and bootstraps again (new key) when renewal is impossible.

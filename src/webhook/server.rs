@@ -12,6 +12,8 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::cli::WebhookArgs;
 use crate::issuer::IssuerAccess;
@@ -177,59 +179,58 @@ async fn bootstrap_handler(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        refusal(
+    if announced.is_some_and(|n| n > MAX_BOOTSTRAP_BODY as u64)
+        || axum::body::to_bytes(body, MAX_BOOTSTRAP_BODY)
+            .await
+            .is_err()
+    {
+        return refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "TooLarge",
             &format!(
                 "the body is larger than {MAX_BOOTSTRAP_BODY} bytes: /bootstrap needs no body, the token is all it reads"
             ),
-        )
-    };
-    if announced.is_some_and(|n| n > MAX_BOOTSTRAP_BODY as u64) {
-        return too_large();
-    }
-    if axum::body::to_bytes(body, MAX_BOOTSTRAP_BODY)
-        .await
-        .is_err()
-    {
-        return too_large();
+        );
     }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let result = match bootstrap::bearer(auth) {
-        Ok(token) => match tokio::time::timeout(
-            BOOTSTRAP_TIMEOUT,
-            bootstrap::handle(&state.access, &state.bootstrap, token),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(bootstrap::Refusal {
-                status: 503,
-                reason: "Timeout",
-                message: "bootstrap timed out talking to the Kubernetes API or step-ca; retry"
-                    .into(),
-            }),
-        },
-        Err(refusal) => Err(refusal),
-    };
+    // Filled in by `bootstrap::handle` as it learns who calls; every line below carries it.
+    let span = tracing::info_span!(
+        "bootstrap",
+        namespace = Empty,
+        pod = Empty,
+        uid = Empty,
+        issuer = Empty
+    );
+    let result = async {
+        let token = bootstrap::bearer(auth)?;
+        let answer = bootstrap::handle(&state.access, &state.bootstrap, token);
+        tokio::time::timeout(BOOTSTRAP_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(bootstrap::Refusal {
+                    status: 503,
+                    reason: "Timeout",
+                    message: "bootstrap timed out talking to the Kubernetes API or step-ca; retry"
+                        .into(),
+                })
+            })
+    }
+    .instrument(span.clone())
+    .await;
+    let _entered = span.enter();
     match result {
         Ok(answer) => {
             state.access.metrics.count_bootstrap("Issued");
             (StatusCode::OK, axum::Json(answer)).into_response()
         }
-        Err(refusal) => {
-            state.access.metrics.count_bootstrap(refusal.reason);
-            tracing::info!(reason = refusal.reason, message = %refusal.message, "Bootstrap refused");
-            (
-                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                axum::Json(
-                    serde_json::json!({"reason": refusal.reason, "message": refusal.message}),
-                ),
-            )
-                .into_response()
+        Err(refused) => {
+            state.access.metrics.count_bootstrap(refused.reason);
+            tracing::info!(reason = refused.reason, message = %refused.message, "Bootstrap refused");
+            let status =
+                StatusCode::from_u16(refused.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            refusal(status, refused.reason, &refused.message)
         }
     }
 }
