@@ -2,10 +2,82 @@
 //! what `/bootstrap` accepts must agree (the audience of the projected token above all), so both
 //! come from the same values here and nowhere else.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::cli::WebhookArgs;
 use crate::policy::{NamePolicy, Pattern};
 use crate::webhook::bootstrap::BootstrapSettings;
-use crate::webhook::mutate::{InjectConfig, TOKEN_EXPIRATION_SECONDS, default_resources};
+
+/// Everything [`super::mutate`] needs besides the Pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectConfig {
+    /// Image of the injected containers (step-operator itself).
+    pub image: String,
+    /// `imagePullPolicy` of the injected containers (`None`: the Kubernetes default).
+    pub image_pull_policy: Option<String>,
+    /// Base URL of the webhook Service; the bootstrapper POSTs `<webhook_url>/bootstrap`.
+    pub webhook_url: String,
+    /// step-ca URL, passed as `STEP_CA_URL` when not empty so the renewer can reach the CA even
+    /// when the webhook is down. The bootstrapper also gets it (and the root) from `/bootstrap`.
+    pub ca_url: String,
+    /// `StepClusterIssuer` used when the pod has no `autocert.step.sm/issuer`.
+    pub default_issuer: String,
+    /// Lifetime used when the pod has no `autocert.step.sm/duration` (`None`: the CA decides).
+    pub default_duration: Option<Duration>,
+    /// Audience of the projected ServiceAccount token (`step-operator`).
+    pub token_audience: String,
+    /// Lifetime of the projected token; Kubernetes requires at least 600.
+    pub token_expiration_seconds: i64,
+    /// Which names a pod may ask for (with the cluster DNS domain).
+    pub policy: NamePolicy,
+    /// Resources of each injected container.
+    pub resources: ResourceRequirements,
+    /// PEM root the injected agent trusts for the webhook's TLS (`STEP_OPERATOR_BOOTSTRAP_CA`).
+    pub bootstrap_ca_pem: Option<String>,
+}
+
+/// Lifetime of the injected projected token: the shortest Kubernetes allows (the kubelet
+/// refreshes it long before it expires).
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 600;
+
+impl InjectConfig {
+    /// A configuration with the defaults, for tests and tools: audience `step-operator`, 600 s
+    /// tokens, cluster domain `cluster.local` with the default name policy,
+    /// [`default_resources`]. The webhook builds its own from its flags, in
+    /// [`from_args`].
+    pub fn new(image: &str, webhook_url: &str, ca_url: &str, default_issuer: &str) -> Self {
+        Self {
+            image: image.to_owned(),
+            image_pull_policy: None,
+            webhook_url: webhook_url.to_owned(),
+            ca_url: ca_url.to_owned(),
+            default_issuer: default_issuer.to_owned(),
+            default_duration: None,
+            token_audience: "step-operator".to_owned(),
+            token_expiration_seconds: TOKEN_EXPIRATION_SECONDS,
+            policy: NamePolicy::default(),
+            resources: default_resources(),
+            bootstrap_ca_pem: None,
+        }
+    }
+}
+
+/// Requests cpu 10m / memory 16Mi, limits memory 64Mi.
+pub fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q("10m")),
+            ("memory".to_owned(), q("16Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q("64Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
 
 /// Everything the handlers need from the arguments.
 #[derive(Clone, Debug)]

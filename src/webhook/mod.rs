@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod issuers;
 pub mod mutate;
+pub mod patch;
 pub mod pod_view;
 pub mod rate_limit;
 pub mod server;

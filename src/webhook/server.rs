@@ -17,11 +17,12 @@ use tracing::field::Empty;
 
 use crate::cli::WebhookArgs;
 use crate::issuer::IssuerAccess;
+use crate::webhook::admission;
 use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config::WebhookConfig;
 use crate::webhook::issuers::KnownIssuers;
-use crate::webhook::mutate::{self, InjectConfig};
+use crate::webhook::mutate::{self, BadRequest, InjectConfig, ReviewOutcome};
 use crate::webhook::rate_limit::{self, BootstrapLimiter, Rate};
 
 /// Largest body read: one byte over what `/mutate` accepts, so that `review` answers an
@@ -152,19 +153,68 @@ fn refusal(status: StatusCode, reason: &str, message: &str) -> Response {
 
 async fn mutate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let cfg = state.inject();
-    let (status, json) = mutate::review_with(&body, &cfg, &state.issuers);
+    // Filled in by `review` once it has read the request.
+    let span = tracing::info_span!("admission", uid = Empty, namespace = Empty, pod = Empty);
+    let _entered = span.enter();
+    let outcome = mutate::review_with(&body, &state.inject(), &state.issuers);
+    log_outcome(&outcome);
+    let (status, json) = render(outcome);
     state
         .access
         .metrics
         .admission_duration
         .observe(started.elapsed().as_secs_f64());
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// One line per review: a denial or an injection at info, the rest at debug (the body of a bad
+/// request is anyone's, so what it says is not logged above debug).
+fn log_outcome(outcome: &ReviewOutcome) {
+    match outcome {
+        ReviewOutcome::Answer(answer) if !answer.allowed => {
+            tracing::info!(message = %answer.result.message, "Pod denied");
+        }
+        ReviewOutcome::Answer(answer) if answer.patch.is_some() => {
+            tracing::info!("Pod injected with the certificate agents");
+        }
+        ReviewOutcome::Answer(_) => tracing::debug!("Admitted unchanged"),
+        ReviewOutcome::BadRequest { problem, message } => {
+            tracing::debug!(?problem, %message, "Not an AdmissionReview to answer");
+        }
+    }
+}
+
+/// `/mutate`'s answer on the wire: 200 with the AdmissionReview, or a `Status`-shaped error:
+/// 413 for a body over the limit, 400 for one that is no AdmissionReview, 500 if the answer
+/// cannot be encoded.
+pub fn render(outcome: ReviewOutcome) -> (StatusCode, Vec<u8>) {
+    let (status, reason, message) = match outcome {
+        ReviewOutcome::Answer(response) => match admission::encode(*response) {
+            Ok(body) => return (StatusCode::OK, body),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("cannot serialize the AdmissionReview response: {e}"),
+            ),
+        },
+        ReviewOutcome::BadRequest { problem, message } => match problem {
+            BadRequest::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                message,
+            ),
+            BadRequest::Malformed => (StatusCode::BAD_REQUEST, "BadRequest", message),
+        },
+    };
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "message": message,
+        "code": status.as_u16(),
+    });
+    (status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
 // The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset;
