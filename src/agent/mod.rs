@@ -172,6 +172,18 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The certificate's name for the agents' spans (empty when the webhook gave none).
+    pub fn log_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// The issuer for the agents' spans (empty when the webhook gave none).
+    pub fn log_issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or("")
+    }
+}
+
 fn parse_key_algorithm(s: &str) -> Result<KeyAlgorithm, String> {
     s.parse().map_err(|e: crate::pki::Error| e.to_string())
 }
