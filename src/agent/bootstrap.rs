@@ -252,27 +252,38 @@ async fn sign_with(cfg: &AgentConfig, resp: &BootstrapResponse) -> Result<Issued
             "The certificate chain does not verify against the root from the webhook; writing it anyway"
         ),
     }
-    let leaf = &issued.leaf;
-    let mut root_crt = resp.root_pem.trim().to_owned();
-    root_crt.push('\n');
-    Ok(Issued {
-        files: CertFiles {
-            site_crt: issued.certificate_pem.clone(),
-            site_key: Zeroizing::new(key.private_key_pem()),
-            root_crt,
-        },
-        ca_url: client.url().to_owned(),
-        subject: leaf.subject.clone(),
-        sans: leaf
-            .dns_names
-            .iter()
-            .cloned()
-            .chain(leaf.ip_addresses.iter().map(|ip| ip.to_string()))
-            .chain(leaf.uris.iter().cloned())
-            .chain(leaf.emails.iter().cloned())
-            .collect(),
-        not_after: issued.not_after,
-    })
+    Ok(Issued::new(&issued, &key, &resp.root_pem, client.url()))
+}
+
+impl Issued {
+    fn new(
+        issued: &crate::pki::chain::Issued,
+        key: &GeneratedKey,
+        root_pem: &str,
+        ca_url: &str,
+    ) -> Self {
+        let leaf = &issued.leaf;
+        let mut root_crt = root_pem.trim().to_owned();
+        root_crt.push('\n');
+        Issued {
+            files: CertFiles {
+                site_crt: issued.certificate_pem.clone(),
+                site_key: Zeroizing::new(key.private_key_pem()),
+                root_crt,
+            },
+            ca_url: ca_url.to_owned(),
+            subject: leaf.subject.clone(),
+            sans: leaf
+                .dns_names
+                .iter()
+                .cloned()
+                .chain(leaf.ip_addresses.iter().map(|ip| ip.to_string()))
+                .chain(leaf.uris.iter().cloned())
+                .chain(leaf.emails.iter().cloned())
+                .collect(),
+            not_after: issued.not_after,
+        }
+    }
 }
 
 /// Asks the webhook for a token and step-ca for a certificate until one is issued. Errors only

@@ -217,14 +217,10 @@ pub fn render(outcome: ReviewOutcome) -> (StatusCode, Vec<u8>) {
     (status, serde_json::to_vec(&body).unwrap_or_default())
 }
 
-// The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset;
-// an announced body over the limit is refused from its Content-Length alone, so that a client that
-// waits for `100 Continue` never sends it.
-async fn bootstrap_handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
+/// Reads and drops a `/bootstrap` body. It is read so that HTTP/2 clients see the request
+/// completed, not reset; an announced body over the limit is refused from its Content-Length
+/// alone, so that a client that waits for `100 Continue` never sends it.
+async fn drain_small_body(headers: &HeaderMap, body: axum::body::Body) -> Result<(), Response> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -234,13 +230,24 @@ async fn bootstrap_handler(
             .await
             .is_err()
     {
-        return refusal(
+        return Err(refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "TooLarge",
             &format!(
                 "the body is larger than {MAX_BOOTSTRAP_BODY} bytes: /bootstrap needs no body, the token is all it reads"
             ),
-        );
+        ));
+    }
+    Ok(())
+}
+
+async fn bootstrap_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Err(too_large) = drain_small_body(&headers, body).await {
+        return too_large;
     }
     let auth = headers
         .get(header::AUTHORIZATION)
