@@ -351,12 +351,12 @@ fn decide(cfg: &AgentConfig, now: DateTime<Utc>) -> bool {
 }
 
 /// Entry point of `step-operator bootstrap`. Every line it logs is in a `bootstrap` span naming
-/// the certificate and its issuer.
+/// the certificate (`certificate`: the span's own `name` is taken in JSON logs) and its issuer.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args)?;
     let span = tracing::info_span!(
         "bootstrap",
-        name = cfg.log_name(),
+        certificate = cfg.log_name(),
         issuer = cfg.log_issuer()
     );
     bootstrap(cfg).instrument(span).await

@@ -265,10 +265,14 @@ pub async fn run_until(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> 
 }
 
 /// Entry point of `step-operator renew`. Every line it logs is in a `renew` span naming the
-/// certificate and its issuer.
+/// certificate (`certificate`: the span's own `name` is taken in JSON logs) and its issuer.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args).context("invalid configuration")?;
-    let span = tracing::info_span!("renew", name = cfg.log_name(), issuer = cfg.log_issuer());
+    let span = tracing::info_span!(
+        "renew",
+        certificate = cfg.log_name(),
+        issuer = cfg.log_issuer()
+    );
     run_until(cfg, crate::signal::shutdown_signal())
         .instrument(span)
         .await
