@@ -1,10 +1,18 @@
 //! Command line. Every flag is also an environment variable (`STEP_OPERATOR_*` or the name given).
+//!
+//! Flags that more than one role takes are defined once, as groups flattened into each role's
+//! arguments ([`AdminArgs`], [`PodArgs`], [`ClusterArgs`], [`IssuerAccessArgs`]), so that a flag
+//! means the same in every role. The roles read their configuration from these structs only,
+//! never from the environment.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::controller::initial_list::InitialList;
+use crate::crd::cmd::CrdArgs;
+use crate::telemetry::LogFormat;
 
 #[derive(Parser, Debug)]
 #[command(name = "step-operator", version, about = "step-ca for Kubernetes")]
@@ -26,12 +34,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
 #[derive(Subcommand, Debug)]
 // Parsed once at start-up and matched at once: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -50,12 +52,6 @@ pub enum Command {
     Renew(crate::agent::AgentArgs),
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum InitialList {
-    Paged,
-    Streaming,
-}
-
 /// See `--issuers-without-policy`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum IssuersWithoutPolicy {
@@ -63,11 +59,96 @@ pub enum IssuersWithoutPolicy {
     NamespaceNames,
 }
 
+/// Default port of the controller's admin server.
+pub const CONTROLLER_ADMIN_PORT: u16 = 8080;
+/// Default port of the webhook's admin server: another than the controller's, so that both can
+/// run on one host.
+pub const WEBHOOK_ADMIN_PORT: u16 = 8081;
+
+/// The plain-HTTP admin server of a role. Its default differs per role, so it is not a clap
+/// default (clap keeps one default per field, whatever the role): see [`AdminArgs::addr`].
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics). Default:
+    /// 0.0.0.0:8080 for the controller, 0.0.0.0:8081 for the webhook.
+    #[arg(long, env = "STEP_OPERATOR_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+}
+
+impl AdminArgs {
+    /// The address given, or all interfaces on the role's `default_port`.
+    pub fn addr(&self, default_port: u16) -> SocketAddr {
+        self.admin_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)))
+    }
+}
+
+/// Who this replica is, from the downward API.
+#[derive(Args, Debug, Clone)]
+pub struct PodArgs {
+    /// Namespace of this pod (set from the downward API): the controller's Lease and the
+    /// webhook's Service are in it.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub pod_namespace: String,
+
+    /// Name of this pod: the leader identity and the Events' reporting instance.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Host name, for the identity outside a pod (without `--pod-name`): `<hostname>-<pid>`.
+    #[arg(long, env = "HOSTNAME", default_value = "step-operator")]
+    pub hostname: String,
+}
+
+impl PodArgs {
+    /// This replica's identity: the pod's name, or `<hostname>-<pid>` when it has none (the pid
+    /// keeps two processes on one host apart).
+    pub fn identity(&self) -> String {
+        self.pod_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", self.hostname, std::process::id()))
+    }
+}
+
+/// The cluster a role runs in: how it talks to the Kubernetes API, and its DNS domain.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
+    /// response's next bytes (watches have their own idle timeout instead).
+    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_flag)]
+    pub kube_timeout: Duration,
+
+    /// Cluster DNS domain used by the name policy (`<svc>.<ns>.svc.<domain>`, SPIFFE IDs) and in
+    /// the webhook's serving certificate.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+}
+
+/// How a role reaches the issuers' step-ca (see [`crate::issuer::IssuerAccess`]).
+#[derive(Args, Debug, Clone)]
+pub struct IssuerAccessArgs {
+    /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names no
+    /// namespace.
+    #[arg(
+        long,
+        env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
+        default_value = "step-operator"
+    )]
+    pub cluster_resource_namespace: String,
+
+    /// Timeout of each request to step-ca.
+    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
+    pub ca_timeout: Duration,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
-    /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
-    #[arg(long, env = "STEP_OPERATOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
-    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     /// Elect a leader with a Lease so that only one replica reconciles; the process exits when it
     /// loses the lease.
@@ -86,14 +167,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = crate::duration::parse_flag)]
     pub lease_duration: Duration,
 
-    /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names no
-    /// namespace.
-    #[arg(
-        long,
-        env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
-        default_value = "step-operator"
-    )]
-    pub cluster_resource_namespace: String,
+    #[command(flatten)]
+    pub issuers: IssuerAccessArgs,
 
     /// How long a CertificateRequest is retried after retryable errors, counted from its
     /// creation, before it is marked Failed.
@@ -128,10 +203,6 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_WATCH_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
     pub watch_secrets: bool,
 
-    /// Timeout of each request to step-ca.
-    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
-    pub ca_timeout: Duration,
-
     /// What a StepClusterIssuer without `spec.policy` signs for CertificateRequests:
     /// `allow-any-name` (any name for any namespace: step-issuer's behaviour) or
     /// `namespace-names` (each namespace gets its own names only: `<svc>.<ns>.svc`, ...; the
@@ -139,13 +210,9 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_ISSUERS_WITHOUT_POLICY", value_enum, default_value_t = IssuersWithoutPolicy::AllowAnyName)]
     pub issuers_without_policy: IssuersWithoutPolicy,
 
-    /// Cluster DNS domain used by the name policy (`<svc>.<ns>.svc.<domain>`, SPIFFE IDs).
-    #[arg(
-        long,
-        env = "STEP_OPERATOR_CLUSTER_DOMAIN",
-        default_value = "cluster.local"
-    )]
-    pub cluster_domain: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// Address ranges a StepIssuer's URL may not lead to, comma-separated CIDRs (for example
     /// `169.254.0.0/16,127.0.0.0/8,10.96.0.1`: link-local and metadata services, loopback, the
     /// apiserver's Service IP). Checked on the literal address in the URL and on every address
@@ -159,18 +226,14 @@ pub struct ControllerArgs {
     )]
     pub forbidden_ca_cidrs: Vec<crate::step::Cidr>,
 
-    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
-    /// response's next bytes (watches have their own idle timeout instead).
-    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_flag)]
-    pub kube_timeout: Duration,
+    #[command(flatten)]
+    pub pod: PodArgs,
+}
 
-    /// Namespace of this pod, for the Lease (set from the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub pod_namespace: String,
-
-    /// Name of this pod: the leader identity and the Events' reporting instance.
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: Option<String>,
+impl ControllerArgs {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.addr(CONTROLLER_ADMIN_PORT)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -183,9 +246,8 @@ pub struct WebhookArgs {
     )]
     pub listen_addr: SocketAddr,
 
-    /// Address of the plain-HTTP admin server (/healthz, /readyz, /metrics).
-    #[arg(long, env = "STEP_OPERATOR_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
-    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     /// StepClusterIssuer that signs pods without `autocert.step.sm/issuer`, and the webhook's
     /// own serving certificate.
@@ -200,9 +262,8 @@ pub struct WebhookArgs {
     )]
     pub service_name: String,
 
-    /// Namespace of this pod and of the webhook's Service (set from the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub pod_namespace: String,
+    #[command(flatten)]
+    pub pod: PodArgs,
 
     /// Extra names or IPs for the serving certificate (repeatable).
     #[arg(
@@ -250,13 +311,8 @@ pub struct WebhookArgs {
     )]
     pub allowed_names: Vec<String>,
 
-    /// Cluster DNS domain used by the name policy.
-    #[arg(
-        long,
-        env = "STEP_OPERATOR_CLUSTER_DOMAIN",
-        default_value = "cluster.local"
-    )]
-    pub cluster_domain: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 
     /// Allow single-label names (`db`, `localhost`) for pods of every namespace. Off: such a
     /// name means the same service in every namespace. A StepClusterIssuer's
@@ -283,22 +339,8 @@ pub struct WebhookArgs {
     )]
     pub token_audience: String,
 
-    /// Namespace of the password Secrets of StepClusterIssuers whose `passwordRef` names none.
-    #[arg(
-        long,
-        env = "STEP_OPERATOR_CLUSTER_RESOURCE_NAMESPACE",
-        default_value = "step-operator"
-    )]
-    pub cluster_resource_namespace: String,
-
-    /// Timeout of each request to step-ca.
-    #[arg(long, env = "STEP_OPERATOR_CA_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
-    pub ca_timeout: Duration,
-
-    /// Timeout of connecting to and sending to the Kubernetes API, and of each wait for a
-    /// response's next bytes.
-    #[arg(long, env = "STEP_OPERATOR_KUBE_TIMEOUT", default_value = "30s", value_parser = crate::duration::parse_flag)]
-    pub kube_timeout: Duration,
+    #[command(flatten)]
+    pub issuers: IssuerAccessArgs,
 
     /// /bootstrap requests per second this replica admits from all clients together (each costs
     /// a TokenReview); more get 429 with Retry-After, and the agents retry. 0: no limit.
@@ -322,11 +364,10 @@ pub struct WebhookArgs {
     pub bootstrap_client_burst: u32,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct CrdArgs {
-    /// Write `<name>.yaml` files into these directories instead of printing to stdout.
-    #[arg(long)]
-    pub out_dir: Vec<PathBuf>,
+impl WebhookArgs {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.addr(WEBHOOK_ADMIN_PORT)
+    }
 }
 
 /// Parses a rate in requests per second: a finite number, 0 or more.
@@ -364,6 +405,64 @@ mod tests {
             panic!("not controller")
         };
         assert!(!args.leader_elect);
+    }
+
+    fn controller(argv: &[&str]) -> ControllerArgs {
+        let argv = [&["step-operator", "controller"][..], argv].concat();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Controller(args) => args,
+            other => panic!("not the controller: {other:?}"),
+        }
+    }
+
+    fn webhook(argv: &[&str]) -> WebhookArgs {
+        let argv = [
+            &["step-operator", "webhook", "--default-issuer", "ca"][..],
+            argv,
+        ]
+        .concat();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Webhook(args) => args,
+            other => panic!("not the webhook: {other:?}"),
+        }
+    }
+
+    /// The shared groups keep each role's default admin port, and the flags' names.
+    #[test]
+    fn shared_flags_mean_the_same_in_both_roles() {
+        assert_eq!(controller(&[]).admin_addr().to_string(), "0.0.0.0:8080");
+        assert_eq!(webhook(&[]).admin_addr().to_string(), "0.0.0.0:8081");
+        let shared = [
+            "--admin-addr=127.0.0.1:9000",
+            "--pod-namespace=ops",
+            "--pod-name=p-1",
+            "--cluster-resource-namespace=secrets",
+            "--ca-timeout=3s",
+            "--kube-timeout=7s",
+            "--cluster-domain=corp.internal",
+        ];
+        let c = controller(&shared);
+        let w = webhook(&shared);
+        for (admin, pod, cluster, issuers) in [
+            (c.admin_addr(), &c.pod, &c.cluster, &c.issuers),
+            (w.admin_addr(), &w.pod, &w.cluster, &w.issuers),
+        ] {
+            assert_eq!(admin.to_string(), "127.0.0.1:9000");
+            assert_eq!(pod.pod_namespace, "ops");
+            assert_eq!(pod.identity(), "p-1");
+            assert_eq!(issuers.cluster_resource_namespace, "secrets");
+            assert_eq!(issuers.ca_timeout, Duration::from_secs(3));
+            assert_eq!(cluster.kube_timeout, Duration::from_secs(7));
+            assert_eq!(cluster.cluster_domain, "corp.internal");
+        }
+    }
+
+    /// Outside a pod the identity is the host name and the process id, as it always was.
+    #[test]
+    fn identity_without_a_pod_name() {
+        let pod = controller(&["--hostname=node-a"]).pod;
+        assert_eq!(pod.pod_name, None);
+        assert_eq!(pod.identity(), format!("node-a-{}", std::process::id()));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 pub mod admin;
 pub mod agent;
+pub mod backoff;
 pub mod cert_manager;
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod crd_cmd;
 pub mod duration;
 pub mod error_chain;
 pub mod issuer;

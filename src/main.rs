@@ -23,8 +23,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     step_operator::telemetry::init(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Controller(args) => step_operator::controller::run(args).await,
-        Command::Webhook(args) => step_operator::webhook::server::run(args).await,
-        Command::Crd(args) => step_operator::crd_cmd::run(&args),
+        Command::Webhook(args) => step_operator::webhook::run(args).await,
+        Command::Crd(args) => step_operator::crd::cmd::run(&args),
         Command::Bootstrap(args) => step_operator::agent::bootstrap::run(args).await,
         Command::Renew(args) => step_operator::agent::renew::run(args).await,
     }

@@ -4,6 +4,7 @@
 
 use peak_alloc::PeakAlloc;
 use step_operator::webhook::mutate::{InjectConfig, MAX_REVIEW_BYTES, review};
+use step_operator::webhook::server::render;
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
@@ -185,7 +186,8 @@ fn hostile_reviews_cost_little_memory() {
         let body = body().into_bytes();
         ALLOCATOR.reset_peak_usage();
         let before = ALLOCATOR.current_usage();
-        let (status, answer) = review(&body, &cfg);
+        // Rendered too: the answer's encoding is part of what a review costs.
+        let (status, answer) = render(review(&body, &cfg));
         // The body counts too: the server holds it while `review` reads it.
         let peak = body.len() + (ALLOCATOR.peak_usage() - before);
         let shown = String::from_utf8_lossy(&answer[..answer.len().min(400)]).into_owned();

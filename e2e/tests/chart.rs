@@ -973,7 +973,7 @@ async fn webhook_may_change_only_its_ca_bundle(
         "the webhook's ServiceAccount changed its configuration's labels: {out}"
     );
 
-    // What the webhook itself does (src/webhook/serving.rs): set every caBundle.
+    // What the webhook itself does (src/webhook/tls.rs): set every caBundle.
     let bundle =
         base64(b"-----BEGIN CERTIFICATE-----\nnot checked here\n-----END CERTIFICATE-----\n");
     let (ok, out) =

@@ -4,18 +4,19 @@
 //!    for renewal ([`keep_existing`]), keep them and exit 0 (a restarted pod with a surviving
 //!    emptyDir).
 //! 2. Otherwise ([`obtain`]): ask the webhook for a one-time token (`POST /bootstrap`, retried per
-//!    [`super::protocol`]), generate the key in-process, have step-ca sign a CSR for exactly the
+//!    [`crate::pod_protocol`]), generate the key in-process, have step-ca sign a CSR for exactly the
 //!    names the webhook returned, verify the chain and the key, and write the files atomically
 //!    ([`super::files::write_all`]). A step-ca token is single use, so any sign failure goes back
 //!    to the webhook for a new one.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
-use super::backoff::{self, Backoff, Failure};
 use super::files::{self, CertFiles, Current, Invalid};
 use super::{AgentArgs, AgentConfig};
+use crate::backoff::{self, Backoff, Failure};
 use crate::pki::chain::{renew_at, signing_root, verify_issued};
 use crate::pki::keys::GeneratedKey;
 use crate::pod_protocol::{BOOTSTRAP_PATH, BootstrapRequest, BootstrapResponse, ErrorResponse};
@@ -68,7 +69,7 @@ pub struct BootstrapClient {
     http: reqwest::Client,
     url: String,
     token_path: std::path::PathBuf,
-    retry: super::backoff::RetryPolicy,
+    retry: crate::backoff::RetryPolicy,
 }
 
 impl BootstrapClient {
@@ -158,7 +159,7 @@ impl BootstrapClient {
                 Ok(r) => return r,
                 Err(e) => {
                     let delay = b.next(e.failure());
-                    tracing::warn!("bootstrap: {e}, retrying in {}", backoff::display(delay));
+                    tracing::warn!(error = %e, retry_in = %backoff::display(delay), "Bootstrap request failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -248,30 +249,41 @@ async fn sign_with(cfg: &AgentConfig, resp: &BootstrapResponse) -> Result<Issued
     match signing_root(&issued.chain, std::slice::from_ref(&resp.root_pem)) {
         Ok(Some(_)) => {}
         _ => tracing::warn!(
-            "bootstrap: the certificate chain does not verify against the root from the webhook; writing it anyway"
+            "The certificate chain does not verify against the root from the webhook; writing it anyway"
         ),
     }
-    let leaf = &issued.leaf;
-    let mut root_crt = resp.root_pem.trim().to_owned();
-    root_crt.push('\n');
-    Ok(Issued {
-        files: CertFiles {
-            site_crt: issued.certificate_pem.clone(),
-            site_key: Zeroizing::new(key.private_key_pem()),
-            root_crt,
-        },
-        ca_url: client.url().to_owned(),
-        subject: leaf.subject.clone(),
-        sans: leaf
-            .dns_names
-            .iter()
-            .cloned()
-            .chain(leaf.ip_addresses.iter().map(|ip| ip.to_string()))
-            .chain(leaf.uris.iter().cloned())
-            .chain(leaf.emails.iter().cloned())
-            .collect(),
-        not_after: issued.not_after,
-    })
+    Ok(Issued::new(&issued, &key, &resp.root_pem, client.url()))
+}
+
+impl Issued {
+    fn new(
+        issued: &crate::pki::chain::Issued,
+        key: &GeneratedKey,
+        root_pem: &str,
+        ca_url: &str,
+    ) -> Self {
+        let leaf = &issued.leaf;
+        let mut root_crt = root_pem.trim().to_owned();
+        root_crt.push('\n');
+        Issued {
+            files: CertFiles {
+                site_crt: issued.certificate_pem.clone(),
+                site_key: Zeroizing::new(key.private_key_pem()),
+                root_crt,
+            },
+            ca_url: ca_url.to_owned(),
+            subject: leaf.subject.clone(),
+            sans: leaf
+                .dns_names
+                .iter()
+                .cloned()
+                .chain(leaf.ip_addresses.iter().map(|ip| ip.to_string()))
+                .chain(leaf.uris.iter().cloned())
+                .chain(leaf.emails.iter().cloned())
+                .collect(),
+            not_after: issued.not_after,
+        }
+    }
 }
 
 /// Asks the webhook for a token and step-ca for a certificate until one is issued. Errors only
@@ -287,8 +299,9 @@ pub async fn obtain(cfg: &AgentConfig) -> anyhow::Result<Issued> {
             Err(SignFailure::Retry(class, message)) => {
                 let delay = b.next(class);
                 tracing::warn!(
-                    "bootstrap: signing failed: {message}; asking the webhook for a new token in {}",
-                    backoff::display(delay)
+                    error = %message,
+                    retry_in = %backoff::display(delay),
+                    "Signing failed; asking the webhook for a new token"
                 );
                 tokio::time::sleep(delay).await;
             }
@@ -301,11 +314,11 @@ pub fn write_issued(cfg: &AgentConfig, issued: &Issued) -> anyhow::Result<()> {
     files::write_all(&cfg.certs_dir, &issued.files, cfg.key_mode, cfg.owner)
         .context("cannot write the certificate files")?;
     tracing::info!(
-        "bootstrap: wrote {} for {} (SANs {}), notAfter {}",
-        cfg.certs_dir.display(),
-        issued.subject,
-        issued.sans.join(", "),
-        issued.not_after.to_rfc3339()
+        dir = %cfg.certs_dir.display(),
+        subject = %issued.subject,
+        sans = %issued.sans.join(","),
+        not_after = %issued.not_after.to_rfc3339(),
+        "Wrote the certificate files"
     );
     Ok(())
 }
@@ -315,44 +328,54 @@ fn decide(cfg: &AgentConfig, now: DateTime<Utc>) -> bool {
     match files::check_current(&cfg.certs_dir) {
         Ok(cur) if keep_existing(now, Some(&cur)) => {
             tracing::info!(
-                "bootstrap: keeping the existing certificate for {} (notAfter {})",
-                cur.subject,
-                cur.not_after.to_rfc3339()
+                subject = %cur.subject,
+                not_after = %cur.not_after.to_rfc3339(),
+                "Keeping the existing certificate"
             );
             true
         }
         Ok(cur) => {
             tracing::info!(
-                "bootstrap: the existing certificate for {} is due for renewal or expired (notAfter {}); replacing it",
-                cur.subject,
-                cur.not_after.to_rfc3339()
+                subject = %cur.subject,
+                not_after = %cur.not_after.to_rfc3339(),
+                "The existing certificate is due for renewal or expired; replacing it"
             );
             false
         }
         Err(Invalid::Missing(_)) => false,
         Err(e) => {
-            tracing::warn!("bootstrap: the existing files are unusable ({e}); replacing them");
+            tracing::warn!(error = %e, "The existing files are unusable; replacing them");
             false
         }
     }
 }
 
-/// Entry point of `step-operator bootstrap`.
+/// Entry point of `step-operator bootstrap`. Every line it logs is in a `bootstrap` span naming
+/// the certificate (`certificate`: the span's own `name` is taken in JSON logs) and its issuer.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args)?;
+    let span = tracing::info_span!(
+        "bootstrap",
+        certificate = cfg.log_name(),
+        issuer = cfg.log_issuer()
+    );
+    bootstrap(cfg).instrument(span).await
+}
+
+async fn bootstrap(cfg: AgentConfig) -> anyhow::Result<()> {
     if decide(&cfg, Utc::now()) {
         return Ok(());
     }
     tracing::info!(
-        "bootstrap: requesting a certificate for {} (SANs {}) from {}",
-        cfg.name.as_deref().unwrap_or("(unnamed)"),
-        cfg.sans.join(", "),
-        cfg.bootstrap_url.as_deref().unwrap_or("(no bootstrap URL)")
+        sans = %cfg.sans.join(","),
+        duration = cfg.duration.as_deref().unwrap_or(""),
+        webhook = cfg.bootstrap_url.as_deref().unwrap_or(""),
+        "Requesting a certificate"
     );
     tokio::select! {
         r = obtain(&cfg) => write_issued(&cfg, &r?),
         _ = crate::signal::shutdown_signal() => {
-            anyhow::bail!("bootstrap: interrupted by a signal before a certificate was written")
+            anyhow::bail!("interrupted by a signal before a certificate was written")
         }
     }
 }

@@ -26,7 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 
 use super::AgentConfig;
-use super::backoff::RetryPolicy;
+use crate::backoff::RetryPolicy;
 use crate::pod_protocol::BootstrapResponse;
 
 #[derive(Default)]
@@ -207,6 +207,8 @@ impl Fake {
             key_mode: 0o600,
             name: Some("app.default.svc".into()),
             sans: vec![],
+            issuer: Some("step-ca".into()),
+            duration: None,
             timeout: Duration::from_secs(5),
             retry: RetryPolicy {
                 transient_initial: Duration::from_millis(5),

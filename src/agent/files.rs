@@ -35,11 +35,7 @@ pub const ROOT_CRT: &str = "root.crt";
 pub const CERT_MODE: u32 = 0o644;
 
 /// Numeric owner of the files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::pod_protocol::Owner;
 
 /// Writes `bytes` to `dir/name` atomically: a temporary file in `dir` is written, fsynced,
 /// given `mode` (exactly, regardless of the umask) and `owner`, then renamed over the target,

@@ -1,7 +1,7 @@
 //! The in-pod agents injected by the webhook: `step-operator bootstrap` (the init container
 //! `autocert-bootstrapper`) and `step-operator renew` (the native sidecar `autocert-renewer`).
 //!
-//! The bootstrapper asks the webhook for a one-time token (`POST /bootstrap`, [`protocol`]),
+//! The bootstrapper asks the webhook for a one-time token (`POST /bootstrap`, [`crate::pod_protocol`]),
 //! generates the key in the pod, has step-ca sign a CSR and writes `site.crt`, `site.key` and
 //! `root.crt` into the shared emptyDir ([`files`]). The renewer renews the certificate over mTLS
 //! before it expires and bootstraps again (new key) when renewal is impossible.
@@ -9,7 +9,6 @@
 //! Configuration comes from flags, each also an environment variable set by the webhook
 //! (`src/webhook/mutate.rs`, `injected_env`); see [`AgentArgs`].
 
-pub mod backoff;
 pub mod bootstrap;
 #[cfg(test)]
 mod fake;
@@ -22,11 +21,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::backoff::RetryPolicy;
 use crate::pki::keys::KeyAlgorithm;
-use backoff::RetryPolicy;
+use crate::pod_protocol::env as ENV;
+use crate::pod_protocol::{Reader, parse_owner};
 use files::Owner;
 
-use crate::pod_protocol::env as ENV;
 /// Default directory of the certificate files (the autocert path).
 pub const DEFAULT_CERTS_DIR: &str = crate::pod_protocol::CERTS_DIR;
 /// Default path of the projected ServiceAccount token.
@@ -66,7 +66,8 @@ pub struct AgentArgs {
     #[arg(long, env = ENV::OWNER)]
     pub owner: Option<String>,
 
-    /// Octal mode of `site.key` (certificates are always 0644).
+    /// Octal mode of `site.key`, at most 0777 and readable by the owner (certificates are always
+    /// 0644).
     #[arg(long, env = ENV::MODE, default_value = "0600", value_parser = parse_mode)]
     pub mode: u32,
 
@@ -77,6 +78,15 @@ pub struct AgentArgs {
     /// The certificate's SANs, comma-separated, for log lines only.
     #[arg(long, env = ENV::SANS)]
     pub sans: Option<String>,
+
+    /// The StepClusterIssuer that signs, for log lines only (the webhook decides it).
+    #[arg(long, env = ENV::ISSUER)]
+    pub issuer: Option<String>,
+
+    /// The requested lifetime (a Go duration), for log lines only: step-ca is sent the one in
+    /// the webhook's `/bootstrap` answer.
+    #[arg(long, env = ENV::DURATION)]
+    pub duration: Option<String>,
 
     /// Timeout of each request to the webhook and to step-ca.
     #[arg(long, env = "STEP_OPERATOR_AGENT_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
@@ -101,6 +111,10 @@ pub struct AgentConfig {
     pub name: Option<String>,
     /// For log lines.
     pub sans: Vec<String>,
+    /// For log lines.
+    pub issuer: Option<String>,
+    /// For log lines.
+    pub duration: Option<String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -115,12 +129,6 @@ impl AgentConfig {
                 format!("cannot read STEP_OPERATOR_BOOTSTRAP_CA file {path:?} (the value is neither PEM nor a readable file)")
             })?),
         };
-        if args.mode & 0o400 == 0 || args.mode > 0o777 {
-            anyhow::bail!(
-                "AUTOCERT_MODE {:04o} must be at most 0777 and let the owner read the key (0400), which the renewer needs",
-                args.mode
-            );
-        }
         Ok(AgentConfig {
             certs_dir: args.certs_dir.clone(),
             bootstrap_url: args
@@ -140,10 +148,13 @@ impl AgentConfig {
             key_algorithm: args.key_algorithm,
             owner: match args.owner.as_deref().map(str::trim) {
                 None | Some("") => None,
-                Some(o) => Some(parse_owner(o).map_err(|e| anyhow::anyhow!("AUTOCERT_OWNER {e}"))?),
+                Some(o) => Some(
+                    parse_owner(o, Reader::Agent)
+                        .map_err(|e| anyhow::anyhow!("AUTOCERT_OWNER {o:?} {e}"))?,
+                ),
             },
             key_mode: args.mode,
-            name: args.name.clone().filter(|n| !n.is_empty()),
+            name: non_empty(&args.name),
             sans: args
                 .sans
                 .as_deref()
@@ -153,9 +164,23 @@ impl AgentConfig {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            issuer: non_empty(&args.issuer),
+            duration: non_empty(&args.duration),
             timeout: args.timeout,
             retry: RetryPolicy::default(),
         })
+    }
+}
+
+impl AgentConfig {
+    /// The certificate's name for the agents' spans (empty when the webhook gave none).
+    pub fn log_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// The issuer for the agents' spans (empty when the webhook gave none).
+    pub fn log_issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or("")
     }
 }
 
@@ -163,24 +188,17 @@ fn parse_key_algorithm(s: &str) -> Result<KeyAlgorithm, String> {
     s.parse().map_err(|e: crate::pki::Error| e.to_string())
 }
 
-/// Parses `uid:gid` (numeric).
-pub fn parse_owner(s: &str) -> Result<Owner, String> {
-    let bad = || format!("{s:?} is not \"uid:gid\": use numeric IDs, e.g. 1000:1000");
-    let (uid, gid) = s.trim().split_once(':').ok_or_else(bad)?;
-    Ok(Owner {
-        uid: uid.parse().map_err(|_| bad())?,
-        gid: gid.parse().map_err(|_| bad())?,
-    })
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
-/// Parses an octal mode such as `0600`, `600` or `0o640`.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let digits = t.strip_prefix("0o").unwrap_or(t);
-    u32::from_str_radix(digits, 8)
-        .ok()
-        .filter(|m| !digits.is_empty() && *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode: use e.g. 0600 or 0640"))
+/// `--mode`, read as the agent reads modes (see [`Reader::Agent`]).
+fn parse_mode(s: &str) -> Result<u32, String> {
+    crate::pod_protocol::parse_mode(s, Reader::Agent).map_err(|e| format!("{:?} {e}", s.trim()))
 }
 
 #[cfg(test)]
@@ -194,30 +212,15 @@ mod tests {
         a: AgentArgs,
     }
 
+    /// The parsers are table-tested in `pod_protocol`; here, that the flags use the agent's.
     #[test]
-    fn owner_and_mode() {
-        assert_eq!(
-            parse_owner("1000:2000"),
-            Ok(Owner {
-                uid: 1000,
-                gid: 2000
-            })
-        );
-        for bad in ["", "1000", "a:b", "1000:", "-1:0", "1:2:3"] {
-            assert!(parse_owner(bad).is_err(), "{bad:?}");
-        }
-        let cases: &[(&str, Option<u32>)] = &[
-            ("0600", Some(0o600)),
-            ("600", Some(0o600)),
-            ("0o640", Some(0o640)),
-            ("0777", Some(0o777)),
-            ("1777", None),
-            ("0800", None),
-            ("", None),
-            ("rw", None),
-        ];
-        for (s, want) in cases {
-            assert_eq!(parse_mode(s).ok(), *want, "{s:?}");
+    fn owner_and_mode_are_read_as_the_agent_reads_them() {
+        let t = T::try_parse_from(["x", "--owner", "0:0", "--mode", "0o640"]).unwrap();
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert_eq!(cfg.owner, Some(Owner { uid: 0, gid: 0 }));
+        assert_eq!(cfg.key_mode, 0o640);
+        for bad in ["1777", "0800", "", "rw"] {
+            assert!(T::try_parse_from(["x", "--mode", bad]).is_err(), "{bad:?}");
         }
     }
 
@@ -261,8 +264,8 @@ mod tests {
         assert_eq!(cfg.key_algorithm, KeyAlgorithm::Ed25519);
         assert_eq!(cfg.key_mode, 0o640);
 
-        let t = T::try_parse_from(["x", "--mode", "0200"]).unwrap();
-        assert!(AgentConfig::from_args(&t.a).is_err());
+        let e = T::try_parse_from(["x", "--mode", "0200"]).err().unwrap();
+        assert!(e.to_string().contains("owner read the key"), "{e}");
         let t = T::try_parse_from(["x", "--owner", ""]).unwrap();
         assert_eq!(AgentConfig::from_args(&t.a).unwrap().owner, None);
         let t = T::try_parse_from(["x", "--owner", "root"]).unwrap();

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
+use tracing::Instrument as _;
 
 use super::bootstrap::{self, BootstrapClient};
 use super::files::{self, CERT_MODE, Current, Invalid, SITE_CRT};
 use super::{AgentArgs, AgentConfig};
+use crate::backoff::{self, Failure, RetryPolicy};
 use crate::pki::chain::{renew_at, verify_issued};
 use crate::step;
 
@@ -53,18 +55,21 @@ pub fn next_action(now: DateTime<Utc>, current: Option<&Current>, jitter: f64) -
     }
 }
 
-/// Delay before retrying a renewal: 1 s, then doubling, capped at a tenth of the remaining
-/// lifetime but never below 1 s.
+/// Delay before retrying a renewal: the shared transient backoff from 1 s, doubling, capped at a
+/// tenth of the remaining lifetime (so a certificate about to expire is retried often enough to
+/// be renewed in time) but never below 1 s.
 pub fn retry_delay(previous: Option<Duration>, remaining: TimeDelta) -> Duration {
     let cap = remaining
         .to_std()
         .map(|r| r / 10)
         .unwrap_or(Duration::ZERO)
         .max(MIN_RETRY);
-    previous
-        .map_or(MIN_RETRY, |p| p.saturating_mul(2))
-        .min(cap)
-        .max(MIN_RETRY)
+    let policy = RetryPolicy {
+        transient_initial: MIN_RETRY,
+        transient_max: cap,
+        ..RetryPolicy::default()
+    };
+    backoff::next_delay(&policy, previous, Failure::Transient)
 }
 
 /// Why a renewal failed.
@@ -104,10 +109,10 @@ impl Renewer {
                 self.jitter = Some((cur.not_after, j));
                 let t = renew_at(cur.not_before, cur.not_after, j);
                 tracing::info!(
-                    "renew: certificate for {} valid until {}; next renewal at {}",
-                    cur.subject,
-                    cur.not_after.to_rfc3339(),
-                    t.to_rfc3339()
+                    subject = %cur.subject,
+                    not_after = %cur.not_after.to_rfc3339(),
+                    renew_at = %t.to_rfc3339(),
+                    "Next renewal scheduled"
                 );
                 j
             }
@@ -121,59 +126,61 @@ impl Renewer {
         let current = match files::check_current(&self.cfg.certs_dir) {
             Ok(c) => Some(c),
             Err(Invalid::Missing(name)) => {
-                tracing::info!("renew: {name} is missing; bootstrapping");
+                tracing::info!(file = %name, "A certificate file is missing; bootstrapping");
                 None
             }
             Err(e) => {
-                tracing::warn!("renew: the files are unusable ({e}); bootstrapping");
+                tracing::warn!(error = %e, "The files are unusable; bootstrapping");
                 None
             }
         };
         let jitter = current.as_ref().map_or(0.0, |c| self.jitter_for(c));
-        match next_action(now, current.as_ref(), jitter) {
-            Action::RenewAt(t) => Ok((t - now).to_std().unwrap_or(Duration::ZERO).min(MAX_WAIT)),
-            Action::Rebootstrap => {
+        match (next_action(now, current.as_ref(), jitter), current) {
+            (Action::RenewAt(t), _) => {
+                Ok((t - now).to_std().unwrap_or(Duration::ZERO).min(MAX_WAIT))
+            }
+            (Action::RenewNow, Some(cur)) => self.renew_now(&cur).await,
+            (Action::RenewNow, None) => Ok(Duration::ZERO),
+            (Action::Rebootstrap, current) => {
                 if let Some(c) = &current {
                     tracing::warn!(
-                        "renew: the certificate for {} expired at {}; bootstrapping a new one",
-                        c.subject,
-                        c.not_after.to_rfc3339()
+                        subject = %c.subject,
+                        not_after = %c.not_after.to_rfc3339(),
+                        "The certificate expired; bootstrapping a new one"
                     );
                 }
                 self.rebootstrap().await?;
                 Ok(Duration::ZERO)
             }
-            Action::RenewNow => {
-                let Some(cur) = current else {
-                    return Ok(Duration::ZERO);
-                };
-                match self.renew(&cur).await {
-                    Ok(not_after) => {
-                        self.previous_retry = None;
-                        tracing::info!(
-                            "renew: renewed the certificate for {}, notAfter {}",
-                            cur.subject,
-                            not_after.to_rfc3339()
-                        );
-                        Ok(Duration::ZERO)
-                    }
-                    Err(RenewFailure::Refused(msg)) => {
-                        tracing::warn!(
-                            "renew: step-ca refused the renewal ({msg}); bootstrapping a new certificate and key"
-                        );
-                        self.rebootstrap().await?;
-                        Ok(Duration::ZERO)
-                    }
-                    Err(RenewFailure::Retry(msg)) => {
-                        let d = retry_delay(self.previous_retry, cur.not_after - Utc::now());
-                        self.previous_retry = Some(d);
-                        tracing::warn!(
-                            "renew: renewal failed ({msg}), retrying in {}",
-                            super::backoff::display(d)
-                        );
-                        Ok(d)
-                    }
-                }
+        }
+    }
+
+    /// Renews `cur` now; bootstraps a new certificate and key when step-ca refuses, and
+    /// returns the delay before a retry when the renewal failed otherwise.
+    async fn renew_now(&mut self, cur: &Current) -> anyhow::Result<Duration> {
+        match self.renew(cur).await {
+            Ok(not_after) => {
+                self.previous_retry = None;
+                tracing::info!(
+                    subject = %cur.subject,
+                    not_after = %not_after.to_rfc3339(),
+                    "Renewed the certificate"
+                );
+                Ok(Duration::ZERO)
+            }
+            Err(RenewFailure::Refused(msg)) => {
+                tracing::warn!(
+                    error = %msg,
+                    "step-ca refused the renewal; bootstrapping a new certificate and key"
+                );
+                self.rebootstrap().await?;
+                Ok(Duration::ZERO)
+            }
+            Err(RenewFailure::Retry(msg)) => {
+                let d = retry_delay(self.previous_retry, cur.not_after - Utc::now());
+                self.previous_retry = Some(d);
+                tracing::warn!(error = %msg, retry_in = %backoff::display(d), "Renewal failed; retrying");
+                Ok(d)
             }
         }
     }
@@ -253,14 +260,22 @@ pub async fn run_until(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> 
             _ = &mut shutdown => break,
         }
     }
-    tracing::info!("renew: shutting down");
+    tracing::info!("Shutting down");
     Ok(())
 }
 
-/// Entry point of `step-operator renew`.
+/// Entry point of `step-operator renew`. Every line it logs is in a `renew` span naming the
+/// certificate (`certificate`: the span's own `name` is taken in JSON logs) and its issuer.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = AgentConfig::from_args(&args).context("invalid configuration")?;
-    run_until(cfg, crate::signal::shutdown_signal()).await
+    let span = tracing::info_span!(
+        "renew",
+        certificate = cfg.log_name(),
+        issuer = cfg.log_issuer()
+    );
+    run_until(cfg, crate::signal::shutdown_signal())
+        .instrument(span)
+        .await
 }
 
 #[cfg(test)]

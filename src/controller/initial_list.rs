@@ -12,7 +12,12 @@
 
 use kube::runtime::watcher;
 
-use crate::cli::InitialList;
+/// `--initial-list`: paged LISTs or a streaming list.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialList {
+    Paged,
+    Streaming,
+}
 
 /// The watcher configuration for either strategy.
 pub fn watch_config(streaming: bool) -> watcher::Config {

@@ -28,22 +28,22 @@ use crate::policy::{NamePolicy, WithoutPolicy};
 use self::context::{Context, Settings};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let (config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
-    let watch_client = kube_client::client(config, Use::Watches, args.kube_timeout)?;
+    let (config, client) = kube_client::connect(Use::Calls, args.cluster.kube_timeout).await?;
+    let watch_client = kube_client::client(config, Use::Watches, args.cluster.kube_timeout)?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr,
+        args.admin_addr(),
         ready_rx,
         metrics.clone(),
     ));
 
-    let identity = args.pod_name.clone().unwrap_or_else(default_identity);
+    let identity = args.pod.identity();
     let mut leadership = None;
     if args.leader_elect {
         let lease = leader::LeaseSettings {
             name: &args.lease_name,
-            namespace: &args.pod_namespace,
+            namespace: &args.pod.pod_namespace,
             identity: &identity,
             duration: args.lease_duration,
         };
@@ -76,8 +76,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         client: client.clone(),
         metrics: metrics.clone(),
         signers: Default::default(),
-        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
-        ca_timeout: args.ca_timeout,
+        cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
+        ca_timeout: args.issuers.ca_timeout,
         forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
     };
     let ctx = Arc::new(Context {
@@ -87,11 +87,11 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics,
         issuers,
         settings: Settings {
-            cluster_resource_namespace: args.cluster_resource_namespace.clone(),
+            cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
             max_retry_duration: args.max_retry_duration,
             issuer_recheck_interval: args.issuer_recheck_interval,
             streaming_lists,
-            names: NamePolicy::new(&args.cluster_domain, Vec::new()),
+            names: NamePolicy::new(&args.cluster.cluster_domain, Vec::new()),
             without_policy: match args.issuers_without_policy {
                 IssuersWithoutPolicy::AllowAnyName => WithoutPolicy::AllowAnyName,
                 IssuersWithoutPolicy::NamespaceNames => WithoutPolicy::NamespaceNames,
@@ -151,9 +151,4 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         l.release().await;
     }
     outcome
-}
-
-fn default_identity() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "step-operator".into());
-    format!("{host}-{}", std::process::id())
 }

@@ -1,6 +1,7 @@
 //! step-operator's custom resources: `StepIssuer` and `StepClusterIssuer`
 //! (`certmanager.step.sm/v1beta1`), a superset of smallstep/step-issuer's schema.
 
+pub mod cmd;
 pub mod condition;
 pub mod issuer;
 

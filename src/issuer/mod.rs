@@ -203,6 +203,29 @@ impl IssuerAccess {
             .await
     }
 
+    /// The signer for `issuer`, read from the API just now, for a role that has no issuer
+    /// reconciler re-checking its password (the webhook's `/bootstrap`). A warm call reads
+    /// nothing: the cached signer serves while the issuer's uid and generation are unchanged and
+    /// its password was read less than `password_max_age` ago. After that, [`Self::signer_for`]
+    /// reads the password again, as the controller's periodic re-check does, and connects anew
+    /// if it changed; so a new password Secret is in use within `password_max_age`.
+    pub async fn signer_with_recheck<K: IssuerObject>(
+        &self,
+        issuer: &K,
+        password_max_age: Duration,
+    ) -> Result<(Signer, bool), IssuerError> {
+        let cached = self.signers.current_confirmed_within(
+            &issuer.key(),
+            &issuer.uid().unwrap_or_default(),
+            issuer.meta().generation.unwrap_or_default(),
+            password_max_age,
+        );
+        match cached {
+            Some(signer) => Ok((signer, false)),
+            None => self.signer_for(issuer).await,
+        }
+    }
+
     /// [`Self::signer_for`] the issuer as the API holds it now, for callers whose copy is slimmed
     /// (the request path caches issuers without `caBundle`): a signer built from such a copy
     /// would trust the system roots instead of the issuer's. Costs one GET, and only when no
@@ -219,5 +242,130 @@ impl IssuerAccess {
                 source,
             })?;
         self.signer_for(&latest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Request, Response};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::client::Body;
+
+    use super::*;
+    use crate::crd::{PasswordRef, Provisioner, StepClusterIssuerSpec};
+    use crate::step::fake_ca::FakeCa;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn issuer(ca: &FakeCa) -> StepClusterIssuer {
+        let mut issuer = StepClusterIssuer::new(
+            "ca",
+            StepClusterIssuerSpec {
+                url: ca.url.clone(),
+                ca_bundle: Some(k8s_openapi::ByteString(ca.certs.root_pem.clone().into())),
+                provisioner: Provisioner {
+                    name: "admin".into(),
+                    kid: Some(ca.kid.clone()),
+                    password_ref: Some(PasswordRef {
+                        name: "pw".into(),
+                        key: Some("password".into()),
+                        namespace: None,
+                    }),
+                    ..Default::default()
+                },
+                policy: None,
+            },
+        );
+        issuer.metadata.uid = Some("uid-1".into());
+        issuer.metadata.generation = Some(1);
+        issuer
+    }
+
+    /// An apiserver that serves the password Secret at `version` and counts the reads.
+    fn api(
+        version: Arc<std::sync::Mutex<&'static str>>,
+        reads: Arc<AtomicUsize>,
+    ) -> (Client, tokio::task::JoinHandle<()>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                assert_eq!(
+                    req.uri().path(),
+                    "/api/v1/namespaces/step-operator/secrets/pw"
+                );
+                reads.fetch_add(1, Ordering::SeqCst);
+                let mut secret = Secret::default();
+                secret.metadata.name = Some("pw".into());
+                secret.metadata.resource_version = Some((*version.lock().unwrap()).to_owned());
+                secret.data = Some(
+                    [(
+                        "password".to_owned(),
+                        k8s_openapi::ByteString(FakeCa::PASSWORD.to_vec()),
+                    )]
+                    .into(),
+                );
+                let body = serde_json::to_vec(&secret).unwrap();
+                send.send_response(Response::builder().body(Body::from(body)).unwrap());
+            }
+        });
+        (Client::new(service, "default"), server)
+    }
+
+    /// A warm `/bootstrap` reads no Secret while the issuer's uid and generation are unchanged
+    /// and its password was read recently; once the password is due, it is read again, and a
+    /// changed Secret brings a new signer, as the controller's re-check does.
+    #[tokio::test]
+    async fn a_warm_signer_reads_the_password_only_when_it_is_due() {
+        let ca = FakeCa::start().await;
+        let version = Arc::new(std::sync::Mutex::new("1"));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (client, server) = api(version.clone(), reads.clone());
+        let access = IssuerAccess {
+            client,
+            metrics: Default::default(),
+            signers: Default::default(),
+            cluster_resource_namespace: "step-operator".into(),
+            ca_timeout: Duration::from_secs(5),
+            forbidden_ca_cidrs: Default::default(),
+        };
+        let mut issuer = issuer(&ca);
+        let call = async |issuer: &StepClusterIssuer, max_age| {
+            let (_, fresh) = access.signer_with_recheck(issuer, max_age).await.unwrap();
+            (reads.load(Ordering::SeqCst), fresh)
+        };
+        // (password read so far, connected anew)
+        assert_eq!(
+            call(&issuer, HOUR).await,
+            (1, true),
+            "cold: read and connect"
+        );
+        assert_eq!(call(&issuer, HOUR).await, (1, false), "warm: nothing read");
+        assert_eq!(
+            call(&issuer, Duration::ZERO).await,
+            (2, false),
+            "due: read, unchanged"
+        );
+        *version.lock().unwrap() = "2";
+        assert_eq!(
+            call(&issuer, HOUR).await,
+            (2, false),
+            "not due yet: old signer"
+        );
+        assert_eq!(
+            call(&issuer, Duration::ZERO).await,
+            (3, true),
+            "due: new password"
+        );
+        assert_eq!(call(&issuer, HOUR).await, (3, false), "warm again");
+        issuer.metadata.generation = Some(2);
+        assert_eq!(
+            call(&issuer, HOUR).await,
+            (4, true),
+            "a new spec is never cached"
+        );
+        drop(access);
+        server.await.unwrap();
     }
 }

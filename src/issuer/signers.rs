@@ -5,12 +5,18 @@
 //! digest of an env/file password) changes. Concurrent connects for the same issuer wait for one
 //! connection instead of each decrypting.
 //!
+//! Each signer remembers when its password was last read and found unchanged, so that a role
+//! without an issuer reconciler (the webhook) can re-read it as often as the controller's
+//! re-check does and serve from the cache in between
+//! ([`SignerCache::current_confirmed_within`]).
+//!
 //! The signer in use and the connect lock are kept apart: a connect can take up to its deadline
 //! (a CA that answers slowly, or on purpose), and requests that only need the signer in use must
 //! never wait for it, or one issuer's CA could hold every request worker (security review H2).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::issuer::IssuerKey;
 use crate::step::Signer;
@@ -31,28 +37,55 @@ impl SignerVersion {
     }
 }
 
+/// A signer in use, what it was built from, and when that was last confirmed.
+#[derive(Clone)]
+struct Held {
+    version: SignerVersion,
+    signer: Signer,
+    /// When the password was last read and found to be `version`'s (at the connect, or since).
+    confirmed: Instant,
+}
+
+impl Held {
+    fn new(version: SignerVersion, signer: Signer) -> Self {
+        Self {
+            version,
+            signer,
+            confirmed: Instant::now(),
+        }
+    }
+
+    fn is_for(&self, uid: &str, generation: i64) -> bool {
+        self.version.uid == uid && self.version.generation == generation
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     /// The signer in use. Locked only to read or replace it, never across an await.
-    current: RwLock<Option<(SignerVersion, Signer)>>,
+    current: RwLock<Option<Held>>,
     /// Held for the whole of a connect, so that a burst for one issuer decrypts once.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Slot {
-    fn read(&self) -> Option<(SignerVersion, Signer)> {
+    fn read(&self) -> Option<Held> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn set(&self, value: Option<(SignerVersion, Signer)>) {
+    fn set(&self, value: Option<Held>) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = value;
     }
 
-    fn for_version(&self, version: &SignerVersion) -> Option<Signer> {
-        self.read().filter(|(v, _)| v == version).map(|(_, s)| s)
+    /// The signer for exactly `version`, which the caller has just read: confirmed as of now.
+    fn confirm(&self, version: &SignerVersion) -> Option<Signer> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let held = current.as_mut().filter(|h| h.version == *version)?;
+        held.confirmed = Instant::now();
+        Some(held.signer.clone())
     }
 }
 
@@ -78,8 +111,23 @@ impl SignerCache {
     pub fn current(&self, key: &IssuerKey, uid: &str, generation: i64) -> Option<Signer> {
         self.existing_slot(key)?
             .read()
-            .filter(|(v, _)| v.uid == uid && v.generation == generation)
-            .map(|(_, s)| s)
+            .filter(|h| h.is_for(uid, generation))
+            .map(|h| h.signer)
+    }
+
+    /// [`Self::current`], while its password was read and found unchanged less than `max_age`
+    /// ago: for a caller that re-reads the password itself, having no issuer reconciler to.
+    pub fn current_confirmed_within(
+        &self,
+        key: &IssuerKey,
+        uid: &str,
+        generation: i64,
+        max_age: Duration,
+    ) -> Option<Signer> {
+        self.existing_slot(key)?
+            .read()
+            .filter(|h| h.is_for(uid, generation) && h.confirmed.elapsed() < max_age)
+            .map(|h| h.signer)
     }
 
     /// The signer for exactly `version`, built with `connect` when the cache holds another one.
@@ -96,12 +144,12 @@ impl SignerCache {
         Fut: std::future::Future<Output = Result<Signer, E>>,
     {
         let slot = self.slot(key);
-        if let Some(signer) = slot.for_version(&version) {
+        if let Some(signer) = slot.confirm(&version) {
             return Ok((signer, false));
         }
         let _connecting = slot.connecting.lock().await;
         // Whoever held the lock before us may have built exactly this version.
-        if let Some(signer) = slot.for_version(&version) {
+        if let Some(signer) = slot.confirm(&version) {
             return Ok((signer, false));
         }
         // A changed spec makes the old signer wrong at once. A changed password alone leaves the
@@ -109,13 +157,13 @@ impl SignerCache {
         // until the new connect ends.
         if slot
             .read()
-            .is_some_and(|(held, _)| !held.same_spec(&version))
+            .is_some_and(|held| !held.version.same_spec(&version))
         {
             slot.set(None);
         }
         match connect().await {
             Ok(signer) => {
-                slot.set(Some((version, signer.clone())));
+                slot.set(Some(Held::new(version, signer.clone())));
                 Ok((signer, true))
             }
             Err(e) => {

@@ -1,4 +1,5 @@
-//! Reads an `admission.k8s.io/v1` AdmissionReview into just the fields `/mutate` uses.
+//! Reads an `admission.k8s.io/v1` AdmissionReview into just the fields `/mutate` uses, and
+//! encodes the answer.
 //!
 //! The body comes from anyone who can reach the webhook, so it is read into typed structs that
 //! skip every other field without building it (a `serde_json::Value` of `[0,0,…]` costs about
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 
+use kube::core::admission::AdmissionResponse;
 pub use kube::core::admission::Operation;
 
 /// The only AdmissionReview version served.
@@ -29,6 +31,9 @@ pub struct Request<'a> {
     pub sub_resource: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The object's name; empty for a Pod created with `generateName`.
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
     /// The object as sent, unparsed.
     #[serde(default, borrow)]
     pub object: Option<&'a RawValue>,
@@ -44,7 +49,27 @@ pub struct Kind {
     pub kind: String,
 }
 
+/// Longest value of a log field taken from the body: the longest Kubernetes name. The body comes
+/// from anyone who can reach the webhook, and a field of megabytes would be copied into every
+/// log line of the review.
+const MAX_LOGGED: usize = 253;
+
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(MAX_LOGGED);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 impl Request<'_> {
+    /// Names the object under review in `span` (its `uid`, `namespace` and `pod` fields).
+    pub fn record_in(&self, span: &tracing::Span) {
+        span.record("uid", clip(&self.uid));
+        span.record("namespace", clip(self.namespace.as_deref().unwrap_or("")));
+        span.record("pod", clip(self.name.as_deref().unwrap_or("")));
+    }
+
     /// A Pod being created (not one of its subresources).
     pub fn is_pod_create(&self) -> bool {
         self.kind.group.is_empty()
@@ -80,6 +105,27 @@ fn wrong_kind(kind: &str, api_version: &str) -> BadReview {
 
 fn starts_an_object(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// The AdmissionReview that carries `response`, as JSON. kube serializes `response.patch` (a
+/// `Vec<u8>`) as an array of numbers; the canonical form (what Go's `[]byte` produces) is a
+/// base64 string, so it is rewritten here.
+pub fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .as_deref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let (Some(patch), Some(resp)) = (
+        patch,
+        review
+            .get_mut("response")
+            .and_then(serde_json::Value::as_object_mut),
+    ) {
+        resp.insert("patch".to_owned(), serde_json::Value::String(patch));
+    }
+    serde_json::to_vec(&review)
 }
 
 /// Reads `body` as an `admission.k8s.io/v1` AdmissionReview and returns its request.
@@ -125,6 +171,16 @@ mod tests {
             req.object.map(RawValue::get),
             Some(r#"{"metadata":{"name":"p"}}"#)
         );
+    }
+
+    /// Log fields from the body are cut to a name's length, on a character boundary.
+    #[test]
+    fn logged_fields_are_bounded() {
+        assert_eq!(clip("pod-1"), "pod-1");
+        let long = "é".repeat(200);
+        let clipped = clip(&long);
+        assert!(clipped.len() <= MAX_LOGGED && clipped.len() >= MAX_LOGGED - 1);
+        assert!(long.starts_with(clipped));
     }
 
     #[test]

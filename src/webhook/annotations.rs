@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration::{GoDurationError, parse_positive};
+use crate::pod_protocol::{self, ModeError, Owner, OwnerError, Reader};
 
 /// Required trigger: the certificate's common name (and its only SAN when `sans` is absent).
 pub const NAME: &str = "autocert.step.sm/name";
@@ -270,47 +271,21 @@ fn parse_bool(annotations: &BTreeMap<String, String>, key: &'static str) -> Resu
     }
 }
 
-fn parse_id(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
 fn parse_owner(raw: &str) -> Result<(u32, u32)> {
-    let value = raw.trim();
-    let invalid = || AnnotationError::InvalidOwner {
-        value: quote(value),
-    };
-    let (uid, gid) = value.split_once(':').ok_or_else(invalid)?;
-    let uid = parse_id(uid).ok_or_else(invalid)?;
-    let gid = parse_id(gid).ok_or_else(invalid)?;
-    if uid == 0 {
-        return Err(AnnotationError::RootOwner {
-            value: quote(value),
-        });
+    let value = quote(raw.trim());
+    match pod_protocol::parse_owner(raw, Reader::Annotation) {
+        Ok(Owner { uid, gid }) => Ok((uid, gid)),
+        Err(OwnerError::NotUidGid) => Err(AnnotationError::InvalidOwner { value }),
+        Err(OwnerError::Root) => Err(AnnotationError::RootOwner { value }),
     }
-    Ok((uid, gid))
 }
 
 fn parse_mode(raw: &str) -> Result<u32> {
-    let value = raw.trim();
-    let invalid = || AnnotationError::InvalidMode {
-        value: quote(value),
-    };
-    if value.is_empty() || value.len() > 4 || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(invalid());
-    }
-    let mode = u32::from_str_radix(value, 8).map_err(|_| invalid())?;
-    if mode > 0o777 {
-        return Err(invalid());
-    }
-    if mode & 0o400 == 0 {
-        return Err(AnnotationError::UnreadableMode {
-            value: quote(value),
-        });
-    }
-    Ok(mode)
+    let value = quote(raw.trim());
+    pod_protocol::parse_mode(raw, Reader::Annotation).map_err(|e| match e {
+        ModeError::NotOctal => AnnotationError::InvalidMode { value },
+        ModeError::Unreadable => AnnotationError::UnreadableMode { value },
+    })
 }
 
 /// Whether `s` is a Kubernetes DNS-1123 subdomain (the rule for most object names).

@@ -1,11 +1,15 @@
 //! `POST /bootstrap`: a pod proves who it is with its projected ServiceAccount token and gets a
 //! one-time step-ca token for exactly the names its own annotations ask for.
 //!
-//! Nothing the caller says is trusted: the token is verified by a TokenReview (audience
-//! `step-operator`), the bound Pod is read from the API by name and must have the same UID, and
-//! the names come from that Pod's annotations. The pod's namespace must have opted in (its
-//! labels), the issuer's `spec.policy` must allow the namespace, and every name must pass the
-//! name policy, all before the issuer's password is read.
+//! Nothing the caller says is trusted. [`handle`] goes through three steps:
+//!
+//! 1. `verify_token`: a TokenReview (audience `--token-audience`) names the pod the token is
+//!    bound to;
+//! 2. `load_request`: that Pod is read from the API by name and must have the same UID; the names
+//!    come from its annotations, and its namespace must have opted in (its labels);
+//! 3. `mint`: the issuer, read fresh, must allow the namespace in its `spec.policy` and every
+//!    name must pass the name policy, all before the issuer's password is read; then its cached
+//!    signer (the password re-read at most every [`PASSWORD_RECHECK`]) mints the token.
 
 use std::time::Duration;
 
@@ -23,6 +27,12 @@ use crate::webhook::annotations;
 /// Lifetime of the one-time tokens handed to pods: long enough for a slow CA round trip, short
 /// enough that a leaked token is soon useless (and step-ca accepts each only once).
 pub const POD_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How long a cached signer serves `/bootstrap` before its password Secret is read again. The
+/// controller notices a changed password at its issuer re-check (every 5 minutes by default) or
+/// when step-ca refuses a token; the webhook never sees step-ca's answer to the pods, so it
+/// re-reads sooner. Between re-reads a warm `/bootstrap` reads no Secret.
+pub const PASSWORD_RECHECK: Duration = Duration::from_secs(60);
 
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
@@ -65,11 +75,19 @@ pub fn bearer(header: Option<&str>) -> Result<&str, Refusal> {
     Ok(token)
 }
 
+/// The pod a verified token is bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
 /// The pod a verified token is bound to, from the TokenReview's user info (pure).
 pub fn bound_pod(
     username: &str,
     extra: &std::collections::BTreeMap<String, Vec<String>>,
-) -> Result<(String, String, String), Refusal> {
+) -> Result<BoundPod, Refusal> {
     let namespace = username
         .strip_prefix("system:serviceaccount:")
         .and_then(|rest| rest.split(':').next())
@@ -83,7 +101,11 @@ pub fn bound_pod(
             .cloned()
     };
     match (first(EXTRA_POD_NAME), first(EXTRA_POD_UID)) {
-        (Some(name), Some(uid)) => Ok((namespace.to_string(), name, uid)),
+        (Some(name), Some(uid)) => Ok(BoundPod {
+            namespace: namespace.to_string(),
+            name,
+            uid,
+        }),
         _ => Err(refuse(
             403,
             "NotBoundToPod",
@@ -101,11 +123,37 @@ pub struct BootstrapSettings {
     pub namespace_labels: Vec<(String, String)>,
 }
 
+/// What a bound pod asks for, from its own annotations, in a namespace that opted in.
+struct PodRequest {
+    pod: BoundPod,
+    service_account: String,
+    request: annotations::PodRequest,
+}
+
+/// Answers one `/bootstrap`: who calls (the token), what its pod asks for (its annotations),
+/// then a one-time token if the issuer allows it. Runs in the caller's `bootstrap` span, whose
+/// `namespace`, `pod`, `uid` and `issuer` fields it fills as they become known.
 pub async fn handle(
     ctx: &IssuerAccess,
     settings: &BootstrapSettings,
     token: &str,
 ) -> Result<BootstrapResponse, Refusal> {
+    let pod = verify_token(ctx, settings, token).await?;
+    let span = tracing::Span::current();
+    span.record("namespace", pod.namespace.as_str());
+    span.record("pod", pod.name.as_str());
+    span.record("uid", pod.uid.as_str());
+    let request = load_request(ctx, settings, pod).await?;
+    mint(ctx, settings, request).await
+}
+
+/// Has the apiserver verify the token (a TokenReview for our audience) and returns the pod it
+/// is bound to.
+async fn verify_token(
+    ctx: &IssuerAccess,
+    settings: &BootstrapSettings,
+    token: &str,
+) -> Result<BoundPod, Refusal> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: token.to_string(),
@@ -148,33 +196,46 @@ pub async fn handle(
         ));
     }
     let user = status.user.unwrap_or_default();
-    let (namespace, pod_name, pod_uid) = bound_pod(
+    bound_pod(
         user.username.as_deref().unwrap_or(""),
         &user.extra.unwrap_or_default(),
-    )?;
+    )
+}
 
-    let pod = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&pod_name)
+/// Reads the bound pod (it must still be the same pod: same UID) and what its annotations ask
+/// for, in a namespace that opted in.
+async fn load_request(
+    ctx: &IssuerAccess,
+    settings: &BootstrapSettings,
+    bound: BoundPod,
+) -> Result<PodRequest, Refusal> {
+    let BoundPod {
+        namespace,
+        name,
+        uid,
+    } = &bound;
+    let pod = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
         .await
         .map_err(|e| {
             refuse(
                 503,
                 "PodReadFailed",
-                format!("could not read pod {namespace}/{pod_name}, retry: {e}"),
+                format!("could not read pod {namespace}/{name}, retry: {e}"),
             )
         })?
         .ok_or_else(|| {
             refuse(
                 403,
                 "PodGone",
-                format!("pod {namespace}/{pod_name} no longer exists"),
+                format!("pod {namespace}/{name} no longer exists"),
             )
         })?;
-    if pod.uid().as_deref() != Some(pod_uid.as_str()) {
+    if pod.uid().as_deref() != Some(uid.as_str()) {
         return Err(refuse(
             403,
             "PodReplaced",
-            format!("pod {namespace}/{pod_name} was replaced (its UID differs from the token's)"),
+            format!("pod {namespace}/{name} was replaced (its UID differs from the token's)"),
         ));
     }
     let request = annotations::parse(pod.annotations())
@@ -184,7 +245,7 @@ pub async fn handle(
                 403,
                 "NotAnnotated",
                 format!(
-                    "pod {namespace}/{pod_name} has no {} annotation",
+                    "pod {namespace}/{name} has no {} annotation",
                     annotations::NAME
                 ),
             )
@@ -193,87 +254,90 @@ pub async fn handle(
     let service_account = pod
         .spec
         .as_ref()
-        .and_then(|s| s.service_account_name.as_deref())
-        .unwrap_or("default");
-    // Admission only runs in namespaces that opted in; a hand-made pod elsewhere must not get
-    // what admission would never have given it (security review M2).
-    if !settings.namespace_labels.is_empty() {
-        let ns = Api::<Namespace>::all(ctx.client.clone())
-            .get(&namespace)
-            .await
-            .map_err(|e| {
-                refuse(
-                    503,
-                    "NamespaceReadFailed",
-                    format!("could not read namespace {namespace}, retry: {e}"),
-                )
-            })?;
-        let labels = ns.labels();
-        if !issuer_policy::namespace_opted_in(
-            |k| labels.get(k).map(String::as_str),
-            &settings.namespace_labels,
-        ) {
-            let wanted: Vec<String> = settings
-                .namespace_labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            return Err(refuse(
-                403,
-                "NamespaceNotEnabled",
-                format!(
-                    "namespace {namespace} has not opted in to pod certificates: ask its administrators to label it {}",
-                    wanted.join(",")
-                ),
-            ));
-        }
-    }
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    check_namespace_opted_in(ctx, settings, namespace).await?;
+    Ok(PodRequest {
+        pod: bound,
+        service_account,
+        request,
+    })
+}
 
-    let issuer_name = request
+/// Admission only runs in namespaces that opted in; a hand-made pod elsewhere must not get what
+/// admission would never have given it (security review M2).
+async fn check_namespace_opted_in(
+    ctx: &IssuerAccess,
+    settings: &BootstrapSettings,
+    namespace: &str,
+) -> Result<(), Refusal> {
+    if settings.namespace_labels.is_empty() {
+        return Ok(());
+    }
+    let ns = Api::<Namespace>::all(ctx.client.clone())
+        .get(namespace)
+        .await
+        .map_err(|e| {
+            refuse(
+                503,
+                "NamespaceReadFailed",
+                format!("could not read namespace {namespace}, retry: {e}"),
+            )
+        })?;
+    let labels = ns.labels();
+    if issuer_policy::namespace_opted_in(
+        |k| labels.get(k).map(String::as_str),
+        &settings.namespace_labels,
+    ) {
+        return Ok(());
+    }
+    let wanted: Vec<String> = settings
+        .namespace_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    Err(refuse(
+        403,
+        "NamespaceNotEnabled",
+        format!(
+            "namespace {namespace} has not opted in to pod certificates: ask its administrators to label it {}",
+            wanted.join(",")
+        ),
+    ))
+}
+
+/// Checks the request against its issuer's policy, then mints the one-time token for exactly
+/// the names asked for.
+async fn mint(
+    ctx: &IssuerAccess,
+    settings: &BootstrapSettings,
+    req: PodRequest,
+) -> Result<BootstrapResponse, Refusal> {
+    let issuer_name = req
+        .request
         .issuer
         .clone()
         .unwrap_or_else(|| settings.default_issuer.clone());
-    let issuer = Api::<StepClusterIssuer>::all(ctx.client.clone())
-        .get_opt(&issuer_name)
-        .await
-        .map_err(|e| refuse(503, "IssuerReadFailed", format!("could not read StepClusterIssuer {issuer_name}, retry: {e}")))?
-        .ok_or_else(|| refuse(403, "IssuerMissing", format!("StepClusterIssuer {issuer_name} does not exist: fix {} or ask the operator to create it", annotations::ISSUER)))?;
+    tracing::Span::current().record("issuer", issuer_name.as_str());
+    let issuer = read_issuer(ctx, &issuer_name).await?;
     // The issuer's policy is checked before its Secret is read: a pod that may not use it costs
     // no password read and no connection.
-    let policy =
-        issuer_policy::for_pods(issuer.spec.policy.as_ref().map(|p| p.input())).map_err(|e| {
+    check_issuer_policy(settings, &issuer, &req)?;
+    let (signer, _) = ctx
+        .signer_with_recheck(&issuer, PASSWORD_RECHECK)
+        .await
+        .map_err(|e| {
+            let status = if e.is_transient() { 503 } else { 500 };
             refuse(
-                403,
-                "IssuerPolicyInvalid",
-                format!("StepClusterIssuer {issuer_name} has an unusable spec.policy: {e}"),
+                status,
+                "IssuerNotReady",
+                format!(
+                    "StepClusterIssuer {issuer_name} cannot sign right now, retry later: {}",
+                    e.reason()
+                ),
             )
         })?;
-    let names = policy.name_policy(&settings.policy);
-    issuer_policy::check(
-        &format!("StepClusterIssuer {issuer_name}"),
-        &policy,
-        &names,
-        Requester::Pod {
-            namespace: &namespace,
-            service_account,
-        },
-        std::iter::once(request.name.as_str()).chain(request.sans.iter().map(String::as_str)),
-    )
-    .map_err(|e| match e {
-        issuer_policy::Refusal::Namespace { .. } => refuse(403, "IssuerNotAllowed", e.to_string()),
-        issuer_policy::Refusal::Name { .. } => refuse(403, "NameNotAllowed", e.to_string()),
-    })?;
-    let (signer, _) = ctx.signer_for(&issuer).await.map_err(|e| {
-        let status = if e.is_transient() { 503 } else { 500 };
-        refuse(
-            status,
-            "IssuerNotReady",
-            format!(
-                "StepClusterIssuer {issuer_name} cannot sign right now, retry later: {}",
-                e.reason()
-            ),
-        )
-    })?;
+    let PodRequest { request, .. } = req;
     let token = signer
         .mint_token(&request.name, &request.sans, POD_TOKEN_LIFETIME)
         .map_err(|e| {
@@ -284,7 +348,7 @@ pub async fn handle(
             )
         })?;
     let root_pem = signer.roots_pem().first().cloned().unwrap_or_default();
-    tracing::info!(pod = %pod_name, namespace = %namespace, name = %request.name, sans = request.sans.len(), issuer = %issuer_name, "Bootstrap token issued");
+    tracing::info!(name = %request.name, sans = request.sans.len(), "Bootstrap token issued");
     Ok(BootstrapResponse {
         token,
         ca_url: signer.url().to_string(),
@@ -292,6 +356,48 @@ pub async fn handle(
         common_name: request.name,
         sans: request.sans,
         duration: request.duration.map(crate::duration::format_go_duration),
+    })
+}
+
+/// The StepClusterIssuer as the API holds it now: `/bootstrap` decides with its current policy.
+async fn read_issuer(ctx: &IssuerAccess, name: &str) -> Result<StepClusterIssuer, Refusal> {
+    Api::<StepClusterIssuer>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .map_err(|e| refuse(503, "IssuerReadFailed", format!("could not read StepClusterIssuer {name}, retry: {e}")))?
+        .ok_or_else(|| refuse(403, "IssuerMissing", format!("StepClusterIssuer {name} does not exist: fix {} or ask the operator to create it", annotations::ISSUER)))
+}
+
+/// The issuer's `spec.policy` (which namespaces, which names) applied to the pod's request.
+fn check_issuer_policy(
+    settings: &BootstrapSettings,
+    issuer: &StepClusterIssuer,
+    req: &PodRequest,
+) -> Result<(), Refusal> {
+    let issuer_name = issuer.name_any();
+    let policy =
+        issuer_policy::for_pods(issuer.spec.policy.as_ref().map(|p| p.input())).map_err(|e| {
+            refuse(
+                403,
+                "IssuerPolicyInvalid",
+                format!("StepClusterIssuer {issuer_name} has an unusable spec.policy: {e}"),
+            )
+        })?;
+    let names = policy.name_policy(&settings.policy);
+    let request = &req.request;
+    issuer_policy::check(
+        &format!("StepClusterIssuer {issuer_name}"),
+        &policy,
+        &names,
+        Requester::Pod {
+            namespace: &req.pod.namespace,
+            service_account: &req.service_account,
+        },
+        std::iter::once(request.name.as_str()).chain(request.sans.iter().map(String::as_str)),
+    )
+    .map_err(|e| match e {
+        issuer_policy::Refusal::Namespace { .. } => refuse(403, "IssuerNotAllowed", e.to_string()),
+        issuer_policy::Refusal::Name { .. } => refuse(403, "NameNotAllowed", e.to_string()),
     })
 }
 
@@ -335,7 +441,11 @@ mod tests {
                 &extra(Some("p"), Some("u"))
             )
             .unwrap(),
-            ("team".into(), "p".into(), "u".into())
+            BoundPod {
+                namespace: "team".into(),
+                name: "p".into(),
+                uid: "u".into()
+            }
         );
         let cases = [
             (

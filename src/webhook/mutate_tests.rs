@@ -9,9 +9,19 @@ use crate::webhook::annotations::{
     BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
 };
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Container, Volume};
 use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 const NS: &str = "default";
+
+/// [`super::review`] as the server answers it: the HTTP status and the body.
+fn review(body: &[u8], cfg: &InjectConfig) -> (u16, Vec<u8>) {
+    let (status, body) = crate::webhook::server::render(super::review(body, cfg));
+    (status.as_u16(), body)
+}
 
 /// These tests are about what is injected, and name their pods `api`: short names are allowed
 /// here. The default (refused) is `short_names_are_refused_by_default`.
@@ -317,6 +327,38 @@ fn golden_minimal() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     assert_eq!(env, want);
+}
+
+/// Every variable injected for the agents is one `AgentArgs` reads: the contract has no value
+/// that one side writes and the other ignores. The downward-API `POD_*` variables are the
+/// exception: they describe the pod to whatever runs in it, and the agents need none of them
+/// (the projected token tells the webhook which pod calls).
+#[test]
+fn the_agents_read_every_injected_variable() {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    struct Agent {
+        #[command(flatten)]
+        args: crate::agent::AgentArgs,
+    }
+    let read: Vec<String> = Agent::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    let pod = simple_pod(&[(NAME, "api"), (DURATION, "1h"), (OWNER, "1:1")]);
+    let patched = check_injected(&apply(&pod, &patch_of(&pod)), true, Some((1, 1)));
+    let spec = patched.spec.unwrap_or_default();
+    for injected in [BOOTSTRAPPER, RENEWER] {
+        for name in env_of(find(&spec.init_containers, injected)).keys() {
+            if !name.starts_with("POD_") {
+                assert!(
+                    read.contains(name),
+                    "{injected}: {name} is injected but not read"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -922,6 +964,38 @@ fn own_init_containers_mount_the_files_only_with_init_first() {
             );
         }
     }
+}
+
+/// The pure outcome, before the server renders it: what kind of answer, not which status code.
+#[test]
+fn review_outcomes() {
+    let too_large = super::review(&vec![b' '; MAX_REVIEW_BYTES + 1], &cfg());
+    assert!(
+        matches!(
+            too_large,
+            ReviewOutcome::BadRequest {
+                problem: BadRequest::TooLarge,
+                ..
+            }
+        ),
+        "{too_large:?}"
+    );
+    let garbage = super::review(b"garbage", &cfg());
+    assert!(
+        matches!(&garbage, ReviewOutcome::BadRequest { problem: BadRequest::Malformed, message } if message.contains("not valid JSON")),
+        "{garbage:?}"
+    );
+    let pod = simple_pod(&[(NAME, "api"), (OWNER, "0:0")]);
+    let denied = super::review(
+        &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
+        &cfg(),
+    );
+    let ReviewOutcome::Answer(answer) = denied else {
+        panic!("a denial is an answer: {denied:?}")
+    };
+    assert!(!answer.allowed);
+    assert_eq!(answer.result.code, 403);
+    assert!(answer.result.message.contains("has uid 0"), "{answer:?}");
 }
 
 #[test]

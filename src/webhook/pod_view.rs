@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::annotations;
-use super::mutate::{BOOTSTRAPPER, CERTS_DIR, CERTS_VOLUME, RENEWER, TOKEN_VOLUME};
+use super::patch::{BOOTSTRAPPER, CERTS_VOLUME, RENEWER, TOKEN_VOLUME};
+use crate::pod_protocol::CERTS_DIR;
 
 /// What [`super::mutate`] needs from a Pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -1,35 +1,29 @@
-//! `step-operator webhook`: HTTPS `/mutate` and `/bootstrap`; plain-HTTP admin endpoints.
-//! Every replica serves (no leader election): the handlers keep no state between requests.
+//! The webhook's HTTP shell: the routes, the limits every request passes (in-flight cap,
+//! request timeout, body sizes, `/bootstrap` rate limits), and the handlers that turn the pure
+//! answers of [`mutate`] and [`bootstrap`] into HTTP responses. Every replica serves (no leader
+//! election): the handlers keep no state between requests.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum_server::tls_rustls::RustlsConfig;
-use futures::StreamExt;
-use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::watch;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::cli::WebhookArgs;
-use crate::crd::StepClusterIssuer;
 use crate::issuer::IssuerAccess;
-use crate::kube_client::{self, Use};
-use crate::metrics::Metrics;
-use crate::policy::{InvalidPolicy, IssuerPolicy};
+use crate::webhook::admission;
 use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
-use crate::webhook::config;
-use crate::webhook::mutate::{self, InjectConfig};
+use crate::webhook::config::WebhookConfig;
+use crate::webhook::issuers::KnownIssuers;
+use crate::webhook::mutate::{self, BadRequest, InjectConfig, ReviewOutcome};
 use crate::webhook::rate_limit::{self, BootstrapLimiter, Rate};
-use crate::webhook::serving;
 
 /// Largest body read: one byte over what `/mutate` accepts, so that `review` answers an
 /// oversized AdmissionReview with its own Status-shaped 413.
@@ -47,112 +41,45 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound on one /bootstrap (TokenReview, Pod read, maybe a provisioner key decryption).
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(15);
 
-struct AppState {
-    ctx: Arc<IssuerAccess>,
+/// What the handlers share.
+pub struct AppState {
+    access: Arc<IssuerAccess>,
+    /// Replaced when the step-ca root changes (see [`AppState::set_bootstrap_root`]).
     inject: RwLock<Arc<InjectConfig>>,
     bootstrap: BootstrapSettings,
     issuers: KnownIssuers,
 }
 
-/// The StepClusterIssuers' policies as admission sees them: a watched cache, so that `/mutate`
-/// makes no API call. `/bootstrap` reads the issuer fresh and decides for good.
-struct KnownIssuers(Store<StepClusterIssuer>);
-
-impl mutate::IssuerPolicies for KnownIssuers {
-    fn policy_of(&self, issuer: &str) -> Option<Result<IssuerPolicy, InvalidPolicy>> {
-        let known = self.0.get(&ObjectRef::new(issuer))?;
-        Some(crate::policy::issuer::for_pods(
-            known.spec.policy.as_ref().map(|p| p.input()),
-        ))
-    }
-}
-
-/// Watches the StepClusterIssuers into a cache for admission. A failing watch leaves the cache
-/// as it was (admission then falls back to the webhook's own policy for unknown issuers).
-fn watch_issuers(client: kube::Client) -> KnownIssuers {
-    let (store, writer) = reflector::store::<StepClusterIssuer>();
-    let stream = watcher(
-        Api::<StepClusterIssuer>::all(client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "Watching StepClusterIssuers for admission failed; retrying");
-            }
+impl AppState {
+    pub fn new(access: Arc<IssuerAccess>, config: WebhookConfig, issuers: KnownIssuers) -> Self {
+        Self {
+            access,
+            inject: RwLock::new(Arc::new(config.inject)),
+            bootstrap: config.bootstrap,
+            issuers,
         }
-    });
-    KnownIssuers(store)
+    }
+
+    /// The injection settings in force.
+    fn inject(&self) -> Arc<InjectConfig> {
+        self.inject
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The root the injected agents trust for the webhook's TLS, after the serving certificate
+    /// was renewed under another one.
+    pub fn set_bootstrap_root(&self, root_pem: &str) {
+        let mut inject = (*self.inject()).clone();
+        inject.bootstrap_ca_pem = Some(root_pem.to_owned());
+        *self.inject.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(inject);
+    }
 }
 
-pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    let (kube_config, client) = kube_client::connect(Use::Calls, args.kube_timeout).await?;
-    let watch_client = kube_client::client(kube_config, Use::Watches, args.kube_timeout)?;
-    let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr,
-        ready_rx,
-        metrics.clone(),
-    ));
-
-    // Checked before anything else so that a bad flag fails at once; built again below with the
-    // bootstrap root once the serving certificate is known.
-    config::from_args(&args, "")?;
-    // The webhook reaches issuers as the controller does, and writes no status and no Event.
-    let ctx = Arc::new(IssuerAccess {
-        client,
-        metrics: metrics.clone(),
-        signers: Default::default(),
-        cluster_resource_namespace: args.cluster_resource_namespace.clone(),
-        ca_timeout: args.ca_timeout,
-        // Pods name StepClusterIssuers only, which the deny-list does not restrict.
-        forbidden_ca_cidrs: Default::default(),
-    });
-
-    let names = serving::serving_names(
-        &args.service_name,
-        &args.pod_namespace,
-        &args.cluster_domain,
-        &args.tls_sans,
-    );
-    let issuers = watch_issuers(watch_client);
-    let first = obtain_until_ready(&ctx, &args, &names).await;
-    // Ready once the issuers are known too: a pod admitted before would be checked against the
-    // webhook's own policy only, and one that its issuer allows more would be denied.
-    if let Err(e) =
-        tokio::time::timeout(Duration::from_secs(60), issuers.0.wait_until_ready()).await
-    {
-        tracing::warn!(error = %e, "StepClusterIssuers not listed within 60s; admitting with the webhook's own policy for issuers not known yet");
-    }
-    let tls = RustlsConfig::from_pem(
-        first.chain_pem.as_bytes().to_vec(),
-        first.key_pem.as_bytes().to_vec(),
-    )
-    .await
-    .context("loading the serving certificate")?;
-
-    let config = config::from_args(&args, &first.root_pem)?;
-    let state = Arc::new(AppState {
-        ctx: ctx.clone(),
-        inject: RwLock::new(Arc::new(config.inject)),
-        bootstrap: config.bootstrap,
-        issuers,
-    });
-
-    tokio::spawn(keep_serving_cert(
-        ctx.clone(),
-        args.clone(),
-        names,
-        tls.clone(),
-        first,
-        state.clone(),
-    ));
-
+/// The routes with their limits: `/mutate` behind a budget of bodies in flight, `/bootstrap`
+/// behind the rate limits, both behind the in-flight cap and the request timeout.
+pub fn router(state: Arc<AppState>, args: &WebhookArgs) -> Router {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let limiter = Arc::new(BootstrapLimiter::new(
         Rate {
@@ -164,9 +91,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             burst: args.bootstrap_client_burst,
         },
     ));
-    let limited_metrics = metrics.clone();
+    let metrics = state.access.metrics.clone();
     let mutate_budget = BodyBudget::new(MUTATE_BODY_BUDGET, MAX_BODY);
-    let app = Router::new()
+    Router::new()
         .route(
             "/mutate",
             post(mutate_handler).layer(axum::middleware::from_fn(move |req, next| {
@@ -176,7 +103,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         .route(
             "/bootstrap",
             post(bootstrap_handler).layer(axum::middleware::from_fn(move |req, next| {
-                let metrics = limited_metrics.clone();
+                let metrics = metrics.clone();
                 rate_limit::limit(
                     limiter.clone(),
                     move |_| metrics.count_bootstrap("RateLimited"),
@@ -189,22 +116,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         .layer(axum::middleware::from_fn(move |req, next| {
             shed_and_time_out(in_flight.clone(), req, next)
         }))
-        .with_state(state);
-    let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(args.listen_addr, tls)
-        .handle(handle.clone())
-        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>());
-    let _ = ready_tx.send(true);
-    tracing::info!(addr = %args.listen_addr, "Webhook serving HTTPS");
-    tokio::select! {
-        r = server => r.context("the HTTPS server stopped")?,
-        r = admin => anyhow::bail!("admin server stopped: {r:?}"),
-        _ = crate::signal::shutdown_signal() => {
-            tracing::info!("Shutting down");
-            handle.graceful_shutdown(Some(Duration::from_secs(10)));
-        }
-    }
-    Ok(())
+        .with_state(state)
 }
 
 /// Answers 503 when [`MAX_IN_FLIGHT`] requests are being handled, and 408 when one (its body
@@ -239,197 +151,143 @@ fn refusal(status: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Keeps trying to get the first serving certificate; the pod stays unready meanwhile.
-async fn obtain_until_ready(
-    ctx: &IssuerAccess,
-    args: &WebhookArgs,
-    names: &[String],
-) -> serving::Serving {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match serving::issue(ctx, &args.default_issuer, names, args.serving_cert_duration).await {
-            Ok(s) => {
-                tracing::info!(names = ?names, not_after = %s.not_after, "Obtained the serving certificate from step-ca");
-                sync_bundle(ctx, args, &s.root_pem).await;
-                return s;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "Cannot obtain the serving certificate yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-async fn sync_bundle(ctx: &IssuerAccess, args: &WebhookArgs, root: &str) {
-    match serving::sync_ca_bundle(ctx, &args.webhook_config_name, root).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::debug!(config = %args.webhook_config_name, "No MutatingWebhookConfiguration to update")
-        }
-        Err(e) => {
-            tracing::warn!(config = %args.webhook_config_name, error = %e, "Failed to update the caBundle")
-        }
-    }
-}
-
-/// Renews the serving certificate at 2/3 of its lifetime and swaps it in; re-syncs the caBundle
-/// every minute in case someone (a Helm upgrade) reset it.
-async fn keep_serving_cert(
-    ctx: Arc<IssuerAccess>,
-    args: WebhookArgs,
-    names: Vec<String>,
-    tls: RustlsConfig,
-    mut current: serving::Serving,
-    state: Arc<AppState>,
-) {
-    loop {
-        let renew_at = crate::pki::chain::renew_at(
-            current.not_before,
-            current.not_after,
-            rand::random::<f64>(),
-        );
-        loop {
-            let now = chrono::Utc::now();
-            if now >= renew_at {
-                break;
-            }
-            let wait = (renew_at - now)
-                .to_std()
-                .unwrap_or_default()
-                .min(Duration::from_secs(60));
-            tokio::time::sleep(wait).await;
-            sync_bundle(&ctx, &args, &current.root_pem).await;
-        }
-        match serving::issue(
-            &ctx,
-            &args.default_issuer,
-            &names,
-            args.serving_cert_duration,
-        )
-        .await
-        {
-            Ok(next) => {
-                if let Err(e) = tls
-                    .reload_from_pem(
-                        next.chain_pem.as_bytes().to_vec(),
-                        next.key_pem.as_bytes().to_vec(),
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "Failed to load the renewed serving certificate; keeping the old one");
-                    continue;
-                }
-                tracing::info!(not_after = %next.not_after, "Renewed the serving certificate");
-                if next.root_pem != current.root_pem {
-                    let mut inject = state
-                        .inject
-                        .read()
-                        .map(|c| (**c).clone())
-                        .unwrap_or_else(|p| (**p.into_inner()).clone());
-                    inject.bootstrap_ca_pem = Some(next.root_pem.clone());
-                    if let Ok(mut slot) = state.inject.write() {
-                        *slot = Arc::new(inject);
-                    }
-                }
-                sync_bundle(&ctx, &args, &next.root_pem).await;
-                current = next;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Failed to renew the serving certificate; retrying in 10s");
-                tokio::time::sleep(Duration::from_secs(10)).await;
-            }
-        }
-    }
-}
-
 async fn mutate_handler(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let cfg = state
-        .inject
-        .read()
-        .map(|c| c.clone())
-        .unwrap_or_else(|p| p.into_inner().clone());
-    let (status, json) = mutate::review_with(&body, &cfg, &state.issuers);
+    // Filled in by `review` once it has read the request.
+    let span = tracing::info_span!("admission", uid = Empty, namespace = Empty, pod = Empty);
+    let _entered = span.enter();
+    let outcome = mutate::review_with(&body, &state.inject(), &state.issuers);
+    log_outcome(&outcome);
+    let (status, json) = render(outcome);
     state
-        .ctx
+        .access
         .metrics
         .admission_duration
         .observe(started.elapsed().as_secs_f64());
-    (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [(header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
-// The body is read (and ignored) so that HTTP/2 clients see the request completed, not reset;
-// an announced body over the limit is refused from its Content-Length alone, so that a client that
-// waits for `100 Continue` never sends it.
-async fn bootstrap_handler(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
+/// One line per review: a denial or an injection at info, the rest at debug (the body of a bad
+/// request is anyone's, so what it says is not logged above debug).
+fn log_outcome(outcome: &ReviewOutcome) {
+    match outcome {
+        ReviewOutcome::Answer(answer) if !answer.allowed => {
+            tracing::info!(message = %answer.result.message, "Pod denied");
+        }
+        ReviewOutcome::Answer(answer) if answer.patch.is_some() => {
+            tracing::info!("Pod injected with the certificate agents");
+        }
+        ReviewOutcome::Answer(_) => tracing::debug!("Admitted unchanged"),
+        ReviewOutcome::BadRequest { problem, message } => {
+            tracing::debug!(?problem, %message, "Not an AdmissionReview to answer");
+        }
+    }
+}
+
+/// `/mutate`'s answer on the wire: 200 with the AdmissionReview, or a `Status`-shaped error:
+/// 413 for a body over the limit, 400 for one that is no AdmissionReview, 500 if the answer
+/// cannot be encoded.
+pub fn render(outcome: ReviewOutcome) -> (StatusCode, Vec<u8>) {
+    let (status, reason, message) = match outcome {
+        ReviewOutcome::Answer(response) => match admission::encode(*response) {
+            Ok(body) => return (StatusCode::OK, body),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                format!("cannot serialize the AdmissionReview response: {e}"),
+            ),
+        },
+        ReviewOutcome::BadRequest { problem, message } => match problem {
+            BadRequest::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                message,
+            ),
+            BadRequest::Malformed => (StatusCode::BAD_REQUEST, "BadRequest", message),
+        },
+    };
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": reason,
+        "message": message,
+        "code": status.as_u16(),
+    });
+    (status, serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Reads and drops a `/bootstrap` body. It is read so that HTTP/2 clients see the request
+/// completed, not reset; an announced body over the limit is refused from its Content-Length
+/// alone, so that a client that waits for `100 Continue` never sends it.
+async fn drain_small_body(headers: &HeaderMap, body: axum::body::Body) -> Result<(), Response> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        refusal(
+    if announced.is_some_and(|n| n > MAX_BOOTSTRAP_BODY as u64)
+        || axum::body::to_bytes(body, MAX_BOOTSTRAP_BODY)
+            .await
+            .is_err()
+    {
+        return Err(refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             "TooLarge",
             &format!(
                 "the body is larger than {MAX_BOOTSTRAP_BODY} bytes: /bootstrap needs no body, the token is all it reads"
             ),
-        )
-    };
-    if announced.is_some_and(|n| n > MAX_BOOTSTRAP_BODY as u64) {
-        return too_large();
+        ));
     }
-    if axum::body::to_bytes(body, MAX_BOOTSTRAP_BODY)
-        .await
-        .is_err()
-    {
-        return too_large();
+    Ok(())
+}
+
+async fn bootstrap_handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Err(too_large) = drain_small_body(&headers, body).await {
+        return too_large;
     }
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let result = match bootstrap::bearer(auth) {
-        Ok(token) => match tokio::time::timeout(
-            BOOTSTRAP_TIMEOUT,
-            bootstrap::handle(&state.ctx, &state.bootstrap, token),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(bootstrap::Refusal {
-                status: 503,
-                reason: "Timeout",
-                message: "bootstrap timed out talking to the Kubernetes API or step-ca; retry"
-                    .into(),
-            }),
-        },
-        Err(refusal) => Err(refusal),
-    };
+    // Filled in by `bootstrap::handle` as it learns who calls; every line below carries it.
+    let span = tracing::info_span!(
+        "bootstrap",
+        namespace = Empty,
+        pod = Empty,
+        uid = Empty,
+        issuer = Empty
+    );
+    let result = async {
+        let token = bootstrap::bearer(auth)?;
+        let answer = bootstrap::handle(&state.access, &state.bootstrap, token);
+        tokio::time::timeout(BOOTSTRAP_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(bootstrap::Refusal {
+                    status: 503,
+                    reason: "Timeout",
+                    message: "bootstrap timed out talking to the Kubernetes API or step-ca; retry"
+                        .into(),
+                })
+            })
+    }
+    .instrument(span.clone())
+    .await;
+    let _entered = span.enter();
     match result {
         Ok(answer) => {
-            state.ctx.metrics.count_bootstrap("Issued");
+            state.access.metrics.count_bootstrap("Issued");
             (StatusCode::OK, axum::Json(answer)).into_response()
         }
-        Err(refusal) => {
-            state.ctx.metrics.count_bootstrap(refusal.reason);
-            tracing::info!(reason = refusal.reason, message = %refusal.message, "Bootstrap refused");
-            (
-                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                axum::Json(
-                    serde_json::json!({"reason": refusal.reason, "message": refusal.message}),
-                ),
-            )
-                .into_response()
+        Err(refused) => {
+            state.access.metrics.count_bootstrap(refused.reason);
+            tracing::info!(reason = refused.reason, message = %refused.message, "Bootstrap refused");
+            let status =
+                StatusCode::from_u16(refused.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            refusal(status, refused.reason, &refused.message)
         }
     }
 }

@@ -1,9 +1,17 @@
 //! `step-operator crd`: prints the CRDs, or writes `<name>.yaml` per CRD into directories.
 
+use std::path::PathBuf;
+
 use anyhow::Context as _;
 
-use crate::cli::CrdArgs;
 use crate::crd;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CrdArgs {
+    /// Write `<name>.yaml` files into these directories instead of printing to stdout.
+    #[arg(long)]
+    pub out_dir: Vec<PathBuf>,
+}
 
 pub fn run(args: &CrdArgs) -> anyhow::Result<()> {
     let crds = crd::all();

@@ -1,4 +1,9 @@
-//! Retry delays of the agents. Pure, so the policy is table-tested.
+//! Retry delays after failures, shared by the agents (webhook and step-ca calls) and the webhook
+//! (its serving certificate). Pure, so the policy is table-tested.
+//!
+//! Two classes: a transient failure (unreachable, 5xx, 408, 429) may pass on its own and is
+//! retried quickly; a refusal needs someone to change something (a pod's annotations, an issuer,
+//! a policy) and is retried slowly, so a broken setup does not hammer the webhook or the CA.
 
 use std::time::Duration;
 
