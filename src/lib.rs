@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod args;
 pub mod backoff;
 pub mod cert_manager;
 pub mod cli;

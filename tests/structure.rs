@@ -57,7 +57,8 @@ mod tree {
     fn test_module_start(text: &str) -> Option<usize> {
         text.match_indices("\n#[cfg(test)]\n").find_map(|(at, m)| {
             let next = text[at + m.len()..].lines().next().unwrap_or_default();
-            next.contains("mod ").then_some(at)
+            // `mod tests {`, not a declaration such as `mod mock_tests;`.
+            (next.contains("mod ") && next.trim_end().ends_with('{')).then_some(at)
         })
     }
 

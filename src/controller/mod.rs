@@ -1,5 +1,6 @@
 //! `step-operator controller`: the cert-manager external issuer.
 
+pub mod args;
 pub mod context;
 pub mod decision;
 pub mod in_flight;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::watch;
 
-use crate::cli::{ControllerArgs, IssuersWithoutPolicy};
+use self::args::{ControllerArgs, IssuersWithoutPolicy};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::IssuerAccess;
 use crate::kube_client::{self, Use};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::cli::WebhookArgs;
 use crate::policy::{NamePolicy, Pattern};
+use crate::webhook::args::WebhookArgs;
 use crate::webhook::bootstrap::BootstrapSettings;
 
 /// Everything [`super::mutate`] needs besides the Pod.

@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod args;
 pub mod body_budget;
 pub mod bootstrap;
 pub mod config;
@@ -25,10 +26,10 @@ use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 
-use crate::cli::WebhookArgs;
 use crate::issuer::IssuerAccess;
 use crate::kube_client::{self, Use};
 use crate::metrics::Metrics;
+use crate::webhook::args::WebhookArgs;
 
 use self::issuers::KnownIssuers;
 use self::server::AppState;

@@ -15,9 +15,9 @@ use axum::routing::post;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::cli::WebhookArgs;
 use crate::issuer::IssuerAccess;
 use crate::webhook::admission;
+use crate::webhook::args::WebhookArgs;
 use crate::webhook::body_budget::{self, BodyBudget, MUTATE_BODY_BUDGET};
 use crate::webhook::bootstrap::{self, BootstrapSettings};
 use crate::webhook::config::WebhookConfig;

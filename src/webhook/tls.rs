@@ -13,11 +13,11 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::backoff::{self, Backoff, Failure, RetryPolicy};
-use crate::cli::WebhookArgs;
 use crate::crd::StepClusterIssuer;
 use crate::duration::to_go_seconds;
 use crate::issuer::IssuerAccess;
 use crate::issuer::error::IssuerError;
+use crate::webhook::args::WebhookArgs;
 use crate::{pki, step};
 
 /// While waiting to renew, the `caBundle` is re-synced this often, in case someone (a Helm
