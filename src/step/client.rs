@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::address_policy::{ForbiddenAddress, ForbiddenRanges, GuardedResolver};
 use super::error::decode_error_body;
+pub use super::wire::{ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
+use super::wire::{ProvisionersPage, RawSignResponse};
 use super::{Error, Result};
 
 const ACTION_HEALTH: &str = "check step-ca health";
@@ -66,141 +68,6 @@ impl fmt::Debug for Client {
             .field("timeout", &self.inner.timeout)
             .finish()
     }
-}
-
-/// A JWK (or other) provisioner as listed by `GET /provisioners`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProvisionerInfo {
-    pub name: String,
-    /// As sent by the CA (`JWK`, `jwk`, `ACME`, ...); compare with [`ProvisionerInfo::is_jwk`].
-    pub type_: String,
-    /// `key.kid` of the public key, when present.
-    pub kid: Option<String>,
-    /// The public JWK (`Value::Null` for provisioner types without one).
-    pub key: Value,
-    /// The compact JWE of the private key, when the CA stores it.
-    pub encrypted_key: Option<String>,
-}
-
-impl ProvisionerInfo {
-    /// step-ca lowercases types itself, and hand-written configs use either case.
-    pub fn is_jwk(&self) -> bool {
-        self.type_.eq_ignore_ascii_case("jwk")
-    }
-}
-
-/// `GET /version`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VersionInfo {
-    pub version: String,
-    #[serde(default)]
-    pub require_client_authentication: bool,
-}
-
-/// Body of `POST /1.0/sign`.
-#[derive(Clone, Serialize)]
-pub struct SignRequest {
-    /// PEM `CERTIFICATE REQUEST`.
-    #[serde(rename = "csr")]
-    pub csr_pem: String,
-    /// The one-time token; single use, even if the request fails.
-    pub ott: String,
-    /// Go duration (`"2160h0m0s"`) or RFC 3339 time.
-    #[serde(rename = "notAfter", skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
-    #[serde(rename = "notBefore", skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
-}
-
-impl fmt::Debug for SignRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignRequest")
-            .field("csr_pem", &format_args!("<{} bytes>", self.csr_pem.len()))
-            .field("ott", &"<redacted>")
-            .field("not_after", &self.not_after)
-            .field("not_before", &self.not_before)
-            .finish()
-    }
-}
-
-/// Answer of sign and renew.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignResponse {
-    /// Leaf certificate PEM.
-    pub crt: String,
-    /// Issuing intermediate PEM (not the root).
-    pub ca: String,
-    /// Leaf first, then intermediates; never the root.
-    pub cert_chain: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawSignResponse {
-    crt: String,
-    #[serde(default)]
-    ca: String,
-    #[serde(default)]
-    cert_chain: Option<Vec<String>>,
-}
-
-impl From<RawSignResponse> for SignResponse {
-    fn from(raw: RawSignResponse) -> Self {
-        let cert_chain = match raw.cert_chain {
-            Some(chain) if !chain.is_empty() => chain,
-            _ => [raw.crt.clone(), raw.ca.clone()]
-                .into_iter()
-                .filter(|c| !c.is_empty())
-                .collect(),
-        };
-        SignResponse {
-            crt: raw.crt,
-            ca: raw.ca,
-            cert_chain,
-        }
-    }
-}
-
-/// A certificate and its key, used as the TLS client identity for `POST /1.0/renew`.
-#[derive(Clone)]
-pub struct ClientIdentity {
-    /// Leaf first, then intermediates, PEM.
-    pub cert_chain_pem: String,
-    /// PKCS#8, SEC1 or PKCS#1 PEM private key.
-    pub key_pem: Zeroizing<String>,
-}
-
-impl fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field(
-                "cert_chain_pem",
-                &format_args!("<{} bytes>", self.cert_chain_pem.len()),
-            )
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-#[derive(Deserialize)]
-struct ProvisionersPage {
-    #[serde(default)]
-    provisioners: Vec<RawProvisioner>,
-    #[serde(default, rename = "nextCursor")]
-    next_cursor: String,
-}
-
-#[derive(Deserialize)]
-struct RawProvisioner {
-    #[serde(default)]
-    name: String,
-    #[serde(default, rename = "type")]
-    type_: String,
-    #[serde(default)]
-    key: Value,
-    #[serde(default, rename = "encryptedKey")]
-    encrypted_key: Option<String>,
 }
 
 /// Parses and normalises the CA URL: https, a host, no path/query/fragment/credentials, no

@@ -13,6 +13,7 @@ mod jws;
 pub mod provisioner;
 pub mod signer;
 pub mod token;
+mod wire;
 
 #[cfg(test)]
 pub(crate) mod fake_ca;
