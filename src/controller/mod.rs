@@ -51,59 +51,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         leadership = Some(leader::Leadership::acquire(client.clone(), &lease, &ready_tx).await?);
     }
 
-    let streaming_lists = initial_list::streaming(args.initial_list);
-    if !args.watch_secrets {
-        tracing::info!(
-            recheck_interval_s = args.issuer_recheck_interval.as_secs(),
-            "Secrets are not watched (--watch-secrets=false): a changed password Secret is noticed at the issuer's next re-check, or when step-ca refuses a token"
-        );
-    }
-    tracing::info!(
-        initial_list = if streaming_lists {
-            "streaming"
-        } else {
-            "paged"
-        },
-        "Watches load their initial state"
-    );
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "step-operator-controller".into(),
-            instance: Some(identity.clone()),
-        },
-    );
-    let issuers = IssuerAccess {
-        client: client.clone(),
-        metrics: metrics.clone(),
-        signers: Default::default(),
-        cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
-        ca_timeout: args.issuers.ca_timeout,
-        forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
-    };
-    let ctx = Arc::new(Context {
-        client,
-        watch_client,
-        recorder,
-        metrics,
-        issuers,
-        settings: Settings {
-            cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
-            max_retry_duration: args.max_retry_duration,
-            issuer_recheck_interval: args.issuer_recheck_interval,
-            streaming_lists,
-            names: NamePolicy::new(&args.cluster.cluster_domain, Vec::new()),
-            without_policy: match args.issuers_without_policy {
-                IssuersWithoutPolicy::AllowAnyName => WithoutPolicy::AllowAnyName,
-                IssuersWithoutPolicy::NamespaceNames => WithoutPolicy::NamespaceNames,
-            },
-            max_signs_per_issuer: match args.max_signs_per_issuer {
-                0 => in_flight::default_limit(args.concurrency.max(1)),
-                n => usize::from(n),
-            },
-            watch_secrets: args.watch_secrets,
-        },
-    });
+    let ctx = Arc::new(context(&args, client, watch_client, metrics, &identity));
     // From here on the leader is ready while every watch has listed and none is failing.
     let health = watch_health::WatchHealth::new(ready_tx);
 
@@ -152,4 +100,67 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         l.release().await;
     }
     outcome
+}
+
+/// The reconcilers' shared state, built from the arguments in one place.
+fn context(
+    args: &ControllerArgs,
+    client: kube::Client,
+    watch_client: kube::Client,
+    metrics: Arc<Metrics>,
+    identity: &str,
+) -> Context {
+    let streaming_lists = initial_list::streaming(args.initial_list);
+    if !args.watch_secrets {
+        tracing::info!(
+            recheck_interval_s = args.issuer_recheck_interval.as_secs(),
+            "Secrets are not watched (--watch-secrets=false): a changed password Secret is noticed at the issuer's next re-check, or when step-ca refuses a token"
+        );
+    }
+    tracing::info!(
+        initial_list = if streaming_lists {
+            "streaming"
+        } else {
+            "paged"
+        },
+        "Watches load their initial state"
+    );
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "step-operator-controller".into(),
+            instance: Some(identity.to_string()),
+        },
+    );
+    let issuers = IssuerAccess {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        signers: Default::default(),
+        cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
+        ca_timeout: args.issuers.ca_timeout,
+        forbidden_ca_cidrs: crate::step::ForbiddenRanges::new(args.forbidden_ca_cidrs.clone()),
+    };
+    Context {
+        client,
+        watch_client,
+        recorder,
+        metrics,
+        issuers,
+        settings: Settings {
+            cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
+            max_retry_duration: args.max_retry_duration,
+            issuer_recheck_interval: args.issuer_recheck_interval,
+            streaming_lists,
+            names: NamePolicy::new(&args.cluster.cluster_domain, Vec::new()),
+            without_policy: match args.issuers_without_policy {
+                IssuersWithoutPolicy::AllowAnyName => WithoutPolicy::AllowAnyName,
+                IssuersWithoutPolicy::NamespaceNames => WithoutPolicy::NamespaceNames,
+            },
+            max_signs_per_issuer: match args.max_signs_per_issuer {
+                0 => in_flight::default_limit(args.concurrency.max(1)),
+                n => usize::from(n),
+            },
+            watch_secrets: args.watch_secrets,
+        },
+    }
 }

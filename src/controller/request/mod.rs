@@ -23,7 +23,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::cert_manager::{CONDITION_READY, CertificateRequest, reason};
 use crate::controller::context::Context;
-use crate::controller::decision::{self, IssuerKey};
+use crate::controller::decision;
 use crate::controller::in_flight::InFlight;
 use crate::controller::initial_list;
 use crate::controller::relist::triggers;
@@ -122,50 +122,47 @@ pub const WATCH_REQUESTS: &str = "CertificateRequests";
 pub const WATCH_ISSUERS: &str = "StepIssuers (for requests)";
 pub const WATCH_CLUSTER_ISSUERS: &str = "StepClusterIssuers (for requests)";
 
-pub async fn run(
-    ctx: Arc<Context>,
-    health: WatchHealth,
-    concurrency: u16,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.watch_client.clone();
-    let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
-
-    let memory = Arc::new(RequestMemory::default());
-    let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
-    let issuer_stream = health
+/// A watch of one issuer kind into `writer`, with what the request path does not need dropped
+/// (`drop_bundle` clears `caBundle`; see [`slim_issuer_meta`]). Yields the issuers it touched.
+fn slim_issuer_watch<K>(
+    health: &WatchHealth,
+    name: &'static str,
+    client: &kube::Client,
+    cfg: &watcher::Config,
+    writer: reflector::store::Writer<K>,
+    drop_bundle: fn(&mut K),
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K>
+where
+    K: IssuerObject + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    health
         .observe(
-            WATCH_ISSUERS,
-            "StepIssuers",
-            watcher(Api::<StepIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
+            name,
+            K::PLURAL,
+            watcher(K::api(client.clone(), None), cfg.clone()).default_backoff(),
         )
-        .modify(|i: &mut StepIssuer| {
-            i.spec.ca_bundle = None;
+        .modify(move |i: &mut K| {
+            drop_bundle(i);
             slim_issuer_meta(i.meta_mut());
         })
-        .reflect(issuers_writer)
-        .touched_objects();
-    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
-    let cluster_stream = health
-        .observe(
-            WATCH_CLUSTER_ISSUERS,
-            "StepClusterIssuers",
-            watcher(Api::<StepClusterIssuer>::all(client.clone()), cfg.clone()).default_backoff(),
-        )
-        .modify(|i: &mut StepClusterIssuer| {
-            i.spec.ca_bundle = None;
-            slim_issuer_meta(i.meta_mut());
-        })
-        .reflect(cluster_writer)
-        .touched_objects();
+        .reflect(writer)
+        .touched_objects()
+}
 
-    // Requests are watched, and so reconciled, only once both issuer caches hold a complete
-    // listing: a request is never told that its issuer is missing while the list is still
-    // loading, and no reconcile ever waits for a cache (and holds a worker) meanwhile.
-    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
-    let admit_memory = memory.clone();
+/// The requests to reconcile: ours and open, slimmed, cached in `writer`. They are watched, and
+/// so reconciled, only once both issuer caches hold a complete listing: a request is never told
+/// that its issuer is missing while the list is still loading, and no reconcile ever waits for a
+/// cache (and holds a worker) meanwhile.
+fn request_watch(
+    ctx: &Context,
+    health: &WatchHealth,
+    client: &kube::Client,
+    memory: Arc<RequestMemory>,
+    writer: reflector::store::Writer<CertificateRequest>,
+    requests: Store<CertificateRequest>,
+) -> impl futures::Stream<Item = Result<CertificateRequest, watcher::Error>> + Send + use<> {
     let gate = health.clone();
-    let request_watch = health.observe(
+    let watch = health.observe(
         WATCH_REQUESTS,
         "CertificateRequests",
         watcher(
@@ -177,42 +174,79 @@ pub async fn run(
         )
         .default_backoff(),
     );
-    let request_stream = futures::stream::once(async move {
+    futures::stream::once(async move {
         gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
-        request_watch
+        watch
     })
     .flatten()
     .boxed()
-    .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &admit_memory))))
-    .reflect(requests_writer)
-    .map_ok({
-        let requests = requests.clone();
-        move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok))
-    })
+    .try_filter_map(move |ev| futures::future::ready(Ok(admit(ev, &memory))))
+    .reflect(writer)
+    .map_ok(move |ev| futures::stream::iter(triggers(ev, || requests.state()).into_iter().map(Ok)))
     .try_flatten()
     // Deletes of finished requests only clean the cache; they need no reconcile.
-    .try_filter(|cr| futures::future::ready(worth_caching(cr)));
+    .try_filter(|cr| futures::future::ready(worth_caching(cr)))
+}
 
-    let waiting_on = |requests: Store<CertificateRequest>| {
-        move |key: IssuerKey| {
-            requests
-                .state()
-                .into_iter()
-                .filter(|cr| {
-                    decision::owning_issuer(
-                        &cr.spec.issuer_ref,
-                        &cr.namespace().unwrap_or_default(),
-                    )
-                    .as_ref()
-                        == Some(&key)
-                })
-                .map(|cr| ObjectRef::from_obj(&*cr))
-                .collect::<Vec<_>>()
+/// Requests waiting on an issuer are re-queued the moment it turns Ready.
+fn waiting_for_ready<K: IssuerObject>(
+    requests: Store<CertificateRequest>,
+) -> impl Fn(K) -> Vec<ObjectRef<CertificateRequest>> + Send + Sync + 'static {
+    move |issuer: K| {
+        if !is_ready(&issuer) {
+            return Vec::new();
         }
-    };
-    let for_issuer = waiting_on(requests.clone());
-    let for_cluster_issuer = waiting_on(requests.clone());
+        let key = issuer.key();
+        requests
+            .state()
+            .into_iter()
+            .filter(|cr| {
+                decision::owning_issuer(&cr.spec.issuer_ref, &cr.namespace().unwrap_or_default())
+                    .as_ref()
+                    == Some(&key)
+            })
+            .map(|cr| ObjectRef::from_obj(&*cr))
+            .collect()
+    }
+}
 
+pub async fn run(
+    ctx: Arc<Context>,
+    health: WatchHealth,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.watch_client.clone();
+    let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
+
+    let memory = Arc::new(RequestMemory::default());
+    let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
+    let issuer_stream =
+        slim_issuer_watch(&health, WATCH_ISSUERS, &client, &cfg, issuers_writer, |i| {
+            i.spec.ca_bundle = None
+        });
+    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
+    let cluster_stream = slim_issuer_watch(
+        &health,
+        WATCH_CLUSTER_ISSUERS,
+        &client,
+        &cfg,
+        cluster_writer,
+        |i| i.spec.ca_bundle = None,
+    );
+
+    let (requests, requests_writer) = reflector::store::<CertificateRequest>();
+    let request_stream = request_watch(
+        &ctx,
+        &health,
+        &client,
+        memory.clone(),
+        requests_writer,
+        requests.clone(),
+    );
+
+    let for_issuer = waiting_for_ready::<StepIssuer>(requests.clone());
+    let for_cluster_issuer = waiting_for_ready::<StepClusterIssuer>(requests.clone());
     let in_flight = InFlight::new(ctx.settings.max_signs_per_issuer);
     let metrics = ctx.metrics.clone();
     let rctx = Arc::new(RequestCtx {
@@ -226,20 +260,8 @@ pub async fn run(
     });
     Controller::for_stream(request_stream, requests)
         // Requests waiting on an issuer are re-queued the moment it turns Ready.
-        .watches_stream(issuer_stream, move |i: StepIssuer| {
-            if is_ready(&i) {
-                for_issuer(i.key())
-            } else {
-                Vec::new()
-            }
-        })
-        .watches_stream(cluster_stream, move |i: StepClusterIssuer| {
-            if is_ready(&i) {
-                for_cluster_issuer(i.key())
-            } else {
-                Vec::new()
-            }
-        })
+        .watches_stream(issuer_stream, for_issuer)
+        .watches_stream(cluster_stream, for_cluster_issuer)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, rctx)
