@@ -53,6 +53,8 @@ pub struct Metrics {
     /// Every reconcile a controller ran or failed to run, by controller (the kind) and outcome
     /// (`ok`, `error`, `object_gone`, `queue_error`, `runner_error`).
     pub reconciles: Family<ReconcileLabels, Counter>,
+    /// PodCertificateRequest outcomes by result (`Issued`, or the reason of a refusal or retry).
+    pub pod_certificates: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,9 +111,16 @@ impl Default for Metrics {
             "Reconciles by controller and outcome",
             reconciles.clone(),
         );
+        let pod_certificates = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "pod_certificate_requests",
+            "PodCertificateRequest outcomes by result reason",
+            pod_certificates.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
+            pod_certificates,
             requests_deferred,
             bootstrap_results,
             issuance_duration,
@@ -145,6 +154,14 @@ impl Metrics {
 
     pub fn count_request(&self, result: &str) {
         self.requests
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_pod_certificate(&self, result: &str) {
+        self.pod_certificates
             .get_or_create(&ResultLabels {
                 result: result.to_string(),
             })

@@ -73,6 +73,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_WATCH_SECRETS", default_value_t = false, action = clap::ArgAction::Set)]
     pub watch_secrets: bool,
 
+    /// Sign Kubernetes PodCertificateRequests whose signerName names one of our issuers
+    /// (`stepclusterissuers.certmanager.step.sm/<name>`,
+    /// `stepissuers.certmanager.step.sm/<namespace>.<name>`). Off by itself when the apiserver
+    /// does not serve `certificates.k8s.io/v1` podcertificaterequests (before 1.37).
+    #[arg(long, env = "STEP_OPERATOR_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_certificates: bool,
+
     /// What a StepClusterIssuer without `spec.policy` signs for CertificateRequests:
     /// `allow-any-name` (any name for any namespace: step-issuer's behaviour) or
     /// `namespace-names` (each namespace gets its own names only: `<svc>.<ns>.svc`, ...; the

@@ -57,7 +57,19 @@ impl Context {
         note: String,
         action: &str,
     ) {
-        let reference = obj.object_ref(&());
+        self.event_for(&obj.object_ref(&()), type_, reason, note, action)
+            .await;
+    }
+
+    /// Publishes an Event about an object given by reference (a pod named in a request).
+    pub async fn event_for(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -65,7 +77,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
             tracing::warn!(error = %e, reason, "Failed to publish an Event");
         }
     }

@@ -10,6 +10,7 @@ pub mod issuer_policy;
 mod leader;
 #[cfg(test)]
 mod mock_tests;
+pub mod podcert;
 pub mod relist;
 pub mod request;
 pub mod watch_health;
@@ -67,9 +68,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
     let cluster_issuers =
         issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
+    let pod_certificates = args.pod_certificates && podcert::served(&ctx.client).await;
+    tracing::info!(pod_certificates, "PodCertificateRequest signer");
+    let pod_certs = {
+        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
+        async move {
+            if pod_certificates {
+                podcert::run(ctx, health, 4, stop).await;
+            }
+        }
+    };
     let requests = request::run(ctx.clone(), health, args.concurrency.max(1), stopped());
     let controllers = async {
-        tokio::join!(issuers, cluster_issuers, requests);
+        tokio::join!(issuers, cluster_issuers, requests, pod_certs);
     };
     tokio::pin!(controllers);
 

@@ -45,7 +45,47 @@ impl IssuerKey {
             IssuerKey::Namespaced { name, .. } | IssuerKey::Cluster { name } => name,
         }
     }
+
+    /// The issuer's `signerName` in Kubernetes' own signing APIs (PodCertificateRequests, and
+    /// CertificateSigningRequests): `stepclusterissuers.certmanager.step.sm/<name>`, or
+    /// `stepissuers.certmanager.step.sm/<namespace>.<name>`, the form cert-manager uses for its
+    /// own issuers.
+    pub fn signer_name(&self) -> String {
+        match self {
+            IssuerKey::Cluster { name } => format!("{CLUSTER_SIGNER_DOMAIN}/{name}"),
+            IssuerKey::Namespaced { namespace, name } => {
+                format!("{NAMESPACED_SIGNER_DOMAIN}/{namespace}.{name}")
+            }
+        }
+    }
+
+    /// The issuer a `signerName` names, if it is one of ours. A namespace is a DNS label (no
+    /// dot), so the first dot of a StepIssuer's signer name ends it.
+    pub fn from_signer_name(signer: &str) -> Option<IssuerKey> {
+        let (domain, rest) = signer.split_once('/')?;
+        if rest.is_empty() || rest.contains('/') {
+            return None;
+        }
+        match domain {
+            CLUSTER_SIGNER_DOMAIN => Some(IssuerKey::Cluster {
+                name: rest.to_string(),
+            }),
+            NAMESPACED_SIGNER_DOMAIN => {
+                let (namespace, name) = rest.split_once('.')?;
+                (!namespace.is_empty() && !name.is_empty()).then(|| IssuerKey::Namespaced {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
+
+/// The `signerName` domain of StepClusterIssuers.
+pub const CLUSTER_SIGNER_DOMAIN: &str = "stepclusterissuers.certmanager.step.sm";
+/// The `signerName` domain of StepIssuers.
+pub const NAMESPACED_SIGNER_DOMAIN: &str = "stepissuers.certmanager.step.sm";
 
 impl std::fmt::Display for IssuerKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -367,5 +407,45 @@ mod tests {
         );
         drop(access);
         server.await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod signer_name_tests {
+    use super::*;
+
+    #[test]
+    fn signer_names_round_trip_and_refuse_what_is_not_ours() {
+        let cluster = IssuerKey::Cluster { name: "ca".into() };
+        let team = IssuerKey::Namespaced {
+            namespace: "team".into(),
+            name: "ca.v2".into(),
+        };
+        assert_eq!(
+            cluster.signer_name(),
+            "stepclusterissuers.certmanager.step.sm/ca"
+        );
+        assert_eq!(
+            team.signer_name(),
+            "stepissuers.certmanager.step.sm/team.ca.v2"
+        );
+        for key in [&cluster, &team] {
+            assert_eq!(
+                IssuerKey::from_signer_name(&key.signer_name()).as_ref(),
+                Some(key)
+            );
+        }
+        for other in [
+            "kubernetes.io/kube-apiserver-client-pod",
+            "stepclusterissuers.certmanager.step.sm/",
+            "stepclusterissuers.certmanager.step.sm/a/b",
+            "stepissuers.certmanager.step.sm/no-dot",
+            "stepissuers.certmanager.step.sm/.ca",
+            "stepissuers.certmanager.step.sm/team.",
+            "clusterissuers.cert-manager.io/ca",
+            "stepclusterissuers.certmanager.step.sm",
+        ] {
+            assert_eq!(IssuerKey::from_signer_name(other), None, "{other}");
+        }
     }
 }

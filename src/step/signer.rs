@@ -185,6 +185,21 @@ impl Signer {
         sans: &[String],
         not_after: Option<String>,
     ) -> Result<SignResponse> {
+        self.sign_between(csr_pem, subject, sans, None, not_after)
+            .await
+    }
+
+    /// [`Self::sign`] with an explicit start of validity too (RFC 3339), for callers whose
+    /// certificate must have an exact lifetime: step-ca backdates `notBefore` by a minute when
+    /// none is given.
+    pub async fn sign_between(
+        &self,
+        csr_pem: &str,
+        subject: &str,
+        sans: &[String],
+        not_before: Option<String>,
+        not_after: Option<String>,
+    ) -> Result<SignResponse> {
         let ott = self.mint_token(subject, sans, DEFAULT_TOKEN_LIFETIME)?;
         self.inner
             .client
@@ -192,7 +207,7 @@ impl Signer {
                 csr_pem: csr_pem.to_owned(),
                 ott,
                 not_after,
-                not_before: None,
+                not_before,
             })
             .await
     }

@@ -1,0 +1,124 @@
+//! The PodCertificateRequest signer (Kubernetes pod certificates, `certificates.k8s.io/v1`, GA in
+//! 1.37): a pod declares a `podCertificate` projected volume whose `signerName` names one of our
+//! issuers (`stepclusterissuers.certmanager.step.sm/<name>` or
+//! `stepissuers.certmanager.step.sm/<namespace>.<name>`); the kubelet generates the key and
+//! creates the request; this controller signs it through step-ca with the pod's identity, and the
+//! kubelet writes the chain and key into the pod and asks again before `beginRefreshAt`.
+
+mod plan;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::PodCertificateRequest;
+use kube::api::Api;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+
+use crate::controller::context::Context;
+use crate::controller::initial_list;
+use crate::controller::watch_health::{WatchHealth, report_outcome};
+
+pub use self::plan::{ANNOTATION_DNS_NAMES, KNOWN_ANNOTATIONS};
+use self::reconcile::{error_policy, reconcile};
+
+/// Under which name the signer's watch reports to [`WatchHealth`].
+pub const WATCH_POD_CERTIFICATES: &str = "PodCertificateRequests";
+
+/// The signer's state: the shared context and the failed attempts of requests being retried.
+pub struct PodCertCtx {
+    ctx: Arc<Context>,
+    attempts: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl PodCertCtx {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (u32, Instant)>) -> T) -> T {
+        // A poisoned lock is taken over: every update is a single assignment.
+        f(&mut self.attempts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn attempts(&self, uid: &str) -> u32 {
+        self.with(|m| m.get(uid).map_or(0, |(n, _)| *n))
+    }
+
+    fn backoff_left(&self, uid: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.with(|m| m.get(uid).map(|(_, at)| *at))
+            .filter(|at| *at > now)
+            .map(|at| at - now)
+    }
+
+    fn record_failure(&self, uid: &str, delay: Duration) {
+        self.with(|m| {
+            let entry = m.entry(uid.to_string()).or_insert((0, Instant::now()));
+            *entry = (entry.0 + 1, Instant::now() + delay);
+        });
+    }
+
+    fn forget(&self, uid: &str) {
+        self.with(|m| m.remove(uid));
+    }
+}
+
+/// Whether this apiserver serves PodCertificateRequests (`certificates.k8s.io/v1`, 1.37 and
+/// later, or earlier with the feature gate and the API enabled).
+pub async fn served(client: &kube::Client) -> bool {
+    match client
+        .list_api_group_resources("certificates.k8s.io/v1")
+        .await
+    {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.name == "podcertificaterequests"),
+        Err(e) => {
+            tracing::info!(error = %e, "Could not read certificates.k8s.io/v1; pod certificates are off");
+            false
+        }
+    }
+}
+
+/// Signs our PodCertificateRequests until `shutdown` resolves. Requests already Issued, Denied or
+/// Failed are never touched: the API makes their status immutable.
+pub async fn run(
+    ctx: Arc<Context>,
+    health: WatchHealth,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let cfg = initial_list::watch_config(ctx.settings.streaming_lists);
+    let (store, writer) = kube::runtime::reflector::store::<PodCertificateRequest>();
+    let requests = health
+        .observe(
+            WATCH_POD_CERTIFICATES,
+            "PodCertificateRequests",
+            watcher(
+                Api::<PodCertificateRequest>::all(ctx.watch_client.clone()),
+                cfg,
+            )
+            .default_backoff(),
+        )
+        // Only ours, and only what a reconcile reads: the stub CSR is read from the cache, so
+        // the spec stays whole.
+        .modify(|r: &mut PodCertificateRequest| {
+            r.metadata.managed_fields = None;
+        })
+        .reflect(writer)
+        .applied_objects();
+    let metrics = ctx.metrics.clone();
+    let c = Arc::new(PodCertCtx {
+        ctx,
+        attempts: Mutex::default(),
+    });
+    Controller::for_stream(requests, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, c)
+        .for_each(|outcome| {
+            report_outcome("PodCertificateRequest", &metrics, outcome);
+            futures::future::ready(())
+        })
+        .await;
+}
