@@ -1,0 +1,208 @@
+//! Pod certificates (`certificates.k8s.io/v1` PodCertificateRequests, GA in 1.37) on the e2e
+//! node: the kubelet makes the key and the request for a `podCertificate` projected volume, the
+//! controller signs it through the real step-ca, and the kubelet writes the chain into the pod.
+//! Every replica gets its own certificate with its own names; a name the issuer's policy refuses
+//! ends the request `Denied` with the reason, on the request and in the pod's events.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::fixtures::*;
+use e2e::node::*;
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading};
+use e2e::{Env, TestNamespace, wait_for};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::certificates::v1::PodCertificateRequest;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const CHAIN: &str = "/var/run/podcert/chain.pem";
+
+/// A pod template whose container prints its certificate chain (never its key) and waits.
+fn template(node: &Node, app: &str, signer: &str, dns_names: &str) -> Value {
+    json!({
+        "metadata": {"labels": {"app": app}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": node.tools_image,
+                "command": ["sh", "-c", format!("cat {CHAIN}; echo END-OF-CHAIN; exec sleep 3600")],
+                "volumeMounts": [{"name": "podcert", "mountPath": "/var/run/podcert", "readOnly": true}],
+            }],
+            "volumes": [{
+                "name": "podcert",
+                "projected": {"sources": [{"podCertificate": {
+                    "signerName": signer,
+                    "keyType": "ECDSAP256",
+                    "keyPath": "key.pem",
+                    "certificateChainPath": "chain.pem",
+                    "userAnnotations": {"podcert.step.sm/dns-names": dns_names},
+                }}]},
+            }],
+        },
+    })
+}
+
+async fn setup(prefix: &str) -> Result<(Env, Node, Client, TestNamespace, String)> {
+    let env = Env::load()?;
+    let node = env.node()?;
+    let client = env.client().await?;
+    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let log = shared_controller_leading(&env).await?;
+    let issuer = ready_cluster_issuer(&env, &client, prefix, &log).await?;
+    let ns = TestNamespace::create(&client, prefix).await?;
+    Ok((env, node, client, ns, issuer))
+}
+
+#[tokio::test]
+async fn podcert_replicas_get_distinct_certificates_with_their_identity() -> Result<()> {
+    let (_env, node, client, ns, issuer) = setup("podcert").await?;
+    let signer = format!("stepclusterissuers.certmanager.step.sm/{issuer}");
+    let dns = "${POD_NAME}.web.${POD_NAMESPACE}.svc";
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": template(&node, "web", &signer, dns),
+        },
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .context("creating the Deployment")?;
+    wait_deployment_available(&client, &ns.name, "web", Duration::from_secs(180)).await?;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default().labels("app=web"))
+        .await?;
+    ensure!(
+        pods.items.len() == 3,
+        "3 replicas, got {}",
+        pods.items.len()
+    );
+    let mut serials = BTreeSet::new();
+    for pod in &pods.items {
+        let name = pod.name_any();
+        let log = wait_for(
+            &format!("the certificate chain in the log of {name}"),
+            Duration::from_secs(60),
+            async || {
+                let log = logs(&client, &ns.name, &name, "app", false).await;
+                Ok(log.contains("END-OF-CHAIN").then_some(log))
+            },
+            async || describe_namespace(&client, &ns.name).await,
+        )
+        .await?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(log.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{name}'s chain does not start with a PEM block: {e}"))?;
+        let cert = pem.parse_x509().context("the leaf parses")?;
+        serials.insert(cert.raw_serial().to_vec());
+        let sans = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|e| format!("{:?}", e.value.general_names))
+            .unwrap_or_default();
+        let spiffe = format!("spiffe://cluster.local/ns/{}/sa/default", ns.name);
+        let own = format!("{name}.web.{}.svc", ns.name);
+        ensure!(sans.contains(&spiffe), "{name}: {sans} lacks {spiffe}");
+        ensure!(
+            sans.contains(&own),
+            "{name}: {sans} lacks its own name {own}"
+        );
+        for other in pods.items.iter().filter(|p| p.name_any() != name) {
+            ensure!(
+                !sans.contains(&format!("{}.web", other.name_any())),
+                "{name} carries another replica's name: {sans}"
+            );
+        }
+        let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        ensure!(
+            life == 86_400,
+            "{name}: lifetime {life}s, want the kubelet's default 86400s"
+        );
+    }
+    ensure!(
+        serials.len() == 3,
+        "3 distinct certificates, got {}",
+        serials.len()
+    );
+
+    // The requests show the kubelet's refresh hint inside the validity.
+    let requests = Api::<PodCertificateRequest>::namespaced(client.clone(), &ns.name)
+        .list(&ListParams::default())
+        .await?;
+    for r in &requests.items {
+        let s = r.status.clone().unwrap_or_default();
+        let (Some(nb), Some(refresh), Some(na)) = (
+            s.not_before.clone(),
+            s.begin_refresh_at.clone(),
+            s.not_after.clone(),
+        ) else {
+            anyhow::bail!("{} has no validity in its status: {s:?}", r.name_any());
+        };
+        ensure!(
+            nb.0 < refresh.0 && refresh.0 < na.0,
+            "{}: {s:?}",
+            r.name_any()
+        );
+    }
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn podcert_a_name_the_policy_refuses_is_denied_with_the_reason() -> Result<()> {
+    let (_env, node, client, ns, issuer) = setup("podcert-deny").await?;
+    let signer = format!("stepclusterissuers.certmanager.step.sm/{issuer}");
+    let mut pod = template(&node, "greedy", &signer, "api.kube-system.svc");
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["name"] = json!("greedy");
+    let pod: Pod = serde_json::from_value(pod)?;
+    Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &pod)
+        .await?;
+
+    let requests = Api::<PodCertificateRequest>::namespaced(client.clone(), &ns.name);
+    let denied = wait_for(
+        "the pod's PodCertificateRequest to be Denied",
+        Duration::from_secs(120),
+        async || {
+            let list = requests.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find_map(|r| {
+                r.status
+                    .and_then(|s| s.conditions)
+                    .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Denied"))
+            }))
+        },
+        async || describe_namespace(&client, &ns.name).await,
+    )
+    .await?;
+    ensure!(denied.reason == "PolicyDenied", "{denied:?}");
+    ensure!(denied.message.contains("api.kube-system.svc"), "{denied:?}");
+
+    // The pod's events say so too: that is where `kubectl describe pod` looks.
+    let events = Api::<Event>::namespaced(client.clone(), &ns.name);
+    wait_for(
+        "a PolicyDenied Event regarding the pod",
+        Duration::from_secs(30),
+        async || {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("PolicyDenied")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("greedy")
+            }))
+        },
+        async || describe_namespace(&client, &ns.name).await,
+    )
+    .await?;
+    ns.delete().await
+}
