@@ -13,7 +13,7 @@ use e2e::node::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading};
 use e2e::{Env, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::certificates::v1::PodCertificateRequest;
+use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, PodCertificateRequest};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
@@ -204,5 +204,109 @@ async fn podcert_a_name_the_policy_refuses_is_denied_with_the_reason() -> Result
         async || describe_namespace(&client, &ns.name).await,
     )
     .await?;
+    ns.delete().await
+}
+
+/// A pod whose projected volume holds its pod certificate and the issuer's roots from the
+/// ClusterTrustBundle the controller publishes, running `script`.
+fn mtls_pod(node: &Node, name: &str, signer: &str, script: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": node.tools_image,
+                "command": ["sh", "-c", script],
+                "volumeMounts": [{"name": "tls", "mountPath": "/var/run/podcert", "readOnly": true}],
+            }],
+            "volumes": [{
+                "name": "tls",
+                "projected": {"sources": [
+                    {"podCertificate": {
+                        "signerName": signer,
+                        "keyType": "ECDSAP256",
+                        "keyPath": "key.pem",
+                        "certificateChainPath": "chain.pem",
+                    }},
+                    {"clusterTrustBundle": {
+                        "signerName": signer,
+                        "labelSelector": {},
+                        "path": "ca.pem",
+                    }},
+                ]},
+            }],
+        },
+    }))?)
+}
+
+#[tokio::test]
+async fn podcert_pods_speak_mtls_trusting_the_cluster_trust_bundle() -> Result<()> {
+    let (_env, node, client, ns, issuer) = setup("podcert-mtls").await?;
+    let signer = format!("stepclusterissuers.certmanager.step.sm/{issuer}");
+    let bundles = Api::<ClusterTrustBundle>::all(client.clone());
+    let bundle_name = format!("stepclusterissuers.certmanager.step.sm:{issuer}:roots");
+    let bundle = wait_for(
+        &format!("ClusterTrustBundle {bundle_name}"),
+        Duration::from_secs(60),
+        async || Ok(bundles.get_opt(&bundle_name).await?),
+        async || String::new(),
+    )
+    .await?;
+    ensure!(
+        bundle.spec.signer_name.as_deref() == Some(signer.as_str()),
+        "{bundle:?}"
+    );
+    ensure!(
+        bundle.spec.trust_bundle.contains("BEGIN CERTIFICATE"),
+        "{bundle:?}"
+    );
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name);
+    let d = "/var/run/podcert";
+    let server = format!(
+        "exec openssl s_server -accept 8443 -cert {d}/chain.pem -cert_chain {d}/chain.pem -key {d}/key.pem -CAfile {d}/ca.pem -Verify 2 -verify_return_error -www"
+    );
+    pods.create(
+        &PostParams::default(),
+        &mtls_pod(&node, "server", &signer, &server)?,
+    )
+    .await?;
+    let ready = wait_pod_ready(&client, &ns.name, "server", Duration::from_secs(120)).await?;
+    let ip = ready
+        .status
+        .and_then(|s| s.pod_ip)
+        .context("the server pod has an IP")?;
+    // The client verifies the server with the bundle's roots and presents its own certificate,
+    // which the server verifies the same way (-Verify: a client certificate is required).
+    let client_script = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl s_client -connect {ip}:8443 -cert {d}/chain.pem -cert_chain {d}/chain.pem -key {d}/key.pem -CAfile {d}/ca.pem -verify_return_error -brief 2>&1; echo \"exit=$?\"; exec sleep 3600"
+    );
+    pods.create(
+        &PostParams::default(),
+        &mtls_pod(&node, "client", &signer, &client_script)?,
+    )
+    .await?;
+    let log = wait_for(
+        "the client's TLS handshake to end",
+        Duration::from_secs(120),
+        async || {
+            let log = logs(&client, &ns.name, "client", "app", false).await;
+            Ok(log.contains("exit=").then_some(log))
+        },
+        async || describe_namespace(&client, &ns.name).await,
+    )
+    .await?;
+    ensure!(log.contains("exit=0"), "the mTLS exchange failed:\n{log}");
+    ensure!(
+        log.contains("Verification: OK"),
+        "the server was not verified:\n{log}"
+    );
+    let server_log = logs(&client, &ns.name, "server", "app", false).await;
+    ensure!(
+        !server_log.contains("verify error"),
+        "the server refused the client's certificate:\n{server_log}"
+    );
     ns.delete().await
 }

@@ -80,6 +80,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_certificates: bool,
 
+    /// Publish each StepClusterIssuer's roots as a ClusterTrustBundle named
+    /// `stepclusterissuers.certmanager.step.sm:<name>:roots` and linked to its signer name, for
+    /// pods to mount with a `clusterTrustBundle` volume source. Off by itself when the apiserver
+    /// does not serve `certificates.k8s.io/v1` clustertrustbundles (before 1.37).
+    #[arg(long, env = "STEP_OPERATOR_TRUST_BUNDLES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_bundles: bool,
+
     /// What a StepClusterIssuer without `spec.policy` signs for CertificateRequests:
     /// `allow-any-name` (any name for any namespace: step-issuer's behaviour) or
     /// `namespace-names` (each namespace gets its own names only: `<svc>.<ns>.svc`, ...; the

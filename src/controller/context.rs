@@ -33,6 +33,8 @@ pub struct Settings {
     pub without_policy: WithoutPolicy,
     /// Whether issuers are re-checked on Secret events (`--watch-secrets`).
     pub watch_secrets: bool,
+    /// Whether each StepClusterIssuer's roots are published as a ClusterTrustBundle.
+    pub trust_bundles: bool,
 }
 
 pub struct Context {

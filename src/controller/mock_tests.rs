@@ -46,6 +46,7 @@ pub(super) fn mock_context() -> (Arc<Context>, Handle) {
             names: Default::default(),
             without_policy: Default::default(),
             watch_secrets: false,
+            trust_bundles: false,
         },
     };
     (Arc::new(ctx), handle)

@@ -52,7 +52,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         leadership = Some(leader::Leadership::acquire(client.clone(), &lease, &ready_tx).await?);
     }
 
-    let ctx = Arc::new(context(&args, client, watch_client, metrics, &identity));
+    let trust_bundles = args.trust_bundles && podcert::served(&client, "clustertrustbundles").await;
+    let ctx = Arc::new(context(
+        &args,
+        client,
+        watch_client,
+        metrics,
+        &identity,
+        trust_bundles,
+    ));
     // From here on the leader is ready while every watch has listed and none is failing.
     let health = watch_health::WatchHealth::new(ready_tx);
 
@@ -68,8 +76,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
     let cluster_issuers =
         issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
-    let pod_certificates = args.pod_certificates && podcert::served(&ctx.client).await;
-    tracing::info!(pod_certificates, "PodCertificateRequest signer");
+    let pod_certificates =
+        args.pod_certificates && podcert::served(&ctx.client, "podcertificaterequests").await;
+    tracing::info!(
+        pod_certificates,
+        trust_bundles = ctx.settings.trust_bundles,
+        "Kubernetes pod certificates: the PodCertificateRequest signer, and the issuers' roots as ClusterTrustBundles"
+    );
     let pod_certs = {
         let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
         async move {
@@ -120,6 +133,7 @@ fn context(
     watch_client: kube::Client,
     metrics: Arc<Metrics>,
     identity: &str,
+    trust_bundles: bool,
 ) -> Context {
     let streaming_lists = initial_list::streaming(args.initial_list);
     if !args.watch_secrets {
@@ -172,6 +186,7 @@ fn context(
                 n => usize::from(n),
             },
             watch_secrets: args.watch_secrets,
+            trust_bundles,
         },
     }
 }

@@ -9,6 +9,7 @@
 mod check;
 mod ready;
 mod reconcile;
+pub mod trust_bundle;
 
 use std::collections::HashSet;
 use std::sync::Arc;

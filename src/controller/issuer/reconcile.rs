@@ -50,6 +50,9 @@ pub async fn reconcile<K: IssuerObject>(
     let interval = ctx.settings.issuer_recheck_interval;
     let (outcome, next_check) = connect_and_check(&c, &*issuer, interval).await;
     let verdict = check::verdict::<K>(&outcome, next_check, interval);
+    if let (Ok(signer), true) = (&outcome, ctx.settings.trust_bundles) {
+        super::trust_bundle::publish(ctx, &*issuer, signer.roots_pem()).await;
+    }
     let cond = condition::build(
         condition::READY,
         &previous,

@@ -62,19 +62,16 @@ impl PodCertCtx {
     }
 }
 
-/// Whether this apiserver serves PodCertificateRequests (`certificates.k8s.io/v1`, 1.37 and
-/// later, or earlier with the feature gate and the API enabled).
-pub async fn served(client: &kube::Client) -> bool {
+/// Whether this apiserver serves `resource` in `certificates.k8s.io/v1`
+/// (`podcertificaterequests`, `clustertrustbundles`: both GA in 1.37).
+pub async fn served(client: &kube::Client, resource: &str) -> bool {
     match client
         .list_api_group_resources("certificates.k8s.io/v1")
         .await
     {
-        Ok(list) => list
-            .resources
-            .iter()
-            .any(|r| r.name == "podcertificaterequests"),
+        Ok(list) => list.resources.iter().any(|r| r.name == resource),
         Err(e) => {
-            tracing::info!(error = %e, "Could not read certificates.k8s.io/v1; pod certificates are off");
+            tracing::info!(error = %e, resource, "Could not read certificates.k8s.io/v1; taking it as not served");
             false
         }
     }
