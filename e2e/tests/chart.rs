@@ -545,6 +545,27 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                     ..Default::default()
                 },
             ),
+            // Pod certificates: our signer names only.
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "certificates.k8s.io",
+                    resource: "signers",
+                    verb: "sign",
+                    name: "kubernetes.io/kube-apiserver-client-pod",
+                    ..Default::default()
+                },
+            ),
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "certificates.k8s.io",
+                    resource: "signers",
+                    verb: "attest",
+                    name: "example.com/other",
+                    ..Default::default()
+                },
+            ),
         ];
         for (sa, access) in &denied {
             ensure!(
@@ -586,6 +607,38 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                     resource: "secrets",
                     verb: "get",
                     namespace: &ns.name,
+                    name: "x",
+                    ..Default::default()
+                },
+            ),
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "certificates.k8s.io",
+                    resource: "signers",
+                    verb: "sign",
+                    name: "stepclusterissuers.certmanager.step.sm/x",
+                    ..Default::default()
+                },
+            ),
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "certificates.k8s.io",
+                    resource: "signers",
+                    verb: "attest",
+                    name: "stepclusterissuers.certmanager.step.sm/x",
+                    ..Default::default()
+                },
+            ),
+            (
+                controller_sa.as_str(),
+                Access {
+                    group: "certificates.k8s.io",
+                    resource: "podcertificaterequests",
+                    subresource: "status",
+                    verb: "patch",
+                    namespace: "default",
                     name: "x",
                     ..Default::default()
                 },
