@@ -529,3 +529,36 @@ async fn policy_a_pod_gets_only_its_own_spiffe_id() -> Result<()> {
     );
     ns.delete().await
 }
+
+/// Twenty annotated pods in a row each start with a certificate; the time from each create call
+/// to the pod being Ready is printed (against `podcert_twenty_*`), never asserted.
+#[tokio::test]
+async fn pod_tls_twenty_pods_each_start_with_a_certificate() -> Result<()> {
+    let (_env, node, client, ns) = app("node-twenty").await?;
+    let script = format!("cat {CERTS}/site.crt && exec sleep 3600");
+    let pods = (0..20)
+        .map(|i| {
+            let name = format!("p{i}");
+            let dns = format!("p{i}.{}.svc", ns.name);
+            serde_json::from_value::<Pod>(tools_pod(
+                &node,
+                &name,
+                json!({"autocert.step.sm/name": dns}),
+                &script,
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let times = pod_start_times(&client, &ns.name, pods, Duration::from_secs(120)).await?;
+    for i in 0..20 {
+        let log = logs(&client, &ns.name, &format!("p{i}"), "app", false).await;
+        ensure!(
+            log.contains("BEGIN CERTIFICATE"),
+            "p{i} has no certificate:\n{log}"
+        );
+    }
+    eprintln!(
+        "autocert path: pod create to Ready with its certificate: {}",
+        summary(&times)
+    );
+    ns.delete().await
+}

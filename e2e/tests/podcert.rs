@@ -310,3 +310,34 @@ async fn podcert_pods_speak_mtls_trusting_the_cluster_trust_bundle() -> Result<(
     );
     ns.delete().await
 }
+
+/// Twenty pods in a row each start with a certificate; the time from each create call to the pod
+/// being Ready is printed (the number quoted against the annotation path, `pod_tls_twenty_*`),
+/// never asserted: timings belong to `make bench`.
+#[tokio::test]
+async fn podcert_twenty_pods_each_start_with_a_certificate() -> Result<()> {
+    let (_env, node, client, ns, issuer) = setup("podcert-twenty").await?;
+    let signer = format!("stepclusterissuers.certmanager.step.sm/{issuer}");
+    let pods = (0..20)
+        .map(|i| {
+            let mut pod = template(&node, "twenty", &signer, "");
+            pod["apiVersion"] = json!("v1");
+            pod["kind"] = json!("Pod");
+            pod["metadata"]["name"] = json!(format!("p{i}"));
+            serde_json::from_value::<Pod>(pod)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let times = pod_start_times(&client, &ns.name, pods, Duration::from_secs(120)).await?;
+    for i in 0..20 {
+        let log = logs(&client, &ns.name, &format!("p{i}"), "app", false).await;
+        ensure!(
+            log.contains("BEGIN CERTIFICATE"),
+            "p{i} has no certificate:\n{log}"
+        );
+    }
+    eprintln!(
+        "pod certificates: pod create to Ready with its certificate: {}",
+        summary(&times)
+    );
+    ns.delete().await
+}
