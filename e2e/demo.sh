@@ -2,7 +2,8 @@
 # `make demo`: step-operator end to end on the local cluster and its node. Builds our image from
 # the release binary (image/build-oci.sh, no docker), installs the Helm chart with a
 # StepClusterIssuer for the local step-ca, has a cert-manager Certificate issued, and runs an
-# annotated mTLS server and a client whose certificates the webhook injected, through a Service.
+# annotated mTLS server and a client whose certificates the webhook injected, through a Service,
+# and beside them a pod with a Kubernetes pod certificate and the issuer's ClusterTrustBundle.
 # The cluster stays up for exploring (`e2e/cluster.sh shell`); `make e2e-down` stops it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -103,5 +104,38 @@ EOF
 k -n demo wait --for=condition=Complete job/hello-client --timeout=120s >/dev/null
 echo "the client (with its own injected certificate) verified hello.demo.svc.cluster.local and got:"
 k -n demo logs job/hello-client -c app
+
+say "beside them, a pod with a Kubernetes pod certificate: no webhook, no sidecar; the kubelet asks, the controller signs"
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: hello-podcert, namespace: demo}
+spec:
+  containers:
+  - name: app
+    image: $E2E_TOOLS_IMAGE
+    command: [sh, -c, "exec sleep 3600"]
+    volumeMounts: [{name: tls, mountPath: /var/run/tls, readOnly: true}]
+  volumes:
+  - name: tls
+    projected:
+      sources:
+      - podCertificate:
+          signerName: stepclusterissuers.certmanager.step.sm/step-ca
+          keyType: ECDSAP256
+          keyPath: key.pem
+          certificateChainPath: chain.pem
+          userAnnotations: {"podcert.step.sm/dns-names": "\${POD_NAME}.demo.svc"}
+      - clusterTrustBundle:
+          signerName: stepclusterissuers.certmanager.step.sm/step-ca
+          labelSelector: {}
+          path: ca.pem
+EOF
+k -n demo wait --for=condition=Ready pod/hello-podcert --timeout=120s >/dev/null
+k -n demo get podcertificaterequests
+k get clustertrustbundles
+echo "the certificate the kubelet wrote into hello-podcert, and its check against the trust bundle:"
+k -n demo exec hello-podcert -- openssl x509 -noout -subject -ext subjectAltName -enddate -in /var/run/tls/chain.pem
+k -n demo exec hello-podcert -- openssl verify -CAfile /var/run/tls/ca.pem -untrusted /var/run/tls/chain.pem /var/run/tls/chain.pem
 
 say "done; the cluster is still up: e2e/cluster.sh shell (kubectl is \$E2E_BIN/kubectl); stop it with: make e2e-down"
