@@ -562,3 +562,100 @@ async fn pod_tls_twenty_pods_each_start_with_a_certificate() -> Result<()> {
     );
     ns.delete().await
 }
+
+/// `${POD_NAME}` in `autocert.step.sm/name`: one Deployment, three replicas, three names, each
+/// the pod's own (the webhook checks the shape at admission; `/bootstrap` expands the name from
+/// the pod its token is bound to).
+#[tokio::test]
+async fn pod_tls_replicas_get_their_own_names() -> Result<()> {
+    let (_env, node, client, ns) = app("node-replicas").await?;
+    let script = format!(
+        "openssl x509 -noout -subject -ext subjectAltName -in {CERTS}/site.crt && exec sleep 3600"
+    );
+    let mut template = tools_pod(
+        &node,
+        "web",
+        json!({"autocert.step.sm/name": format!("${{POD_NAME}}.web.{}.svc", ns.name)}),
+        &script,
+    );
+    // A pod template: no kind, no name.
+    if let Some(t) = template.as_object_mut() {
+        t.retain(|k, _| k == "metadata" || k == "spec");
+    }
+    if let Some(m) = template["metadata"].as_object_mut() {
+        m.remove("name");
+    }
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template},
+    }))?;
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    wait_deployment_available(&client, &ns.name, "web", Duration::from_secs(180)).await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns.name)
+        .list(&kube::api::ListParams::default().labels("app=web"))
+        .await?;
+    ensure!(
+        pods.items.len() == 3,
+        "3 replicas, got {}",
+        pods.items.len()
+    );
+    for pod in &pods.items {
+        let name = pod.name_any();
+        let own = format!("{name}.web.{}.svc", ns.name);
+        let log = wait_log(
+            &client,
+            &ns.name,
+            &name,
+            "app",
+            "DNS:",
+            Duration::from_secs(30),
+        )
+        .await?;
+        ensure!(
+            log.contains(&own),
+            "{name} lacks its own name {own}:\n{log}"
+        );
+        for other in pods.items.iter().filter(|p| p.name_any() != name) {
+            ensure!(
+                !log.contains(&format!("{}.web", other.name_any())),
+                "{name} carries another replica's name:\n{log}"
+            );
+        }
+    }
+    ns.delete().await
+}
+
+/// `autocert.step.sm/key-type` picks the key the bootstrapper makes.
+#[tokio::test]
+async fn pod_tls_key_type_per_pod() -> Result<()> {
+    let (_env, node, client, ns) = app("node-keytype").await?;
+    let script = format!("openssl x509 -noout -text -in {CERTS}/site.crt && exec sleep 3600");
+    let pod = tools_pod(
+        &node,
+        "p384",
+        json!({
+            "autocert.step.sm/name": format!("p384.{}.svc", ns.name),
+            "autocert.step.sm/key-type": "EC-P384",
+        }),
+        &script,
+    );
+    create_pod(&client, &ns.name, pod).await?;
+    wait_pod_ready(&client, &ns.name, "p384", Duration::from_secs(120)).await?;
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "p384",
+        "app",
+        "Public-Key",
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(
+        log.contains("384 bit") || log.contains("secp384r1"),
+        "the key is not P-384:\n{log}"
+    );
+    ns.delete().await
+}
