@@ -640,7 +640,6 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                     verb: "patch",
                     namespace: "default",
                     name: "x",
-                    ..Default::default()
                 },
             ),
         ];
