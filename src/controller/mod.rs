@@ -64,18 +64,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     // From here on the leader is ready while every watch has listed and none is failing.
     let health = watch_health::WatchHealth::new(ready_tx);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
-    let tracker = Arc::new(issuer::ReadyTracker::default());
-    let issuers =
-        issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
-    let cluster_issuers =
-        issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
     let pod_certificates =
         args.pod_certificates && podcert::served(&ctx.client, "podcertificaterequests").await;
     tracing::info!(
@@ -83,18 +71,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         trust_bundles = ctx.settings.trust_bundles,
         "Kubernetes pod certificates: the PodCertificateRequest signer, and the issuers' roots as ClusterTrustBundles"
     );
-    let pod_certs = {
-        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
-        async move {
-            if pod_certificates {
-                podcert::run(ctx, health, 4, stop).await;
-            }
-        }
-    };
-    let requests = request::run(ctx.clone(), health, args.concurrency.max(1), stopped());
-    let controllers = async {
-        tokio::join!(issuers, cluster_issuers, requests, pod_certs);
-    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let controllers = controllers(
+        ctx,
+        health,
+        args.concurrency.max(1),
+        pod_certificates,
+        stop_rx,
+    );
     tokio::pin!(controllers);
 
     let lease_lost = async {
@@ -124,6 +108,37 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         l.release().await;
     }
     outcome
+}
+
+/// Every reconciler, running until `stop` turns true.
+async fn controllers(
+    ctx: Arc<Context>,
+    health: watch_health::WatchHealth,
+    concurrency: u16,
+    pod_certificates: bool,
+    stop: watch::Receiver<bool>,
+) {
+    let stopped = move || {
+        let mut rx = stop.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let tracker = Arc::new(issuer::ReadyTracker::default());
+    let issuers =
+        issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
+    let cluster_issuers =
+        issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
+    let pod_certs = {
+        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
+        async move {
+            if pod_certificates {
+                podcert::run(ctx, health, 4, stop).await;
+            }
+        }
+    };
+    let requests = request::run(ctx, health, concurrency, stopped());
+    tokio::join!(issuers, cluster_issuers, requests, pod_certs);
 }
 
 /// The reconcilers' shared state, built from the arguments in one place.
