@@ -5,6 +5,8 @@
 //! creates the request; this controller signs it through step-ca with the pod's identity, and the
 //! kubelet writes the chain and key into the pod and asks again before `beginRefreshAt`.
 
+#[cfg(test)]
+mod mock_tests;
 mod plan;
 mod reconcile;
 

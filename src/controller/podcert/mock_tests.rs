@@ -1,0 +1,100 @@
+//! The signer's API traffic for requests it refuses before any issuer or CA is involved, against
+//! a mocked API server: the status patch the API accepts, then an Event on the request and one
+//! on the pod. Signing itself runs against the real kubelet and step-ca (e2e `podcert_*`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Response};
+use k8s_openapi::api::certificates::v1::{PodCertificateRequest, PodCertificateRequestSpec};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+
+use super::PodCertCtx;
+use super::reconcile::reconcile;
+use crate::controller::mock_tests::{body_json, mock_context};
+
+fn request(signer: &str) -> PodCertificateRequest {
+    let mut r = PodCertificateRequest {
+        spec: PodCertificateRequestSpec {
+            signer_name: signer.into(),
+            pod_name: "web-0".into(),
+            pod_uid: "pod-uid".into(),
+            service_account_name: "web".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    r.metadata.name = Some("web-0-abcde".into());
+    r.metadata.namespace = Some("team".into());
+    r.metadata.uid = Some("pcr-uid".into());
+    r
+}
+
+#[tokio::test]
+async fn a_step_issuer_of_another_namespace_is_denied_and_both_objects_are_told() {
+    let (ctx, mut handle) = mock_context();
+    let c = Arc::new(PodCertCtx {
+        ctx,
+        attempts: Default::default(),
+    });
+    let pcr = request("stepissuers.certmanager.step.sm/other.ca");
+    let answer = serde_json::to_vec(&pcr).unwrap();
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("the status patch");
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/certificates.k8s.io/v1/namespaces/team/podcertificaterequests/web-0-abcde/status"
+        );
+        let body = body_json(req).await;
+        let conditions = body["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{body}");
+        assert_eq!(conditions[0]["type"], "Denied");
+        assert_eq!(conditions[0]["status"], "True");
+        assert_eq!(conditions[0]["reason"], "SignerNotInNamespace");
+        assert!(body["status"].get("certificateChain").is_none(), "{body}");
+        send.send_response(Response::builder().body(Body::from(answer)).unwrap());
+        for kind in ["PodCertificateRequest", "Pod"] {
+            let (req, send) = handle.next_request().await.expect("an Event");
+            assert_eq!(
+                req.uri().path(),
+                "/apis/events.k8s.io/v1/namespaces/team/events"
+            );
+            let body = body_json(req).await;
+            assert_eq!(body["regarding"]["kind"], kind, "{body}");
+            assert_eq!(body["reason"], "SignerNotInNamespace");
+            assert_eq!(body["type"], "Warning");
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c))
+        .await
+        .expect("the reconcile ended")
+        .expect("the reconcile succeeded");
+    assert_eq!(action, Action::await_change());
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("every call came")
+        .expect("the API server's side held");
+}
+
+#[tokio::test]
+async fn another_signers_request_is_left_alone() {
+    let (ctx, _handle) = mock_context();
+    let c = Arc::new(PodCertCtx {
+        ctx,
+        attempts: Default::default(),
+    });
+    // A call would wait for an answer that never comes, and time the reconcile out.
+    let pcr = request("example.com/other-signer");
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c))
+        .await
+        .expect("no call was made")
+        .expect("the reconcile succeeded");
+    assert_eq!(action, Action::await_change());
+}
