@@ -51,6 +51,12 @@ pub const KEYS: [&str; 9] = [
     ISSUER,
     STATUS,
 ];
+/// The prefix of every autocert annotation; a key under it that is not in [`KEYS`] is a typo or
+/// a feature step-operator lacks, and `/mutate` warns about it.
+pub const PREFIX: &str = "autocert.step.sm/";
+/// At most this many unknown keys under [`PREFIX`] are kept (without their values) to be warned
+/// about: the pod comes from anyone who can reach the webhook.
+pub const MAX_UNKNOWN_KEYS: usize = 8;
 /// The value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
 
@@ -136,6 +142,91 @@ pub enum AnnotationError {
 pub type Result<T, E = AnnotationError> = std::result::Result<T, E>;
 
 pub(crate) use crate::policy::names::quote;
+
+/// What `/mutate` keeps of one annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retain {
+    /// A key step-operator reads: key and value.
+    Value,
+    /// An unknown key under [`PREFIX`], to warn about: the key only.
+    KeyOnly,
+    /// Anything else: nothing.
+    Nothing,
+}
+
+/// What to keep of the annotation `key` when `unknown_kept` unknown keys are kept already.
+pub fn retain(key: &str, unknown_kept: usize) -> Retain {
+    if KEYS.contains(&key) {
+        Retain::Value
+    } else if key.starts_with(PREFIX) && unknown_kept < MAX_UNKNOWN_KEYS {
+        Retain::KeyOnly
+    } else {
+        Retain::Nothing
+    }
+}
+
+/// Problems that do not stop the pod from working but are likely mistakes, as admission
+/// warnings (`kubectl apply` prints them): unknown keys under [`PREFIX`] (with the closest known
+/// key), and settings on a pod that has no [`NAME`] and so gets no certificate.
+pub fn warnings(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in annotations.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        let Some(suffix) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let hint = match closest_key(suffix) {
+            Some(known) => format!("did you mean {known}?"),
+            None => format!("see the annotation table in step-operator's README (e.g. {NAME})"),
+        };
+        out.push(format!(
+            "{PREFIX}: annotation {} is not one step-operator reads and is ignored: {hint}",
+            quote(key)
+        ));
+    }
+    if !annotations.contains_key(NAME) {
+        let set: Vec<&str> = KEYS
+            .iter()
+            .copied()
+            .filter(|k| *k != STATUS && annotations.contains_key(*k))
+            .collect();
+        if !set.is_empty() {
+            out.push(format!(
+                "{PREFIX}: {} set but {NAME} is not, so no certificate is injected: add {NAME}, e.g. api.<namespace>.svc",
+                set.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// The known key whose suffix is at most two edits from `suffix`, if any.
+fn closest_key(suffix: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .copied()
+        .filter(|k| *k != STATUS)
+        .map(|k| (edit_distance(suffix, &k[PREFIX.len()..]), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes, for the few short keys above (long inputs bail out early).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > 2 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
 
 /// Parses a pod's annotations. `Ok(None)` when the pod does not ask for a certificate (no
 /// `autocert.step.sm/name`).
@@ -477,6 +568,62 @@ mod tests {
             assert!(err.contains(want), "{err:?} does not contain {want:?}");
             assert!(err.len() < 300, "message too long: {err}");
         }
+    }
+
+    #[test]
+    fn warnings_name_the_cause_and_the_fix() {
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (vec![(NAME, "api")], vec![]),
+            (vec![(NAME, "api"), ("other.io/x", "1")], vec![]),
+            (vec![(STATUS, "injected")], vec![]),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/durations", "1h")],
+                vec![
+                    "annotation \"autocert.step.sm/durations\" is not one step-operator reads and is ignored: did you mean autocert.step.sm/duration?",
+                ],
+            ),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/san", "a")],
+                vec!["did you mean autocert.step.sm/sans?"],
+            ),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/secret", "x")],
+                vec!["see the annotation table"],
+            ),
+            (
+                vec![(SANS, "a"), (DURATION, "1h")],
+                vec![
+                    "autocert.step.sm/sans, autocert.step.sm/duration set but autocert.step.sm/name is not, so no certificate is injected: add autocert.step.sm/name",
+                ],
+            ),
+            (
+                vec![("autocert.step.sm/nmae", "api")],
+                vec!["did you mean autocert.step.sm/name?"],
+            ),
+        ];
+        for (pairs, want) in cases {
+            let got = warnings(&ann(&pairs));
+            assert_eq!(got.len(), want.len(), "{pairs:?}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.contains(w), "{g:?} lacks {w:?}");
+                assert!(g.starts_with(PREFIX), "{g}");
+                assert!(g.len() < 256, "too long: {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_retained() {
+        assert_eq!(retain(NAME, MAX_UNKNOWN_KEYS), Retain::Value);
+        assert_eq!(retain("autocert.step.sm/x", 0), Retain::KeyOnly);
+        assert_eq!(
+            retain("autocert.step.sm/x", MAX_UNKNOWN_KEYS),
+            Retain::Nothing
+        );
+        assert_eq!(retain("other/x", 0), Retain::Nothing);
+        assert_eq!(edit_distance("sans", "san"), 1);
+        assert_eq!(edit_distance("abc", "abcdefgh"), usize::MAX);
     }
 
     #[test]

@@ -261,7 +261,11 @@ pub fn review_with(body: &[u8], cfg: &InjectConfig, issuers: &dyn IssuerPolicies
     if !req.is_pod_create() {
         return ReviewOutcome::Answer(Box::new(response));
     }
-    let answer = match mutate_request(&req, cfg, issuers) {
+    let (decision, warnings) = mutate_request(&req, cfg, issuers);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    let answer = match decision {
         Ok(Mutation::Skip) => Ok(response.clone()),
         Ok(Mutation::Patch(patch)) => response
             .clone()
@@ -277,18 +281,48 @@ pub fn review_with(body: &[u8], cfg: &InjectConfig, issuers: &dyn IssuerPolicies
     })))
 }
 
-/// [`mutate_view`] on the Pod a CREATE request carries, in the request's namespace (or the
-/// Pod's own).
+/// What `kubectl apply` should print for a pod that is admitted all the same (see
+/// [`annotations::warnings`]). A pod already injected gets none: it was warned at its creation.
+pub fn warnings_view(pod: &PodView) -> Vec<String> {
+    let ann = &pod.metadata.annotations.0;
+    if ann.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED) {
+        return Vec::new();
+    }
+    annotations::warnings(ann)
+}
+
+/// [`mutate_view`] and [`warnings_view`] on the Pod a CREATE request carries, in the request's
+/// namespace (or the Pod's own).
 fn mutate_request(
     req: &admission::Request<'_>,
     cfg: &InjectConfig,
     issuers: &dyn IssuerPolicies,
+) -> (Result<Mutation, Denial>, Vec<String>) {
+    let Some(object) = req.object else {
+        return (
+            Err(Denial::new("the admission request carries no Pod")),
+            Vec::new(),
+        );
+    };
+    let pod: PodView = match serde_json::from_str(object.get()) {
+        Ok(pod) => pod,
+        Err(e) => {
+            return (
+                Err(Denial::new(format!("cannot read the Pod: {e}"))),
+                Vec::new(),
+            );
+        }
+    };
+    let warnings = warnings_view(&pod);
+    (decide_in_namespace(req, &pod, cfg, issuers), warnings)
+}
+
+fn decide_in_namespace(
+    req: &admission::Request<'_>,
+    pod: &PodView,
+    cfg: &InjectConfig,
+    issuers: &dyn IssuerPolicies,
 ) -> Result<Mutation, Denial> {
-    let object = req
-        .object
-        .ok_or_else(|| Denial::new("the admission request carries no Pod"))?;
-    let pod: PodView = serde_json::from_str(object.get())
-        .map_err(|e| Denial::new(format!("cannot read the Pod: {e}")))?;
     let namespace = req
         .namespace
         .clone()
@@ -298,7 +332,7 @@ fn mutate_request(
     if namespace.is_empty() {
         return Err(Denial::new("the admission request has no namespace"));
     }
-    mutate_view(&pod, &namespace, cfg, issuers)
+    mutate_view(pod, &namespace, cfg, issuers)
 }
 
 #[cfg(test)]

@@ -1065,3 +1065,66 @@ proptest! {
         }
     }
 }
+
+/// Problems that leave the pod working are admission warnings, printed by `kubectl apply`.
+#[test]
+fn warnings_reach_the_answer() {
+    let cases: Vec<(Value, bool, Vec<&str>)> = vec![
+        (simple_pod(&[(NAME, "api")]), true, vec![]),
+        (
+            simple_pod(&[(NAME, "api"), ("autocert.step.sm/durattion", "1h")]),
+            true,
+            vec!["did you mean autocert.step.sm/duration?"],
+        ),
+        (
+            simple_pod(&[(SANS, "api")]),
+            true,
+            vec!["autocert.step.sm/name is not, so no certificate is injected"],
+        ),
+        // A denied pod still hears about its typos.
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (OWNER, "0:0"),
+                ("autocert.step.sm/mod", "0600"),
+            ]),
+            false,
+            vec!["did you mean autocert.step.sm/mode?"],
+        ),
+        // Already injected: warned at creation, not again.
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (STATUS, STATUS_INJECTED),
+                ("autocert.step.sm/x", ""),
+            ]),
+            true,
+            vec![],
+        ),
+    ];
+    for (pod, allowed, want) in cases {
+        let outcome = super::review(
+            &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
+            &cfg(),
+        );
+        let ReviewOutcome::Answer(answer) = outcome else {
+            panic!("{pod}: {outcome:?}")
+        };
+        assert_eq!(answer.allowed, allowed, "{pod}: {answer:?}");
+        let got = answer.warnings.clone().unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "{pod}: {got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.contains(w), "{g:?} lacks {w:?}");
+        }
+        let (_, body) = crate::webhook::server::render(ReviewOutcome::Answer(answer));
+        let body = parse_body(&body);
+        assert_eq!(
+            body["response"]["warnings"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0),
+            want.len(),
+            "{body}"
+        );
+    }
+}
