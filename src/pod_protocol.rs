@@ -45,6 +45,12 @@ pub mod env {
     pub const MODE: &str = "AUTOCERT_MODE";
     pub const ISSUER: &str = "AUTOCERT_ISSUER";
     pub const CERTS_DIR: &str = "AUTOCERT_CERTS_DIR";
+    /// Downward API, always injected: the pod's name, namespace and UID.
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// Downward API, injected when the names use variables ([`crate::pod_template`]).
+    pub const POD_IP: &str = "POD_IP";
+    pub const POD_SERVICE_ACCOUNT: &str = "POD_SERVICE_ACCOUNT";
 }
 
 /// The numeric owner of the files: `uid:gid` in `autocert.step.sm/owner` and `AUTOCERT_OWNER`.

@@ -12,6 +12,8 @@
 //! - `mode` defaults to `0600` (autocert used 0644, a world-readable key) and must keep the owner's
 //!   read bit, because the renewer reads the key back.
 //! - `issuer` is new: the name of the `StepClusterIssuer` that signs (the webhook has a default).
+//! - `name` and `sans` may use `${POD_NAME}`, `${POD_NAMESPACE}`, `${SERVICE_ACCOUNT}` and
+//!   `${POD_IP}` ([`crate::pod_template`]); they are kept unexpanded here.
 //!
 //! Parsing is pure. Error messages name the annotation and say what to write instead.
 
@@ -101,6 +103,12 @@ pub enum AnnotationError {
         value: String,
         problem: &'static str,
         problem_fix: &'static str,
+    },
+    #[error("{key} entry {value} {problem}")]
+    Template {
+        key: &'static str,
+        value: String,
+        problem: String,
     },
     #[error("{key} entry {value} is {len} bytes long: names are at most {MAX_NAME_LEN} bytes")]
     NameTooLong {
@@ -309,6 +317,11 @@ fn check_name(key: &'static str, value: &str) -> Result<()> {
             problem_fix: "spaces",
         });
     }
+    crate::pod_template::variables(value).map_err(|e| AnnotationError::Template {
+        key,
+        value: quote(value),
+        problem: e.to_string(),
+    })?;
     Ok(())
 }
 
@@ -493,6 +506,13 @@ mod tests {
                 },
             ),
             (
+                vec![(NAME, "${POD_NAME}.web.team.svc"), (SANS, "${POD_IP}")],
+                PodRequest {
+                    sans: vec!["${POD_IP}".into()],
+                    ..req("${POD_NAME}.web.team.svc")
+                },
+            ),
+            (
                 vec![(NAME, "api"), (ISSUER, "step-ca.internal")],
                 PodRequest {
                     issuer: Some("step-ca.internal".into()),
@@ -554,6 +574,14 @@ mod tests {
                 "is not an octal file mode",
             ),
             (vec![(NAME, "api"), (MODE, "0044")], "owner read the key"),
+            (
+                vec![(NAME, "${POD_UID}.web.default.svc")],
+                "autocert.step.sm/name entry \"${POD_UID}.web.default.svc\" uses the unknown variable ${POD_UID}: use ${POD_NAME}",
+            ),
+            (
+                vec![(NAME, "api"), (SANS, "a,${POD_NAME.web")],
+                "has a ${ without its closing }",
+            ),
             (
                 vec![(NAME, "api"), (ISSUER, "Step_CA")],
                 "DNS-1123 subdomain",

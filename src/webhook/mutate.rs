@@ -36,8 +36,10 @@ use super::annotations::{self, STATUS, STATUS_INJECTED};
 pub use super::config::{InjectConfig, TOKEN_EXPIRATION_SECONDS, default_resources};
 use super::patch;
 pub use super::patch::{BOOTSTRAPPER, CERTS_VOLUME, DEFAULT_UID, RENEWER, TOKEN_VOLUME};
+use super::pod_names;
 use super::pod_view::{PodView, SpecView};
 pub use crate::pod_protocol::{CERTS_DIR, TOKEN_DIR, TOKEN_FILE, TOKEN_PATH};
+use crate::pod_template::Identity;
 use crate::policy::{InvalidPolicy, IssuerPolicy, Requester};
 
 /// Largest AdmissionReview body [`review`] accepts. The apiserver refuses requests over 3 MiB,
@@ -121,11 +123,13 @@ impl IssuerPolicies for NoIssuers {
     }
 }
 
-/// The same checks as `/bootstrap`'s, as far as admission knows the pod's issuer.
+/// The same checks as `/bootstrap`'s, as far as admission knows the pod's issuer and names:
+/// templates are expanded with stand-ins for the generated name and the IP
+/// ([`pod_names::for_admission`]).
 fn check_names(
     req: &annotations::PodRequest,
-    namespace: &str,
-    service_account: &str,
+    pod: &PodView,
+    (namespace, service_account): (&str, &str),
     cfg: &InjectConfig,
     issuers: &dyn IssuerPolicies,
 ) -> Result<(), Denial> {
@@ -134,7 +138,21 @@ fn check_names(
         namespace,
         service_account,
     };
-    let names = std::iter::once(req.name.as_str()).chain(req.sans.iter().map(String::as_str));
+    let identity = Identity {
+        pod_name: pod.metadata.name.as_deref(),
+        namespace: Some(namespace),
+        service_account: Some(service_account),
+        pod_ip: None,
+    };
+    let expanded = pod_names::for_admission(req, &identity, pod.metadata.generate_name.as_deref())
+        .map_err(|e| {
+            Denial::new(format!(
+                "{} or {}: {e}",
+                annotations::NAME,
+                annotations::SANS
+            ))
+        })?;
+    let names = expanded.to_check();
     match issuers.policy_of(issuer) {
         None => {
             for name in names {
@@ -186,7 +204,7 @@ pub fn mutate_view(
         .as_ref()
         .and_then(|s| s.service_account_name.as_deref())
         .unwrap_or("default");
-    check_names(&req, namespace, service_account, cfg, issuers)?;
+    check_names(&req, pod, (namespace, service_account), cfg, issuers)?;
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Denial::new("the pod has no spec"));
     };

@@ -436,6 +436,29 @@ fn golden_cases() {
             ],
         },
         Case {
+            golden: "templated",
+            pod: json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "web-7d9f-", "namespace": NS, "annotations": annotations(&[
+                    (NAME, "${POD_NAME}.web.default.svc"),
+                    (SANS, "${POD_NAME}.web.default.svc,web.default.svc,${POD_IP}"),
+                ])},
+                "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "nginx"}]}
+            }),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                ("AUTOCERT_NAME", Some("${POD_NAME}.web.default.svc")),
+                ("POD_IP", Some("fieldRef:status.podIP")),
+                (
+                    "POD_SERVICE_ACCOUNT",
+                    Some("fieldRef:spec.serviceAccountName"),
+                ),
+            ],
+        },
+        Case {
             golden: "issuer",
             pod: simple_pod(&[(NAME, "api"), (ISSUER, "internal-ca")]),
             renewer: true,
@@ -582,6 +605,18 @@ fn denials() {
         (
             simple_pod(&[(NAME, "api"), (SANS, "api,10.0.0.1")]),
             "IP address \"10.0.0.1\" is not allowed",
+        ),
+        (
+            simple_pod(&[(NAME, "${POD_NAME}.web.other.svc")]),
+            "name \"api.web.other.svc\" is not allowed in namespace \"default\"",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, "${POD_NAMESPACE}.example.com")]),
+            "name \"default.example.com\" is not allowed",
+        ),
+        (
+            simple_pod(&[(NAME, "${POD_ID}.web.default.svc")]),
+            "uses the unknown variable ${POD_ID}: use ${POD_NAME}",
         ),
         (
             simple_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")]),

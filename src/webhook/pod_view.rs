@@ -33,6 +33,11 @@ pub struct PodView {
 pub struct MetadataView {
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Empty or absent for a pod created with `generateName` (its name is not made yet).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "generateName")]
+    pub generate_name: Option<String>,
     /// Only the `autocert.step.sm/*` annotations step-operator understands.
     #[serde(default)]
     pub annotations: KnownAnnotations,
@@ -327,6 +332,8 @@ impl PodView {
         Self {
             metadata: MetadataView {
                 namespace: pod.metadata.namespace.clone(),
+                name: pod.metadata.name.clone(),
+                generate_name: pod.metadata.generate_name.clone(),
                 annotations: KnownAnnotations(annotations),
             },
             spec,
