@@ -45,6 +45,8 @@ pub mod env {
     pub const MODE: &str = "AUTOCERT_MODE";
     pub const ISSUER: &str = "AUTOCERT_ISSUER";
     pub const CERTS_DIR: &str = "AUTOCERT_CERTS_DIR";
+    /// The key algorithm, as `KeyAlgorithm` displays it (`ecdsa-p384`); absent: the default.
+    pub const KEY_ALGORITHM: &str = "AUTOCERT_KEY_ALGORITHM";
     /// Downward API, always injected: the pod's name, namespace and UID.
     pub const POD_NAME: &str = "POD_NAME";
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";

@@ -59,7 +59,7 @@ pub struct AgentArgs {
     pub ca_url: Option<String>,
 
     /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384 or ed25519.
-    #[arg(long, env = "AUTOCERT_KEY_ALGORITHM", default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
+    #[arg(long, env = ENV::KEY_ALGORITHM, default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
     pub key_algorithm: KeyAlgorithm,
 
     /// Numeric `uid:gid` owning the written files (empty: unchanged).

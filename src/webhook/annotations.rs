@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration::{GoDurationError, parse_positive};
+use crate::pki::keys::KeyAlgorithm;
 use crate::pod_protocol::{self, ModeError, Owner, OwnerError, Reader};
 
 /// Required trigger: the certificate's common name (and its only SAN when `sans` is absent).
@@ -39,10 +40,13 @@ pub const OWNER: &str = "autocert.step.sm/owner";
 pub const MODE: &str = "autocert.step.sm/mode";
 /// Which `StepClusterIssuer` signs (new in step-operator).
 pub const ISSUER: &str = "autocert.step.sm/issuer";
+/// Algorithm of the key the agent generates in the pod: `EC-P256` (default), `EC-P384` or
+/// `Ed25519` (new in step-operator).
+pub const KEY_TYPE: &str = "autocert.step.sm/key-type";
 /// Set by the webhook once it has injected; a pod carrying it is left alone.
 pub const STATUS: &str = "autocert.step.sm/status";
 /// Every annotation step-operator reads; `/mutate` skips all others unread.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     NAME,
     SANS,
     DURATION,
@@ -51,7 +55,14 @@ pub const KEYS: [&str; 9] = [
     OWNER,
     MODE,
     ISSUER,
+    KEY_TYPE,
     STATUS,
+];
+/// The values of [`KEY_TYPE`] and the algorithms they mean.
+pub const KEY_TYPES: [(&str, KeyAlgorithm); 3] = [
+    ("EC-P256", KeyAlgorithm::EcdsaP256),
+    ("EC-P384", KeyAlgorithm::EcdsaP384),
+    ("Ed25519", KeyAlgorithm::Ed25519),
 ];
 /// The prefix of every autocert annotation; a key under it that is not in [`KEYS`] is a typo or
 /// a feature step-operator lacks, and `/mutate` warns about it.
@@ -88,6 +99,8 @@ pub struct PodRequest {
     pub mode: Option<u32>,
     /// `StepClusterIssuer` name (`None`: the webhook default).
     pub issuer: Option<String>,
+    /// Key algorithm (`None`: the agent's default, EC P-256).
+    pub key_type: Option<KeyAlgorithm>,
 }
 
 /// An annotation that cannot be honoured.
@@ -144,6 +157,12 @@ pub enum AnnotationError {
         "{ISSUER} {value} is not a valid StepClusterIssuer name: use a lowercase DNS-1123 subdomain, e.g. step-ca"
     )]
     InvalidIssuer { value: String },
+    #[error("{KEY_TYPE} {value} is not a key type: use EC-P256 (the default), EC-P384 or Ed25519")]
+    UnknownKeyType { value: String },
+    #[error(
+        "{KEY_TYPE} {value}: the agent cannot generate RSA keys (its crypto backend has no RSA key generation): use EC-P256, EC-P384 or Ed25519"
+    )]
+    RsaKeyType { value: String },
 }
 
 /// `Result` with [`AnnotationError`].
@@ -280,6 +299,10 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         .get(ISSUER)
         .map(|raw| parse_issuer(raw))
         .transpose()?;
+    let key_type = annotations
+        .get(KEY_TYPE)
+        .map(|raw| parse_key_type(raw))
+        .transpose()?;
 
     Ok(Some(PodRequest {
         name,
@@ -290,7 +313,28 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         owner,
         mode,
         issuer,
+        key_type,
     }))
+}
+
+/// One of [`KEY_TYPES`], in any case. RSA sizes are named so that the refusal says why.
+fn parse_key_type(raw: &str) -> Result<KeyAlgorithm> {
+    let value = raw.trim();
+    if let Some((_, algorithm)) = KEY_TYPES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+    {
+        return Ok(*algorithm);
+    }
+    let upper = value.to_ascii_uppercase();
+    if ["RSA", "RSA-2048", "RSA-3072", "RSA-4096"].contains(&upper.as_str()) {
+        return Err(AnnotationError::RsaKeyType {
+            value: quote(value),
+        });
+    }
+    Err(AnnotationError::UnknownKeyType {
+        value: quote(value),
+    })
 }
 
 fn check_name(key: &'static str, value: &str) -> Result<()> {
@@ -443,6 +487,7 @@ mod tests {
             owner: None,
             mode: None,
             issuer: None,
+            key_type: None,
         }
     }
 
@@ -510,6 +555,20 @@ mod tests {
                 PodRequest {
                     sans: vec!["${POD_IP}".into()],
                     ..req("${POD_NAME}.web.team.svc")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, " ed25519 ")],
+                PodRequest {
+                    key_type: Some(KeyAlgorithm::Ed25519),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "EC-P384")],
+                PodRequest {
+                    key_type: Some(KeyAlgorithm::EcdsaP384),
+                    ..req("api")
                 },
             ),
             (
@@ -587,6 +646,14 @@ mod tests {
                 "DNS-1123 subdomain",
             ),
             (vec![(NAME, "api"), (ISSUER, "")], "DNS-1123 subdomain"),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "RSA-4096")],
+                "the agent cannot generate RSA keys",
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "P-521")],
+                "autocert.step.sm/key-type \"P-521\" is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
+            ),
         ];
         for (pairs, want) in cases {
             let err = match parse(&ann(&pairs)) {
@@ -672,6 +739,7 @@ mod tests {
                     Just(NAME.to_owned()), Just(SANS.to_owned()), Just(DURATION.to_owned()),
                     Just(INIT_FIRST.to_owned()), Just(BOOTSTRAPPER_ONLY.to_owned()),
                     Just(OWNER.to_owned()), Just(MODE.to_owned()), Just(ISSUER.to_owned()),
+                    Just(KEY_TYPE.to_owned()),
                     ".*",
                 ],
                 ".*",

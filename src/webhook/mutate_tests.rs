@@ -6,7 +6,7 @@
 use super::*;
 use crate::policy::{Pattern, PolicyInput};
 use crate::webhook::annotations::{
-    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
+    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, KEY_TYPE, MODE, NAME, OWNER, SANS,
 };
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Container, Volume};
@@ -459,6 +459,14 @@ fn golden_cases() {
             ],
         },
         Case {
+            golden: "key_type",
+            pod: simple_pod(&[(NAME, "api"), (KEY_TYPE, "EC-P384")]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[("AUTOCERT_KEY_ALGORITHM", Some("ecdsa-p384"))],
+        },
+        Case {
             golden: "issuer",
             pod: simple_pod(&[(NAME, "api"), (ISSUER, "internal-ca")]),
             renewer: true,
@@ -617,6 +625,14 @@ fn denials() {
         (
             simple_pod(&[(NAME, "${POD_ID}.web.default.svc")]),
             "uses the unknown variable ${POD_ID}: use ${POD_NAME}",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (KEY_TYPE, "RSA-2048")]),
+            "autocert.step.sm/key-type \"RSA-2048\": the agent cannot generate RSA keys",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (KEY_TYPE, "dsa")]),
+            "is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
         ),
         (
             simple_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")]),

@@ -198,6 +198,9 @@ fn injected_env(req: &PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
             .clone()
             .unwrap_or_else(|| cfg.default_issuer.clone()),
     ));
+    if let Some(algorithm) = req.key_type {
+        out.push(env(ENV::KEY_ALGORITHM, algorithm.to_string()));
+    }
     out.push(env(ENV::CERTS_DIR, CERTS_DIR));
     out.push(env(ENV::TOKEN_PATH, TOKEN_PATH));
     out.push(env_field(ENV::POD_NAME, "metadata.name"));
