@@ -13,6 +13,7 @@ pub mod bootstrap;
 #[cfg(test)]
 mod fake;
 pub mod files;
+pub mod reload;
 pub mod renew;
 
 use std::path::PathBuf;
@@ -88,6 +89,15 @@ pub struct AgentArgs {
     #[arg(long, env = ENV::DURATION)]
     pub duration: Option<String>,
 
+    /// Signal sent to the app after the renewer replaced the files (`SIGHUP`, ...; see
+    /// [`reload`]); needs `--reload-process`.
+    #[arg(long, env = ENV::RELOAD_SIGNAL, requires = "reload_process")]
+    pub reload_signal: Option<String>,
+
+    /// Name of the app's process that gets `--reload-signal`.
+    #[arg(long, env = ENV::RELOAD_PROCESS, requires = "reload_signal")]
+    pub reload_process: Option<String>,
+
     /// The pod's name, namespace, ServiceAccount and IP (downward API), to expand the variables
     /// of `AUTOCERT_NAME` and `AUTOCERT_SANS` in log lines.
     #[arg(long, env = ENV::POD_NAME, hide = true)]
@@ -128,6 +138,8 @@ pub struct AgentConfig {
     pub duration: Option<String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// `(signal, process)` of the reload hook.
+    pub reload: Option<(String, String)>,
 }
 
 impl AgentConfig {
@@ -179,6 +191,21 @@ impl AgentConfig {
             duration: non_empty(&args.duration),
             timeout: args.timeout,
             retry: RetryPolicy::default(),
+            reload: match (
+                non_empty(&args.reload_signal),
+                non_empty(&args.reload_process),
+            ) {
+                (Some(signal), Some(process)) => {
+                    if reload::signal_of(&signal).is_none() {
+                        anyhow::bail!(
+                            "AUTOCERT_RELOAD_SIGNAL {signal:?} is not one of {}",
+                            crate::pod_protocol::RELOAD_SIGNALS.join(", ")
+                        );
+                    }
+                    Some((signal, process))
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -187,6 +187,7 @@ impl Renewer {
         match self.renew(cur).await {
             Ok(not_after) => {
                 self.previous_retry = None;
+                super::reload::after_new_files(self.cfg.reload.as_ref());
                 tracing::info!(
                     subject = %cur.subject,
                     not_after = %not_after.to_rfc3339(),
@@ -214,6 +215,7 @@ impl Renewer {
     async fn rebootstrap(&mut self) -> anyhow::Result<()> {
         let issued = bootstrap::obtain(&self.cfg).await?;
         bootstrap::write_issued(&self.cfg, &issued)?;
+        super::reload::after_new_files(self.cfg.reload.as_ref());
         if self.cfg.ca_url.is_none() {
             self.ca_url = Some(issued.ca_url.clone());
         }

@@ -43,10 +43,15 @@ pub const ISSUER: &str = "autocert.step.sm/issuer";
 /// Algorithm of the key the agent generates in the pod: `EC-P256` (default), `EC-P384` or
 /// `Ed25519` (new in step-operator).
 pub const KEY_TYPE: &str = "autocert.step.sm/key-type";
+/// Signal the renewer sends the app after each renewal (`SIGHUP`, ...); needs
+/// [`RELOAD_PROCESS`] and `shareProcessNamespace: true` (new in step-operator).
+pub const RELOAD_SIGNAL: &str = "autocert.step.sm/reload-signal";
+/// Name of the app's process that gets [`RELOAD_SIGNAL`].
+pub const RELOAD_PROCESS: &str = "autocert.step.sm/reload-process";
 /// Set by the webhook once it has injected; a pod carrying it is left alone.
 pub const STATUS: &str = "autocert.step.sm/status";
 /// Every annotation step-operator reads; `/mutate` skips all others unread.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 12] = [
     NAME,
     SANS,
     DURATION,
@@ -56,6 +61,8 @@ pub const KEYS: [&str; 10] = [
     MODE,
     ISSUER,
     KEY_TYPE,
+    RELOAD_SIGNAL,
+    RELOAD_PROCESS,
     STATUS,
 ];
 /// The values of [`KEY_TYPE`] and the algorithms they mean.
@@ -101,6 +108,8 @@ pub struct PodRequest {
     pub issuer: Option<String>,
     /// Key algorithm (`None`: the agent's default, EC P-256).
     pub key_type: Option<KeyAlgorithm>,
+    /// `(signal, process)` of the reload hook: the signal's canonical name (`SIGHUP`).
+    pub reload: Option<(String, String)>,
 }
 
 /// An annotation that cannot be honoured.
@@ -163,6 +172,25 @@ pub enum AnnotationError {
         "{KEY_TYPE} {value}: the agent cannot generate RSA keys (its crypto backend has no RSA key generation): use EC-P256, EC-P384 or Ed25519"
     )]
     RsaKeyType { value: String },
+    #[error(
+        "{RELOAD_SIGNAL} {value} is not a reload signal: use one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT"
+    )]
+    InvalidSignal { value: String },
+    #[error(
+        "{RELOAD_PROCESS} {value} is not a process name: use the app's executable name, e.g. nginx (no slashes or spaces, at most 64 characters)"
+    )]
+    InvalidProcess { value: String },
+    #[error(
+        "{present} is set without {missing}: set both (e.g. {RELOAD_SIGNAL}: SIGHUP and {RELOAD_PROCESS}: nginx) or neither"
+    )]
+    HalfReload {
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "{RELOAD_SIGNAL} needs the renewer, which {BOOTSTRAPPER_ONLY}: \"true\" removes: remove one of them"
+    )]
+    ReloadWithoutRenewer,
 }
 
 /// `Result` with [`AnnotationError`].
@@ -303,6 +331,10 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         .get(KEY_TYPE)
         .map(|raw| parse_key_type(raw))
         .transpose()?;
+    let reload = parse_reload(annotations)?;
+    if reload.is_some() && bootstrapper_only {
+        return Err(AnnotationError::ReloadWithoutRenewer);
+    }
 
     Ok(Some(PodRequest {
         name,
@@ -314,7 +346,46 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         mode,
         issuer,
         key_type,
+        reload,
     }))
+}
+
+/// [`RELOAD_SIGNAL`] and [`RELOAD_PROCESS`], both or neither.
+fn parse_reload(annotations: &BTreeMap<String, String>) -> Result<Option<(String, String)>> {
+    let signal = annotations.get(RELOAD_SIGNAL).map(|s| s.trim());
+    let process = annotations.get(RELOAD_PROCESS).map(|s| s.trim());
+    let (signal, process) = match (signal, process) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(AnnotationError::HalfReload {
+                present: RELOAD_SIGNAL,
+                missing: RELOAD_PROCESS,
+            });
+        }
+        (None, Some(_)) => {
+            return Err(AnnotationError::HalfReload {
+                present: RELOAD_PROCESS,
+                missing: RELOAD_SIGNAL,
+            });
+        }
+        (Some(s), Some(p)) => (s, p),
+    };
+    let signal = crate::pod_protocol::parse_reload_signal(signal).ok_or_else(|| {
+        AnnotationError::InvalidSignal {
+            value: quote(signal),
+        }
+    })?;
+    let valid_process = !process.is_empty()
+        && process.chars().count() <= 64
+        && !process
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if !valid_process {
+        return Err(AnnotationError::InvalidProcess {
+            value: quote(process),
+        });
+    }
+    Ok(Some((signal.to_owned(), process.to_owned())))
 }
 
 /// One of [`KEY_TYPES`], in any case. RSA sizes are named so that the refusal says why.
@@ -488,6 +559,7 @@ mod tests {
             mode: None,
             issuer: None,
             key_type: None,
+            reload: None,
         }
     }
 
@@ -561,6 +633,17 @@ mod tests {
                 vec![(NAME, "api"), (KEY_TYPE, " ed25519 ")],
                 PodRequest {
                     key_type: Some(KeyAlgorithm::Ed25519),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "hup"),
+                    (RELOAD_PROCESS, "nginx"),
+                ],
+                PodRequest {
+                    reload: Some(("SIGHUP".into(), "nginx".into())),
                     ..req("api")
                 },
             ),
@@ -646,6 +729,39 @@ mod tests {
                 "DNS-1123 subdomain",
             ),
             (vec![(NAME, "api"), (ISSUER, "")], "DNS-1123 subdomain"),
+            (
+                vec![(NAME, "api"), (RELOAD_SIGNAL, "SIGHUP")],
+                "autocert.step.sm/reload-signal is set without autocert.step.sm/reload-process: set both",
+            ),
+            (
+                vec![(NAME, "api"), (RELOAD_PROCESS, "nginx")],
+                "autocert.step.sm/reload-process is set without autocert.step.sm/reload-signal",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "SIGKILL"),
+                    (RELOAD_PROCESS, "nginx"),
+                ],
+                "is not a reload signal: use one of SIGHUP",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "HUP"),
+                    (RELOAD_PROCESS, "/usr/sbin/nginx"),
+                ],
+                "is not a process name: use the app's executable name",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "HUP"),
+                    (RELOAD_PROCESS, "nginx"),
+                    (BOOTSTRAPPER_ONLY, "true"),
+                ],
+                "needs the renewer, which autocert.step.sm/bootstrapper-only: \"true\" removes",
+            ),
             (
                 vec![(NAME, "api"), (KEY_TYPE, "RSA-4096")],
                 "the agent cannot generate RSA keys",

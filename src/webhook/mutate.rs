@@ -209,6 +209,14 @@ pub fn mutate_view(
         return Err(Denial::new("the pod has no spec"));
     };
     check_conflicts(spec)?;
+    if req.reload.is_some() && spec.share_process_namespace != Some(true) {
+        return Err(Denial::new(format!(
+            "{} needs the renewer to see the app's processes: set spec.shareProcessNamespace: true on the pod (or remove {} and {})",
+            annotations::RELOAD_SIGNAL,
+            annotations::RELOAD_SIGNAL,
+            annotations::RELOAD_PROCESS
+        )));
+    }
     let patch = patch::build(&req, spec, cfg).map_err(Denial::new)?;
     Ok(Mutation::Patch(patch))
 }
@@ -306,7 +314,15 @@ pub fn warnings_view(pod: &PodView) -> Vec<String> {
     if ann.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED) {
         return Vec::new();
     }
-    annotations::warnings(ann)
+    let mut out = annotations::warnings(ann);
+    if ann.contains_key(annotations::RELOAD_SIGNAL) && !ann.contains_key(annotations::OWNER) {
+        out.push(format!(
+            "{}: the renewer runs as uid {DEFAULT_UID} and can only signal processes of that uid: set {} to the app's uid:gid",
+            annotations::RELOAD_SIGNAL,
+            annotations::OWNER
+        ));
+    }
+    out
 }
 
 /// [`mutate_view`] and [`warnings_view`] on the Pod a CREATE request carries, in the request's

@@ -6,7 +6,8 @@
 use super::*;
 use crate::policy::{Pattern, PolicyInput};
 use crate::webhook::annotations::{
-    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, KEY_TYPE, MODE, NAME, OWNER, SANS,
+    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, KEY_TYPE, MODE, NAME, OWNER, RELOAD_PROCESS,
+    RELOAD_SIGNAL, SANS,
 };
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Container, Volume};
@@ -459,6 +460,25 @@ fn golden_cases() {
             ],
         },
         Case {
+            golden: "reload",
+            pod: json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "api", "namespace": NS, "annotations": annotations(&[
+                    (NAME, "api"), (OWNER, "101:101"),
+                    (RELOAD_SIGNAL, "SIGHUP"), (RELOAD_PROCESS, "nginx"),
+                ])},
+                "spec": {"shareProcessNamespace": true, "containers": [{"name": "app", "image": "nginx"}]}
+            }),
+            renewer: true,
+            owner: Some((101, 101)),
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                ("AUTOCERT_RELOAD_SIGNAL", Some("SIGHUP")),
+                ("AUTOCERT_RELOAD_PROCESS", Some("nginx")),
+            ],
+        },
+        Case {
             golden: "key_type",
             pod: simple_pod(&[(NAME, "api"), (KEY_TYPE, "EC-P384")]),
             renewer: true,
@@ -625,6 +645,18 @@ fn denials() {
         (
             simple_pod(&[(NAME, "${POD_ID}.web.default.svc")]),
             "uses the unknown variable ${POD_ID}: use ${POD_NAME}",
+        ),
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (RELOAD_SIGNAL, "SIGHUP"),
+                (RELOAD_PROCESS, "nginx"),
+            ]),
+            "autocert.step.sm/reload-signal needs the renewer to see the app's processes: set spec.shareProcessNamespace: true on the pod",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (RELOAD_SIGNAL, "SIGHUP")]),
+            "is set without autocert.step.sm/reload-process",
         ),
         (
             simple_pod(&[(NAME, "api"), (KEY_TYPE, "RSA-2048")]),
@@ -1141,6 +1173,13 @@ fn warnings_reach_the_answer() {
             ]),
             false,
             vec!["did you mean autocert.step.sm/mode?"],
+        ),
+        (
+            json!({"metadata": {"name": "api", "annotations": annotations(&[
+                (NAME, "api"), (RELOAD_SIGNAL, "SIGHUP"), (RELOAD_PROCESS, "nginx")])},
+                   "spec": {"shareProcessNamespace": true, "containers": [{"name": "a"}]}}),
+            true,
+            vec!["can only signal processes of that uid: set autocert.step.sm/owner"],
         ),
         // Already injected: warned at creation, not again.
         (

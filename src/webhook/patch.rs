@@ -198,6 +198,10 @@ fn injected_env(req: &PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
             .clone()
             .unwrap_or_else(|| cfg.default_issuer.clone()),
     ));
+    if let Some((signal, process)) = &req.reload {
+        out.push(env(ENV::RELOAD_SIGNAL, signal.clone()));
+        out.push(env(ENV::RELOAD_PROCESS, process.clone()));
+    }
     if let Some(algorithm) = req.key_type {
         out.push(env(ENV::KEY_ALGORITHM, algorithm.to_string()));
     }

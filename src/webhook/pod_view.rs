@@ -48,6 +48,9 @@ pub struct MetadataView {
 pub struct SpecView {
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// `shareProcessNamespace`, which the reload hook needs.
+    #[serde(default)]
+    pub share_process_namespace: Option<bool>,
     #[serde(default)]
     pub containers: Vec<ContainerView>,
     /// Empty when the pod has none (absent, null or `[]` mean the same to the patch).
@@ -309,6 +312,7 @@ impl PodView {
             }
             SpecView {
                 service_account_name: s.service_account_name.clone(),
+                share_process_namespace: s.share_process_namespace,
                 containers: s
                     .containers
                     .iter()
