@@ -16,6 +16,7 @@ pub mod kube_client;
 pub mod metrics;
 pub mod pki;
 pub mod pod_protocol;
+pub mod pod_template;
 pub mod policy;
 pub mod runtime;
 pub mod signal;

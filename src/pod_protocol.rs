@@ -45,6 +45,30 @@ pub mod env {
     pub const MODE: &str = "AUTOCERT_MODE";
     pub const ISSUER: &str = "AUTOCERT_ISSUER";
     pub const CERTS_DIR: &str = "AUTOCERT_CERTS_DIR";
+    /// The reload hook (see `agent::reload`): a signal name of [`super::RELOAD_SIGNALS`] and a
+    /// process name; both absent when the pod has none.
+    pub const RELOAD_SIGNAL: &str = "AUTOCERT_RELOAD_SIGNAL";
+    pub const RELOAD_PROCESS: &str = "AUTOCERT_RELOAD_PROCESS";
+    /// The key algorithm, as `KeyAlgorithm` displays it (`ecdsa-p384`); absent: the default.
+    pub const KEY_ALGORITHM: &str = "AUTOCERT_KEY_ALGORITHM";
+    /// Downward API, always injected: the pod's name, namespace and UID.
+    pub const POD_NAME: &str = "POD_NAME";
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// Downward API, injected when the names use variables ([`crate::pod_template`]).
+    pub const POD_IP: &str = "POD_IP";
+    pub const POD_SERVICE_ACCOUNT: &str = "POD_SERVICE_ACCOUNT";
+}
+
+/// The signals the renewer may send the app after a renewal.
+pub const RELOAD_SIGNALS: [&str; 6] = [
+    "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGQUIT",
+];
+
+/// One of [`RELOAD_SIGNALS`], in any case, with or without `SIG`.
+pub fn parse_reload_signal(raw: &str) -> Option<&'static str> {
+    let upper = raw.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    RELOAD_SIGNALS.iter().copied().find(|s| &s[3..] == name)
 }
 
 /// The numeric owner of the files: `uid:gid` in `autocert.step.sm/owner` and `AUTOCERT_OWNER`.

@@ -587,6 +587,26 @@ mod tests {
         assert_eq!(log.auth.len(), 3);
     }
 
+    /// `autocert.step.sm/key-type` reaches the agent as `AUTOCERT_KEY_ALGORITHM`: the key it
+    /// writes is of that algorithm, for every value the webhook injects.
+    #[tokio::test]
+    async fn the_key_has_the_configured_algorithm() {
+        use crate::pki::keys::KeyAlgorithm;
+        let fake = Fake::start().await;
+        for (_, algorithm) in crate::webhook::annotations::KEY_TYPES {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = fake.config(dir.path());
+            cfg.key_algorithm = algorithm.to_string().parse().unwrap();
+            let issued = obtain(&cfg).await.unwrap();
+            let key = GeneratedKey::from_pkcs8_pem(&issued.files.site_key).unwrap();
+            assert_eq!(key.algorithm(), algorithm);
+            assert_eq!(
+                algorithm == KeyAlgorithm::EcdsaP256,
+                cfg.key_algorithm == KeyAlgorithm::default()
+            );
+        }
+    }
+
     #[tokio::test]
     async fn unsupported_key_algorithm_is_fatal() {
         let fake = Fake::start().await;

@@ -216,6 +216,7 @@ impl Fake {
                 refused_initial: Duration::from_millis(10),
                 refused_max: Duration::from_millis(40),
             },
+            reload: None,
         }
     }
 }

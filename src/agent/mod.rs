@@ -13,6 +13,7 @@ pub mod bootstrap;
 #[cfg(test)]
 mod fake;
 pub mod files;
+pub mod reload;
 pub mod renew;
 
 use std::path::PathBuf;
@@ -59,7 +60,7 @@ pub struct AgentArgs {
     pub ca_url: Option<String>,
 
     /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384 or ed25519.
-    #[arg(long, env = "AUTOCERT_KEY_ALGORITHM", default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
+    #[arg(long, env = ENV::KEY_ALGORITHM, default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
     pub key_algorithm: KeyAlgorithm,
 
     /// Numeric `uid:gid` owning the written files (empty: unchanged).
@@ -87,6 +88,26 @@ pub struct AgentArgs {
     /// the webhook's `/bootstrap` answer.
     #[arg(long, env = ENV::DURATION)]
     pub duration: Option<String>,
+
+    /// Signal sent to the app after the renewer replaced the files (`SIGHUP`, ...; see
+    /// [`reload`]); needs `--reload-process`.
+    #[arg(long, env = ENV::RELOAD_SIGNAL, requires = "reload_process")]
+    pub reload_signal: Option<String>,
+
+    /// Name of the app's process that gets `--reload-signal`.
+    #[arg(long, env = ENV::RELOAD_PROCESS, requires = "reload_signal")]
+    pub reload_process: Option<String>,
+
+    /// The pod's name, namespace, ServiceAccount and IP (downward API), to expand the variables
+    /// of `AUTOCERT_NAME` and `AUTOCERT_SANS` in log lines.
+    #[arg(long, env = ENV::POD_NAME, hide = true)]
+    pub pod_name: Option<String>,
+    #[arg(long, env = ENV::POD_NAMESPACE, hide = true)]
+    pub pod_namespace: Option<String>,
+    #[arg(long, env = ENV::POD_SERVICE_ACCOUNT, hide = true)]
+    pub pod_service_account: Option<String>,
+    #[arg(long, env = ENV::POD_IP, hide = true)]
+    pub pod_ip: Option<String>,
 
     /// Timeout of each request to the webhook and to step-ca.
     #[arg(long, env = "STEP_OPERATOR_AGENT_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse_flag)]
@@ -117,6 +138,8 @@ pub struct AgentConfig {
     pub duration: Option<String>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// `(signal, process)` of the reload hook.
+    pub reload: Option<(String, String)>,
 }
 
 impl AgentConfig {
@@ -154,7 +177,7 @@ impl AgentConfig {
                 ),
             },
             key_mode: args.mode,
-            name: non_empty(&args.name),
+            name: non_empty(&args.name).map(|n| args.expand(&n)),
             sans: args
                 .sans
                 .as_deref()
@@ -162,13 +185,42 @@ impl AgentConfig {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+                .map(|s| args.expand(s))
                 .collect(),
             issuer: non_empty(&args.issuer),
             duration: non_empty(&args.duration),
             timeout: args.timeout,
             retry: RetryPolicy::default(),
+            reload: match (
+                non_empty(&args.reload_signal),
+                non_empty(&args.reload_process),
+            ) {
+                (Some(signal), Some(process)) => {
+                    if reload::signal_of(&signal).is_none() {
+                        anyhow::bail!(
+                            "AUTOCERT_RELOAD_SIGNAL {signal:?} is not one of {}",
+                            crate::pod_protocol::RELOAD_SIGNALS.join(", ")
+                        );
+                    }
+                    Some((signal, process))
+                }
+                _ => None,
+            },
         })
+    }
+}
+
+impl AgentArgs {
+    /// A name of the annotations with its variables expanded from the downward API, or as it is
+    /// when one is missing: it only labels log lines.
+    fn expand(&self, template: &str) -> String {
+        let identity = crate::pod_template::Identity {
+            pod_name: self.pod_name.as_deref(),
+            namespace: self.pod_namespace.as_deref(),
+            service_account: self.pod_service_account.as_deref(),
+            pod_ip: self.pod_ip.as_deref(),
+        };
+        crate::pod_template::expand(template, &identity).unwrap_or_else(|_| template.to_owned())
     }
 }
 
@@ -272,6 +324,26 @@ mod tests {
         let e = AgentConfig::from_args(&t.a).unwrap_err().to_string();
         assert!(e.contains("AUTOCERT_OWNER"), "{e}");
         assert!(T::try_parse_from(["x", "--key-algorithm", "dsa"]).is_err());
+    }
+
+    #[test]
+    fn log_names_expand_the_downward_api() {
+        let t = T::try_parse_from([
+            "x",
+            "--name",
+            "${POD_NAME}.web.${POD_NAMESPACE}.svc",
+            "--sans",
+            "${POD_NAME}.web.team.svc,${POD_IP}",
+            "--pod-name",
+            "web-abcde",
+            "--pod-namespace",
+            "team",
+        ])
+        .unwrap();
+        let cfg = AgentConfig::from_args(&t.a).unwrap();
+        assert_eq!(cfg.log_name(), "web-abcde.web.team.svc");
+        // No POD_IP: the template stays as it is.
+        assert_eq!(cfg.sans, ["web-abcde.web.team.svc", "${POD_IP}"]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! SIGTERM/SIGINT). At the renewal time, renew over mTLS with the current certificate and key
 //! (`POST /1.0/renew` on `STEP_CA_URL`, trusting `root.crt`) and replace `site.crt` (the key is
 //! unchanged). When the files are missing or invalid, the certificate has expired or step-ca
-//! refuses the renewal (4xx), bootstrap again with a new key ([`super::bootstrap::obtain`]).
+//! refuses the renewal for good ([`after_renewal_error`]), bootstrap again with a new key through
+//! the same `/bootstrap` flow as the init container ([`super::bootstrap::obtain`]).
 //! Retryable failures are retried with backoff capped at a tenth of the remaining lifetime.
 
 use std::future::Future;
@@ -70,6 +71,31 @@ pub fn retry_delay(previous: Option<Duration>, remaining: TimeDelta) -> Duration
         ..RetryPolicy::default()
     };
     backoff::next_delay(&policy, previous, Failure::Transient)
+}
+
+/// What a failed `POST /1.0/renew` means for the renewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterRenewalError {
+    /// step-ca refused for good: the provisioner has renewal disabled (`disableRenewal`), the
+    /// certificate expired (without `allowRenewalAfterExpiry`) or was revoked (all 401), or the
+    /// request is forbidden or invalid (other 4xx), or the files cannot serve as a client
+    /// identity. Retrying the same renewal cannot succeed: get a fresh certificate and key
+    /// through `/bootstrap`, with the projected token, as the init container did.
+    Rebootstrap,
+    /// Transport failures, timeouts, 408, 429 and 5xx: the same renewal may succeed later.
+    Retry,
+}
+
+/// The pure decision over a renewal error (see [`AfterRenewalError`]).
+pub fn after_renewal_error(e: &step::Error) -> AfterRenewalError {
+    let refused = matches!(e, step::Error::InvalidIdentity { .. })
+        || e.http_status()
+            .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429);
+    if refused {
+        AfterRenewalError::Rebootstrap
+    } else {
+        AfterRenewalError::Retry
+    }
 }
 
 /// Why a renewal failed.
@@ -161,6 +187,7 @@ impl Renewer {
         match self.renew(cur).await {
             Ok(not_after) => {
                 self.previous_retry = None;
+                super::reload::after_new_files(self.cfg.reload.as_ref());
                 tracing::info!(
                     subject = %cur.subject,
                     not_after = %not_after.to_rfc3339(),
@@ -188,6 +215,7 @@ impl Renewer {
     async fn rebootstrap(&mut self) -> anyhow::Result<()> {
         let issued = bootstrap::obtain(&self.cfg).await?;
         bootstrap::write_issued(&self.cfg, &issued)?;
+        super::reload::after_new_files(self.cfg.reload.as_ref());
         if self.cfg.ca_url.is_none() {
             self.ca_url = Some(issued.ca_url.clone());
         }
@@ -217,16 +245,13 @@ impl Renewer {
             cert_chain_pem: cur.chain_pem.clone(),
             key_pem: cur.key_pem.clone(),
         };
-        let resp = client.renew(&identity).await.map_err(|e| {
-            let refused = matches!(e, step::Error::InvalidIdentity { .. })
-                || e.http_status()
-                    .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429);
-            if refused {
-                RenewFailure::Refused(e.to_string())
-            } else {
-                RenewFailure::Retry(e.to_string())
-            }
-        })?;
+        let resp = client
+            .renew(&identity)
+            .await
+            .map_err(|e| match after_renewal_error(&e) {
+                AfterRenewalError::Rebootstrap => RenewFailure::Refused(e.to_string()),
+                AfterRenewalError::Retry => RenewFailure::Retry(e.to_string()),
+            })?;
         let issued =
             verify_issued(&resp.cert_chain, &cur.public_key_der, Utc::now()).map_err(|e| {
                 RenewFailure::Retry(format!("step-ca returned an unusable certificate: {e}"))
@@ -426,22 +451,94 @@ mod tests {
         assert_eq!(fake.log().renews, 1);
     }
 
+    #[test]
+    fn renewal_errors() {
+        use AfterRenewalError::*;
+        let status = |status| step::Error::Status {
+            status,
+            message: "m".into(),
+            action: "renew the certificate",
+        };
+        let cases = [
+            // disableRenewal, expired without allowRenewalAfterExpiry, revoked: all 401.
+            (status(401), Rebootstrap),
+            (status(403), Rebootstrap),
+            (status(400), Rebootstrap),
+            (status(404), Rebootstrap),
+            (status(408), Retry),
+            (status(429), Retry),
+            (status(500), Retry),
+            (status(503), Retry),
+            (
+                step::Error::InvalidIdentity { detail: "d".into() },
+                Rebootstrap,
+            ),
+            (
+                step::Error::Timeout {
+                    action: "renew the certificate",
+                    url: "https://ca".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                Retry,
+            ),
+            (
+                step::Error::Decode {
+                    action: "renew the certificate",
+                    detail: "d".into(),
+                },
+                Retry,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(after_renewal_error(&e), want, "{e}");
+        }
+    }
+
+    /// A refused renewal is not retried: the renewer bootstraps again through the webhook, with
+    /// a new token and a new key, and then renews that certificate as usual.
     #[tokio::test]
     async fn refused_renewal_rebootstraps_with_a_new_key() {
+        for refusal in [401, 403] {
+            let fake = Fake::start().await;
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = fake.config(dir.path());
+            cfg.ca_url = Some(fake.mtls_url.clone());
+            let certs = cfg.certs_dir.clone();
+            let mut r = Renewer::new(cfg);
+            r.tick().await.unwrap();
+            let key = read(&certs, files::SITE_KEY);
+            fake.log().renew_status = refusal;
+            assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+            assert_eq!(fake.log().renews, 1);
+            assert_eq!(fake.log().sign_otts, ["ott-1", "ott-2"]);
+            assert_eq!(fake.log().auth.len(), 2, "a second /bootstrap");
+            assert_ne!(read(&certs, files::SITE_KEY), key, "a new key");
+            assert!(files::read_current(&certs).is_some());
+            fake.log().renew_status = 201;
+            assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
+            assert_eq!(fake.log().renews, 2, "the new certificate renews");
+        }
+    }
+
+    /// An expired certificate is not even sent for renewal: the renewer bootstraps at once.
+    #[tokio::test]
+    async fn an_expired_certificate_is_replaced_through_bootstrap() {
         let fake = Fake::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = fake.config(dir.path());
-        cfg.ca_url = Some(fake.mtls_url.clone());
+        let cfg = fake.config(dir.path());
         let certs = cfg.certs_dir.clone();
+        let key =
+            crate::pki::keys::GeneratedKey::generate(crate::pki::keys::KeyAlgorithm::EcdsaP256)
+                .unwrap();
+        let mut expired = crate::agent::files::tests::leaf_files(&key, -3, -1);
+        expired.root_crt = fake.root_pem.clone();
+        files::write_all(&certs, &expired, 0o600, None).unwrap();
         let mut r = Renewer::new(cfg);
-        r.tick().await.unwrap();
-        let key = read(&certs, files::SITE_KEY);
-        fake.log().renew_status = 401;
         assert_eq!(r.tick().await.unwrap(), Duration::ZERO);
-        assert_eq!(fake.log().renews, 1);
-        assert_eq!(fake.log().sign_otts, ["ott-1", "ott-2"]);
-        assert_ne!(read(&certs, files::SITE_KEY), key, "a new key");
-        assert!(files::read_current(&certs).is_some());
+        assert_eq!(fake.log().renews, 0);
+        assert_eq!(fake.log().sign_otts, ["ott-1"]);
+        let cur = files::read_current(&certs).unwrap();
+        assert!(cur.not_after > Utc::now());
     }
 
     #[tokio::test]

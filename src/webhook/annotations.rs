@@ -12,6 +12,8 @@
 //! - `mode` defaults to `0600` (autocert used 0644, a world-readable key) and must keep the owner's
 //!   read bit, because the renewer reads the key back.
 //! - `issuer` is new: the name of the `StepClusterIssuer` that signs (the webhook has a default).
+//! - `name` and `sans` may use `${POD_NAME}`, `${POD_NAMESPACE}`, `${SERVICE_ACCOUNT}` and
+//!   `${POD_IP}` ([`crate::pod_template`]); they are kept unexpanded here.
 //!
 //! Parsing is pure. Error messages name the annotation and say what to write instead.
 
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration::{GoDurationError, parse_positive};
+use crate::pki::keys::KeyAlgorithm;
 use crate::pod_protocol::{self, ModeError, Owner, OwnerError, Reader};
 
 /// Required trigger: the certificate's common name (and its only SAN when `sans` is absent).
@@ -37,10 +40,18 @@ pub const OWNER: &str = "autocert.step.sm/owner";
 pub const MODE: &str = "autocert.step.sm/mode";
 /// Which `StepClusterIssuer` signs (new in step-operator).
 pub const ISSUER: &str = "autocert.step.sm/issuer";
+/// Algorithm of the key the agent generates in the pod: `EC-P256` (default), `EC-P384` or
+/// `Ed25519` (new in step-operator).
+pub const KEY_TYPE: &str = "autocert.step.sm/key-type";
+/// Signal the renewer sends the app after each renewal (`SIGHUP`, ...); needs
+/// [`RELOAD_PROCESS`] and `shareProcessNamespace: true` (new in step-operator).
+pub const RELOAD_SIGNAL: &str = "autocert.step.sm/reload-signal";
+/// Name of the app's process that gets [`RELOAD_SIGNAL`].
+pub const RELOAD_PROCESS: &str = "autocert.step.sm/reload-process";
 /// Set by the webhook once it has injected; a pod carrying it is left alone.
 pub const STATUS: &str = "autocert.step.sm/status";
 /// Every annotation step-operator reads; `/mutate` skips all others unread.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 12] = [
     NAME,
     SANS,
     DURATION,
@@ -49,8 +60,23 @@ pub const KEYS: [&str; 9] = [
     OWNER,
     MODE,
     ISSUER,
+    KEY_TYPE,
+    RELOAD_SIGNAL,
+    RELOAD_PROCESS,
     STATUS,
 ];
+/// The values of [`KEY_TYPE`] and the algorithms they mean.
+pub const KEY_TYPES: [(&str, KeyAlgorithm); 3] = [
+    ("EC-P256", KeyAlgorithm::EcdsaP256),
+    ("EC-P384", KeyAlgorithm::EcdsaP384),
+    ("Ed25519", KeyAlgorithm::Ed25519),
+];
+/// The prefix of every autocert annotation; a key under it that is not in [`KEYS`] is a typo or
+/// a feature step-operator lacks, and `/mutate` warns about it.
+pub const PREFIX: &str = "autocert.step.sm/";
+/// At most this many unknown keys under [`PREFIX`] are kept (without their values) to be warned
+/// about: the pod comes from anyone who can reach the webhook.
+pub const MAX_UNKNOWN_KEYS: usize = 8;
 /// The value of [`STATUS`] after injection.
 pub const STATUS_INJECTED: &str = "injected";
 
@@ -80,6 +106,10 @@ pub struct PodRequest {
     pub mode: Option<u32>,
     /// `StepClusterIssuer` name (`None`: the webhook default).
     pub issuer: Option<String>,
+    /// Key algorithm (`None`: the agent's default, EC P-256).
+    pub key_type: Option<KeyAlgorithm>,
+    /// `(signal, process)` of the reload hook: the signal's canonical name (`SIGHUP`).
+    pub reload: Option<(String, String)>,
 }
 
 /// An annotation that cannot be honoured.
@@ -95,6 +125,12 @@ pub enum AnnotationError {
         value: String,
         problem: &'static str,
         problem_fix: &'static str,
+    },
+    #[error("{key} entry {value} {problem}")]
+    Template {
+        key: &'static str,
+        value: String,
+        problem: String,
     },
     #[error("{key} entry {value} is {len} bytes long: names are at most {MAX_NAME_LEN} bytes")]
     NameTooLong {
@@ -130,12 +166,122 @@ pub enum AnnotationError {
         "{ISSUER} {value} is not a valid StepClusterIssuer name: use a lowercase DNS-1123 subdomain, e.g. step-ca"
     )]
     InvalidIssuer { value: String },
+    #[error("{KEY_TYPE} {value} is not a key type: use EC-P256 (the default), EC-P384 or Ed25519")]
+    UnknownKeyType { value: String },
+    #[error(
+        "{KEY_TYPE} {value}: the agent cannot generate RSA keys (its crypto backend has no RSA key generation): use EC-P256, EC-P384 or Ed25519"
+    )]
+    RsaKeyType { value: String },
+    #[error(
+        "{RELOAD_SIGNAL} {value} is not a reload signal: use one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT"
+    )]
+    InvalidSignal { value: String },
+    #[error(
+        "{RELOAD_PROCESS} {value} is not a process name: use the app's executable name, e.g. nginx (no slashes or spaces, at most 64 characters)"
+    )]
+    InvalidProcess { value: String },
+    #[error(
+        "{present} is set without {missing}: set both (e.g. {RELOAD_SIGNAL}: SIGHUP and {RELOAD_PROCESS}: nginx) or neither"
+    )]
+    HalfReload {
+        present: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "{RELOAD_SIGNAL} needs the renewer, which {BOOTSTRAPPER_ONLY}: \"true\" removes: remove one of them"
+    )]
+    ReloadWithoutRenewer,
 }
 
 /// `Result` with [`AnnotationError`].
 pub type Result<T, E = AnnotationError> = std::result::Result<T, E>;
 
 pub(crate) use crate::policy::names::quote;
+
+/// What `/mutate` keeps of one annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retain {
+    /// A key step-operator reads: key and value.
+    Value,
+    /// An unknown key under [`PREFIX`], to warn about: the key only.
+    KeyOnly,
+    /// Anything else: nothing.
+    Nothing,
+}
+
+/// What to keep of the annotation `key` when `unknown_kept` unknown keys are kept already.
+pub fn retain(key: &str, unknown_kept: usize) -> Retain {
+    if KEYS.contains(&key) {
+        Retain::Value
+    } else if key.starts_with(PREFIX) && unknown_kept < MAX_UNKNOWN_KEYS {
+        Retain::KeyOnly
+    } else {
+        Retain::Nothing
+    }
+}
+
+/// Problems that do not stop the pod from working but are likely mistakes, as admission
+/// warnings (`kubectl apply` prints them): unknown keys under [`PREFIX`] (with the closest known
+/// key), and settings on a pod that has no [`NAME`] and so gets no certificate.
+pub fn warnings(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in annotations.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        let Some(suffix) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let hint = match closest_key(suffix) {
+            Some(known) => format!("did you mean {known}?"),
+            None => format!("see the annotation table in step-operator's README (e.g. {NAME})"),
+        };
+        out.push(format!(
+            "{PREFIX}: annotation {} is not one step-operator reads and is ignored: {hint}",
+            quote(key)
+        ));
+    }
+    if !annotations.contains_key(NAME) {
+        let set: Vec<&str> = KEYS
+            .iter()
+            .copied()
+            .filter(|k| *k != STATUS && annotations.contains_key(*k))
+            .collect();
+        if !set.is_empty() {
+            out.push(format!(
+                "{PREFIX}: {} set but {NAME} is not, so no certificate is injected: add {NAME}, e.g. api.<namespace>.svc",
+                set.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// The known key whose suffix is at most two edits from `suffix`, if any.
+fn closest_key(suffix: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .copied()
+        .filter(|k| *k != STATUS)
+        .map(|k| (edit_distance(suffix, &k[PREFIX.len()..]), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes, for the few short keys above (long inputs bail out early).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len().abs_diff(b.len()) > 2 {
+        return usize::MAX;
+    }
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
 
 /// Parses a pod's annotations. `Ok(None)` when the pod does not ask for a certificate (no
 /// `autocert.step.sm/name`).
@@ -181,6 +327,14 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         .get(ISSUER)
         .map(|raw| parse_issuer(raw))
         .transpose()?;
+    let key_type = annotations
+        .get(KEY_TYPE)
+        .map(|raw| parse_key_type(raw))
+        .transpose()?;
+    let reload = parse_reload(annotations)?;
+    if reload.is_some() && bootstrapper_only {
+        return Err(AnnotationError::ReloadWithoutRenewer);
+    }
 
     Ok(Some(PodRequest {
         name,
@@ -191,7 +345,67 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Option<PodRequest
         owner,
         mode,
         issuer,
+        key_type,
+        reload,
     }))
+}
+
+/// [`RELOAD_SIGNAL`] and [`RELOAD_PROCESS`], both or neither.
+fn parse_reload(annotations: &BTreeMap<String, String>) -> Result<Option<(String, String)>> {
+    let signal = annotations.get(RELOAD_SIGNAL).map(|s| s.trim());
+    let process = annotations.get(RELOAD_PROCESS).map(|s| s.trim());
+    let (signal, process) = match (signal, process) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(AnnotationError::HalfReload {
+                present: RELOAD_SIGNAL,
+                missing: RELOAD_PROCESS,
+            });
+        }
+        (None, Some(_)) => {
+            return Err(AnnotationError::HalfReload {
+                present: RELOAD_PROCESS,
+                missing: RELOAD_SIGNAL,
+            });
+        }
+        (Some(s), Some(p)) => (s, p),
+    };
+    let signal = crate::pod_protocol::parse_reload_signal(signal).ok_or_else(|| {
+        AnnotationError::InvalidSignal {
+            value: quote(signal),
+        }
+    })?;
+    let valid_process = !process.is_empty()
+        && process.chars().count() <= 64
+        && !process
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control());
+    if !valid_process {
+        return Err(AnnotationError::InvalidProcess {
+            value: quote(process),
+        });
+    }
+    Ok(Some((signal.to_owned(), process.to_owned())))
+}
+
+/// One of [`KEY_TYPES`], in any case. RSA sizes are named so that the refusal says why.
+fn parse_key_type(raw: &str) -> Result<KeyAlgorithm> {
+    let value = raw.trim();
+    if let Some((_, algorithm)) = KEY_TYPES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(value))
+    {
+        return Ok(*algorithm);
+    }
+    let upper = value.to_ascii_uppercase();
+    if ["RSA", "RSA-2048", "RSA-3072", "RSA-4096"].contains(&upper.as_str()) {
+        return Err(AnnotationError::RsaKeyType {
+            value: quote(value),
+        });
+    }
+    Err(AnnotationError::UnknownKeyType {
+        value: quote(value),
+    })
 }
 
 fn check_name(key: &'static str, value: &str) -> Result<()> {
@@ -218,6 +432,11 @@ fn check_name(key: &'static str, value: &str) -> Result<()> {
             problem_fix: "spaces",
         });
     }
+    crate::pod_template::variables(value).map_err(|e| AnnotationError::Template {
+        key,
+        value: quote(value),
+        problem: e.to_string(),
+    })?;
     Ok(())
 }
 
@@ -339,6 +558,8 @@ mod tests {
             owner: None,
             mode: None,
             issuer: None,
+            key_type: None,
+            reload: None,
         }
     }
 
@@ -398,6 +619,38 @@ mod tests {
                 vec![(NAME, "api"), (MODE, "600")],
                 PodRequest {
                     mode: Some(0o600),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "${POD_NAME}.web.team.svc"), (SANS, "${POD_IP}")],
+                PodRequest {
+                    sans: vec!["${POD_IP}".into()],
+                    ..req("${POD_NAME}.web.team.svc")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, " ed25519 ")],
+                PodRequest {
+                    key_type: Some(KeyAlgorithm::Ed25519),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "hup"),
+                    (RELOAD_PROCESS, "nginx"),
+                ],
+                PodRequest {
+                    reload: Some(("SIGHUP".into(), "nginx".into())),
+                    ..req("api")
+                },
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "EC-P384")],
+                PodRequest {
+                    key_type: Some(KeyAlgorithm::EcdsaP384),
                     ..req("api")
                 },
             ),
@@ -464,10 +717,59 @@ mod tests {
             ),
             (vec![(NAME, "api"), (MODE, "0044")], "owner read the key"),
             (
+                vec![(NAME, "${POD_UID}.web.default.svc")],
+                "autocert.step.sm/name entry \"${POD_UID}.web.default.svc\" uses the unknown variable ${POD_UID}: use ${POD_NAME}",
+            ),
+            (
+                vec![(NAME, "api"), (SANS, "a,${POD_NAME.web")],
+                "has a ${ without its closing }",
+            ),
+            (
                 vec![(NAME, "api"), (ISSUER, "Step_CA")],
                 "DNS-1123 subdomain",
             ),
             (vec![(NAME, "api"), (ISSUER, "")], "DNS-1123 subdomain"),
+            (
+                vec![(NAME, "api"), (RELOAD_SIGNAL, "SIGHUP")],
+                "autocert.step.sm/reload-signal is set without autocert.step.sm/reload-process: set both",
+            ),
+            (
+                vec![(NAME, "api"), (RELOAD_PROCESS, "nginx")],
+                "autocert.step.sm/reload-process is set without autocert.step.sm/reload-signal",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "SIGKILL"),
+                    (RELOAD_PROCESS, "nginx"),
+                ],
+                "is not a reload signal: use one of SIGHUP",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "HUP"),
+                    (RELOAD_PROCESS, "/usr/sbin/nginx"),
+                ],
+                "is not a process name: use the app's executable name",
+            ),
+            (
+                vec![
+                    (NAME, "api"),
+                    (RELOAD_SIGNAL, "HUP"),
+                    (RELOAD_PROCESS, "nginx"),
+                    (BOOTSTRAPPER_ONLY, "true"),
+                ],
+                "needs the renewer, which autocert.step.sm/bootstrapper-only: \"true\" removes",
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "RSA-4096")],
+                "the agent cannot generate RSA keys",
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "P-521")],
+                "autocert.step.sm/key-type \"P-521\" is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
+            ),
         ];
         for (pairs, want) in cases {
             let err = match parse(&ann(&pairs)) {
@@ -477,6 +779,62 @@ mod tests {
             assert!(err.contains(want), "{err:?} does not contain {want:?}");
             assert!(err.len() < 300, "message too long: {err}");
         }
+    }
+
+    #[test]
+    fn warnings_name_the_cause_and_the_fix() {
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (vec![(NAME, "api")], vec![]),
+            (vec![(NAME, "api"), ("other.io/x", "1")], vec![]),
+            (vec![(STATUS, "injected")], vec![]),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/durations", "1h")],
+                vec![
+                    "annotation \"autocert.step.sm/durations\" is not one step-operator reads and is ignored: did you mean autocert.step.sm/duration?",
+                ],
+            ),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/san", "a")],
+                vec!["did you mean autocert.step.sm/sans?"],
+            ),
+            (
+                vec![(NAME, "api"), ("autocert.step.sm/secret", "x")],
+                vec!["see the annotation table"],
+            ),
+            (
+                vec![(SANS, "a"), (DURATION, "1h")],
+                vec![
+                    "autocert.step.sm/sans, autocert.step.sm/duration set but autocert.step.sm/name is not, so no certificate is injected: add autocert.step.sm/name",
+                ],
+            ),
+            (
+                vec![("autocert.step.sm/nmae", "api")],
+                vec!["did you mean autocert.step.sm/name?"],
+            ),
+        ];
+        for (pairs, want) in cases {
+            let got = warnings(&ann(&pairs));
+            assert_eq!(got.len(), want.len(), "{pairs:?}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.contains(w), "{g:?} lacks {w:?}");
+                assert!(g.starts_with(PREFIX), "{g}");
+                assert!(g.len() < 256, "too long: {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_retained() {
+        assert_eq!(retain(NAME, MAX_UNKNOWN_KEYS), Retain::Value);
+        assert_eq!(retain("autocert.step.sm/x", 0), Retain::KeyOnly);
+        assert_eq!(
+            retain("autocert.step.sm/x", MAX_UNKNOWN_KEYS),
+            Retain::Nothing
+        );
+        assert_eq!(retain("other/x", 0), Retain::Nothing);
+        assert_eq!(edit_distance("sans", "san"), 1);
+        assert_eq!(edit_distance("abc", "abcdefgh"), usize::MAX);
     }
 
     #[test]
@@ -497,6 +855,7 @@ mod tests {
                     Just(NAME.to_owned()), Just(SANS.to_owned()), Just(DURATION.to_owned()),
                     Just(INIT_FIRST.to_owned()), Just(BOOTSTRAPPER_ONLY.to_owned()),
                     Just(OWNER.to_owned()), Just(MODE.to_owned()), Just(ISSUER.to_owned()),
+                    Just(KEY_TYPE.to_owned()),
                     ".*",
                 ],
                 ".*",

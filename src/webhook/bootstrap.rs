@@ -6,7 +6,8 @@
 //! 1. `verify_token`: a TokenReview (audience `--token-audience`) names the pod the token is
 //!    bound to;
 //! 2. `load_request`: that Pod is read from the API by name and must have the same UID; the names
-//!    come from its annotations, and its namespace must have opted in (its labels);
+//!    come from its annotations, their variables (`${POD_NAME}`, ...) expanded from this pod
+//!    alone (so no pod can name itself after another), and its namespace must have opted in;
 //! 3. `mint`: the issuer, read fresh, must allow the namespace in its `spec.policy` and every
 //!    name must pass the name policy, all before the issuer's password is read; then its cached
 //!    signer (the password re-read at most every [`PASSWORD_RECHECK`]) mints the token.
@@ -20,9 +21,10 @@ use kube::api::{Api, PostParams};
 
 use crate::crd::StepClusterIssuer;
 use crate::issuer::IssuerAccess;
+use crate::pod_template::{Identity, TemplateError};
 use crate::policy::issuer as issuer_policy;
 use crate::policy::{NamePolicy, Requester};
-use crate::webhook::annotations;
+use crate::webhook::{annotations, pod_names};
 
 /// Lifetime of the one-time tokens handed to pods: long enough for a slow CA round trip, short
 /// enough that a leaked token is soon useless (and step-ca accepts each only once).
@@ -128,6 +130,35 @@ struct PodRequest {
     pod: BoundPod,
     service_account: String,
     request: annotations::PodRequest,
+    /// The annotations' names expanded for this pod ([`pod_names::for_pod`]).
+    names: pod_names::Names,
+}
+
+/// The names of `request` for the pod the token is bound to: its name and namespace from the
+/// TokenReview, its ServiceAccount and IP from the Pod read from the API (pure).
+fn names_for(
+    request: &annotations::PodRequest,
+    bound: &BoundPod,
+    service_account: &str,
+    pod_ip: Option<&str>,
+) -> Result<pod_names::Names, Refusal> {
+    let identity = Identity {
+        pod_name: Some(&bound.name),
+        namespace: Some(&bound.namespace),
+        service_account: Some(service_account),
+        pod_ip,
+    };
+    pod_names::for_pod(request, &identity).map_err(|e| match e {
+        TemplateError::Missing(_) => refuse(
+            503,
+            "PodIpUnknown",
+            format!(
+                "pod {}/{} has no IP in the API yet, which its names use: retry",
+                bound.namespace, bound.name
+            ),
+        ),
+        other => refuse(400, "BadAnnotation", other.to_string()),
+    })
 }
 
 /// Answers one `/bootstrap`: who calls (the token), what its pod asks for (its annotations),
@@ -256,11 +287,14 @@ async fn load_request(
         .as_ref()
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".to_owned());
+    let pod_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+    let names = names_for(&request, &bound, &service_account, pod_ip)?;
     check_namespace_opted_in(ctx, settings, namespace).await?;
     Ok(PodRequest {
         pod: bound,
         service_account,
         request,
+        names,
     })
 }
 
@@ -337,9 +371,9 @@ async fn mint(
                 ),
             )
         })?;
-    let PodRequest { request, .. } = req;
+    let PodRequest { request, names, .. } = req;
     let token = signer
-        .mint_token(&request.name, &request.sans, POD_TOKEN_LIFETIME)
+        .mint_token(&names.name, &names.sans, POD_TOKEN_LIFETIME)
         .map_err(|e| {
             refuse(
                 500,
@@ -348,13 +382,13 @@ async fn mint(
             )
         })?;
     let root_pem = signer.roots_pem().first().cloned().unwrap_or_default();
-    tracing::info!(name = %request.name, sans = request.sans.len(), "Bootstrap token issued");
+    tracing::info!(name = %names.name, sans = names.sans.len(), "Bootstrap token issued");
     Ok(BootstrapResponse {
         token,
         ca_url: signer.url().to_string(),
         root_pem,
-        common_name: request.name,
-        sans: request.sans,
+        common_name: names.name,
+        sans: names.sans,
         duration: request.duration.map(crate::duration::format_go_duration),
     })
 }
@@ -383,17 +417,16 @@ fn check_issuer_policy(
                 format!("StepClusterIssuer {issuer_name} has an unusable spec.policy: {e}"),
             )
         })?;
-    let names = policy.name_policy(&settings.policy);
-    let request = &req.request;
+    let name_policy = policy.name_policy(&settings.policy);
     issuer_policy::check(
         &format!("StepClusterIssuer {issuer_name}"),
         &policy,
-        &names,
+        &name_policy,
         Requester::Pod {
             namespace: &req.pod.namespace,
             service_account: &req.service_account,
         },
-        std::iter::once(request.name.as_str()).chain(request.sans.iter().map(String::as_str)),
+        req.names.to_check(),
     )
     .map_err(|e| match e {
         issuer_policy::Refusal::Namespace { .. } => refuse(403, "IssuerNotAllowed", e.to_string()),
@@ -421,6 +454,37 @@ mod tests {
             assert_eq!(e.status, 401, "{bad:?}");
             assert!(e.message.contains("Authorization"), "{e:?}");
         }
+    }
+
+    /// The names come from the pod the token is bound to, whatever its annotations say.
+    #[test]
+    fn names_are_the_bound_pods() {
+        let ann = BTreeMap::from([
+            (
+                annotations::NAME.to_owned(),
+                "${POD_NAME}.web.team.svc".to_owned(),
+            ),
+            (
+                annotations::SANS.to_owned(),
+                "${POD_NAME}.web.team.svc,${POD_IP}".to_owned(),
+            ),
+        ]);
+        let request = annotations::parse(&ann).unwrap().unwrap();
+        let bound = |name: &str| BoundPod {
+            namespace: "team".into(),
+            name: name.into(),
+            uid: "u".into(),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for replica in ["web-5d8-aaaaa", "web-5d8-bbbbb", "web-5d8-ccccc"] {
+            let names = names_for(&request, &bound(replica), "sa", Some("10.0.0.9")).unwrap();
+            assert_eq!(names.name, format!("{replica}.web.team.svc"));
+            assert_eq!(names.sans, [names.name.clone(), "10.0.0.9".to_owned()]);
+            seen.insert(names.name);
+        }
+        assert_eq!(seen.len(), 3);
+        let e = names_for(&request, &bound("p"), "sa", None).unwrap_err();
+        assert_eq!((e.status, e.reason), (503, "PodIpUnknown"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod issuers;
 pub mod mutate;
 pub mod patch;
+pub mod pod_names;
 pub mod pod_view;
 pub mod rate_limit;
 pub mod server;

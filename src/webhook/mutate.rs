@@ -36,8 +36,10 @@ use super::annotations::{self, STATUS, STATUS_INJECTED};
 pub use super::config::{InjectConfig, TOKEN_EXPIRATION_SECONDS, default_resources};
 use super::patch;
 pub use super::patch::{BOOTSTRAPPER, CERTS_VOLUME, DEFAULT_UID, RENEWER, TOKEN_VOLUME};
+use super::pod_names;
 use super::pod_view::{PodView, SpecView};
 pub use crate::pod_protocol::{CERTS_DIR, TOKEN_DIR, TOKEN_FILE, TOKEN_PATH};
+use crate::pod_template::Identity;
 use crate::policy::{InvalidPolicy, IssuerPolicy, Requester};
 
 /// Largest AdmissionReview body [`review`] accepts. The apiserver refuses requests over 3 MiB,
@@ -121,11 +123,13 @@ impl IssuerPolicies for NoIssuers {
     }
 }
 
-/// The same checks as `/bootstrap`'s, as far as admission knows the pod's issuer.
+/// The same checks as `/bootstrap`'s, as far as admission knows the pod's issuer and names:
+/// templates are expanded with stand-ins for the generated name and the IP
+/// ([`pod_names::for_admission`]).
 fn check_names(
     req: &annotations::PodRequest,
-    namespace: &str,
-    service_account: &str,
+    pod: &PodView,
+    (namespace, service_account): (&str, &str),
     cfg: &InjectConfig,
     issuers: &dyn IssuerPolicies,
 ) -> Result<(), Denial> {
@@ -134,7 +138,21 @@ fn check_names(
         namespace,
         service_account,
     };
-    let names = std::iter::once(req.name.as_str()).chain(req.sans.iter().map(String::as_str));
+    let identity = Identity {
+        pod_name: pod.metadata.name.as_deref(),
+        namespace: Some(namespace),
+        service_account: Some(service_account),
+        pod_ip: None,
+    };
+    let expanded = pod_names::for_admission(req, &identity, pod.metadata.generate_name.as_deref())
+        .map_err(|e| {
+            Denial::new(format!(
+                "{} or {}: {e}",
+                annotations::NAME,
+                annotations::SANS
+            ))
+        })?;
+    let names = expanded.to_check();
     match issuers.policy_of(issuer) {
         None => {
             for name in names {
@@ -186,11 +204,19 @@ pub fn mutate_view(
         .as_ref()
         .and_then(|s| s.service_account_name.as_deref())
         .unwrap_or("default");
-    check_names(&req, namespace, service_account, cfg, issuers)?;
+    check_names(&req, pod, (namespace, service_account), cfg, issuers)?;
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Denial::new("the pod has no spec"));
     };
     check_conflicts(spec)?;
+    if req.reload.is_some() && spec.share_process_namespace != Some(true) {
+        return Err(Denial::new(format!(
+            "{} needs the renewer to see the app's processes: set spec.shareProcessNamespace: true on the pod (or remove {} and {})",
+            annotations::RELOAD_SIGNAL,
+            annotations::RELOAD_SIGNAL,
+            annotations::RELOAD_PROCESS
+        )));
+    }
     let patch = patch::build(&req, spec, cfg).map_err(Denial::new)?;
     Ok(Mutation::Patch(patch))
 }
@@ -261,7 +287,11 @@ pub fn review_with(body: &[u8], cfg: &InjectConfig, issuers: &dyn IssuerPolicies
     if !req.is_pod_create() {
         return ReviewOutcome::Answer(Box::new(response));
     }
-    let answer = match mutate_request(&req, cfg, issuers) {
+    let (decision, warnings) = mutate_request(&req, cfg, issuers);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    let answer = match decision {
         Ok(Mutation::Skip) => Ok(response.clone()),
         Ok(Mutation::Patch(patch)) => response
             .clone()
@@ -277,18 +307,56 @@ pub fn review_with(body: &[u8], cfg: &InjectConfig, issuers: &dyn IssuerPolicies
     })))
 }
 
-/// [`mutate_view`] on the Pod a CREATE request carries, in the request's namespace (or the
-/// Pod's own).
+/// What `kubectl apply` should print for a pod that is admitted all the same (see
+/// [`annotations::warnings`]). A pod already injected gets none: it was warned at its creation.
+pub fn warnings_view(pod: &PodView) -> Vec<String> {
+    let ann = &pod.metadata.annotations.0;
+    if ann.get(STATUS).map(String::as_str) == Some(STATUS_INJECTED) {
+        return Vec::new();
+    }
+    let mut out = annotations::warnings(ann);
+    if ann.contains_key(annotations::RELOAD_SIGNAL) && !ann.contains_key(annotations::OWNER) {
+        out.push(format!(
+            "{}: the renewer runs as uid {DEFAULT_UID} and can only signal processes of that uid: set {} to the app's uid:gid",
+            annotations::RELOAD_SIGNAL,
+            annotations::OWNER
+        ));
+    }
+    out
+}
+
+/// [`mutate_view`] and [`warnings_view`] on the Pod a CREATE request carries, in the request's
+/// namespace (or the Pod's own).
 fn mutate_request(
     req: &admission::Request<'_>,
     cfg: &InjectConfig,
     issuers: &dyn IssuerPolicies,
+) -> (Result<Mutation, Denial>, Vec<String>) {
+    let Some(object) = req.object else {
+        return (
+            Err(Denial::new("the admission request carries no Pod")),
+            Vec::new(),
+        );
+    };
+    let pod: PodView = match serde_json::from_str(object.get()) {
+        Ok(pod) => pod,
+        Err(e) => {
+            return (
+                Err(Denial::new(format!("cannot read the Pod: {e}"))),
+                Vec::new(),
+            );
+        }
+    };
+    let warnings = warnings_view(&pod);
+    (decide_in_namespace(req, &pod, cfg, issuers), warnings)
+}
+
+fn decide_in_namespace(
+    req: &admission::Request<'_>,
+    pod: &PodView,
+    cfg: &InjectConfig,
+    issuers: &dyn IssuerPolicies,
 ) -> Result<Mutation, Denial> {
-    let object = req
-        .object
-        .ok_or_else(|| Denial::new("the admission request carries no Pod"))?;
-    let pod: PodView = serde_json::from_str(object.get())
-        .map_err(|e| Denial::new(format!("cannot read the Pod: {e}")))?;
     let namespace = req
         .namespace
         .clone()
@@ -298,7 +366,7 @@ fn mutate_request(
     if namespace.is_empty() {
         return Err(Denial::new("the admission request has no namespace"));
     }
-    mutate_view(&pod, &namespace, cfg, issuers)
+    mutate_view(pod, &namespace, cfg, issuers)
 }
 
 #[cfg(test)]

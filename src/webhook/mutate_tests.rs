@@ -6,7 +6,8 @@
 use super::*;
 use crate::policy::{Pattern, PolicyInput};
 use crate::webhook::annotations::{
-    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, MODE, NAME, OWNER, SANS,
+    BOOTSTRAPPER_ONLY, DURATION, INIT_FIRST, ISSUER, KEY_TYPE, MODE, NAME, OWNER, RELOAD_PROCESS,
+    RELOAD_SIGNAL, SANS,
 };
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{Container, Volume};
@@ -436,6 +437,56 @@ fn golden_cases() {
             ],
         },
         Case {
+            golden: "templated",
+            pod: json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "web-7d9f-", "namespace": NS, "annotations": annotations(&[
+                    (NAME, "${POD_NAME}.web.default.svc"),
+                    (SANS, "${POD_NAME}.web.default.svc,web.default.svc,${POD_IP}"),
+                ])},
+                "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "nginx"}]}
+            }),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                ("AUTOCERT_NAME", Some("${POD_NAME}.web.default.svc")),
+                ("POD_IP", Some("fieldRef:status.podIP")),
+                (
+                    "POD_SERVICE_ACCOUNT",
+                    Some("fieldRef:spec.serviceAccountName"),
+                ),
+            ],
+        },
+        Case {
+            golden: "reload",
+            pod: json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "api", "namespace": NS, "annotations": annotations(&[
+                    (NAME, "api"), (OWNER, "101:101"),
+                    (RELOAD_SIGNAL, "SIGHUP"), (RELOAD_PROCESS, "nginx"),
+                ])},
+                "spec": {"shareProcessNamespace": true, "containers": [{"name": "app", "image": "nginx"}]}
+            }),
+            renewer: true,
+            owner: Some((101, 101)),
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[
+                ("AUTOCERT_RELOAD_SIGNAL", Some("SIGHUP")),
+                ("AUTOCERT_RELOAD_PROCESS", Some("nginx")),
+            ],
+        },
+        Case {
+            golden: "key_type",
+            pod: simple_pod(&[(NAME, "api"), (KEY_TYPE, "EC-P384")]),
+            renewer: true,
+            owner: None,
+            init_order: &[BOOTSTRAPPER, RENEWER],
+            env: &[("AUTOCERT_KEY_ALGORITHM", Some("ecdsa-p384"))],
+        },
+        Case {
             golden: "issuer",
             pod: simple_pod(&[(NAME, "api"), (ISSUER, "internal-ca")]),
             renewer: true,
@@ -582,6 +633,38 @@ fn denials() {
         (
             simple_pod(&[(NAME, "api"), (SANS, "api,10.0.0.1")]),
             "IP address \"10.0.0.1\" is not allowed",
+        ),
+        (
+            simple_pod(&[(NAME, "${POD_NAME}.web.other.svc")]),
+            "name \"api.web.other.svc\" is not allowed in namespace \"default\"",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (SANS, "${POD_NAMESPACE}.example.com")]),
+            "name \"default.example.com\" is not allowed",
+        ),
+        (
+            simple_pod(&[(NAME, "${POD_ID}.web.default.svc")]),
+            "uses the unknown variable ${POD_ID}: use ${POD_NAME}",
+        ),
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (RELOAD_SIGNAL, "SIGHUP"),
+                (RELOAD_PROCESS, "nginx"),
+            ]),
+            "autocert.step.sm/reload-signal needs the renewer to see the app's processes: set spec.shareProcessNamespace: true on the pod",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (RELOAD_SIGNAL, "SIGHUP")]),
+            "is set without autocert.step.sm/reload-process",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (KEY_TYPE, "RSA-2048")]),
+            "autocert.step.sm/key-type \"RSA-2048\": the agent cannot generate RSA keys",
+        ),
+        (
+            simple_pod(&[(NAME, "api"), (KEY_TYPE, "dsa")]),
+            "is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
         ),
         (
             simple_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")]),
@@ -1063,5 +1146,75 @@ proptest! {
             }
             other => prop_assert!(false, "the patch is not a base64 string: {}", other),
         }
+    }
+}
+
+/// Problems that leave the pod working are admission warnings, printed by `kubectl apply`.
+#[test]
+fn warnings_reach_the_answer() {
+    let cases: Vec<(Value, bool, Vec<&str>)> = vec![
+        (simple_pod(&[(NAME, "api")]), true, vec![]),
+        (
+            simple_pod(&[(NAME, "api"), ("autocert.step.sm/durattion", "1h")]),
+            true,
+            vec!["did you mean autocert.step.sm/duration?"],
+        ),
+        (
+            simple_pod(&[(SANS, "api")]),
+            true,
+            vec!["autocert.step.sm/name is not, so no certificate is injected"],
+        ),
+        // A denied pod still hears about its typos.
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (OWNER, "0:0"),
+                ("autocert.step.sm/mod", "0600"),
+            ]),
+            false,
+            vec!["did you mean autocert.step.sm/mode?"],
+        ),
+        (
+            json!({"metadata": {"name": "api", "annotations": annotations(&[
+                (NAME, "api"), (RELOAD_SIGNAL, "SIGHUP"), (RELOAD_PROCESS, "nginx")])},
+                   "spec": {"shareProcessNamespace": true, "containers": [{"name": "a"}]}}),
+            true,
+            vec!["can only signal processes of that uid: set autocert.step.sm/owner"],
+        ),
+        // Already injected: warned at creation, not again.
+        (
+            simple_pod(&[
+                (NAME, "api"),
+                (STATUS, STATUS_INJECTED),
+                ("autocert.step.sm/x", ""),
+            ]),
+            true,
+            vec![],
+        ),
+    ];
+    for (pod, allowed, want) in cases {
+        let outcome = super::review(
+            &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
+            &cfg(),
+        );
+        let ReviewOutcome::Answer(answer) = outcome else {
+            panic!("{pod}: {outcome:?}")
+        };
+        assert_eq!(answer.allowed, allowed, "{pod}: {answer:?}");
+        let got = answer.warnings.clone().unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "{pod}: {got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.contains(w), "{g:?} lacks {w:?}");
+        }
+        let (_, body) = crate::webhook::server::render(ReviewOutcome::Answer(answer));
+        let body = parse_body(&body);
+        assert_eq!(
+            body["response"]["warnings"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or(0),
+            want.len(),
+            "{body}"
+        );
     }
 }

@@ -198,11 +198,27 @@ fn injected_env(req: &PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
             .clone()
             .unwrap_or_else(|| cfg.default_issuer.clone()),
     ));
+    if let Some((signal, process)) = &req.reload {
+        out.push(env(ENV::RELOAD_SIGNAL, signal.clone()));
+        out.push(env(ENV::RELOAD_PROCESS, process.clone()));
+    }
+    if let Some(algorithm) = req.key_type {
+        out.push(env(ENV::KEY_ALGORITHM, algorithm.to_string()));
+    }
     out.push(env(ENV::CERTS_DIR, CERTS_DIR));
     out.push(env(ENV::TOKEN_PATH, TOKEN_PATH));
-    out.push(env_field("POD_NAME", "metadata.name"));
-    out.push(env_field("POD_NAMESPACE", "metadata.namespace"));
+    out.push(env_field(ENV::POD_NAME, "metadata.name"));
+    out.push(env_field(ENV::POD_NAMESPACE, "metadata.namespace"));
     out.push(env_field("POD_UID", "metadata.uid"));
+    if super::pod_names::is_templated(req) {
+        // What the agents need to expand the templates for their log lines (the webhook
+        // expands them itself, from the pod it verified, for what is signed).
+        out.push(env_field(ENV::POD_IP, "status.podIP"));
+        out.push(env_field(
+            ENV::POD_SERVICE_ACCOUNT,
+            "spec.serviceAccountName",
+        ));
+    }
     out
 }
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::annotations;
+use super::annotations::{self, Retain};
 use super::patch::{BOOTSTRAPPER, CERTS_VOLUME, RENEWER, TOKEN_VOLUME};
 use crate::pod_protocol::CERTS_DIR;
 
@@ -33,6 +33,11 @@ pub struct PodView {
 pub struct MetadataView {
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Empty or absent for a pod created with `generateName` (its name is not made yet).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "generateName")]
+    pub generate_name: Option<String>,
     /// Only the `autocert.step.sm/*` annotations step-operator understands.
     #[serde(default)]
     pub annotations: KnownAnnotations,
@@ -43,6 +48,9 @@ pub struct MetadataView {
 pub struct SpecView {
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// `shareProcessNamespace`, which the reload hook needs.
+    #[serde(default)]
+    pub share_process_namespace: Option<bool>,
     #[serde(default)]
     pub containers: Vec<ContainerView>,
     /// Empty when the pod has none (absent, null or `[]` mean the same to the patch).
@@ -168,8 +176,9 @@ impl<'de> Deserialize<'de> for VolumesView {
     }
 }
 
-/// The annotations whose keys are in [`annotations::KEYS`]; any other is skipped unread, so the
-/// map never holds more than those few entries.
+/// The annotations whose keys are in [`annotations::KEYS`], and the first few unknown keys under
+/// [`annotations::PREFIX`] with empty values (to warn about them; see [`annotations::retain`]);
+/// any other is skipped unread, so the map never holds more than those few entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KnownAnnotations(pub BTreeMap<String, String>);
 
@@ -192,11 +201,19 @@ impl<'de> Deserialize<'de> for KnownAnnotations {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut kept = BTreeMap::new();
+                let mut unknown = 0;
                 while let Some(key) = map.next_key::<String>()? {
-                    if annotations::KEYS.contains(&key.as_str()) {
-                        kept.insert(key, map.next_value::<String>()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
+                    match annotations::retain(&key, unknown) {
+                        Retain::Value => {
+                            kept.insert(key, map.next_value::<String>()?);
+                        }
+                        Retain::KeyOnly => {
+                            map.next_value::<IgnoredAny>()?;
+                            unknown += usize::from(kept.insert(key, String::new()).is_none());
+                        }
+                        Retain::Nothing => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
                 Ok(KnownAnnotations(kept))
@@ -274,14 +291,20 @@ fn mount_paths(mounts: &Option<Vec<VolumeMount>>) -> impl Iterator<Item = &str> 
 impl PodView {
     /// The view of an already parsed Pod (the same facts the JSON would give).
     pub fn of(pod: &Pod) -> Self {
-        let annotations = pod
-            .metadata
-            .annotations
-            .iter()
-            .flatten()
-            .filter(|(k, _)| annotations::KEYS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut annotations = BTreeMap::new();
+        let mut unknown = 0;
+        for (k, v) in pod.metadata.annotations.iter().flatten() {
+            match annotations::retain(k, unknown) {
+                Retain::Value => {
+                    annotations.insert(k.clone(), v.clone());
+                }
+                Retain::KeyOnly => {
+                    annotations.insert(k.clone(), String::new());
+                    unknown += 1;
+                }
+                Retain::Nothing => {}
+            }
+        }
         let spec = pod.spec.as_ref().map(|s| {
             let mut volumes = VolumesView::default();
             for v in s.volumes.iter().flatten() {
@@ -289,6 +312,7 @@ impl PodView {
             }
             SpecView {
                 service_account_name: s.service_account_name.clone(),
+                share_process_namespace: s.share_process_namespace,
                 containers: s
                     .containers
                     .iter()
@@ -312,6 +336,8 @@ impl PodView {
         Self {
             metadata: MetadataView {
                 namespace: pod.metadata.namespace.clone(),
+                name: pod.metadata.name.clone(),
+                generate_name: pod.metadata.generate_name.clone(),
                 annotations: KnownAnnotations(annotations),
             },
             spec,
@@ -377,9 +403,13 @@ mod tests {
                 "volumes": [{"name": "data"}, {"name": "step-operator-token"}, {"name": "certs"}]
             }
         }));
+        // Unknown autocert keys are kept without their values, to be warned about.
         assert_eq!(
             view.metadata.annotations.0,
-            BTreeMap::from([("autocert.step.sm/name".to_owned(), "api".to_owned())])
+            BTreeMap::from([
+                ("autocert.step.sm/name".to_owned(), "api".to_owned()),
+                ("autocert.step.sm/x".to_owned(), String::new()),
+            ])
         );
         let spec = view.spec.unwrap_or_default();
         assert_eq!(
@@ -405,6 +435,22 @@ mod tests {
                 reserved: ReservedName(Some(Reserved::TokenVolume)),
             }
         );
+    }
+
+    /// However many unknown autocert keys a pod has, only the first few are kept.
+    #[test]
+    fn unknown_keys_are_bounded() {
+        let many: serde_json::Map<String, serde_json::Value> = (0..1000)
+            .map(|i| (format!("autocert.step.sm/k{i:04}"), json!("v".repeat(100))))
+            .collect();
+        let (view, of_pod) = both(json!({"metadata": {"annotations": many}}));
+        assert_eq!(
+            view.metadata.annotations.0.len(),
+            annotations::MAX_UNKNOWN_KEYS
+        );
+        assert!(view.metadata.annotations.0.values().all(String::is_empty));
+        // Both readers keep the same first keys (the apiserver sends them in key order).
+        assert_eq!(view, of_pod);
     }
 
     #[test]
