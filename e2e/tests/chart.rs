@@ -617,7 +617,9 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                     group: "certificates.k8s.io",
                     resource: "signers",
                     verb: "sign",
-                    name: "stepclusterissuers.certmanager.step.sm/x",
+                    // The apiserver asks for the signer name and for `<domain>/*`, literally:
+                    // RBAC resource names do not glob.
+                    name: "stepclusterissuers.certmanager.step.sm/*",
                     ..Default::default()
                 },
             ),
@@ -627,7 +629,7 @@ async fn chart_installed_objects_match_and_rbac_is_bounded() -> Result<()> {
                     group: "certificates.k8s.io",
                     resource: "signers",
                     verb: "attest",
-                    name: "stepclusterissuers.certmanager.step.sm/x",
+                    name: "stepclusterissuers.certmanager.step.sm/*",
                     ..Default::default()
                 },
             ),
