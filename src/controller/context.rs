@@ -129,17 +129,30 @@ impl Context {
         status: &IssuerStatus,
     ) -> Result<(), kube::Error> {
         let api = K::api(self.client.clone(), issuer.namespace().as_deref());
-        let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::KIND,
-            "status": status,
-        });
-        api.patch_status(
-            &issuer.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        Ok(())
+        apply_status(&api, &issuer.name_any(), status).await
     }
+}
+
+/// Server-side applies `status` on an object's `/status` with our field manager, forcing our
+/// fields: the one status writer of every controller.
+pub async fn apply_status<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }

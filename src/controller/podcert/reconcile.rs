@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::certificates::v1::{PodCertificateRequest, PodCertificateRequestStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::context::Context;
 use crate::controller::decision::{self, Retry};
 use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
@@ -364,19 +363,9 @@ async fn write(
         ctx.client.clone(),
         &pcr.namespace().unwrap_or_default(),
     );
-    let patch = serde_json::json!({
-        "apiVersion": "certificates.k8s.io/v1",
-        "kind": "PodCertificateRequest",
-        "status": status,
-    });
-    api.patch_status(
-        &pcr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(ReconcileError::Status)?;
-    Ok(())
+    crate::controller::context::apply_status(&api, &pcr.name_any(), status)
+        .await
+        .map_err(ReconcileError::Status)
 }
 
 /// An Event on the request, and the same on its pod, where users look first.

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use crate::cert_manager::{CertificateRequest, CertificateRequestStatus};
-use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::context::Context;
 use crate::controller::decision::{self, Gate};
 use crate::controller::in_flight;
 use crate::issuer::IssuerKey;
@@ -220,19 +220,9 @@ async fn apply_status(
         ctx.client.clone(),
         &cr.namespace().unwrap_or_default(),
     );
-    let patch = serde_json::json!({
-        "apiVersion": "cert-manager.io/v1",
-        "kind": "CertificateRequest",
-        "status": status,
-    });
-    api.patch_status(
-        &cr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(ReconcileError::Status)?;
-    Ok(())
+    crate::controller::context::apply_status(&api, &cr.name_any(), status)
+        .await
+        .map_err(ReconcileError::Status)
 }
 
 pub fn error_policy(
