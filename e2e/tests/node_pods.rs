@@ -659,3 +659,55 @@ async fn pod_tls_key_type_per_pod() -> Result<()> {
     );
     ns.delete().await
 }
+
+/// `autocert.step.sm/reload-signal`: after the renewer replaces a short-lived certificate, the
+/// app (a shell that traps SIGHUP, in a pod sharing its process namespace, running as the
+/// `owner` the agents run as) receives the signal.
+#[tokio::test]
+async fn pod_tls_reload_signal_reaches_the_app_after_renewal() -> Result<()> {
+    let (_env, node, client, ns) = app("node-reload").await?;
+    let script = format!(
+        "trap 'echo \"RELOADED $(openssl x509 -noout -serial -in {CERTS}/site.crt)\"' HUP; \
+         echo \"STARTED $(openssl x509 -noout -serial -in {CERTS}/site.crt)\"; \
+         while true; do sleep 1; done"
+    );
+    let mut pod = tools_pod(
+        &node,
+        "reload",
+        json!({
+            "autocert.step.sm/name": format!("reload.{}.svc", ns.name),
+            "autocert.step.sm/duration": "1m",
+            "autocert.step.sm/owner": "1000:1000",
+            "autocert.step.sm/reload-signal": "SIGHUP",
+            "autocert.step.sm/reload-process": "sh",
+        }),
+        &script,
+    );
+    pod["spec"]["shareProcessNamespace"] = json!(true);
+    pod["spec"]["securityContext"] =
+        json!({"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": true});
+    create_pod(&client, &ns.name, pod).await?;
+    wait_pod_ready(&client, &ns.name, "reload", Duration::from_secs(120)).await?;
+    // Renewal is due at 2/3 of the one-minute lifetime.
+    let log = wait_log(
+        &client,
+        &ns.name,
+        "reload",
+        "app",
+        "RELOADED",
+        Duration::from_secs(150),
+    )
+    .await?;
+    let serial = |prefix: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (before, after) = (serial("STARTED "), serial("RELOADED "));
+    ensure!(
+        !before.is_empty() && before != after,
+        "the signal came before the new certificate was in place (started with {before}, reloaded with {after}):\n{log}"
+    );
+    ns.delete().await
+}
