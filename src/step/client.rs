@@ -23,6 +23,7 @@ use super::{Error, Result};
 const ACTION_HEALTH: &str = "check step-ca health";
 const ACTION_VERSION: &str = "read the step-ca version";
 const ACTION_ROOTS: &str = "fetch the step-ca roots";
+const ACTION_FEDERATION: &str = "fetch the step-ca federated roots";
 const ACTION_PROVISIONERS: &str = "list the step-ca provisioners";
 const ACTION_ENCRYPTED_KEY: &str = "fetch the provisioner's encrypted key";
 const ACTION_SIGN: &str = "sign the certificate request";
@@ -265,6 +266,16 @@ impl Client {
             crts: Vec<String>,
         }
         let roots: Roots = self.get_json("/1.0/roots", ACTION_ROOTS).await?;
+        Ok(roots.crts)
+    }
+
+    /// `GET /federation`: the roots of this CA and of the CAs it federates with.
+    pub async fn federation(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Roots {
+            crts: Vec<String>,
+        }
+        let roots: Roots = self.get_json("/1.0/federation", ACTION_FEDERATION).await?;
         Ok(roots.crts)
     }
 

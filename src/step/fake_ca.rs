@@ -374,6 +374,7 @@ impl FakeCa {
                 get(|| async { axum::Json(json!({"version": "0.30.2"})) }),
             )
             .route("/1.0/roots", get(roots))
+            .route("/1.0/federation", get(federation))
             .route("/1.0/provisioners", get(provisioners))
             .route("/1.0/provisioners/{kid}/encrypted-key", get(encrypted_key))
             .route("/1.0/sign", post(sign))
@@ -472,6 +473,19 @@ async fn roots(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// The fake's own root, then another CA's (the client certificate stands in for one).
+async fn federation(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"crts": [state.root_pem, FEDERATED_PEM]})),
+    )
+        .into_response()
+}
+
+/// Any PEM text other than the fake's root: only its identity matters to the callers.
+pub(crate) const FEDERATED_PEM: &str =
+    "-----BEGIN CERTIFICATE-----\nRkVERVJBVEVE\n-----END CERTIFICATE-----\n";
 
 async fn provisioners(
     State(state): State<AppState>,

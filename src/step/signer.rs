@@ -232,6 +232,25 @@ impl Signer {
         &self.inner.roots_pem
     }
 
+    /// What a peer of this CA's certificates should trust: the roots, then the federated roots
+    /// (`/federation`), each once. Read from step-ca on each call; when `/federation` fails, the
+    /// roots alone, and the error.
+    pub async fn trust_pem(&self) -> (Vec<String>, Option<super::Error>) {
+        let mut all = self.inner.roots_pem.clone();
+        match self.inner.client.federation().await {
+            Ok(federated) => {
+                for pem in federated {
+                    let same = |p: &String| p.trim() == pem.trim();
+                    if !all.iter().any(same) {
+                        all.push(pem);
+                    }
+                }
+                (all, None)
+            }
+            Err(e) => (all, Some(e)),
+        }
+    }
+
     /// Lowercase hex SHA-256 of the first root's DER: the `step` fingerprint.
     pub fn root_sha256_hex(&self) -> Option<&str> {
         self.inner.root_sha256_hex.as_deref()
@@ -411,6 +430,33 @@ mod tests {
                 .unwrap(),
         )
         .unwrap()
+    }
+
+    /// The trust for peers: the roots, then the federated roots, each once; without
+    /// `/federation`, the roots alone and the error.
+    #[tokio::test]
+    async fn trust_is_the_roots_then_the_federated_roots_once() {
+        let ca = FakeCa::start().await;
+        let signer = Signer::connect(
+            &ca.url,
+            Some(ca.certs.root_pem.as_bytes()),
+            "admin",
+            Some(&ca.kid),
+            FakeCa::PASSWORD,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let (trust, error) = signer.trust_pem().await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(
+            trust,
+            [
+                ca.certs.root_pem.clone(),
+                crate::step::fake_ca::FEDERATED_PEM.to_string()
+            ]
+        );
+        assert!(ca.requests().iter().any(|r| r == "GET /1.0/federation"));
     }
 
     #[tokio::test]

@@ -51,7 +51,11 @@ pub async fn reconcile<K: IssuerObject>(
     let (outcome, next_check) = connect_and_check(&c, &*issuer, interval).await;
     let verdict = check::verdict::<K>(&outcome, next_check, interval);
     if let (Ok(signer), true) = (&outcome, ctx.settings.trust_bundles) {
-        super::trust_bundle::publish(ctx, &*issuer, signer.roots_pem()).await;
+        let (trust, federation_error) = signer.trust_pem().await;
+        if let Some(e) = federation_error {
+            tracing::debug!(error = %crate::error_chain::display(&e), "No federated roots; the bundle holds the roots alone");
+        }
+        super::trust_bundle::publish(ctx, &*issuer, &trust).await;
     }
     let cond = condition::build(
         condition::READY,
