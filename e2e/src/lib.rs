@@ -230,6 +230,18 @@ pub fn record_secret<'a>(env: &Env, secret: &'a str) -> Result<&'a str> {
 pub async fn wait_for<T>(
     what: &str,
     timeout: Duration,
+    check: impl AsyncFnMut() -> Result<Option<T>>,
+    describe: impl AsyncFnOnce() -> String,
+) -> Result<T> {
+    wait_for_every(what, timeout, Duration::from_millis(200), check, describe).await
+}
+
+/// [`wait_for`], looking every `every`: the bench looks every 20 ms where the moment a state is
+/// seen is part of what it measures.
+pub async fn wait_for_every<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
     mut check: impl AsyncFnMut() -> Result<Option<T>>,
     describe: impl AsyncFnOnce() -> String,
 ) -> Result<T> {
@@ -256,7 +268,7 @@ pub async fn wait_for<T>(
                 .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}; seen:\n{seen}{err}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -139,13 +139,15 @@ impl RssSampler {
     fn start(pid: u32) -> RssSampler {
         let peak = Arc::new(Mutex::new(0f64));
         let max = peak.clone();
+        // A sampling clock, not a wait: the peak is the largest of samples 250 ms apart.
+        let mut every = tokio::time::interval(Duration::from_millis(250));
         let task = AbortOnDrop(tokio::spawn(async move {
             loop {
+                every.tick().await;
                 if let Ok(m) = procs::memory_of(pid) {
                     let mut g = max.lock().unwrap();
                     *g = g.max(m.rss_mib);
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }));
         RssSampler { peak, task }
@@ -201,39 +203,49 @@ async fn create_burst(
 async fn wait_settled(seen: &Seen, created: &HashMap<String, Instant>, p: &mut Proc) -> Result<()> {
     let n = created.len();
     let timeout = Duration::from_secs(120) + Duration::from_millis(300) * n as u32;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (ready, failed) = {
-            let r = seen.ready.lock().unwrap();
-            let f = seen.failed.lock().unwrap();
-            (
-                created.keys().filter(|n| r.contains_key(*n)).count(),
-                created
-                    .keys()
-                    .filter(|n| f.contains_key(*n) && !r.contains_key(*n))
-                    .count(),
-            )
-        };
-        if ready + failed == n {
-            return Ok(());
-        }
-        if !p.is_running() {
-            bail!(
-                "{} exited during the run; log tail:\n{}",
-                p.name,
-                p.log_tail(40)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "after {timeout:?}: {ready} Ready, {failed} Failed, {} neither, of {n}; {} log tail:\n{}",
+    let counts = || {
+        let r = seen.ready.lock().unwrap();
+        let f = seen.failed.lock().unwrap();
+        (
+            created.keys().filter(|n| r.contains_key(*n)).count(),
+            created
+                .keys()
+                .filter(|n| f.contains_key(*n) && !r.contains_key(*n))
+                .count(),
+        )
+    };
+    let p = std::cell::RefCell::new(p);
+    e2e::wait_for_every(
+        &format!("all {n} requests to be Ready or Failed"),
+        timeout,
+        Duration::from_millis(20),
+        async || {
+            let (ready, failed) = counts();
+            if ready + failed == n {
+                return Ok(Some(()));
+            }
+            let p = &mut *p.borrow_mut();
+            if !p.is_running() {
+                bail!(
+                    "{} exited during the run; log tail:\n{}",
+                    p.name,
+                    p.log_tail(40)
+                );
+            }
+            Ok(None)
+        },
+        async || {
+            let (ready, failed) = counts();
+            let p = p.borrow();
+            format!(
+                "{ready} Ready, {failed} Failed, {} neither, of {n}; {} log tail:\n{}",
                 n - ready - failed,
                 p.name,
                 p.log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            )
+        },
+    )
+    .await
 }
 
 /// Per request: create→Approved and create→Ready (ms), the last Ready, and the failures.

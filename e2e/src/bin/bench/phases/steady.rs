@@ -180,7 +180,10 @@ async fn steady_one(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()>
     // mean (or 60 s pass), and take the last one.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut samples: Vec<f64> = Vec::new();
+    // A sampling clock, one sample a second: "settled" is a property of the samples.
+    let mut every = tokio::time::interval(Duration::from_secs(1));
     let settled = loop {
+        every.tick().await;
         samples.push(p.memory()?.rss_mib);
         let tail = &samples[samples.len().saturating_sub(5)..];
         if tail.len() == 5 {
@@ -192,7 +195,6 @@ async fn steady_one(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()>
         if Instant::now() > deadline {
             break false;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let rss = *samples.last().context("no sample")?;
     log(format!(

@@ -104,28 +104,36 @@ pub async fn create_pods(ctx: &Ctx, ns: &str, prefix: &str, n: usize) -> Result<
 /// caught up and the webhook answers).
 pub async fn warm_up(ctx: &Ctx, ns: &str, what: &str, p: &mut Proc) -> Result<()> {
     let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for i in 0usize.. {
-        let name = format!("warmup{i:03}");
-        let pod = bench_pod(&name, &format!("{name}.{ns}.svc"))?;
-        let last = match api.create(&PostParams::default(), &pod).await {
-            Ok(created) if is_injected(&created) => return Ok(()),
-            Ok(_) => "created but not injected".to_string(),
-            Err(e) => e.to_string(),
-        };
-        if !p.is_running() {
-            bail!("{what} exited; log tail:\n{}", p.log_tail(40));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "no pod was injected by {what} within 60 s; last: {last}\n{what} log tail:\n{}",
-                p.log_tail(30)
-            );
-        }
-        // The next try, once the apiserver had a moment to see the webhook configuration.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("ran out of warm-up pod names")
+    let tries = std::cell::Cell::new(0usize);
+    let last = std::cell::RefCell::new(String::new());
+    let p = std::cell::RefCell::new(p);
+    e2e::wait_for_every(
+        &format!("a warm-up pod injected by {what}"),
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        async || {
+            let name = format!("warmup{:03}", tries.replace(tries.get() + 1));
+            let pod = bench_pod(&name, &format!("{name}.{ns}.svc"))?;
+            *last.borrow_mut() = match api.create(&PostParams::default(), &pod).await {
+                Ok(created) if is_injected(&created) => return Ok(Some(())),
+                Ok(_) => "created but not injected".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let p = &mut *p.borrow_mut();
+            if !p.is_running() {
+                bail!("{what} exited; log tail:\n{}", p.log_tail(40));
+            }
+            Ok(None)
+        },
+        async || {
+            format!(
+                "last: {}\n{what} log tail:\n{}",
+                last.borrow(),
+                p.borrow().log_tail(30)
+            )
+        },
+    )
+    .await
 }
 
 /// Whether the webhook mutated the pod (it says so in an annotation).
