@@ -77,6 +77,19 @@ impl Default for Limits {
 }
 
 /// Serves the admin endpoints until the process ends.
+/// Starts the admin server on `addr`: returns the switch of its `/readyz` (not ready until set)
+/// and its task, which ends only if the server fails.
+pub fn start(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (ready_tx, ready_rx) = watch::channel(false);
+    (ready_tx, tokio::spawn(serve(addr, ready_rx, metrics)))
+}
+
 pub async fn serve(
     addr: SocketAddr,
     ready: watch::Receiver<bool>,

@@ -47,6 +47,13 @@ pub fn client(config: Config, use_: Use, timeout: Duration) -> anyhow::Result<Cl
 }
 
 /// The in-cluster configuration (or KUBECONFIG), and a client for `use_` from it.
+/// The two clients every role uses: one for calls (reads time out) and one for watches.
+pub async fn connect_both(timeout: Duration) -> anyhow::Result<(Client, Client)> {
+    let (config, calls) = connect(Use::Calls, timeout).await?;
+    let watches = client(config, Use::Watches, timeout)?;
+    Ok((calls, watches))
+}
+
 pub async fn connect(use_: Use, timeout: Duration) -> anyhow::Result<(Config, Client)> {
     let config = Config::infer()
         .await

@@ -23,22 +23,16 @@ use tokio::sync::watch;
 use self::args::{ControllerArgs, IssuersWithoutPolicy};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::IssuerAccess;
-use crate::kube_client::{self, Use};
+use crate::kube_client;
 use crate::metrics::Metrics;
 use crate::policy::{NamePolicy, WithoutPolicy};
 
 use self::context::{Context, Settings};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let (config, client) = kube_client::connect(Use::Calls, args.cluster.kube_timeout).await?;
-    let watch_client = kube_client::client(config, Use::Watches, args.cluster.kube_timeout)?;
+    let (client, watch_client) = kube_client::connect_both(args.cluster.kube_timeout).await?;
     let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr(),
-        ready_rx,
-        metrics.clone(),
-    ));
+    let (ready_tx, admin) = crate::admin::start(args.admin_addr(), metrics.clone());
 
     let identity = args.pod.identity();
     let mut leadership = None;

@@ -25,10 +25,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum_server::tls_rustls::RustlsConfig;
-use tokio::sync::watch;
 
 use crate::issuer::IssuerAccess;
-use crate::kube_client::{self, Use};
+use crate::kube_client;
 use crate::metrics::Metrics;
 use crate::webhook::args::WebhookArgs;
 
@@ -44,15 +43,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     // Checked before anything else so that a bad flag fails at once; built again below with the
     // bootstrap root once the serving certificate is known.
     config::from_args(&args, "")?;
-    let (kube_config, client) = kube_client::connect(Use::Calls, args.cluster.kube_timeout).await?;
-    let watch_client = kube_client::client(kube_config, Use::Watches, args.cluster.kube_timeout)?;
+    let (client, watch_client) = kube_client::connect_both(args.cluster.kube_timeout).await?;
     let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let admin = tokio::spawn(crate::admin::serve(
-        args.admin_addr(),
-        ready_rx,
-        metrics.clone(),
-    ));
+    let (ready_tx, admin) = crate::admin::start(args.admin_addr(), metrics.clone());
     // The webhook reaches issuers as the controller does, and writes no status and no Event.
     let access = Arc::new(IssuerAccess {
         client,

@@ -98,3 +98,54 @@ async fn another_signers_request_is_left_alone() {
         .expect("the reconcile succeeded");
     assert_eq!(action, Action::await_change());
 }
+
+/// A missing issuer is waited for, not refused: no status write, a Warning Event on the request
+/// and on the pod, and a requeue after the backoff.
+#[tokio::test]
+async fn a_missing_issuer_is_retried_with_events_and_no_status() {
+    let (ctx, mut handle) = mock_context();
+    let c = Arc::new(PodCertCtx {
+        ctx,
+        attempts: Default::default(),
+    });
+    let pcr = request("stepclusterissuers.certmanager.step.sm/absent");
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("the issuer read");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/certmanager.step.sm/v1beta1/stepclusterissuers/absent"
+        );
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "not found", "reason": "NotFound", "code": 404});
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+        for kind in ["PodCertificateRequest", "Pod"] {
+            let (req, send) = handle.next_request().await.expect("an Event");
+            assert_eq!(req.method(), Method::POST, "no status write while waiting");
+            let body = body_json(req).await;
+            assert_eq!(body["regarding"]["kind"], kind, "{body}");
+            assert_eq!(body["reason"], "IssuerMissing");
+            assert_eq!(body["type"], "Warning");
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c.clone()))
+        .await
+        .expect("the reconcile ended")
+        .expect("the reconcile succeeded");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    assert_eq!(c.attempts("pcr-uid"), 1);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("every call came")
+        .expect("the API server's side held");
+}
