@@ -36,7 +36,7 @@ async fn a_step_issuer_of_another_namespace_is_denied_and_both_objects_are_told(
     let (ctx, mut handle) = mock_context();
     let c = Arc::new(PodCertCtx {
         ctx,
-        attempts: Default::default(),
+        memory: Default::default(),
     });
     let pcr = request("stepissuers.certmanager.step.sm/other.ca");
     let answer = serde_json::to_vec(&pcr).unwrap();
@@ -88,7 +88,7 @@ async fn another_signers_request_is_left_alone() {
     let (ctx, _handle) = mock_context();
     let c = Arc::new(PodCertCtx {
         ctx,
-        attempts: Default::default(),
+        memory: Default::default(),
     });
     // A call would wait for an answer that never comes, and time the reconcile out.
     let pcr = request("example.com/other-signer");
@@ -106,7 +106,7 @@ async fn a_missing_issuer_is_retried_with_events_and_no_status() {
     let (ctx, mut handle) = mock_context();
     let c = Arc::new(PodCertCtx {
         ctx,
-        attempts: Default::default(),
+        memory: Default::default(),
     });
     let pcr = request("stepclusterissuers.certmanager.step.sm/absent");
     let server = tokio::spawn(async move {
@@ -143,7 +143,7 @@ async fn a_missing_issuer_is_retried_with_events_and_no_status() {
         .expect("the reconcile ended")
         .expect("the reconcile succeeded");
     assert_eq!(action, Action::requeue(Duration::from_secs(1)));
-    assert_eq!(c.attempts("pcr-uid"), 1);
+    assert_eq!(c.memory.attempts("pcr-uid"), 1);
     tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("every call came")

@@ -10,9 +10,7 @@ mod mock_tests;
 mod plan;
 mod reconcile;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::PodCertificateRequest;
@@ -21,6 +19,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::Context;
 use crate::controller::initial_list;
+use crate::controller::request::memory::RequestMemory;
 use crate::controller::watch_health::{WatchHealth, report_outcome};
 
 pub use self::plan::{ANNOTATION_DNS_NAMES, KNOWN_ANNOTATIONS};
@@ -29,39 +28,11 @@ use self::reconcile::{error_policy, reconcile};
 /// Under which name the signer's watch reports to [`WatchHealth`].
 pub const WATCH_POD_CERTIFICATES: &str = "PodCertificateRequests";
 
-/// The signer's state: the shared context and the failed attempts of requests being retried.
+/// The signer's state: the shared context and, as for CertificateRequests, what this process
+/// remembers of the requests it retries (their failed attempts and backoff).
 pub struct PodCertCtx {
     ctx: Arc<Context>,
-    attempts: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl PodCertCtx {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, (u32, Instant)>) -> T) -> T {
-        // A poisoned lock is taken over: every update is a single assignment.
-        f(&mut self.attempts.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn attempts(&self, uid: &str) -> u32 {
-        self.with(|m| m.get(uid).map_or(0, |(n, _)| *n))
-    }
-
-    fn backoff_left(&self, uid: &str) -> Option<Duration> {
-        let now = Instant::now();
-        self.with(|m| m.get(uid).map(|(_, at)| *at))
-            .filter(|at| *at > now)
-            .map(|at| at - now)
-    }
-
-    fn record_failure(&self, uid: &str, delay: Duration) {
-        self.with(|m| {
-            let entry = m.entry(uid.to_string()).or_insert((0, Instant::now()));
-            *entry = (entry.0 + 1, Instant::now() + delay);
-        });
-    }
-
-    fn forget(&self, uid: &str) {
-        self.with(|m| m.remove(uid));
-    }
+    memory: RequestMemory,
 }
 
 /// Whether this apiserver serves `resource` in `certificates.k8s.io/v1`
@@ -109,7 +80,7 @@ pub async fn run(
     let metrics = ctx.metrics.clone();
     let c = Arc::new(PodCertCtx {
         ctx,
-        attempts: Mutex::default(),
+        memory: RequestMemory::default(),
     });
     Controller::for_stream(requests, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))

@@ -61,10 +61,10 @@ pub async fn reconcile(
     };
     let uid = pcr.uid().unwrap_or_default();
     if plan::is_finished(pcr.status.as_ref()) || pcr.metadata.deletion_timestamp.is_some() {
-        c.forget(&uid);
+        c.memory.release(&uid);
         return Ok(Action::await_change());
     }
-    if let Some(wait) = c.backoff_left(&uid) {
+    if let Some(wait) = c.memory.backoff_left(&uid, Instant::now()) {
         return Ok(Action::requeue(wait));
     }
     let outcome = match key {
@@ -75,7 +75,7 @@ pub async fn reconcile(
         Ok(issued) => {
             let status = plan::issued_status(&issued, pcr.metadata.generation, Timestamp::now());
             write(&c.ctx, &pcr, &status).await?;
-            c.forget(&uid);
+            c.memory.release(&uid);
             c.ctx.metrics.count_pod_certificate("Issued");
             tracing::info!(not_after = %issued.not_after, "Pod certificate issued");
             tell(&c.ctx, &pcr, EventType::Normal, "Issued", issued.message).await;
@@ -105,7 +105,7 @@ async fn finish(
         Timestamp::now(),
     );
     write(&c.ctx, pcr, &status).await?;
-    c.forget(&pcr.uid().unwrap_or_default());
+    c.memory.release(&pcr.uid().unwrap_or_default());
     c.ctx.metrics.count_pod_certificate(reason);
     tracing::warn!(outcome = type_, reason, "Pod certificate refused");
     tell(
@@ -131,7 +131,7 @@ async fn retry(
         .creation_timestamp()
         .map_or_else(Timestamp::now, |t| t.0);
     let max = c.ctx.settings.max_retry_duration;
-    match decision::retry(created, Timestamp::now(), c.attempts(&uid), max) {
+    match decision::retry(created, Timestamp::now(), c.memory.attempts(&uid), max) {
         Retry::GiveUp => {
             let message = format!(
                 "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
@@ -140,7 +140,7 @@ async fn retry(
             finish(c, pcr, CONDITION_FAILED, reason, message).await
         }
         Retry::After(delay) => {
-            c.record_failure(&uid, delay);
+            c.memory.record_failure(&uid, Instant::now(), delay);
             c.ctx.metrics.count_pod_certificate(reason);
             tracing::info!(reason, "Pod certificate not signed yet; will retry");
             let note = format!(

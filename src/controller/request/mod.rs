@@ -5,7 +5,7 @@
 
 mod failure;
 mod issuers;
-mod memory;
+pub(crate) mod memory;
 mod plan;
 mod reconcile;
 #[cfg(test)]
