@@ -85,6 +85,7 @@ async fn issuer_status_is_applied_with_our_field_manager() {
             ca_bundle: None,
             provisioner: Default::default(),
             policy: None,
+            ..Default::default()
         },
     );
     let returned = serde_json::to_vec(&issuer).unwrap();
@@ -119,6 +120,7 @@ async fn issuer_status_is_applied_with_our_field_manager() {
         &issuer,
         &IssuerStatus {
             conditions: vec![cond],
+            ..Default::default()
         },
     )
     .await
@@ -182,7 +184,7 @@ async fn a_signer_for_a_slimmed_issuer_is_built_from_the_apis_copy() {
             }),
             ..Default::default()
         },
-        policy: None,
+        ..Default::default()
     };
     let mut slim = StepIssuer::new("ca", spec.clone());
     slim.metadata.namespace = Some("team".into());
@@ -219,6 +221,7 @@ async fn a_slimmed_issuer_that_is_gone_from_the_api_is_retried() {
             ca_bundle: None,
             provisioner: Default::default(),
             policy: None,
+            ..Default::default()
         },
     );
     let server = tokio::spawn(async move {

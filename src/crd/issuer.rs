@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// A StepIssuer signs cert-manager CertificateRequests in its own namespace with a step-ca JWK
 /// provisioner. Reference it from a Certificate with
 /// `issuerRef: {group: certmanager.step.sm, kind: StepIssuer, name: <name>}`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "certmanager.step.sm",
     version = "v1beta1",
@@ -55,12 +55,32 @@ pub struct StepIssuerSpec {
     /// provisioner password could mint tokens for any name anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<IssuerPolicySpec>,
+
+    /// The longest certificate this issuer signs, as a Go duration (`720h`). A request for more
+    /// (or for the CA's default, when that is longer) gets this much, and an Event says so.
+    /// Omitted: no cap beyond step-ca's own. A certificate never outlives the issuing
+    /// intermediate, whatever is set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub max_duration: Option<String>,
+
+    /// The host (and port) the one-time tokens are addressed to, when `url` reaches step-ca
+    /// through a name that is not one of its `dnsNames` (a proxy, a Service alias): for example
+    /// `ca.internal:9000`. Omitted: the host of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub audience_host: Option<String>,
+
+    /// Opt-in revocation at step-ca (passive: the CA refuses to renew a revoked certificate; it
+    /// needs a CA with a database). Omitted: nothing is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationSpec>,
 }
 
 /// A StepClusterIssuer signs CertificateRequests in every namespace with a step-ca JWK
 /// provisioner. Reference it with
 /// `issuerRef: {group: certmanager.step.sm, kind: StepClusterIssuer, name: <name>}`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "certmanager.step.sm",
     version = "v1beta1",
@@ -98,6 +118,26 @@ pub struct StepClusterIssuerSpec {
     /// condition says which applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<IssuerPolicySpec>,
+
+    /// The longest certificate this issuer signs, as a Go duration (`720h`). A request for more
+    /// (or for the CA's default, when that is longer) gets this much, and an Event says so.
+    /// Omitted: no cap beyond step-ca's own. A certificate never outlives the issuing
+    /// intermediate, whatever is set here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub max_duration: Option<String>,
+
+    /// The host (and port) the one-time tokens are addressed to, when `url` reaches step-ca
+    /// through a name that is not one of its `dnsNames` (a proxy, a Service alias): for example
+    /// `ca.internal:9000`. Omitted: the host of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub audience_host: Option<String>,
+
+    /// Opt-in revocation at step-ca (passive: the CA refuses to renew a revoked certificate; it
+    /// needs a CA with a database). Omitted: nothing is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationSpec>,
 }
 
 /// Who may use an issuer and for which names. A request or pod that the policy refuses is never
@@ -142,8 +182,19 @@ impl IssuerPolicySpec {
     }
 }
 
-/// A step-ca JWK provisioner and where its password comes from. Exactly one of `passwordRef`,
-/// `passwordEnv` and `passwordFile` must be set.
+/// When to revoke the certificates an issuer signed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevocationSpec {
+    /// Revoke a Certificate's previous certificate once cert-manager has replaced it with a
+    /// newer one from this issuer (its next revision's CertificateRequest is issued).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_supersede: bool,
+}
+
+/// A step-ca JWK provisioner and where its key and password come from. Exactly one of
+/// `passwordRef`, `passwordEnv` and `passwordFile` must be set, unless `keyRef` holds a plain
+/// (unencrypted) key.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Provisioner {
@@ -157,6 +208,13 @@ pub struct Provisioner {
     #[schemars(length(max = 256))]
     pub kid: Option<String>,
 
+    /// A Secret key holding the provisioner's private key, so that the CA's encrypted-key
+    /// endpoint is never used (and step-ca may keep no `encryptedKey` at all): the JWE that
+    /// `step crypto jwk create` writes (JSON or compact, also base64-wrapped), decrypted with the
+    /// password, or a plain private JWK, which needs no password. Read from the same namespace
+    /// as `passwordRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ref: Option<SecretKeyRef>,
     /// The Secret key holding the provisioner password. The value is used verbatim: write it
     /// without a trailing newline (`kubectl create secret generic --from-literal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +256,18 @@ pub struct PasswordRef {
     pub namespace: Option<String>,
 }
 
+/// A key of a Secret, in the namespace of the issuer's `passwordRef` (a StepIssuer: its own).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Key within the Secret's `data`.
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
 /// Observed state of an issuer.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -207,6 +277,53 @@ pub struct IssuerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+
+    /// What the last successful check learned of step-ca.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaStatus>,
+
+    /// The value of the `certmanager.step.sm/recheck` annotation last acted on: set the
+    /// annotation to a new value (`kubectl annotate --overwrite ... certmanager.step.sm/recheck=$(date +%s)`)
+    /// to have the issuer checked against step-ca at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub last_recheck: Option<String>,
+}
+
+/// Facts about step-ca, as the controller last saw them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaStatus {
+    /// step-ca's version (`/version`), when it tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Whether one-time tokens are bound to the CSR they sign (`cnf`, step-ca 0.27.3 and later):
+    /// a leaked token then cannot sign another key.
+    #[serde(default)]
+    pub tokens_bound_to_csr: bool,
+    /// The provisioner's own certificate lifetime limits, when step-ca lists them (limits set
+    /// only in the CA's global `claims` are not visible to clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioner_claims: Option<ProvisionerClaimsStatus>,
+    /// When the first of step-ca's roots expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_not_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the intermediate that signed the latest certificate expires; no certificate is
+    /// asked to outlive it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_not_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// A provisioner's certificate lifetime limits, as Go durations.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisionerClaimsStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_duration: Option<String>,
 }
 
 /// `caBundle` stays a base64 `format: byte` string, exactly as in step-issuer's CRD, limited to
@@ -242,6 +359,9 @@ pub struct IssuerSpecView<'a> {
     pub ca_bundle: Option<&'a [u8]>,
     pub provisioner: &'a Provisioner,
     pub policy: Option<&'a IssuerPolicySpec>,
+    pub max_duration: Option<&'a str>,
+    pub audience_host: Option<&'a str>,
+    pub revocation: Option<&'a RevocationSpec>,
 }
 
 impl StepIssuerSpec {
@@ -251,6 +371,9 @@ impl StepIssuerSpec {
             ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
             provisioner: &self.provisioner,
             policy: self.policy.as_ref(),
+            max_duration: self.max_duration.as_deref(),
+            audience_host: self.audience_host.as_deref(),
+            revocation: self.revocation.as_ref(),
         }
     }
 }
@@ -262,6 +385,9 @@ impl StepClusterIssuerSpec {
             ca_bundle: self.ca_bundle.as_ref().map(|b| b.0.as_slice()),
             provisioner: &self.provisioner,
             policy: self.policy.as_ref(),
+            max_duration: self.max_duration.as_deref(),
+            audience_host: self.audience_host.as_deref(),
+            revocation: self.revocation.as_ref(),
         }
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use issuer::{
-    IssuerStatus, PasswordRef, Provisioner, StepClusterIssuer, StepClusterIssuerSpec, StepIssuer,
+    CaStatus, IssuerStatus, PasswordRef, ProvisionerClaimsStatus, Provisioner, RevocationSpec, SecretKeyRef, StepClusterIssuer, StepClusterIssuerSpec, StepIssuer,
     StepIssuerSpec,
 };
 

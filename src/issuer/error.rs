@@ -23,6 +23,27 @@ pub enum IssuerError {
     },
 
     #[error(
+        "Secret {namespace}/{name} with the provisioner key was not found: create it, or fix spec.provisioner.keyRef.name"
+    )]
+    KeySecretNotFound { namespace: String, name: String },
+
+    #[error(
+        "Secret {namespace}/{name} has no key {key:?}: add the provisioner's private key (JWK or JWE) under that key, or fix spec.provisioner.keyRef.key"
+    )]
+    KeySecretKeyMissing {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+
+    #[error("the provisioner key in Secret {namespace}/{name} is unusable: {detail}")]
+    InvalidKey {
+        namespace: String,
+        name: String,
+        detail: String,
+    },
+
+    #[error(
         "environment variable {0} of the controller is not set: set it in the controller's Deployment, or use passwordRef"
     )]
     PasswordEnvMissing(String),
@@ -57,6 +78,9 @@ impl IssuerError {
             IssuerError::InvalidSpec(_) => "InvalidSpec",
             IssuerError::SecretNotFound { .. } => "SecretNotFound",
             IssuerError::SecretKeyMissing { .. } => "SecretKeyMissing",
+            IssuerError::KeySecretNotFound { .. } => "KeySecretNotFound",
+            IssuerError::KeySecretKeyMissing { .. } => "KeySecretKeyMissing",
+            IssuerError::InvalidKey { .. } => "InvalidProvisionerKey",
             IssuerError::PasswordEnvMissing(_) => "PasswordEnvMissing",
             IssuerError::PasswordFileUnreadable { .. } => "PasswordFileUnreadable",
             IssuerError::SecretRead { .. } => "SecretReadFailed",

@@ -203,11 +203,26 @@ impl IssuerAccess {
             &self.cluster_resource_namespace,
         )
         .map_err(|e| IssuerError::InvalidSpec(e.0))?;
-        let password = password::read_password(&self.client, &valid.password).await?;
+        let password = match &valid.password {
+            Some(source) => Some(password::read_password(&self.client, source).await?),
+            None => None,
+        };
+        let key = match &valid.key {
+            Some(source) => Some((source, password::read_key(&self.client, source).await?)),
+            None => None,
+        };
         let version = SignerVersion {
             uid: issuer.uid().unwrap_or_default(),
             generation: issuer.meta().generation.unwrap_or_default(),
-            password_version: password.version.clone(),
+            password_version: [
+                password.as_ref().map(|p| p.version.as_str()),
+                key.as_ref().map(|(_, k)| k.version.as_str()),
+            ]
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<Vec<_>>()
+            .join(";key:"),
         };
         let timeout = self.ca_timeout;
         // The deny-list guards against tenants' URLs; the admin's StepClusterIssuers may point
@@ -216,29 +231,14 @@ impl IssuerAccess {
             Audience::Tenant => self.forbidden_ca_cidrs.clone(),
             Audience::Admin => ForbiddenRanges::default(),
         };
+        let password = password.as_ref().map(|p| p.bytes.as_slice());
         self.signers
             .get_or_connect(&issuer.key(), version, || async {
                 let started = Instant::now();
-                let result = match StepClient::with_forbidden(
-                    &valid.url,
-                    valid.ca_bundle_pem.as_deref(),
-                    timeout,
-                    &forbidden,
-                ) {
-                    Ok(client) => {
-                        Signer::connect_with_client(
-                            client,
-                            &valid.provisioner_name,
-                            valid.kid.as_deref(),
-                            &password.bytes,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                };
+                let result = connect(&valid, key.as_ref(), password, timeout, &forbidden).await;
                 self.metrics
                     .observe_ca("connect", result.is_ok(), started.elapsed().as_secs_f64());
-                result.map_err(IssuerError::from)
+                result
             })
             .await
     }
@@ -285,6 +285,45 @@ impl IssuerAccess {
     }
 }
 
+/// Connects a signer for a validated spec: with the key from `keyRef` when there is one (the
+/// CA's encrypted-key endpoint is then never used), else with the key step-ca serves.
+async fn connect(
+    valid: &spec::ValidIssuer,
+    key: Option<&(&spec::KeySource, password::Password)>,
+    password: Option<&[u8]>,
+    timeout: Duration,
+    forbidden: &ForbiddenRanges,
+) -> Result<Signer, IssuerError> {
+    let mut client = StepClient::with_forbidden(
+        &valid.url,
+        valid.ca_bundle_pem.as_deref(),
+        timeout,
+        forbidden,
+    )?;
+    if let Some(host) = &valid.audience_host {
+        client = client
+            .with_audience_host(host)
+            .map_err(|e| IssuerError::InvalidSpec(format!("spec.audienceHost: {e}")))?;
+    }
+    let Some((source, material)) = key else {
+        let password = password.unwrap_or_default();
+        return Ok(Signer::connect_with_client(
+            client,
+            &valid.provisioner_name,
+            valid.kid.as_deref(),
+            password,
+        )
+        .await?);
+    };
+    let key = crate::step::key_material::provisioner_key_from_material(&material.bytes, password)
+        .map_err(|e| IssuerError::InvalidKey {
+            namespace: source.namespace.clone(),
+            name: source.name.clone(),
+            detail: e.to_string(),
+        })?;
+    Ok(Signer::connect_with_key(client, &valid.provisioner_name, key).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -316,6 +355,7 @@ mod tests {
                     ..Default::default()
                 },
                 policy: None,
+                ..Default::default()
             },
         );
         issuer.metadata.uid = Some("uid-1".into());

@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::error::IssuerError;
-use super::spec::{PasswordSource, trim_trailing_whitespace};
+use super::spec::{KeySource, PasswordSource, trim_trailing_whitespace};
 
 /// A password and the version that identifies it in the signer cache (never the password).
 pub(super) struct Password {
@@ -26,45 +26,23 @@ pub(super) async fn read_password(
             name,
             key,
         } => {
-            let api = Api::<Secret>::namespaced(client.clone(), namespace);
-            let secret = match api.get_opt(name).await {
-                Ok(Some(s)) => s,
-                Ok(None) => {
+            let (bytes, version) = match read_secret_key(client, namespace, name, key).await? {
+                SecretValue::Found { bytes, version } => (bytes, version),
+                SecretValue::NoSecret => {
                     return Err(IssuerError::SecretNotFound {
                         namespace: namespace.clone(),
                         name: name.clone(),
                     });
                 }
-                Err(source) => {
-                    return Err(IssuerError::SecretRead {
+                SecretValue::NoKey => {
+                    return Err(IssuerError::SecretKeyMissing {
                         namespace: namespace.clone(),
                         name: name.clone(),
-                        source,
+                        key: key.clone(),
                     });
                 }
             };
-            let value = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.clone())
-                .or_else(|| {
-                    secret
-                        .string_data
-                        .as_ref()
-                        .and_then(|d| d.get(key))
-                        .map(|s| s.clone().into_bytes())
-                })
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| IssuerError::SecretKeyMissing {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    key: key.clone(),
-                })?;
-            Ok(Password {
-                bytes: zeroize::Zeroizing::new(value),
-                version: format!("secret:{}", secret.resource_version().unwrap_or_default()),
-            })
+            Ok(Password { bytes, version })
         }
         PasswordSource::Env(var) => {
             let value = std::env::var_os(var)
@@ -84,6 +62,73 @@ pub(super) async fn read_password(
             Ok(digest_password(trim_trailing_whitespace(&value)))
         }
     }
+}
+
+/// The provisioner key material of `keyRef` (a JWK or JWE, parsed by the signer), and its
+/// version for the signer cache.
+pub(super) async fn read_key(client: &Client, source: &KeySource) -> Result<Password, IssuerError> {
+    match read_secret_key(client, &source.namespace, &source.name, &source.key).await? {
+        SecretValue::Found { bytes, version } => Ok(Password { bytes, version }),
+        SecretValue::NoSecret => Err(IssuerError::KeySecretNotFound {
+            namespace: source.namespace.clone(),
+            name: source.name.clone(),
+        }),
+        SecretValue::NoKey => Err(IssuerError::KeySecretKeyMissing {
+            namespace: source.namespace.clone(),
+            name: source.name.clone(),
+            key: source.key.clone(),
+        }),
+    }
+}
+
+enum SecretValue {
+    Found {
+        bytes: zeroize::Zeroizing<Vec<u8>>,
+        version: String,
+    },
+    NoSecret,
+    NoKey,
+}
+
+/// One key of a Secret, with the Secret's resourceVersion as its version (never the value).
+async fn read_secret_key(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<SecretValue, IssuerError> {
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let secret = match api.get_opt(name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(SecretValue::NoSecret),
+        Err(source) => {
+            return Err(IssuerError::SecretRead {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                source,
+            });
+        }
+    };
+    let value = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.clone().into_bytes())
+        })
+        .filter(|v| !v.is_empty());
+    Ok(match value {
+        Some(v) => SecretValue::Found {
+            bytes: zeroize::Zeroizing::new(v),
+            version: format!("secret:{}", secret.resource_version().unwrap_or_default()),
+        },
+        None => SecretValue::NoKey,
+    })
 }
 
 fn digest_password(value: &[u8]) -> Password {

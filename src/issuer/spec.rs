@@ -24,7 +24,22 @@ pub struct ValidIssuer {
     pub ca_bundle_pem: Option<Vec<u8>>,
     pub provisioner_name: String,
     pub kid: Option<String>,
-    pub password: PasswordSource,
+    /// `None` only with a plain key in `key`.
+    pub password: Option<PasswordSource>,
+    /// The Secret holding the provisioner's key (`keyRef`); without it the CA serves it.
+    pub key: Option<KeySource>,
+    /// `spec.maxDuration`.
+    pub max_duration: Option<std::time::Duration>,
+    /// `spec.audienceHost`, as given.
+    pub audience_host: Option<String>,
+}
+
+/// The Secret key a provisioner's private key is read from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeySource {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -54,14 +69,90 @@ pub fn validate(
         Some([]) => None,
         Some(b) => Some(ca_bundle_to_pem(b)?),
     };
-    let password = password_source(p, issuer_namespace, cluster_resource_namespace)?;
+    let key = key_source(p, issuer_namespace, cluster_resource_namespace)?;
+    let password = match password_source(p, issuer_namespace, cluster_resource_namespace) {
+        Ok(source) => Some(source),
+        // A plain key needs no password; whether the Secret holds one is seen when it is read.
+        Err(NoPassword) if key.is_some() => None,
+        Err(NoPassword) => return Err(InvalidSpec(NO_PASSWORD.into())),
+        Err(Invalid(e)) => return Err(e),
+    };
     Ok(ValidIssuer {
         url: url.trim_end_matches('/').to_string(),
         ca_bundle_pem,
         provisioner_name: p.name.trim().to_string(),
         kid: kid.map(str::to_string),
         password,
+        key,
+        max_duration: max_duration(spec.max_duration)?,
+        audience_host: spec
+            .audience_host
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string),
     })
+}
+
+const NO_PASSWORD: &str = "one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set: point passwordRef at the Secret holding the provisioner password";
+
+/// Why no password source was taken.
+enum PasswordError {
+    NoPassword,
+    Invalid(InvalidSpec),
+}
+use PasswordError::{Invalid, NoPassword};
+
+impl From<InvalidSpec> for PasswordError {
+    fn from(e: InvalidSpec) -> Self {
+        Invalid(e)
+    }
+}
+
+fn max_duration(value: Option<&str>) -> Result<Option<std::time::Duration>, InvalidSpec> {
+    let Some(text) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match crate::duration::parse_go_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        Ok(_) => Err(InvalidSpec(format!(
+            "spec.maxDuration {text:?} is zero: set a positive Go duration such as 720h, or remove it"
+        ))),
+        Err(e) => Err(InvalidSpec(format!(
+            "spec.maxDuration {text:?} is not a Go duration ({e}): write it like 720h or 90m"
+        ))),
+    }
+}
+
+/// `keyRef` is read where the password Secret is: a StepIssuer's own namespace, or a
+/// StepClusterIssuer's `passwordRef.namespace` or `--cluster-resource-namespace`.
+fn key_source(
+    p: &crate::crd::Provisioner,
+    issuer_namespace: Option<&str>,
+    cluster_resource_namespace: &str,
+) -> Result<Option<KeySource>, InvalidSpec> {
+    let Some(r) = p.key_ref.as_ref() else {
+        return Ok(None);
+    };
+    if r.name.trim().is_empty() || r.key.trim().is_empty() {
+        return Err(InvalidSpec(
+            "spec.provisioner.keyRef needs both name and key: the Secret and its key that hold the provisioner's private key".into(),
+        ));
+    }
+    let namespace = match issuer_namespace {
+        Some(own) => own.to_string(),
+        None => p
+            .password_ref
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(cluster_resource_namespace)
+            .to_string(),
+    };
+    Ok(Some(KeySource {
+        namespace,
+        name: r.name.clone(),
+        key: r.key.clone(),
+    }))
 }
 
 fn valid_url(url: &str) -> Result<&str, InvalidSpec> {
@@ -84,8 +175,8 @@ fn password_source(
     p: &crate::crd::Provisioner,
     issuer_namespace: Option<&str>,
     cluster_resource_namespace: &str,
-) -> Result<PasswordSource, InvalidSpec> {
-    let invalid = |m: &str| Err(InvalidSpec(m.to_string()));
+) -> Result<PasswordSource, PasswordError> {
+    let invalid = |m: &str| Err(Invalid(InvalidSpec(m.to_string())));
     let by_ref = p.password_ref.as_ref().filter(|r| !r.name.is_empty());
     let env = p.password_env.as_deref().filter(|s| !s.is_empty());
     let file = p.password_file.as_deref().filter(|s| !s.is_empty());
@@ -94,9 +185,7 @@ fn password_source(
         .filter(|s| **s)
         .count();
     if set == 0 {
-        return invalid(
-            "one of spec.provisioner.passwordRef, passwordEnv or passwordFile must be set: point passwordRef at the Secret holding the provisioner password",
-        );
+        return Err(NoPassword);
     }
     if set > 1 {
         return invalid(
@@ -104,7 +193,11 @@ fn password_source(
         );
     }
     match (by_ref, env, file) {
-        (Some(r), _, _) => secret_source(r, issuer_namespace, cluster_resource_namespace),
+        (Some(r), _, _) => Ok(secret_source(
+            r,
+            issuer_namespace,
+            cluster_resource_namespace,
+        )?),
         _ if issuer_namespace.is_some() => invalid(
             "spec.provisioner.passwordEnv and passwordFile are allowed only on a StepClusterIssuer, because they expose the controller's own credentials: use passwordRef with a Secret in this namespace",
         ),
@@ -206,6 +299,9 @@ mod tests {
             ca_bundle: bundle,
             provisioner: p,
             policy: None,
+            max_duration: None,
+            audience_host: None,
+            revocation: None,
         }
     }
 
@@ -216,6 +312,7 @@ mod tests {
             password_ref: r,
             password_env: env.map(Into::into),
             password_file: file.map(Into::into),
+            key_ref: None,
         }
     }
 
@@ -305,7 +402,7 @@ mod tests {
         for (p, ns, want) in cases {
             let got = validate(&view("https://ca.example", None, &p), ns, "step-operator");
             match (got, want) {
-                (Ok(v), Ok(w)) => assert_eq!(v.password, w, "{p:?}"),
+                (Ok(v), Ok(w)) => assert_eq!(v.password, Some(w), "{p:?}"),
                 (Err(e), Err(w)) => assert!(e.0.contains(w), "{p:?}: {e}"),
                 (got, want) => panic!("{p:?} in {ns:?}: got {got:?}, want {want:?}"),
             }

@@ -3,6 +3,7 @@
 //! Pure, table-tested; no Kubernetes types.
 
 pub mod issuer;
+pub mod lifetime;
 pub mod names;
 
 pub use issuer::{InvalidPolicy, IssuerPolicy, PolicyInput, Refusal, WithoutPolicy};

@@ -137,8 +137,8 @@ fn gone(held: Vec<IssuerKey>, present: &HashSet<IssuerKey>, kind: &str) -> Vec<I
         .collect()
 }
 
-/// The issuers whose password is the Secret `ns`/`name`. It runs on every Secret event in the
-/// cluster, for every issuer, so it reads `passwordRef` and nothing else: a full `validate()`
+/// The issuers whose password or key is the Secret `ns`/`name`. It runs on every Secret event in
+/// the cluster, for every issuer, so it reads `passwordRef` and `keyRef` and nothing else: a full `validate()`
 /// here parsed every certificate of every `caBundle` per Secret event (security review M3). An
 /// issuer whose spec is otherwise invalid still matches; its reconcile reports what is wrong.
 fn reading_secret<K: IssuerObject>(
@@ -150,11 +150,11 @@ fn reading_secret<K: IssuerObject>(
     issuers
         .iter()
         .filter(|issuer| {
-            password_secret(
-                issuer.spec_view().provisioner,
-                issuer.own_namespace().as_deref(),
-                cluster_ns,
-            ) == Some((ns, name))
+            let provisioner = issuer.spec_view().provisioner;
+            let own = issuer.own_namespace();
+            let password = password_secret(provisioner, own.as_deref(), cluster_ns);
+            password == Some((ns, name))
+                || key_secret(provisioner, own.as_deref(), cluster_ns) == Some((ns, name))
         })
         .map(|issuer| ObjectRef::from_obj(&**issuer))
         .collect()
@@ -177,6 +177,26 @@ fn password_secret<'a>(
         (Some(own), _) => own,
         (None, Some(n)) if !n.is_empty() => n,
         (None, _) => cluster_ns,
+    };
+    Some((namespace, r.name.as_str()))
+}
+
+/// The Secret (namespace, name) a provisioner's key is read from (`keyRef`), which is read in
+/// the namespace of its password Secret.
+fn key_secret<'a>(
+    provisioner: &'a Provisioner,
+    own_namespace: Option<&'a str>,
+    cluster_ns: &'a str,
+) -> Option<(&'a str, &'a str)> {
+    let r = provisioner.key_ref.as_ref().filter(|r| !r.name.is_empty())?;
+    let namespace = match own_namespace {
+        Some(own) => own,
+        None => provisioner
+            .password_ref
+            .as_ref()
+            .and_then(|p| p.namespace.as_deref())
+            .filter(|n| !n.is_empty())
+            .unwrap_or(cluster_ns),
     };
     Some((namespace, r.name.as_str()))
 }
@@ -246,6 +266,40 @@ mod tests {
         assert_eq!(password_secret(&by_env, None, "cluster-ns"), None);
     }
 
+    /// A change of the key Secret re-checks the issuer: the watch maps it to the same Secret that
+    /// `validate()` will read.
+    #[test]
+    fn the_key_secret_is_the_one_validate_reads() {
+        let cases = [
+            // (passwordRef namespace, issuer's own namespace, expected Secret)
+            (None, Some("team"), ("team", "key")),
+            (Some("vault"), Some("team"), ("team", "key")),
+            (Some("vault"), None, ("vault", "key")),
+            (None, None, ("cluster-ns", "key")),
+        ];
+        for (pw_ns, own, want) in cases {
+            let mut p = provisioner("pw", pw_ns);
+            p.key_ref = Some(crate::crd::SecretKeyRef {
+                name: "key".into(),
+                key: "jwk".into(),
+            });
+            assert_eq!(key_secret(&p, own, "cluster-ns"), Some(want), "{pw_ns:?} {own:?}");
+            let view = crate::crd::issuer::IssuerSpecView {
+                url: "https://ca.example",
+                ca_bundle: None,
+                provisioner: &p,
+                policy: None,
+                max_duration: None,
+                audience_host: None,
+                revocation: None,
+            };
+            let valid = crate::issuer::spec::validate(&view, own, "cluster-ns").unwrap();
+            let source = valid.key.unwrap();
+            assert_eq!((source.namespace.as_str(), source.name.as_str()), want);
+        }
+        assert_eq!(key_secret(&provisioner("pw", None), None, "ns"), None);
+    }
+
     /// Security review M3: a Secret event costs a string comparison per issuer, never an x509
     /// parse. The bundles are 64 KiB of bytes that are no certificate: `validate()` refuses them,
     /// so the issuers match only because the mapper never parses them.
@@ -263,6 +317,7 @@ mod tests {
                         ca_bundle: Some(bundle.clone()),
                         provisioner: provisioner(secret, None),
                         policy: None,
+                        ..Default::default()
                     },
                 );
                 issuer.metadata.namespace = Some("team".into());

@@ -68,7 +68,10 @@ pub async fn reconcile<K: IssuerObject>(
     );
     let conditions = ctx.issuer_conditions(&*issuer, &previous, cond);
     if check::conditions_changed(&previous, &conditions) {
-        ctx.apply_issuer_status(&*issuer, &IssuerStatus { conditions })
+        ctx.apply_issuer_status(&*issuer, &IssuerStatus {
+                conditions,
+                ..Default::default()
+            })
             .await
             .map_err(ReconcileError::Status)?;
         tell(ctx, &*issuer, &verdict).await;
@@ -174,6 +177,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
     ctx.issuers.signers.evict(&issuer.key());
     let status = IssuerStatus {
         conditions: ctx.issuer_conditions(issuer, &previous, cond),
+        ..Default::default()
     };
     if let Err(e) = ctx.apply_issuer_status(issuer, &status).await {
         tracing::warn!(

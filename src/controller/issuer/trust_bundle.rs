@@ -98,6 +98,7 @@ mod tests {
                 ca_bundle: None,
                 provisioner: Default::default(),
                 policy: None,
+                ..Default::default()
             },
         );
         issuer.metadata.uid = Some("u1".into());
@@ -129,6 +130,7 @@ mod tests {
                 ca_bundle: None,
                 provisioner: Default::default(),
                 policy: None,
+                ..Default::default()
             },
         );
         own.metadata.namespace = Some("team".into());

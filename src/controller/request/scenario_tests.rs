@@ -134,6 +134,7 @@ async fn controller_with(ca: Option<&FakeCa>) -> (Arc<RequestCtx>, ApiServer) {
             ca_bundle: None,
             provisioner: Default::default(),
             policy: None,
+            ..Default::default()
         },
     );
     issuer.metadata.uid = Some("issuer-uid".into());
@@ -148,6 +149,7 @@ async fn controller_with(ca: Option<&FakeCa>) -> (Arc<RequestCtx>, ApiServer) {
             Some(1),
             Timestamp::now(),
         )],
+        ..Default::default()
     });
     if let Some(ca) = ca {
         let signer = Signer::connect(
