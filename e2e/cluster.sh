@@ -264,7 +264,31 @@ start_step_ca() {
   # A provisioner of another type, for the "not a JWK provisioner" tests.
   "$BIN/step" ca provisioner add acme --type ACME --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
     fail step-ca "adding the ACME provisioner failed"
+  add_fidelity_provisioners "$cfg"
   run_step_ca
+}
+
+# The fidelity tests' provisioners (same password as e2e):
+# - e2e-fidelity: the leaf template of docs/templates (keeps the CSR's subject and usages), and
+#   its own lifetime claims, which clients can read from /provisioners;
+# - e2e-ca: the CA template of docs/templates, for isCA requests;
+# - e2e-nokey: a JWK provisioner without encryptedKey; its private key (the JWE that
+#   `step crypto jwk create` writes) is only in $D/nokey.jwe.json.
+add_fidelity_provisioners() {
+  local cfg=$1 templates=$repo/docs/templates
+  "$BIN/step" ca provisioner add e2e-fidelity --type JWK --create --password-file "$D/step-pass" \
+    --x509-template "$templates/leaf-fidelity.tpl" --x509-min-dur 1m --x509-max-dur 48h \
+    --x509-default-dur 24h --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "adding the e2e-fidelity provisioner failed"
+  "$BIN/step" ca provisioner add e2e-ca --type JWK --create --password-file "$D/step-pass" \
+    --x509-template "$templates/ca.tpl" --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "adding the e2e-ca provisioner failed"
+  "$BIN/step" crypto jwk create "$D/nokey.pub.json" "$D/nokey.jwe.json" --kty EC --crv P-256 \
+    --password-file "$D/step-pass" --force >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "creating the e2e-nokey key failed"
+  "$BIN/step" ca provisioner add e2e-nokey --type JWK --public-key "$D/nokey.pub.json" \
+    --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "adding the e2e-nokey provisioner failed"
 }
 
 run_step_ca() {
@@ -333,6 +357,7 @@ export STEP_CA_CONFIG=$D/step/config/ca.json
 export STEP_PROVISIONER=e2e
 export STEP_PROVISIONER_KID=$kid
 export STEP_PROVISIONER_PASSWORD_FILE=$D/step-pass
+export STEP_NOKEY_JWE=$D/nokey.jwe.json
 EOF
 }
 

@@ -27,6 +27,10 @@ pub struct CertificateRequestSpec {
     /// cert-manager spells it `isCA` (camelCase would give `isCa`, which it never sends).
     #[serde(default, rename = "isCA", skip_serializing_if = "Option::is_none")]
     pub is_ca: Option<bool>,
+    /// The key usages asked for (`digital signature`, `server auth`, ...); cert-manager writes
+    /// them into the CSR too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usages: Vec<String>,
 }
 
 /// Which issuer should sign. `group` empty or absent means cert-manager's own `cert-manager.io`.

@@ -17,6 +17,24 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub result: String,
+    /// `StepIssuer` or `StepClusterIssuer`.
+    pub issuer_kind: String,
+}
+
+/// One CA certificate of one issuer. The only series labelled with object names: issuers are
+/// few and made by administrators, and a date of expiry is useless without knowing whose.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaCertificateLabels {
+    pub issuer_kind: String,
+    /// `<namespace>/<name>` of a StepIssuer, `<name>` of a StepClusterIssuer.
+    pub issuer: String,
+    /// `root` or `intermediate`.
+    pub certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
 }
@@ -37,8 +55,11 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// Creation of a CertificateRequest to its certificate being written.
     pub issuance_duration: Histogram,
-    /// Outcomes of CertificateRequest reconciles that changed something, by reason.
-    pub requests: Family<ResultLabels, Counter>,
+    /// Outcomes of CertificateRequest reconciles that changed something, by reason and issuer
+    /// kind.
+    pub requests: Family<RequestLabels, Counter>,
+    /// When each issuer's root and issuing intermediate expire (Unix seconds).
+    pub ca_certificate_expiry: Family<CaCertificateLabels, Gauge>,
     /// Issuers whose Ready condition is True, by kind.
     pub issuers_ready: Family<KindLabels, Gauge>,
     /// Latency of calls to step-ca by operation (`sign`, `connect`, `health`) and outcome.
@@ -66,11 +87,17 @@ impl Default for Metrics {
             "Seconds from a CertificateRequest's creation to its certificate being written",
             issuance_duration.clone(),
         );
-        let requests = Family::<ResultLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "certificate_requests",
-            "CertificateRequest outcomes by result reason",
+            "CertificateRequest outcomes by result reason and issuer kind",
             requests.clone(),
+        );
+        let ca_certificate_expiry = Family::<CaCertificateLabels, Gauge>::default();
+        registry.register(
+            "ca_certificate_expiry_timestamp_seconds",
+            "When each issuer's step-ca root and issuing intermediate certificates expire",
+            ca_certificate_expiry.clone(),
         );
         let issuers_ready = Family::<KindLabels, Gauge>::default();
         registry.register(
@@ -125,6 +152,7 @@ impl Default for Metrics {
             bootstrap_results,
             issuance_duration,
             requests,
+            ca_certificate_expiry,
             issuers_ready,
             ca_request_duration,
             admission_duration,
@@ -152,12 +180,38 @@ impl Metrics {
         Ok(out)
     }
 
-    pub fn count_request(&self, result: &str) {
+    pub fn count_request(&self, result: &str, issuer_kind: &str) {
         self.requests
-            .get_or_create(&ResultLabels {
+            .get_or_create(&RequestLabels {
                 result: result.to_string(),
+                issuer_kind: issuer_kind.to_string(),
             })
             .inc();
+    }
+
+    /// Records when an issuer's CA certificates expire; `None` removes a series no longer known.
+    pub fn set_ca_expiry(
+        &self,
+        issuer_kind: &str,
+        issuer: &str,
+        root: Option<i64>,
+        intermediate: Option<i64>,
+    ) {
+        for (certificate, at) in [("root", root), ("intermediate", intermediate)] {
+            let labels = CaCertificateLabels {
+                issuer_kind: issuer_kind.to_string(),
+                issuer: issuer.to_string(),
+                certificate: certificate.to_string(),
+            };
+            match at {
+                Some(t) => {
+                    self.ca_certificate_expiry.get_or_create(&labels).set(t);
+                }
+                None => {
+                    self.ca_certificate_expiry.remove(&labels);
+                }
+            }
+        }
     }
 
     pub fn count_pod_certificate(&self, result: &str) {

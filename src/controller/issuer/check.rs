@@ -14,6 +14,17 @@ pub const VERIFIED: &str = "Verified";
 /// Reason the request reconciler writes when step-ca refuses a token at sign time.
 pub const SIGN_AUTH_FAILED: &str = "CARejectedToken";
 
+/// Set this annotation on an issuer to a new value to have it checked against step-ca at once,
+/// from scratch (a new connection, the provisioner key read again).
+pub const RECHECK_ANNOTATION: &str = "certmanager.step.sm/recheck";
+
+/// The value of the recheck annotation when it asks for a check not yet done (`last` is the value
+/// recorded in the status by the check that answered the previous request).
+pub fn recheck_requested(annotation: Option<&str>, last: Option<&str>) -> Option<String> {
+    let value = annotation.map(str::trim).filter(|v| !v.is_empty())?;
+    (Some(value) != last).then(|| value.to_string())
+}
+
 /// A step-ca refused a token signed with this issuer's key since the last check: its signer is
 /// dropped and the check connects from scratch.
 pub fn after_auth_failure(previous: &[Condition]) -> bool {
@@ -101,6 +112,19 @@ pub fn retry_after(transient: bool, interval: Duration) -> Duration {
     } else {
         Duration::from_secs(60).min(interval)
     }
+}
+
+/// Whether the status to write differs from the one the issuer has: its conditions (see
+/// [`conditions_changed`]), the CA facts or the recheck answered.
+pub fn status_changed(
+    previous: Option<&crate::crd::IssuerStatus>,
+    new: &crate::crd::IssuerStatus,
+) -> bool {
+    let empty = crate::crd::IssuerStatus::default();
+    let previous = previous.unwrap_or(&empty);
+    conditions_changed(&previous.conditions, &new.conditions)
+        || previous.ca != new.ca
+        || previous.last_recheck != new.last_recheck
 }
 
 /// Whether `new` says anything `previous` does not: only then is the status written (and an
@@ -301,5 +325,48 @@ mod tests {
                 admin.message
             );
         }
+    }
+
+    #[test]
+    fn a_recheck_is_asked_by_a_new_annotation_value() {
+        // (annotation, value recorded by the last recheck, requested)
+        let cases = [
+            (None, None, None),
+            (Some(""), None, None),
+            (Some("  "), Some("1"), None),
+            (Some("1"), None, Some("1")),
+            (Some("1"), Some("1"), None),
+            (Some("2"), Some("1"), Some("2")),
+            (Some(" 2 "), Some("2"), None),
+        ];
+        for (annotation, last, want) in cases {
+            assert_eq!(
+                recheck_requested(annotation, last).as_deref(),
+                want,
+                "{annotation:?} {last:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_status_is_written_when_facts_or_the_recheck_change() {
+        use crate::crd::{CaStatus, IssuerStatus};
+        let base = IssuerStatus::default();
+        assert!(!status_changed(None, &base));
+        assert!(!status_changed(Some(&base), &base));
+        let with_ca = IssuerStatus {
+            ca: Some(CaStatus {
+                version: Some("0.30.2".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(status_changed(Some(&base), &with_ca));
+        assert!(!status_changed(Some(&with_ca), &with_ca.clone()));
+        let rechecked = IssuerStatus {
+            last_recheck: Some("1".into()),
+            ..with_ca.clone()
+        };
+        assert!(status_changed(Some(&with_ca), &rechecked));
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use crate::controller::context::Context;
@@ -40,16 +41,33 @@ pub async fn reconcile<K: IssuerObject>(
         return Ok(Action::await_change());
     }
     let started = Instant::now();
-    let previous = issuer
-        .issuer_status()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    if check::after_auth_failure(&previous) {
+    let status = issuer.issuer_status();
+    let previous = status.map(|s| s.conditions.clone()).unwrap_or_default();
+    let recheck = check::recheck_requested(
+        issuer
+            .annotations()
+            .get(check::RECHECK_ANNOTATION)
+            .map(String::as_str),
+        status.and_then(|s| s.last_recheck.as_deref()),
+    );
+    if check::after_auth_failure(&previous) || recheck.is_some() {
         ctx.issuers.signers.evict(&key);
     }
     let interval = ctx.settings.issuer_recheck_interval;
     let (outcome, next_check) = connect_and_check(&c, &*issuer, interval).await;
-    let verdict = check::verdict::<K>(&outcome, next_check, interval);
+    let mut verdict = check::verdict::<K>(&outcome, next_check, interval);
+    let ca = match &outcome {
+        Ok(signer) => {
+            let facts = signer.facts();
+            super::facts::record_expiry(ctx, &key, &facts);
+            if let Some(warning) = super::facts::expiry_warning(&facts, chrono::Utc::now()) {
+                verdict.message = format!("{}; {warning}", verdict.message);
+            }
+            Some(super::facts::ca_status(&facts))
+        }
+        // What the last successful check learned still describes the CA best.
+        Err(_) => status.and_then(|s| s.ca.clone()),
+    };
     if let (Ok(signer), true) = (&outcome, ctx.settings.trust_bundles) {
         let (trust, federation_error) = signer.trust_pem().await;
         if let Some(e) = federation_error {
@@ -66,21 +84,27 @@ pub async fn reconcile<K: IssuerObject>(
         issuer.meta().generation,
         Timestamp::now(),
     );
-    let conditions = ctx.issuer_conditions(&*issuer, &previous, cond);
-    if check::conditions_changed(&previous, &conditions) {
-        ctx.apply_issuer_status(&*issuer, &IssuerStatus {
-                conditions,
-                ..Default::default()
-            })
+    let new_status = IssuerStatus {
+        conditions: ctx.issuer_conditions(&*issuer, &previous, cond),
+        ca,
+        last_recheck: recheck
+            .clone()
+            .or_else(|| status.and_then(|s| s.last_recheck.clone())),
+    };
+    if check::status_changed(status, &new_status) {
+        ctx.apply_issuer_status(&*issuer, &new_status)
             .await
             .map_err(ReconcileError::Status)?;
-        tell(ctx, &*issuer, &verdict).await;
-        tracing::info!(
-            ready = verdict.ready,
-            reason = verdict.reason,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "Issuer checked"
-        );
+        if recheck.is_some() || check::conditions_changed(&previous, &new_status.conditions) {
+            tell(ctx, &*issuer, &verdict, recheck.is_some()).await;
+            tracing::info!(
+                ready = verdict.ready,
+                reason = verdict.reason,
+                recheck = recheck.is_some(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Issuer checked"
+            );
+        }
     }
     c.ready.set(ctx, &key, Some(verdict.ready));
     Ok(Action::requeue(verdict.requeue))
@@ -127,11 +151,11 @@ async fn connect_and_check<K: IssuerObject>(
     }
 }
 
-async fn tell<K: IssuerObject>(ctx: &Context, issuer: &K, verdict: &Verdict) {
-    let (type_, action) = if verdict.ready {
-        (EventType::Normal, "Verified")
-    } else {
-        (EventType::Warning, "Check")
+async fn tell<K: IssuerObject>(ctx: &Context, issuer: &K, verdict: &Verdict, recheck: bool) {
+    let (type_, action) = match (verdict.ready, recheck) {
+        (true, false) => (EventType::Normal, "Verified"),
+        (true, true) => (EventType::Normal, "Recheck"),
+        (false, _) => (EventType::Warning, "Check"),
     };
     ctx.event(
         issuer,
@@ -177,7 +201,7 @@ pub async fn report_sign_auth_failure<K: IssuerObject>(ctx: &Context, issuer: &K
     ctx.issuers.signers.evict(&issuer.key());
     let status = IssuerStatus {
         conditions: ctx.issuer_conditions(issuer, &previous, cond),
-        ..Default::default()
+        ..issuer.issuer_status().cloned().unwrap_or_default()
     };
     if let Err(e) = ctx.apply_issuer_status(issuer, &status).await {
         tracing::warn!(

@@ -9,6 +9,11 @@ use crate::step::{self, Audience};
 
 /// Metric and log reason of a CA request that step-ca signed as a leaf.
 pub const REASON_NOT_A_CA: &str = "IssuedNotCA";
+/// step-ca issued a certificate weaker than the request (a name, a usage or CA-ness missing).
+pub const REASON_CERTIFICATE_MISMATCH: &str = "CertificateMismatch";
+/// The requested lifetime is outside what the provisioner allows, or the CA's intermediate has
+/// expired.
+pub const REASON_DURATION: &str = "DurationNotAllowed";
 /// The issuer's name policy refused the request (its namespace or a name).
 pub const REASON_POLICY_DENIED: &str = "PolicyDenied";
 /// The issuer named by the request disappeared between the gate and the signing.
@@ -52,19 +57,24 @@ impl SignFailure {
     }
 
     /// step-ca answered the sign call with an error. A StepIssuer's requests show what its CA
-    /// answered no more than the StepIssuer does (`audience`).
-    pub fn from_ca(e: &step::Error, audience: Audience) -> Self {
+    /// answered no more than the StepIssuer does (`audience`). The message ends with the
+    /// `X-Request-Id` the call carried, which step-ca logs with its own account of the failure.
+    pub fn from_ca(e: &step::Error, audience: Audience, request_id: &str) -> Self {
+        let said = format!(
+            "{} (X-Request-Id {request_id} in step-ca's log)",
+            e.message_for(audience)
+        );
         if e.is_auth_failure() {
-            SignFailure::Auth(e.message_for(audience))
+            SignFailure::Auth(said)
         } else if e.is_retryable() {
             SignFailure::Retryable {
                 reason: e.reason(),
-                message: e.message_for(audience),
+                message: said,
             }
         } else {
             SignFailure::Permanent {
                 reason: e.reason(),
-                message: format!("step-ca refused to sign: {}", e.message_for(audience)),
+                message: format!("step-ca refused to sign: {said}"),
             }
         }
     }
@@ -103,7 +113,7 @@ mod tests {
             (http(503), "Retryable"),
         ];
         for (e, want) in cases {
-            let got = match SignFailure::from_ca(&e, Audience::Admin) {
+            let got = match SignFailure::from_ca(&e, Audience::Admin, "uid-1") {
                 SignFailure::Auth(_) => "Auth",
                 SignFailure::Permanent { .. } => "Permanent",
                 SignFailure::Retryable { .. } => "Retryable",

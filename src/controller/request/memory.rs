@@ -132,6 +132,7 @@ mod tests {
     fn issued() -> Signed {
         Signed {
             certificate: "leaf".into(),
+            notes: Vec::new(),
             ca: "root".into(),
             message: "issued".into(),
         }

@@ -56,6 +56,7 @@ fn slim(mut cr: CertificateRequest) -> CertificateRequest {
     meta.finalizers = None;
     cr.spec.request = ByteString(Vec::new());
     cr.spec.duration = None;
+    cr.spec.usages = Vec::new();
     if let Some(s) = cr.status.as_mut() {
         // Only its presence matters to decide(): a certificate in status is final.
         s.certificate = s

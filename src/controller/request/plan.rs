@@ -20,6 +20,8 @@ use super::failure::{REASON_CA_REJECTED_TOKEN, SignFailure};
 /// come from [`decision::issuer_gate`].
 pub mod event {
     pub const ISSUED: &str = "Issued";
+    /// Issued, but not exactly as requested (see [`super::Signed::notes`]).
+    pub const ISSUED_WITH_CHANGES: &str = "IssuedWithChanges";
     pub const DENIED: &str = "Denied";
     pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
     pub const PERMANENT_ERROR: &str = "PermanentError";
@@ -41,6 +43,9 @@ pub struct Signed {
     pub certificate: String,
     pub ca: String,
     pub message: String,
+    /// What differs from the request without weakening it (a capped lifetime, dropped subject
+    /// details): told in a Warning Event instead of the Normal one.
+    pub notes: Vec<String>,
 }
 
 /// The request's status after this reconcile.
@@ -241,6 +246,21 @@ pub struct Attempt<'a> {
 /// The second half: what the outcome of signing makes of the request.
 pub fn after_signing(result: Result<Signed, SignFailure>, attempt: &Attempt) -> Plan {
     match result {
+        Ok(signed) if !signed.notes.is_empty() => {
+            let mut plan = Plan::finish(
+                StatusChange::Issued(signed.clone()),
+                reason::ISSUED,
+                event::ISSUED_WITH_CHANGES,
+                "Sign",
+            );
+            plan.event = Some(Note {
+                warning: true,
+                reason: event::ISSUED_WITH_CHANGES,
+                message: format!("{}; but {}", signed.message, signed.notes.join("; ")),
+                action: "Sign",
+            });
+            plan
+        }
         Ok(signed) => Plan::finish(
             StatusChange::Issued(signed),
             reason::ISSUED,

@@ -30,6 +30,7 @@ fn approved() -> RequestCondition {
 fn signed() -> Signed {
     Signed {
         certificate: "leaf".into(),
+        notes: Vec::new(),
         ca: "root".into(),
         message: "Certificate issued".into(),
     }
@@ -167,6 +168,27 @@ fn after_signing_classifies_once() {
     assert_eq!(
         plan.event,
         note(false, event::ISSUED, "Certificate issued", "Sign")
+    );
+    assert_eq!(
+        (plan.count, plan.remember),
+        (Some(reason::ISSUED), Remember::Finish)
+    );
+
+    // Issued not exactly as asked: the same status, counted as Issued, told in a Warning.
+    let changed = Signed {
+        notes: vec!["the requested duration 2160h is capped".into(), "organization \"Acme\" dropped".into()],
+        ..signed()
+    };
+    let plan = after_signing(Ok(changed.clone()), &attempt(0, 1));
+    assert_eq!(plan.status, Some(StatusChange::Issued(changed)));
+    assert_eq!(
+        plan.event,
+        note(
+            true,
+            event::ISSUED_WITH_CHANGES,
+            "Certificate issued; but the requested duration 2160h is capped; organization \"Acme\" dropped",
+            "Sign"
+        )
     );
     assert_eq!(
         (plan.count, plan.remember),

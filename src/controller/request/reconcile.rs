@@ -159,7 +159,7 @@ async fn execute(
         Remember::Failure(_) | Remember::Nothing => {}
     }
     if let Some(result) = plan.count {
-        ctx.metrics.count_request(result);
+        ctx.metrics.count_request(result, key.kind());
         log_result(cr, key, result, &plan, c.memory.attempts(uid));
     }
     if let Some(StatusChange::Issued(_)) = &plan.status

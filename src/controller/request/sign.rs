@@ -7,13 +7,17 @@ use kube::ResourceExt;
 
 use crate::cert_manager::CertificateRequest;
 use crate::controller::context::Context;
-use crate::duration::{parse_go_duration, to_go_seconds};
+use crate::duration::parse_go_duration;
 use crate::issuer::IssuerObject;
 use crate::pki;
+use crate::policy::lifetime::{self, Granted, Limits, NotAfter, Wish};
 use crate::policy::{IssuerPolicy, NamePolicy, Requester};
 use crate::step;
 
-use super::failure::{REASON_INVALID_POLICY, REASON_NOT_A_CA, REASON_POLICY_DENIED, SignFailure};
+use super::failure::{
+    REASON_CERTIFICATE_MISMATCH, REASON_DURATION, REASON_INVALID_POLICY, REASON_NOT_A_CA,
+    REASON_POLICY_DENIED, SignFailure,
+};
 use super::plan::Signed;
 
 /// What the request asks step-ca for, once checked.
@@ -23,19 +27,23 @@ pub struct SignInput {
     pub sans: Vec<String>,
     /// The token's subject.
     pub subject: String,
-    /// `notAfter` for step-ca, from `spec.duration`; `None` leaves it to the provisioner.
-    pub not_after: Option<String>,
+    /// `spec.duration`; `None` leaves it to the provisioner.
+    pub duration: Option<std::time::Duration>,
+    /// `spec.usages`.
+    pub usages: Vec<String>,
+    /// `spec.isCA`.
+    pub is_ca: bool,
 }
 
 /// Checks the request before anything touches the CA: a bad CSR never costs a token.
 pub fn prepare(cr: &CertificateRequest) -> Result<SignInput, SignFailure> {
     let csr = pki::csr::parse_csr(&cr.spec.request.0)
         .map_err(|e| SignFailure::Invalid(format!("The CSR is not acceptable: {e}")))?;
-    let not_after = match cr.spec.duration.as_deref() {
+    let duration = match cr.spec.duration.as_deref() {
         None | Some("") => None,
         Some(d) => match parse_go_duration(d) {
             Ok(d) if d.is_zero() => None,
-            Ok(d) => Some(to_go_seconds(d)),
+            Ok(d) => Some(d),
             Err(e) => return Err(SignFailure::Invalid(format!("spec.duration: {e}"))),
         },
     };
@@ -60,7 +68,9 @@ pub fn prepare(cr: &CertificateRequest) -> Result<SignInput, SignFailure> {
         csr,
         sans,
         subject,
-        not_after,
+        duration,
+        usages: cr.spec.usages.clone(),
+        is_ca: cr.spec.is_ca == Some(true),
     })
 }
 
@@ -133,42 +143,108 @@ pub async fn sign_with<K: IssuerObject>(
         },
     };
 
+    let granted = lifetime(issuer, &signer, input.duration)?;
     let started = Instant::now();
+    let request_id = cr.uid().unwrap_or_default();
     let result = signer
-        .sign(
-            &input.csr.pem,
-            &input.subject,
-            &input.sans,
-            input.not_after.clone(),
-        )
+        .sign_with(&step::SignOptions {
+            csr_pem: &input.csr.pem,
+            subject: &input.subject,
+            sans: &input.sans,
+            not_before: None,
+            not_after: granted.not_after.for_step_ca(),
+            request_id: Some(&request_id),
+        })
         .await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
-    let response = result.map_err(|e| SignFailure::from_ca(&e, K::AUDIENCE))?;
-    check_signed(
+    let response = result.map_err(|e| SignFailure::from_ca(&e, K::AUDIENCE, &request_id))?;
+    let mut signed = check_signed(
         &response.cert_chain,
         &input,
-        cr.spec.is_ca == Some(true),
+        &granted,
         signer.roots_pem(),
         &issuer.key().to_string(),
-    )
+    )?;
+    if let Some(note) = granted.capped {
+        signed.notes.insert(0, note);
+    }
+    Ok(signed)
 }
 
-/// What step-ca returned must certify the request's key, form a chain, be unexpired, and be a CA
-/// when a CA was asked for; `ca` is the root that signed it.
+/// How long to ask for: the request's duration under the issuer's `spec.maxDuration`, the
+/// issuing intermediate's expiry and the provisioner's limits, checked before a token is spent.
+fn lifetime<K: IssuerObject>(
+    issuer: &K,
+    signer: &step::Signer,
+    requested: Option<std::time::Duration>,
+) -> Result<Granted, SignFailure> {
+    let facts = signer.facts();
+    // The issuer is Ready, so its spec was validated: a bad value cannot get here.
+    let max_duration = issuer
+        .spec_view()
+        .max_duration
+        .and_then(|d| parse_go_duration(d).ok())
+        .filter(|d| !d.is_zero());
+    lifetime::decide(&Wish {
+        requested,
+        max_duration,
+        limits: facts.claims.as_ref().map(limits_of).unwrap_or_default(),
+        intermediate_not_after: facts.intermediate_not_after,
+        now: chrono::Utc::now(),
+    })
+    .map_err(|message| SignFailure::Permanent {
+        reason: REASON_DURATION,
+        message: format!("Not signed: {message}"),
+    })
+}
+
+/// The provisioner's claims, as the lifetime policy reads them.
+pub fn limits_of(claims: &step::ProvisionerClaims) -> Limits {
+    Limits {
+        min: claims.min_tls_cert_duration,
+        max: claims.max_tls_cert_duration,
+        default: claims.default_tls_cert_duration,
+    }
+}
+
+/// What step-ca returned must certify the request's key, form a chain, be unexpired, be a CA when
+/// a CA was asked for, and give what was asked: a certificate weaker than the request fails it,
+/// one that only lacks details is issued with those named in a warning. `ca` is the root that
+/// signed it.
 fn check_signed(
     chain: &[String],
     input: &SignInput,
-    want_ca: bool,
+    granted: &Granted,
     roots_pem: &[String],
     issuer: &str,
 ) -> Result<Signed, SignFailure> {
-    let issued = pki::chain::verify_issued(chain, &input.csr.public_key_der, chrono::Utc::now())
+    let now = chrono::Utc::now();
+    let issued = pki::chain::verify_issued(chain, &input.csr.public_key_der, now)
         .map_err(|e| SignFailure::unusable_chain(&e))?;
-    if want_ca && let Some(message) = pki::ca::ca_request_shortfall(&issued.leaf) {
+    if input.is_ca && let Some(message) = pki::ca::ca_request_shortfall(&issued.leaf) {
         return Err(SignFailure::Permanent {
             reason: REASON_NOT_A_CA,
             message,
+        });
+    }
+    let fidelity = pki::fidelity::compare(
+        &pki::fidelity::Requested {
+            csr: &input.csr,
+            usages: &input.usages,
+            is_ca: input.is_ca,
+            duration: granted_lifetime(granted, input.duration, now),
+        },
+        &issued.leaf.der,
+    )
+    .map_err(|e| SignFailure::unusable_chain(&e))?;
+    if !fidelity.weakened.is_empty() {
+        return Err(SignFailure::Permanent {
+            reason: REASON_CERTIFICATE_MISMATCH,
+            message: format!(
+                "step-ca issued a certificate that does not give what was requested: {}; {TEMPLATE_ADVICE}",
+                pki::fidelity::summarize(&fidelity.weakened)
+            ),
         });
     }
     let ca = pki::chain::signing_root(&issued.chain, roots_pem)
@@ -176,6 +252,13 @@ fn check_signed(
         .flatten()
         .or_else(|| roots_pem.first().cloned())
         .unwrap_or_default();
+    let mut notes = Vec::new();
+    if !fidelity.dropped.is_empty() {
+        notes.push(format!(
+            "step-ca left out details of the request: {}; {TEMPLATE_ADVICE}",
+            pki::fidelity::summarize(&fidelity.dropped)
+        ));
+    }
     Ok(Signed {
         message: format!(
             "Certificate issued by {issuer} for {:?}, valid until {}",
@@ -184,7 +267,25 @@ fn check_signed(
         ),
         certificate: issued.certificate_pem,
         ca,
+        notes,
     })
+}
+
+/// Where the fix for a certificate that differs from its request is documented.
+const TEMPLATE_ADVICE: &str = "a step-ca provisioner with the template of docs/step-ca-templates.md keeps the CSR's subject, usages and CA constraints";
+
+/// The lifetime step-ca was asked for, which the certificate is compared with: the request's,
+/// unless the lifetime policy asked for less (that difference is reported on its own).
+fn granted_lifetime(
+    granted: &Granted,
+    requested: Option<std::time::Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<std::time::Duration> {
+    match &granted.not_after {
+        NotAfter::CaDefault => requested,
+        NotAfter::For(d) => Some(*d),
+        NotAfter::Until(t) => (*t - now).to_std().ok(),
+    }
 }
 
 #[cfg(test)]
@@ -247,9 +348,9 @@ mod tests {
         let input = prepare(&request(good.clone(), Some("1h"))).unwrap();
         assert_eq!(input.subject, "web.team.svc");
         assert_eq!(input.sans, ["web.team.svc"]);
-        assert_eq!(input.not_after.as_deref(), Some("3600s"));
+        assert_eq!(input.duration, Some(std::time::Duration::from_secs(3600)));
         // A zero duration leaves the lifetime to the provisioner.
-        assert_eq!(prepare(&request(good, Some("0s"))).unwrap().not_after, None);
+        assert_eq!(prepare(&request(good, Some("0s"))).unwrap().duration, None);
     }
 
     #[test]
