@@ -203,6 +203,10 @@ pub enum Error {
         listed: Vec<String>,
     },
 
+    /// A certificate serial number that is not one.
+    #[error("invalid certificate serial number: {detail}")]
+    InvalidSerial { detail: String },
+
     /// The token audience override is not a host or host:port.
     #[error(
         "invalid token audience {value:?}: {detail}; give a host[:port] that is one of step-ca's dnsNames, e.g. step-ca.step.svc:9000, or https://step-ca.example.com"
@@ -278,6 +282,7 @@ impl Error {
             Error::InvalidKeyMaterial { .. } => "InvalidProvisionerKey",
             Error::ProvisionerKeyMismatch { .. } => "ProvisionerKeyMismatch",
             Error::InvalidAudience { .. } => "InvalidAudience",
+            Error::InvalidSerial { .. } => "InvalidSerial",
         }
     }
 
