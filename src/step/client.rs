@@ -15,7 +15,10 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::address_policy::{ForbiddenAddress, ForbiddenRanges, GuardedResolver};
+use super::endpoint::{check_literal_address, parse_audience_authority};
+pub(crate) use super::endpoint::{normalise_url, parse_ca_bundle};
 use super::error::decode_error_body;
+use super::facts::ProvisionerClaims;
 pub use super::wire::{ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
 use super::wire::{ProvisionersPage, RawSignResponse};
 use super::{Error, Result};
@@ -48,13 +51,15 @@ const MAX_PROVISIONERS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// A step-ca API client. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    http: reqwest::Client,
+pub(super) struct Inner {
+    pub(super) http: reqwest::Client,
     /// `https://host[:port]`, no trailing slash.
     url: String,
+    /// The `host[:port]` token audiences name, when it is not the URL's.
+    audience: Option<String>,
     /// The pinned roots, reused for one-off mTLS clients; `None` means system roots.
     roots: Option<Vec<reqwest::Certificate>>,
     timeout: Duration,
@@ -65,77 +70,11 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("url", &self.inner.url)
+            .field("audience", &self.inner.audience)
             .field("pinned_roots", &self.inner.roots.as_ref().map(Vec::len))
             .field("timeout", &self.inner.timeout)
             .finish()
     }
-}
-
-/// Parses and normalises the CA URL: https, a host, no path/query/fragment/credentials, no
-/// trailing slash. The host is kept verbatim because it becomes the token audience and must be
-/// one of the CA's dnsNames.
-pub(crate) fn normalise_url(raw: &str) -> Result<String> {
-    let invalid = |detail: &str| Error::InvalidUrl {
-        url: raw.to_owned(),
-        detail: detail.to_owned(),
-    };
-    let trimmed = raw.trim();
-    let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
-    if parsed.scheme() != "https" {
-        return Err(invalid(
-            "the scheme must be https (step-ca only serves HTTPS)",
-        ));
-    }
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| invalid("the URL has no host"))?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid("credentials in the URL are not supported"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(invalid("a query or fragment is not allowed"));
-    }
-    if parsed.path() != "/" && !parsed.path().is_empty() {
-        return Err(invalid(
-            "a path is not allowed; step-ca does not support being served under a path prefix",
-        ));
-    }
-    Ok(match parsed.port() {
-        Some(port) => format!("https://{host}:{port}"),
-        None => format!("https://{host}"),
-    })
-}
-
-/// Parses a PEM bundle into certificates. Rejects DER, empty input and non-certificate blocks.
-pub(crate) fn parse_ca_bundle(pem_bundle: &[u8]) -> Result<Vec<reqwest::Certificate>> {
-    let invalid = |detail: String| Error::InvalidCaBundle { detail };
-    let blocks =
-        pem::parse_many(pem_bundle).map_err(|e| invalid(format!("it is not valid PEM ({e})")))?;
-    if blocks.is_empty() {
-        return Err(invalid(if pem_bundle.first() == Some(&0x30) {
-            "it looks like DER, not PEM".to_owned()
-        } else {
-            "no PEM block found".to_owned()
-        }));
-    }
-    let mut certs = Vec::with_capacity(blocks.len());
-    for (i, block) in blocks.iter().enumerate() {
-        if block.tag() != "CERTIFICATE" {
-            return Err(invalid(format!(
-                "block {} is a {:?}, not a CERTIFICATE",
-                i + 1,
-                block.tag()
-            )));
-        }
-        x509_parser::parse_x509_certificate(block.contents())
-            .map_err(|e| invalid(format!("certificate {} does not parse: {e}", i + 1)))?;
-        certs.push(
-            reqwest::Certificate::from_der(block.contents())
-                .map_err(|e| invalid(format!("certificate {} is unusable: {e}", i + 1)))?,
-        );
-    }
-    Ok(certs)
 }
 
 fn builder(
@@ -169,24 +108,6 @@ fn builder(
     b
 }
 
-/// Refuses a URL whose host is a literal address in a forbidden range (a literal address is
-/// never resolved, so the resolver does not see it).
-fn check_literal_address(url: &str, forbidden: &ForbiddenRanges) -> Result<()> {
-    let host = url::Url::parse(url).ok().and_then(|u| match u.host() {
-        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-        _ => None,
-    });
-    match host.and_then(|ip| forbidden.matching(ip).map(|r| (ip, r))) {
-        Some((address, range)) => Err(Error::ForbiddenAddress {
-            url: url.to_owned(),
-            address,
-            range: range.to_string(),
-        }),
-        None => Ok(()),
-    }
-}
-
 impl Client {
     /// Builds a client for the CA at `url`.
     ///
@@ -214,6 +135,7 @@ impl Client {
             inner: Arc::new(Inner {
                 http,
                 url,
+                audience: None,
                 roots,
                 timeout,
                 forbidden: forbidden.clone(),
@@ -231,9 +153,42 @@ impl Client {
         &self.inner.url
     }
 
-    /// The audience for sign tokens: `<url>/1.0/sign`.
+    /// The same client (sharing its connections) with tokens naming `audience` instead of the
+    /// URL's host, for a CA reached through a proxy or a Service alias whose name is not one of
+    /// step-ca's dnsNames. `audience` is a `host[:port]` or `https://host[:port]`; see
+    /// [`parse_audience_authority`].
+    pub fn with_audience(&self, audience: &str) -> Result<Client> {
+        let audience = parse_audience_authority(audience)?;
+        let inner = &self.inner;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                url: inner.url.clone(),
+                audience: Some(audience),
+                roots: inner.roots.clone(),
+                timeout: inner.timeout,
+                forbidden: inner.forbidden.clone(),
+            }),
+        })
+    }
+
+    /// `https://<host[:port]>` that token audiences start with: the audience override, else the
+    /// URL.
+    pub fn audience_base(&self) -> String {
+        match &self.inner.audience {
+            Some(authority) => format!("https://{authority}"),
+            None => self.inner.url.clone(),
+        }
+    }
+
+    /// The audience for sign tokens: `<audience base>/1.0/sign`.
     pub fn audience_sign(&self) -> String {
-        format!("{}/1.0/sign", self.inner.url)
+        format!("{}/1.0/sign", self.audience_base())
+    }
+
+    /// The audience for revoke tokens: `<audience base>/1.0/revoke`.
+    pub fn audience_revoke(&self) -> String {
+        format!("{}/1.0/revoke", self.audience_base())
     }
 
     /// `GET /health`; Ok when the CA answers 2xx with `{"status":"ok"}` (or no status).
@@ -316,6 +271,7 @@ impl Client {
                     "/1.0/provisioners",
                     ACTION_PROVISIONERS,
                     MAX_PROVISIONERS_PAGE_BYTES,
+                    None,
                 )
                 .await?;
             listed += page.provisioners.len();
@@ -329,6 +285,7 @@ impl Client {
                     type_: p.type_,
                     key: p.key,
                     encrypted_key: p.encrypted_key.filter(|k| !k.is_empty()),
+                    claims: p.claims.as_ref().and_then(ProvisionerClaims::from_json),
                 };
                 if keep(&info) {
                     kept.push(info);
@@ -381,12 +338,24 @@ impl Client {
 
     /// `POST /1.0/sign`.
     pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse> {
+        self.sign_with_request_id(request, None).await
+    }
+
+    /// `POST /1.0/sign` with `request_id` as `X-Request-Id` (e.g. the CertificateRequest's
+    /// UID), so that step-ca's log line and ours can be matched; a random one without it.
+    pub async fn sign_with_request_id(
+        &self,
+        request: &SignRequest,
+        request_id: Option<&str>,
+    ) -> Result<SignResponse> {
         let url = self.endpoint("/1.0/sign")?;
         let raw: RawSignResponse = self
-            .send_json(
+            .send_json_limited(
                 self.inner.http.post(url).json(request),
                 "/1.0/sign",
                 ACTION_SIGN,
+                MAX_BODY_BYTES,
+                request_id,
             )
             .await?;
         Ok(raw.into())
@@ -420,7 +389,7 @@ impl Client {
         Ok(raw.into())
     }
 
-    fn endpoint(&self, path: &str) -> Result<url::Url> {
+    pub(super) fn endpoint(&self, path: &str) -> Result<url::Url> {
         url::Url::parse(&format!("{}{path}", self.inner.url)).map_err(|e| Error::InvalidUrl {
             url: self.inner.url.clone(),
             detail: e.to_string(),
@@ -439,20 +408,23 @@ impl Client {
         path: &str,
         action: &'static str,
     ) -> Result<T> {
-        self.send_json_limited(request, path, action, MAX_BODY_BYTES)
+        self.send_json_limited(request, path, action, MAX_BODY_BYTES, None)
             .await
     }
 
     /// Sends a request, maps transport and status errors, and decodes a JSON 2xx body of at most
-    /// `limit` bytes. `path` is the route template, used for logs only.
-    async fn send_json_limited<T: DeserializeOwned>(
+    /// `limit` bytes. `path` is the route template, used for logs only. `request_id` becomes
+    /// `X-Request-Id` when it is a plain token (a random one otherwise).
+    pub(super) async fn send_json_limited<T: DeserializeOwned>(
         &self,
         request: reqwest::RequestBuilder,
         path: &str,
         action: &'static str,
         limit: usize,
+        request_id: Option<&str>,
     ) -> Result<T> {
-        let request_id = hex::encode(rand::random::<[u8; 16]>());
+        let request_id = usable_request_id(request_id)
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
         let started = Instant::now();
         let result = request.header("X-Request-Id", &request_id).send().await;
         let response = match result {
@@ -551,6 +523,19 @@ impl Client {
             }
         }
     }
+}
+
+/// Longest caller-given request id sent; a Kubernetes UID is 36 characters.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The caller's request id when it can go in a header and a log line as is: printable ASCII
+/// without spaces, at most [`MAX_REQUEST_ID_LEN`]. An unusable one is replaced rather than
+/// failing the request over a log aid.
+fn usable_request_id(id: Option<&str>) -> Option<String> {
+    id.filter(|id| {
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+    })
+    .map(str::to_owned)
 }
 
 /// The resolver's refusal, if that is what failed the request.

@@ -185,6 +185,41 @@ pub enum Error {
         "failed to load the client identity for renewal: {detail}; the identity must be a PEM private key plus its PEM certificate chain"
     )]
     InvalidIdentity { detail: String },
+
+    /// The provisioner key given in a Secret is in no form this client reads. `detail` names
+    /// the form seen and the fix, never the material.
+    #[error("the provisioner key Secret cannot be used: {detail}")]
+    InvalidKeyMaterial { detail: String },
+
+    /// The key given in a Secret is not a key step-ca lists for the provisioner: tokens signed
+    /// with it would be refused (401) at every sign.
+    #[error(
+        "the provisioner key from the Secret (kid {kid:?}) is not the key of provisioner {name:?} on step-ca, which lists {}; store the private key of that provisioner, or name the provisioner this key belongs to",
+        listed_kids(listed)
+    )]
+    ProvisionerKeyMismatch {
+        name: String,
+        kid: String,
+        listed: Vec<String>,
+    },
+
+    /// A certificate serial number that is not one.
+    #[error("invalid certificate serial number: {detail}")]
+    InvalidSerial { detail: String },
+
+    /// The token audience override is not a host or host:port.
+    #[error(
+        "invalid token audience {value:?}: {detail}; give a host[:port] that is one of step-ca's dnsNames, e.g. step-ca.step.svc:9000, or https://step-ca.example.com"
+    )]
+    InvalidAudience { value: String, detail: String },
+}
+
+fn listed_kids(kids: &[String]) -> String {
+    match kids {
+        [] => "no key id".to_owned(),
+        [one] => format!("kid {one:?}"),
+        many => format!("kids {many:?}"),
+    }
 }
 
 /// Adds a hint for the statuses where the generic step-ca message hides the real reason.
@@ -244,6 +279,10 @@ impl Error {
             Error::KidMismatch { .. } => "KidMismatch",
             Error::Token { .. } => "TokenFailed",
             Error::InvalidIdentity { .. } => "InvalidClientIdentity",
+            Error::InvalidKeyMaterial { .. } => "InvalidProvisionerKey",
+            Error::ProvisionerKeyMismatch { .. } => "ProvisionerKeyMismatch",
+            Error::InvalidAudience { .. } => "InvalidAudience",
+            Error::InvalidSerial { .. } => "InvalidSerial",
         }
     }
 
@@ -269,6 +308,18 @@ impl Error {
             Error::Status { status, .. } => Some(*status),
             _ => None,
         }
+    }
+
+    /// Whether step-ca answered 501: the CA has no database, so it cannot revoke (or store)
+    /// certificates. Not retryable: the CA's configuration must change.
+    pub fn is_not_implemented(&self) -> bool {
+        matches!(self, Error::Status { status: 501, .. })
+    }
+
+    /// Whether step-ca refused a revocation because the certificate is already revoked (400
+    /// "certificate with serial number '…' is already revoked"): the goal is reached.
+    pub fn is_already_revoked(&self) -> bool {
+        matches!(self, Error::Status { status: 400, message, .. } if message.contains("is already revoked"))
     }
 
     /// Fills in the provisioner name on errors produced where it was not known.
@@ -317,6 +368,9 @@ impl Error {
             ),
             Error::InvalidEncryptedKey { .. } => "failed to decrypt the provisioner key: the encryptedKey from step-ca is not a JWE step-operator accepts (PBES2-HS256+A128KW, A128GCM or A256GCM, at most 1,000,000 iterations)".to_owned(),
             Error::UnsupportedKey { .. } => "failed to load the provisioner key: unsupported key; use an EC P-256/P-384/P-521, Ed25519 or RSA (2048 to 4096 bit) JWK provisioner".to_owned(),
+            Error::ProvisionerKeyMismatch { name, kid, .. } => format!(
+                "the provisioner key from the Secret (kid {kid:?}) is not the key step-ca lists for provisioner {name:?}; store the private key of that provisioner, or name the provisioner this key belongs to"
+            ),
             other => other.to_string(),
         }
     }

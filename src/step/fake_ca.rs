@@ -9,6 +9,12 @@
 //! `POST /1.0/sign` switches on the CSR text: `FORBIDDEN` → 403, `BOOM` → 500, `HTML` → 502 HTML,
 //! `UNAUTH` → 401; anything else → 201 after verifying the token signature, with a leaf signed
 //! by the fake root when the CSR is real PEM, else the placeholder chain `LEAF`, `INTERMEDIATE`.
+//! A token with a `cnf` must match the CSR's first PEM block (403 otherwise, as step-ca says).
+//!
+//! `POST /1.0/revoke` verifies the token like sign does, requires `sub` = the body's serial,
+//! then answers 200, or 400 "already revoked" for a serial seen before, or the status set with
+//! [`FakeCa::answer_revokes_with`] (501 for a CA without a database). `GET /version` answers
+//! `0.30.2`, or what [`FakeCa::set_version`] says (404 for `None`).
 
 use std::sync::{Arc, Mutex};
 
@@ -54,6 +60,11 @@ struct Shared {
     sign_status: Mutex<Option<u16>>,
     last_sign: Mutex<Option<Value>>,
     verified: Mutex<bool>,
+    /// `None` (the default) answers 0.30.2; `Some(None)` answers 404.
+    version: Mutex<Option<Option<String>>>,
+    revoke_status: Mutex<Option<u16>>,
+    last_revoke: Mutex<Option<Value>>,
+    revoked: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -345,7 +356,8 @@ impl FakeCa {
         let page2 = json!({
             "provisioners": [
                 {"type": "jwk", "name": "admin", "key": public_of(&admin), "encryptedKey": jwe,
-                 "claims": {"maxTLSCertDuration": "2160h"}},
+                 "claims": {"minTLSCertDuration": "5m0s", "maxTLSCertDuration": "2160h",
+                            "defaultTLSCertDuration": "24h0m0s", "disableRenewal": false}},
                 {"type": "JWK", "name": "ed", "key": public_of(&ed)},
             ],
             "nextCursor": "",
@@ -369,16 +381,14 @@ impl FakeCa {
                 "/health",
                 get(|| async { axum::Json(json!({"status": "ok"})) }),
             )
-            .route(
-                "/version",
-                get(|| async { axum::Json(json!({"version": "0.30.2"})) }),
-            )
+            .route("/version", get(version))
             .route("/1.0/roots", get(roots))
             .route("/1.0/federation", get(federation))
             .route("/1.0/provisioners", get(provisioners))
             .route("/1.0/provisioners/{kid}/encrypted-key", get(encrypted_key))
             .route("/1.0/sign", post(sign))
             .route("/1.0/renew", post(renew))
+            .route("/1.0/revoke", post(revoke))
             .layer(middleware::from_fn_with_state(state.clone(), record))
             .with_state(state);
 
@@ -428,6 +438,26 @@ impl FakeCa {
     /// From now on `/1.0/sign` answers `status`.
     pub fn answer_signs_with(&self, status: u16) {
         *self.shared.sign_status.lock().unwrap() = Some(status);
+    }
+
+    /// From now on `/version` answers `version`, or 404 for `None`.
+    pub fn set_version(&self, version: Option<&str>) {
+        *self.shared.version.lock().unwrap() = Some(version.map(str::to_owned));
+    }
+
+    /// From now on `/1.0/revoke` answers `status` (after recording the body).
+    pub fn answer_revokes_with(&self, status: u16) {
+        *self.shared.revoke_status.lock().unwrap() = Some(status);
+    }
+
+    pub fn last_revoke_body(&self) -> Option<Value> {
+        self.shared.last_revoke.lock().unwrap().clone()
+    }
+
+    /// The claims of the token in the latest sign request.
+    pub fn last_sign_claims(&self) -> Option<Value> {
+        let body = self.last_sign_body()?;
+        Some(token_claims(body["ott"].as_str()?))
     }
 
     pub fn last_sign_body(&self) -> Option<Value> {
@@ -541,6 +571,88 @@ fn verify_token(state: &AppState, token: &str) -> bool {
         .is_ok()
 }
 
+/// The claims of a compact JWS, unverified; `Value::Null` when it is not one.
+pub(crate) fn token_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or(Value::Null)
+}
+
+async fn version(State(state): State<AppState>) -> Response {
+    match state.shared.version.lock().unwrap().clone() {
+        None => axum::Json(json!({"version": "0.30.2"})).into_response(),
+        Some(Some(v)) => axum::Json(json!({"version": v})).into_response(),
+        Some(None) => step_error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn revoke(State(state): State<AppState>, body: String) -> Response {
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return step_error(StatusCode::BAD_REQUEST, "error decoding json");
+    };
+    *state.shared.last_revoke.lock().unwrap() = Some(body.clone());
+    if let Some(status) = *state.shared.revoke_status.lock().unwrap() {
+        let status = StatusCode::from_u16(status).unwrap();
+        return step_error(status, "The certificate authority cannot do that.");
+    }
+    let ott = body["ott"].as_str().unwrap_or_default();
+    let claims = token_claims(ott);
+    let serial = body["serial"].as_str().unwrap_or_default().to_owned();
+    if !verify_token(&state, ott)
+        || !claims["aud"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("/1.0/revoke")
+    {
+        return step_error(
+            StatusCode::UNAUTHORIZED,
+            "The request lacked necessary authorization to be completed.",
+        );
+    }
+    if claims["sub"] != json!(serial) || body["passive"] != json!(true) {
+        return step_error(
+            StatusCode::FORBIDDEN,
+            "The request was forbidden by the certificate authority: token subject does not match the serial.",
+        );
+    }
+    let mut revoked = state.shared.revoked.lock().unwrap();
+    if revoked.contains(&serial) {
+        return step_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "The request could not be completed: certificate with serial number '{serial}' is already revoked."
+            ),
+        );
+    }
+    revoked.push(serial);
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// The 403 step-ca gives when the token's `cnf` names another CSR; `None` when it matches or
+/// there is none.
+fn cnf_mismatch(body: &Value) -> Option<Response> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest as _;
+    let claims = token_claims(body["ott"].as_str().unwrap_or_default());
+    let want = claims["cnf"]["x5rt#S256"].as_str()?;
+    let der = pem::parse(body["csr"].as_str().unwrap_or_default())
+        .map(|b| b.into_contents())
+        .unwrap_or_default();
+    let got = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der));
+    (got != want).then(|| {
+        step_error(
+            StatusCode::FORBIDDEN,
+            &format!("The request was forbidden by the certificate authority: certificate request fingerprint does not match \"{want}\"."),
+        )
+    })
+}
+
 async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) -> Response {
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
         return step_error(StatusCode::BAD_REQUEST, "error decoding json");
@@ -549,6 +661,9 @@ async fn sign(State(state): State<AppState>, _headers: HeaderMap, body: String) 
     if let Some(status) = *state.shared.sign_status.lock().unwrap() {
         let status = StatusCode::from_u16(status).unwrap();
         return step_error(status, "The certificate authority is not well today.");
+    }
+    if let Some(refused) = cnf_mismatch(&body) {
+        return refused;
     }
     match body["csr"].as_str().unwrap_or_default() {
         "FORBIDDEN" => step_error(

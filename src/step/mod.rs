@@ -7,10 +7,15 @@
 
 pub mod address_policy;
 pub mod client;
+mod endpoint;
 pub mod error;
+pub mod facts;
 mod jwe;
 mod jws;
+pub mod key_material;
+mod lookup;
 pub mod provisioner;
+pub mod revoke;
 pub mod signer;
 pub mod token;
 mod wire;
@@ -20,10 +25,14 @@ pub(crate) mod fake_ca;
 
 pub use address_policy::{Cidr, ForbiddenRanges};
 pub use client::{Client, ClientIdentity, ProvisionerInfo, SignRequest, SignResponse, VersionInfo};
+pub use endpoint::parse_audience_authority;
 pub use error::{Audience, Error};
+pub use facts::{CaFacts, ProvisionerClaims, supports_token_binding};
+pub use key_material::provisioner_key_from_material;
 pub use provisioner::{ProvisionerKey, decrypt_provisioner_key, trim_password};
-pub use signer::Signer;
-pub use token::{TokenClaims, sans_from_csr_parts, subject_for};
+pub use revoke::{RevocationReason, SerialNumber};
+pub use signer::{SignOptions, Signer};
+pub use token::{TokenClaims, TokenPurpose, csr_fingerprint, sans_from_csr_parts, subject_for};
 
 /// Result of step-ca operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

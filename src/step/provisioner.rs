@@ -19,7 +19,7 @@ use super::jws::JwsSigner;
 use super::{Error, Result};
 
 /// JWK members that hold private key material and are wiped after use.
-const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+pub(crate) const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /// A decrypted provisioner private key, ready to sign one-time tokens. Clones share the key.
 ///
@@ -59,7 +59,8 @@ impl ProvisionerKey {
         Self::from_private_jwk_map(map)
     }
 
-    fn from_private_jwk_map(map: Map<String, Value>) -> Result<Self> {
+    /// As [`Self::from_private_jwk`], from the parsed JSON; the map's private members are wiped.
+    pub(crate) fn from_private_jwk_map(map: Map<String, Value>) -> Result<Self> {
         let guard = WipeOnDrop(map);
         let map = &guard.0;
         let kty = str_member(map, "kty").unwrap_or_default().to_owned();
@@ -125,7 +126,7 @@ impl Drop for WipeOnDrop {
     }
 }
 
-fn wipe_private_members(map: &mut Map<String, Value>) {
+pub(crate) fn wipe_private_members(map: &mut Map<String, Value>) {
     for member in PRIVATE_MEMBERS {
         if let Some(value) = map.get_mut(*member) {
             wipe_value(value);

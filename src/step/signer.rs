@@ -1,19 +1,23 @@
-//! Everything needed to sign certificates for one issuer: the CA client, the decrypted
-//! provisioner key and the CA roots.
+//! Everything needed to sign certificates for one issuer: the CA client, the provisioner key,
+//! the CA roots and what else is known about the CA ([`CaFacts`]).
 //!
 //! Building a [`Signer`] costs a PBKDF2 run (up to ~150 ms) and a few round trips, so the
 //! controller builds it once per (issuer spec, password) and caches it; clones share state.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::client::{Client, ProvisionerInfo, SignRequest, SignResponse};
-use super::provisioner::{ProvisionerKey, decrypt_provisioner_key};
-use super::token::{DEFAULT_TOKEN_LIFETIME, TokenClaims};
+use super::client::{Client, SignRequest, SignResponse};
+use super::facts::{CaFacts, ProvisionerClaims, cert_not_after, supports_token_binding};
+use super::lookup::{check_given_key, claims_by_kid, load_by_kid, load_by_name};
+use super::provisioner::ProvisionerKey;
+use super::revoke::{RevocationReason, SerialNumber};
+use super::token::{DEFAULT_TOKEN_LIFETIME, TokenClaims, TokenPurpose, csr_fingerprint};
 use super::{Error, Result};
 
 const ACTION_ROOTS: &str = "fetch the step-ca roots";
@@ -49,6 +53,10 @@ struct Inner {
     key: ProvisionerKey,
     roots_pem: Vec<String>,
     root_sha256_hex: Option<String>,
+    /// What was learnt at connect; `intermediate_not_after` is kept in the mutex below.
+    facts: CaFacts,
+    /// notAfter of the intermediate in the latest sign answer, updated by every sign.
+    intermediate_not_after: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl fmt::Debug for Signer {
@@ -59,19 +67,57 @@ impl fmt::Debug for Signer {
             .field("kid", &self.inner.key.kid())
             .field("alg", &self.inner.key.alg())
             .field("roots", &self.inner.roots_pem.len())
+            .field("version", &self.inner.facts.version)
             .finish_non_exhaustive()
     }
 }
 
-/// Decrypts off the async runtime: PBKDF2 at 600 000 iterations blocks for ~150 ms.
-async fn decrypt_blocking(
-    jwe: String,
-    password: Arc<Zeroizing<Vec<u8>>>,
-) -> Result<ProvisionerKey> {
-    tokio::task::spawn_blocking(move || decrypt_provisioner_key(&jwe, &password))
+/// Options of one sign request; `Default` is a plain sign.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SignOptions {
+    /// Sent as `X-Request-Id` (the CertificateRequest's UID, say), so that step-ca's log line
+    /// and ours can be matched. A random id without it.
+    pub request_id: Option<String>,
+    /// Start of validity, RFC 3339 or Go duration. Without it step-ca backdates by a minute.
+    pub not_before: Option<String>,
+    /// End of validity, Go duration (`"2160h0m0s"`) or RFC 3339.
+    pub not_after: Option<String>,
+    /// The CSR DER that the token's `cnf` binds; read from the PEM's first block when `None`.
+    pub csr_der: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SignOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignOptions")
+            .field("request_id", &self.request_id)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("csr_der", &self.csr_der.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// The DER of the first PEM block of a CSR, the one step-ca reads; `None` when it is not PEM.
+fn first_csr_der(csr_pem: &str) -> Option<Vec<u8>> {
+    let block = pem::parse(csr_pem).ok()?;
+    block
+        .tag()
+        .ends_with("CERTIFICATE REQUEST")
+        .then(|| block.into_contents())
+}
+
+/// Runs a connect under [`connect_deadline`] of the client's timeout.
+async fn within_deadline(
+    client: &Client,
+    connect: impl std::future::Future<Output = Result<Signer>>,
+) -> Result<Signer> {
+    let deadline = connect_deadline(client.timeout());
+    tokio::time::timeout(deadline, connect)
         .await
-        .map_err(|e| Error::InvalidEncryptedKey {
-            detail: format!("the decryption task failed: {e}"),
+        .map_err(|_| Error::ConnectDeadline {
+            url: client.url().to_owned(),
+            deadline,
+            decrypt_budget: DECRYPT_BUDGET,
         })?
 }
 
@@ -85,7 +131,9 @@ impl Signer {
     ///    decrypts (`ca/provisioner.go loadProvisionerJWKByName`), if there are at most
     ///    [`MAX_SAME_NAME_CANDIDATES`]; with more, the name is ambiguous and `kid` is needed.
     /// 3. Decrypts the key with `password` (used verbatim) and checks its thumbprint.
-    /// 4. `GET /1.0/roots`, keeping the PEMs and the first root's SHA-256 for the `sha` claim.
+    /// 4. `GET /1.0/roots`, keeping the PEMs and the first root's SHA-256 for the `sha` claim,
+    ///    and, for [`Signer::facts`], `GET /version` and (with `kid`) the provisioner's claims
+    ///    from the list; those two may fail without failing the connect.
     ///
     /// With a `kid`, the provisioner name is not checked against the CA here (the
     /// encrypted-key endpoint does not return it); a wrong name shows up as a 401 at sign time,
@@ -110,18 +158,27 @@ impl Signer {
         kid: Option<&str>,
         password: &[u8],
     ) -> Result<Signer> {
-        let deadline = connect_deadline(client.timeout());
-        let url = client.url().to_owned();
-        tokio::time::timeout(
-            deadline,
-            Self::connect_unbounded(client, provisioner_name, kid, password),
-        )
-        .await
-        .map_err(|_| Error::ConnectDeadline {
-            url,
-            deadline,
-            decrypt_budget: DECRYPT_BUDGET,
-        })?
+        let connect = Self::connect_unbounded(client.clone(), provisioner_name, kid, password);
+        within_deadline(&client, connect).await
+    }
+
+    /// Connects with a provisioner key the caller already holds (from a Secret, see
+    /// [`provisioner_key_from_material`](super::provisioner_key_from_material)) instead of
+    /// fetching the encrypted key from the CA, which is never asked for it: `GET /health`, the
+    /// provisioner list (when it can be read, a JWK provisioner called `provisioner_name` must
+    /// hold this public key: [`Error::ProvisionerKeyMismatch`] otherwise), then the roots and
+    /// version as [`Signer::connect`] does. Bounded by [`connect_deadline`].
+    pub async fn connect_with_key(
+        client: Client,
+        provisioner_name: &str,
+        key: ProvisionerKey,
+    ) -> Result<Signer> {
+        let connect = async {
+            client.health().await?;
+            let claims = check_given_key(&client, provisioner_name, &key).await?;
+            Self::assemble(client.clone(), provisioner_name, key, claims).await
+        };
+        within_deadline(&client, connect).await
     }
 
     async fn connect_unbounded(
@@ -133,30 +190,51 @@ impl Signer {
         client.health().await?;
         let password = Arc::new(Zeroizing::new(password.to_vec()));
         let kid = kid.map(str::trim).filter(|k| !k.is_empty());
-        let key = match kid {
-            Some(kid) => load_by_kid(&client, provisioner_name, kid, password).await?,
+        let (key, claims) = match kid {
+            Some(kid) => {
+                let key = load_by_kid(&client, provisioner_name, kid, password).await?;
+                (key, claims_by_kid(&client, provisioner_name, kid).await)
+            }
             None => load_by_name(&client, provisioner_name, password).await?,
         };
+        Self::assemble(client, provisioner_name, key, claims).await
+    }
 
-        let roots_pem = client.roots().await?;
-        if roots_pem.is_empty() {
+    /// The roots (required) and the version (informative), then the signer.
+    async fn assemble(
+        client: Client,
+        provisioner_name: &str,
+        key: ProvisionerKey,
+        claims: Option<ProvisionerClaims>,
+    ) -> Result<Signer> {
+        let (roots, version) = tokio::join!(client.roots(), client.version());
+        let roots_pem = roots?;
+        let root_sha256_hex = roots_pem.first().and_then(|pem| root_fingerprint(pem));
+        if roots_pem.is_empty() || root_sha256_hex.is_none() {
             return Err(Error::Decode {
                 action: ACTION_ROOTS,
-                detail: "the CA returned no root certificates".into(),
+                detail: if roots_pem.is_empty() {
+                    "the CA returned no root certificates".into()
+                } else {
+                    "the first root is not a PEM certificate".into()
+                },
             });
         }
-        let root_sha256_hex = root_fingerprint(&roots_pem[0]);
-        if root_sha256_hex.is_none() {
-            return Err(Error::Decode {
-                action: ACTION_ROOTS,
-                detail: "the first root is not a PEM certificate".into(),
-            });
-        }
+        let version = version.ok().map(|v| v.version);
+        let facts = CaFacts {
+            token_binding: version.as_deref().is_some_and(supports_token_binding),
+            version,
+            claims,
+            roots_not_after: roots_pem.iter().filter_map(|p| cert_not_after(p)).collect(),
+            intermediate_not_after: None,
+        };
         tracing::debug!(
             url = client.url(),
             provisioner = provisioner_name,
             kid = key.kid(),
             alg = key.alg(),
+            version = facts.version.as_deref().unwrap_or("unknown"),
+            token_binding = facts.token_binding,
             "Loaded step-ca provisioner key"
         );
         Ok(Signer {
@@ -166,6 +244,8 @@ impl Signer {
                 key,
                 roots_pem,
                 root_sha256_hex,
+                facts,
+                intermediate_not_after: Mutex::new(None),
             }),
         })
     }
@@ -185,7 +265,11 @@ impl Signer {
         sans: &[String],
         not_after: Option<String>,
     ) -> Result<SignResponse> {
-        self.sign_between(csr_pem, subject, sans, None, not_after)
+        let options = SignOptions {
+            not_after,
+            ..SignOptions::default()
+        };
+        self.sign_with_options(csr_pem, subject, sans, &options)
             .await
     }
 
@@ -200,31 +284,156 @@ impl Signer {
         not_before: Option<String>,
         not_after: Option<String>,
     ) -> Result<SignResponse> {
-        let ott = self.mint_token(subject, sans, DEFAULT_TOKEN_LIFETIME)?;
-        self.inner
-            .client
-            .sign(&SignRequest {
-                csr_pem: csr_pem.to_owned(),
-                ott,
-                not_after,
-                not_before,
-            })
+        let options = SignOptions {
+            not_before,
+            not_after,
+            ..SignOptions::default()
+        };
+        self.sign_with_options(csr_pem, subject, sans, &options)
             .await
     }
 
+    /// Signs a CSR with a fresh token. When the CA checks CSR fingerprints
+    /// ([`CaFacts::token_binding`]), the token is bound to this CSR (`cnf`), so that it cannot
+    /// be redeemed for another one. Remembers the intermediate's notAfter from the answer.
+    pub async fn sign_with_options(
+        &self,
+        csr_pem: &str,
+        subject: &str,
+        sans: &[String],
+        options: &SignOptions,
+    ) -> Result<SignResponse> {
+        let fingerprint = if self.inner.facts.token_binding {
+            let der = options.csr_der.clone().or_else(|| first_csr_der(csr_pem));
+            der.map(|der| csr_fingerprint(&der))
+        } else {
+            None
+        };
+        let ott = self.token(
+            subject,
+            sans,
+            DEFAULT_TOKEN_LIFETIME,
+            fingerprint,
+            TokenPurpose::Sign,
+        )?;
+        let request = SignRequest {
+            csr_pem: csr_pem.to_owned(),
+            ott,
+            not_after: options.not_after.clone(),
+            not_before: options.not_before.clone(),
+        };
+        let response = self
+            .inner
+            .client
+            .sign_with_request_id(&request, options.request_id.as_deref())
+            .await?;
+        self.remember_intermediate(&response);
+        Ok(response)
+    }
+
+    fn remember_intermediate(&self, response: &SignResponse) {
+        let intermediate = response
+            .cert_chain
+            .get(1)
+            .or(Some(&response.ca))
+            .and_then(|pem| cert_not_after(pem));
+        if let Some(not_after) = intermediate {
+            let mut seen = self
+                .inner
+                .intermediate_not_after
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *seen = Some(not_after);
+        }
+    }
+
     /// Mints a sign token for someone else to redeem (pod bootstrap, `step ca certificate`).
+    /// Not bound to a CSR, since the redeemer makes its own; see [`Self::mint_token_for_csr`].
     pub fn mint_token(&self, subject: &str, sans: &[String], lifetime: Duration) -> Result<String> {
+        self.token(subject, sans, lifetime, None, TokenPurpose::Sign)
+    }
+
+    /// [`Self::mint_token`] bound to one CSR (`cnf`), for a redeemer whose CSR is known now.
+    /// Step-ca releases before 0.27.3 ignore the binding.
+    pub fn mint_token_for_csr(
+        &self,
+        subject: &str,
+        sans: &[String],
+        lifetime: Duration,
+        csr_der: &[u8],
+    ) -> Result<String> {
+        let fingerprint = Some(csr_fingerprint(csr_der));
+        self.token(subject, sans, lifetime, fingerprint, TokenPurpose::Sign)
+    }
+
+    fn token(
+        &self,
+        subject: &str,
+        sans: &[String],
+        lifetime: Duration,
+        csr_fingerprint: Option<String>,
+        purpose: TokenPurpose,
+    ) -> Result<String> {
+        let audience = match purpose {
+            TokenPurpose::Sign => self.inner.client.audience_sign(),
+            TokenPurpose::Revoke => self.inner.client.audience_revoke(),
+        };
         self.inner.key.sign_token(
             &TokenClaims {
                 issuer: self.inner.provisioner_name.clone(),
                 subject: subject.to_owned(),
                 sans: sans.to_vec(),
-                audience: self.inner.client.audience_sign(),
+                audience,
                 root_sha256_hex: self.inner.root_sha256_hex.clone(),
                 lifetime,
+                csr_fingerprint,
+                purpose,
             },
             SystemTime::now(),
         )
+    }
+
+    /// Revokes a certificate (passively: step-ca marks it in its database, which blocks renewal
+    /// and feeds the CRL) with a revoke token whose `sub` is the decimal serial. A CA without a
+    /// database answers 501 ([`Error::is_not_implemented`]); a certificate revoked before gives
+    /// [`Error::is_already_revoked`], which callers may treat as done.
+    pub async fn revoke(
+        &self,
+        serial: &SerialNumber,
+        reason: RevocationReason,
+        reason_text: &str,
+        request_id: Option<&str>,
+    ) -> Result<()> {
+        let decimal = serial.to_decimal()?;
+        let ott = self.token(
+            &decimal,
+            &[],
+            DEFAULT_TOKEN_LIFETIME,
+            None,
+            TokenPurpose::Revoke,
+        )?;
+        self.inner
+            .client
+            .revoke(&decimal, &ott, reason.code(), reason_text, request_id)
+            .await
+    }
+
+    /// What is known about the CA: version, token binding, the provisioner's claims, and the
+    /// notAfter of the roots and of the intermediate that issued the latest certificate.
+    pub fn facts(&self) -> CaFacts {
+        CaFacts {
+            intermediate_not_after: self.intermediate_not_after(),
+            ..self.inner.facts.clone()
+        }
+    }
+
+    /// notAfter of the intermediate in the latest sign answer; `None` before the first sign.
+    pub fn intermediate_not_after(&self) -> Option<DateTime<Utc>> {
+        *self
+            .inner
+            .intermediate_not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The CA roots as PEM, as returned by `/roots`.
@@ -278,131 +487,6 @@ impl Signer {
 pub fn root_fingerprint(pem_text: &str) -> Option<String> {
     let block = pem::parse(pem_text).ok()?;
     (block.tag() == "CERTIFICATE").then(|| hex::encode(Sha256::digest(block.contents())))
-}
-
-async fn load_by_kid(
-    client: &Client,
-    name: &str,
-    kid: &str,
-    password: Arc<Zeroizing<Vec<u8>>>,
-) -> Result<ProvisionerKey> {
-    let jwe = match client.encrypted_key(kid).await {
-        Ok(jwe) => jwe,
-        Err(e) if e.http_status() == Some(404) => {
-            return Err(diagnose_missing_kid(client, name, kid).await);
-        }
-        Err(e) => return Err(e),
-    };
-    let key = decrypt_blocking(jwe, password)
-        .await
-        .map_err(|e| e.for_provisioner(name))?;
-    if key.kid() != kid {
-        return Err(Error::KidMismatch {
-            expected: kid.to_owned(),
-            actual: key.kid().to_owned(),
-        });
-    }
-    Ok(key)
-}
-
-/// The encrypted-key endpoint only says 404; the list tells which of name, kid, type or the
-/// missing encryptedKey is wrong.
-async fn diagnose_missing_kid(client: &Client, name: &str, kid: &str) -> Error {
-    let not_found = || Error::ProvisionerNotFound {
-        name: name.to_owned(),
-        kid: Some(kid.to_owned()),
-    };
-    let list = match client
-        .find_provisioners(|p| p.kid.as_deref() == Some(kid) && p.name == name, 1)
-        .await
-    {
-        Ok(list) => list,
-        Err(_) => return not_found(),
-    };
-    match list
-        .iter()
-        .find(|p| p.kid.as_deref() == Some(kid) && p.name == name)
-    {
-        Some(p) if !p.is_jwk() => Error::NotJwkProvisioner {
-            name: name.to_owned(),
-            actual_type: p.type_.clone(),
-        },
-        Some(p) if p.encrypted_key.is_none() => Error::NoEncryptedKey {
-            name: p.name.clone(),
-        },
-        _ => not_found(),
-    }
-}
-
-async fn load_by_name(
-    client: &Client,
-    name: &str,
-    password: Arc<Zeroizing<Vec<u8>>>,
-) -> Result<ProvisionerKey> {
-    let named = client
-        .find_provisioners(|p| p.name == name, MAX_SAME_NAME_CANDIDATES)
-        .await?;
-    if named.len() > MAX_SAME_NAME_CANDIDATES {
-        return Err(Error::AmbiguousProvisioner {
-            name: name.to_owned(),
-            limit: MAX_SAME_NAME_CANDIDATES,
-        });
-    }
-    if named.is_empty() {
-        return Err(Error::ProvisionerNotFound {
-            name: name.to_owned(),
-            kid: None,
-        });
-    }
-    let jwk: Vec<&ProvisionerInfo> = named.iter().filter(|p| p.is_jwk()).collect();
-    if jwk.is_empty() {
-        return Err(Error::NotJwkProvisioner {
-            name: name.to_owned(),
-            actual_type: named[0].type_.clone(),
-        });
-    }
-    let candidates: Vec<(&ProvisionerInfo, &String)> = jwk
-        .iter()
-        .filter_map(|p| p.encrypted_key.as_ref().map(|k| (*p, k)))
-        .collect();
-    if candidates.is_empty() {
-        return Err(Error::NoEncryptedKey {
-            name: name.to_owned(),
-        });
-    }
-    let mut first_error: Option<Error> = None;
-    for (info, jwe) in candidates {
-        match decrypt_blocking(jwe.clone(), password.clone()).await {
-            Ok(key) => {
-                if let Some(expected) = &info.kid
-                    && expected != key.kid()
-                {
-                    first_error.get_or_insert(Error::KidMismatch {
-                        expected: expected.clone(),
-                        actual: key.kid().to_owned(),
-                    });
-                    continue;
-                }
-                return Ok(key);
-            }
-            Err(e) => {
-                // Report a wrong password in preference to a structural problem of another key.
-                let replace = match &first_error {
-                    None => true,
-                    Some(Error::WrongPassword { .. }) => false,
-                    Some(_) => matches!(e, Error::WrongPassword { .. }),
-                };
-                if replace {
-                    first_error = Some(e);
-                }
-            }
-        }
-    }
-    Err(first_error
-        .unwrap_or_else(|| Error::NoEncryptedKey {
-            name: name.to_owned(),
-        })
-        .for_provisioner(name))
 }
 
 #[cfg(test)]
@@ -556,10 +640,13 @@ mod tests {
             reqs.iter().any(|r| r.contains("/encrypted-key")),
             "{reqs:?}"
         );
-        assert!(
-            !reqs.iter().any(|r| r.starts_with("GET /1.0/provisioners?")),
-            "no listing needed: {reqs:?}"
-        );
+        // The list is read for the provisioner's claims only, up to the page that has it.
+        let listing: Vec<&String> = reqs
+            .iter()
+            .filter(|r| r.starts_with("GET /1.0/provisioners?"))
+            .collect();
+        assert_eq!(listing.len(), 2, "{reqs:?}");
+        assert!(signer.facts().claims.is_some());
     }
 
     #[tokio::test]
@@ -764,3 +851,7 @@ mod tests {
         println!("{MAX_SAME_NAME_CANDIDATES} decryptions at p2c=1e6 took {took:?}");
     }
 }
+
+#[cfg(test)]
+#[path = "signer_tests.rs"]
+mod more_tests;

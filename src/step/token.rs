@@ -1,6 +1,6 @@
 //! One-time tokens (OTT) for the JWK provisioner, built exactly like `step` builds them
 //! (protocol doc §4): a compact JWS with header `{"alg","kid","typ":"JWT"}` and claims
-//! `iss, sub, aud, sans, jti, iat, nbf, exp[, sha]`.
+//! `iss, sub, aud, sans, jti, iat, nbf, exp[, sha][, cnf]`; a revoke token has no `sans`.
 //!
 //! The JWS is assembled by hand, not with a JWT library, so that the claim set is exact and the
 //! NumericDates are whole seconds.
@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
 use super::provisioner::ProvisionerKey;
 use super::{Error, Result};
@@ -34,6 +35,28 @@ pub struct TokenClaims {
     pub root_sha256_hex: Option<String>,
     /// `exp - iat`.
     pub lifetime: Duration,
+    /// The `cnf` `x5rt#S256` confirmation, see [`csr_fingerprint`]: the token then signs only
+    /// that CSR (step-ca >= 0.27.3 checks it; older ones ignore it). `None` leaves it unbound.
+    pub csr_fingerprint: Option<String>,
+    /// What the token authorises; a revoke token carries neither `sans` nor `cnf`.
+    pub purpose: TokenPurpose,
+}
+
+/// What a one-time token is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// `POST /1.0/sign`: `sub` and `sans` name the certificate.
+    #[default]
+    Sign,
+    /// `POST /1.0/revoke`: `sub` is the decimal serial, and there are no `sans`, as
+    /// `step ca token --revoke` makes it.
+    Revoke,
+}
+
+/// base64url (no padding) of SHA-256 over the CSR DER: the value step-ca compares with the
+/// token's `cnf` `x5rt#S256`.
+pub fn csr_fingerprint(csr_der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(csr_der))
 }
 
 impl fmt::Debug for TokenClaims {
@@ -45,6 +68,8 @@ impl fmt::Debug for TokenClaims {
             .field("sans", &self.sans)
             .field("audience", &self.audience)
             .field("lifetime", &self.lifetime)
+            .field("csr_fingerprint", &self.csr_fingerprint)
+            .field("purpose", &self.purpose)
             .finish_non_exhaustive()
     }
 }
@@ -89,13 +114,18 @@ impl ProvisionerKey {
         payload.insert("iss".into(), Value::String(claims.issuer.clone()));
         payload.insert("sub".into(), Value::String(claims.subject.clone()));
         payload.insert("aud".into(), Value::String(claims.audience.clone()));
-        payload.insert("sans".into(), json!(sans));
+        if claims.purpose == TokenPurpose::Sign {
+            payload.insert("sans".into(), json!(sans));
+        }
         payload.insert("jti".into(), Value::String(jti));
         payload.insert("iat".into(), json!(iat));
         payload.insert("nbf".into(), json!(iat));
         payload.insert("exp".into(), json!(exp));
         if let Some(sha) = &claims.root_sha256_hex {
             payload.insert("sha".into(), Value::String(sha.to_ascii_lowercase()));
+        }
+        if let (Some(fingerprint), TokenPurpose::Sign) = (&claims.csr_fingerprint, claims.purpose) {
+            payload.insert("cnf".into(), json!({"x5rt#S256": fingerprint}));
         }
 
         let header = serde_json::to_vec(&header).map_err(|e| token_error(e.to_string()))?;
@@ -174,6 +204,8 @@ mod tests {
             audience: "https://ca.example:9000/1.0/sign".into(),
             root_sha256_hex: Some("ABCDEF0123".into()),
             lifetime: Duration::from_secs(300),
+            csr_fingerprint: None,
+            purpose: TokenPurpose::Sign,
         }
     }
 
@@ -319,6 +351,53 @@ mod tests {
         .unwrap();
         assert!(!payload.contains_key("sha"));
         assert_eq!(payload["sans"], json!(["web.default.svc"]));
+    }
+
+    fn payload_of(token: &str) -> Map<String, Value> {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bound_token_carries_the_csr_fingerprint() {
+        let (key, _) = key(KeyKind::P256);
+        let der = b"not really DER, but any bytes hash";
+        let fingerprint = csr_fingerprint(der);
+        // SHA-256 is 32 bytes: 43 base64url characters without padding.
+        assert_eq!(fingerprint.len(), 43);
+        assert!(!fingerprint.contains(['=', '+', '/']));
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(&fingerprint).unwrap(),
+            Sha256::digest(der).to_vec()
+        );
+        let mut c = claims();
+        c.csr_fingerprint = Some(fingerprint.clone());
+        let payload = payload_of(&key.sign_token(&c, SystemTime::now()).unwrap());
+        assert_eq!(payload["cnf"], json!({"x5rt#S256": fingerprint}));
+        // Without one, no cnf at all.
+        let payload = payload_of(&key.sign_token(&claims(), SystemTime::now()).unwrap());
+        assert!(!payload.contains_key("cnf"));
+    }
+
+    #[test]
+    fn a_revoke_token_has_neither_sans_nor_cnf() {
+        let (key, _) = key(KeyKind::Ed25519);
+        let mut c = claims();
+        c.purpose = TokenPurpose::Revoke;
+        c.subject = "340282366920938463463374607431768211455".into();
+        c.audience = "https://ca.example:9000/1.0/revoke".into();
+        c.csr_fingerprint = Some("ignored".into());
+        let payload = payload_of(&key.sign_token(&c, SystemTime::now()).unwrap());
+        let names: BTreeSet<&str> = payload.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(["aud", "exp", "iat", "iss", "jti", "nbf", "sha", "sub"])
+        );
+        assert_eq!(payload["sub"], "340282366920938463463374607431768211455");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::facts::ProvisionerClaims;
+
 /// A JWK (or other) provisioner as listed by `GET /provisioners`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProvisionerInfo {
@@ -19,6 +21,9 @@ pub struct ProvisionerInfo {
     pub key: Value,
     /// The compact JWE of the private key, when the CA stores it.
     pub encrypted_key: Option<String>,
+    /// The provisioner's own `claims`, when it has any. `None` is not "no limits": the
+    /// authority-level claims, which the list does not show, or step-ca's defaults apply.
+    pub claims: Option<ProvisionerClaims>,
 }
 
 impl ProvisionerInfo {
@@ -140,4 +145,6 @@ pub(super) struct RawProvisioner {
     pub key: Value,
     #[serde(default, rename = "encryptedKey")]
     pub encrypted_key: Option<String>,
+    #[serde(default)]
+    pub claims: Option<Value>,
 }
