@@ -302,7 +302,7 @@ async fn connect(
     )?;
     if let Some(host) = &valid.audience_host {
         client = client
-            .with_audience_host(host)
+            .with_audience(host)
             .map_err(|e| IssuerError::InvalidSpec(format!("spec.audienceHost: {e}")))?;
     }
     let Some((source, material)) = key else {

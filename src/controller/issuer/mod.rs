@@ -7,6 +7,7 @@
 //! it still carries).
 
 mod check;
+mod facts;
 mod ready;
 mod reconcile;
 pub mod trust_bundle;
@@ -46,6 +47,7 @@ impl IssuerCtx {
         tracing::info!(issuer = %key, "Issuer deleted; dropped its signer and provisioner key");
         self.ctx.issuers.signers.remove(key);
         self.ready.set(&self.ctx, key, None);
+        facts::forget_expiry(&self.ctx, key);
     }
 }
 

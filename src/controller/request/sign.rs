@@ -146,15 +146,14 @@ pub async fn sign_with<K: IssuerObject>(
     let granted = lifetime(issuer, &signer, input.duration)?;
     let started = Instant::now();
     let request_id = cr.uid().unwrap_or_default();
+    let options = step::SignOptions {
+        request_id: Some(request_id.clone()),
+        not_before: None,
+        not_after: granted.not_after.for_step_ca(),
+        csr_der: Some(input.csr.der.clone()),
+    };
     let result = signer
-        .sign_with(&step::SignOptions {
-            csr_pem: &input.csr.pem,
-            subject: &input.subject,
-            sans: &input.sans,
-            not_before: None,
-            not_after: granted.not_after.for_step_ca(),
-            request_id: Some(&request_id),
-        })
+        .sign_with_options(&input.csr.pem, &input.subject, &input.sans, &options)
         .await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());

@@ -1,0 +1,423 @@
+//! Issuance you can trust, against the real step-ca and cert-manager's Certificate flow: the
+//! templates of docs/templates give exactly what a Certificate asks for (a CA included); with
+//! step-ca's default template, what is weaker fails and what is dropped is told; durations are
+//! capped by `spec.maxDuration` and checked against the provisioner's claims before step-ca is
+//! asked; a provisioner key can come from a Secret; failures carry the X-Request-Id; the issuer's
+//! status shows the CA's facts, refreshed at once by the recheck annotation.
+//!
+//! The e2e step-ca has the provisioners `e2e-fidelity` (leaf template, claims 1m..48h),
+//! `e2e-ca` (CA template) and `e2e-nokey` (no encryptedKey; its JWE is `$STEP_NOKEY_JWE`); see
+//! `add_fidelity_provisioners` in e2e/cluster.sh.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use e2e::fixtures::*;
+use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller};
+use e2e::{Env, TestNamespace, dump, wait_for};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use step_operator::pki;
+use x509_parser::prelude::*;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    env: Env,
+    client: Client,
+    log: String,
+}
+
+async fn setup() -> Result<Setup> {
+    let env = Env::load()?;
+    let client = env.client().await?;
+    ensure_namespace(&client, CLUSTER_RESOURCE_NAMESPACE).await?;
+    let log = shared_controller(&env)?.to_string();
+    Ok(Setup { env, client, log })
+}
+
+/// A Verified StepClusterIssuer for the provisioner `provisioner` (found by name), with `extra`
+/// merged into its spec.
+async fn issuer(s: &Setup, prefix: &str, provisioner: &str, extra: Value) -> Result<String> {
+    let provisioner = provisioner.to_string();
+    let obj = verified_cluster_issuer_with(&s.env, &s.client, prefix, &s.log, |spec| {
+        spec["provisioner"]["name"] = json!(provisioner);
+        if let Some(p) = spec["provisioner"].as_object_mut() {
+            p.remove("kid");
+        }
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+    })
+    .await?;
+    Ok(obj.name_any())
+}
+
+fn certificate(name: &str, issuer: &str, spec: Value) -> Result<DynamicObject> {
+    let mut full = json!({
+        "secretName": format!("{name}-tls"),
+        "issuerRef": {"group": "certmanager.step.sm", "kind": "StepClusterIssuer", "name": issuer},
+    });
+    if let (Some(full), Some(spec)) = (full.as_object_mut(), spec.as_object()) {
+        full.extend(spec.clone());
+    }
+    object(json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": {"name": name}, "spec": full}))
+}
+
+/// The CertificateRequest cert-manager made for Certificate `name`, once our Ready condition has
+/// `status`.
+async fn request_of(s: &Setup, ns: &str, name: &str, status: &str) -> Result<DynamicObject> {
+    let requests = namespaced(&s.client, ns, &certificate_requests());
+    let certs = namespaced(&s.client, ns, &certificates());
+    wait_for(
+        &format!("the CertificateRequest of Certificate {ns}/{name} to have Ready={status}"),
+        TIMEOUT,
+        async || {
+            let list = requests.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|r| {
+                r.annotations().get("cert-manager.io/certificate-name").map(String::as_str)
+                    == Some(name)
+                    && condition(r, "Ready").is_some_and(|c| c["status"] == status)
+            }))
+        },
+        async || {
+            let c = certs.get_opt(name).await.ok().flatten();
+            let r = requests.list(&ListParams::default()).await.map(|l| l.items).ok();
+            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(20).collect();
+            format!("certificate: {}\nrequests: {}\nlog (newest first):\n{}", dump(&c), dump(&r), tail.join("\n"))
+        },
+    )
+    .await
+}
+
+fn ready_message(obj: &DynamicObject) -> String {
+    condition(obj, "Ready")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn issued_pem(cr: &DynamicObject) -> Result<String> {
+    use base64::Engine as _;
+    let b64 = cr.data["status"]["certificate"]
+        .as_str()
+        .with_context(|| format!("no certificate: {}", dump(cr)))?;
+    Ok(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64)?)?)
+}
+
+fn first_der(pem_text: &str) -> Result<Vec<u8>> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("no PEM certificate: {e}"))?;
+    Ok(block.contents)
+}
+
+/// The request's CSR as our own parser reads it.
+fn csr_of(cr: &DynamicObject) -> Result<pki::csr::Csr> {
+    use base64::Engine as _;
+    let b64 = cr.data["spec"]["request"].as_str().context("no spec.request")?;
+    let pem_bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    pki::csr::parse_csr(&pem_bytes).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Compares what was issued with what the request asked, with the controller's own rules.
+fn fidelity(cr: &DynamicObject) -> Result<pki::fidelity::Fidelity> {
+    let csr = csr_of(cr)?;
+    let usages: Vec<String> = cr.data["spec"]["usages"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let duration = cr.data["spec"]["duration"]
+        .as_str()
+        .map(step_operator::duration::parse_go_duration)
+        .transpose()?;
+    let der = first_der(&issued_pem(cr)?)?;
+    pki::fidelity::compare(
+        &pki::fidelity::Requested {
+            csr: &csr,
+            usages: &usages,
+            is_ca: cr.data["spec"]["isCA"] == true,
+            duration,
+        },
+        &der,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The Event with `reason` regarding object `name`, once there is one.
+async fn event(s: &Setup, ns: &str, name: &str, reason: &str) -> Result<Event> {
+    let events = Api::<Event>::namespaced(s.client.clone(), ns);
+    wait_for(
+        &format!("a {reason} Event regarding {name}"),
+        Duration::from_secs(20),
+        async || {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            }))
+        },
+        async || {
+            let list = events.list(&ListParams::default()).await.map(|l| l.items).ok();
+            dump(&list)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<()> {
+    let s = setup().await?;
+    let leaf_issuer = issuer(&s, "fidelity", "e2e-fidelity", json!({})).await?;
+    let ca_issuer = issuer(&s, "fidelity-ca", "e2e-ca", json!({})).await?;
+    let ns = TestNamespace::create(&s.client, "fidelity").await?;
+    let certs = namespaced(&s.client, &ns.name, &certificates());
+    let post = PostParams::default();
+
+    let app = format!("app.{}.svc", ns.name);
+    certs
+        .create(&post, &certificate("app", &leaf_issuer, json!({
+            "commonName": app, "dnsNames": [app],
+            "subject": {"organizations": ["Acme"], "organizationalUnits": ["Payments"]},
+            "usages": ["digital signature", "key encipherment", "server auth", "code signing"],
+            "duration": "24h",
+        }))?)
+        .await?;
+    certs
+        .create(&post, &certificate("sub-ca", &ca_issuer, json!({
+            "commonName": format!("Sub CA {}", ns.name), "isCA": true,
+            "usages": ["cert sign", "crl sign", "digital signature"],
+            "privateKey": {"algorithm": "ECDSA", "size": 256},
+        }))?)
+        .await?;
+    let spiffe = format!("spiffe://cluster.local/ns/{}/sa/workload", ns.name);
+    certs
+        .create(&post, &certificate("uri-only", &leaf_issuer, json!({
+            "uris": [spiffe], "privateKey": {"algorithm": "ECDSA", "size": 256},
+        }))?)
+        .await?;
+
+    for name in ["app", "sub-ca", "uri-only"] {
+        let cr = request_of(&s, &ns.name, name, "True").await?;
+        let got = fidelity(&cr)?;
+        assert!(got.is_exact(), "{name}: {got:?}\n{}", dump(&cr));
+        let issued = event(&s, &ns.name, &cr.name_any(), "Issued").await?;
+        assert!(issued.note.is_some(), "{issued:?}");
+    }
+
+    let app_cr = request_of(&s, &ns.name, "app", "True").await?;
+    let der = first_der(&issued_pem(&app_cr)?)?;
+    let (_, cert) = X509Certificate::from_der(&der)?;
+    let subject = cert.subject().to_string();
+    assert!(subject.contains("O=Acme") && subject.contains("OU=Payments"), "{subject}");
+    let eku = cert.extended_key_usage()?.context("no extendedKeyUsage")?.value;
+    assert!(eku.code_signing && eku.server_auth && !eku.client_auth, "{eku:?}");
+
+    let ca_cr = request_of(&s, &ns.name, "sub-ca", "True").await?;
+    let der = first_der(&issued_pem(&ca_cr)?)?;
+    let (_, cert) = X509Certificate::from_der(&der)?;
+    let bc = cert.basic_constraints()?.context("no basicConstraints")?.value;
+    assert!(bc.ca, "an isCA Certificate is a CA: {bc:?}");
+    let ku = cert.key_usage()?.context("no keyUsage")?.value;
+    assert!(ku.key_cert_sign(), "{ku:?}");
+
+    // cert-manager's conformance rule: no CN was asked and the only name is a URI, so the
+    // certificate has no CN (step-ca's default template would put the URI there).
+    let uri_cr = request_of(&s, &ns.name, "uri-only", "True").await?;
+    let der = first_der(&issued_pem(&uri_cr)?)?;
+    let (_, cert) = X509Certificate::from_der(&der)?;
+    assert_eq!(cert.subject().iter_common_name().count(), 0, "{}", cert.subject());
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn fidelity_default_template_fails_what_is_weaker_and_warns_what_is_dropped() -> Result<()> {
+    let s = setup().await?;
+    let default = issuer(&s, "fidelity-default", &s.env.step_provisioner, json!({})).await?;
+    let ns = TestNamespace::create(&s.client, "fidelity-default").await?;
+    let certs = namespaced(&s.client, &ns.name, &certificates());
+    let post = PostParams::default();
+    let name = |n: &str| format!("{n}.{}.svc", ns.name);
+
+    certs
+        .create(&post, &certificate("decorated", &default, json!({
+            "dnsNames": [name("decorated")], "subject": {"organizations": ["Acme"]},
+        }))?)
+        .await?;
+    certs
+        .create(&post, &certificate("signer", &default, json!({
+            "dnsNames": [name("signer")], "usages": ["digital signature", "code signing"],
+        }))?)
+        .await?;
+
+    let decorated = request_of(&s, &ns.name, "decorated", "True").await?;
+    let warning = event(&s, &ns.name, &decorated.name_any(), "IssuedWithChanges").await?;
+    let note = warning.note.clone().unwrap_or_default();
+    for needle in ["Acme", "docs/step-ca-templates.md"] {
+        assert!(note.contains(needle), "{needle:?} in {warning:?}");
+    }
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+
+    let refused = request_of(&s, &ns.name, "signer", "False").await?;
+    let message = ready_message(&refused);
+    for needle in ["does not give what was requested", "codeSigning", "docs/step-ca-templates.md"] {
+        assert!(message.contains(needle), "{needle:?} in {}", dump(&refused));
+    }
+    assert!(refused.data["status"]["certificate"].is_null(), "{}", dump(&refused));
+    assert!(refused.data["status"]["failureTime"].is_string(), "{}", dump(&refused));
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()> {
+    let s = setup().await?;
+    let capped = issuer(&s, "fidelity-cap", "e2e-fidelity", json!({"maxDuration": "2h"})).await?;
+    let limited = issuer(&s, "fidelity-claims", "e2e-fidelity", json!({})).await?;
+    let ns = TestNamespace::create(&s.client, "fidelity-duration").await?;
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    let post = PostParams::default();
+
+    let mut long = certificate_request(
+        "long",
+        &csr(&format!("long.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&capped),
+    )?;
+    long.data["spec"]["duration"] = json!("24h");
+    requests.create(&post, &long).await?;
+    let issued = wait_ready_condition(&requests, "long", "True", Some("Issued"), TIMEOUT, &s.log).await?;
+    let lifetime = leaf(&issued_pem(&issued)?)?.lifetime();
+    // step-ca backdates notBefore by a minute.
+    assert!(
+        lifetime <= Duration::from_secs(2 * 3600 + 90),
+        "capped to 2h: {lifetime:?}"
+    );
+    let told = event(&s, &ns.name, "long", "IssuedWithChanges").await?;
+    assert!(told.note.as_deref().is_some_and(|n| n.contains("spec.maxDuration 2h")), "{told:?}");
+
+    let mut too_long = certificate_request(
+        "too-long",
+        &csr(&format!("too-long.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&limited),
+    )?;
+    too_long.data["spec"]["duration"] = json!("100h");
+    requests.create(&post, &too_long).await?;
+    let failed = wait_ready_condition(&requests, "too-long", "False", Some("Failed"), TIMEOUT, &s.log).await?;
+    let message = ready_message(&failed);
+    for needle in ["100h", "maxTLSCertDuration 48h", "spec.maxDuration"] {
+        assert!(message.contains(needle), "{needle:?} in {}", dump(&failed));
+    }
+    // Our words, not step-ca's: the CA was never asked.
+    assert!(!message.contains("X-Request-Id"), "{message}");
+
+    // The issuer shows what it learned of the CA; the recheck annotation refreshes it at once,
+    // with the intermediate seen by the signing above.
+    let issuers = cluster(&s.client, &step_cluster_issuers());
+    let patch = json!({"metadata": {"annotations": {"certmanager.step.sm/recheck": "1"}}});
+    issuers.patch(&capped, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let rechecked = wait_for(
+        "the recheck to be recorded in the issuer's status",
+        TIMEOUT,
+        async || {
+            let obj = issuers.get(&capped).await?;
+            Ok((obj.data["status"]["lastRecheck"] == "1").then_some(obj))
+        },
+        async || dump(&issuers.get_opt(&capped).await.ok().flatten()),
+    )
+    .await?;
+    let ca = &rechecked.data["status"]["ca"];
+    assert_eq!(ca["version"], "0.30.2", "{}", dump(&rechecked));
+    assert_eq!(ca["tokensBoundToCsr"], true, "{}", dump(&rechecked));
+    assert_eq!(ca["provisionerClaims"]["maxDuration"], "48h", "{}", dump(&rechecked));
+    assert!(ca["rootNotAfter"].is_string(), "{}", dump(&rechecked));
+    assert!(ca["intermediateNotAfter"].is_string(), "{}", dump(&rechecked));
+    event(&s, "default", &capped, "Verified").await.ok();
+    issuers.delete(&capped, &Default::default()).await?;
+    issuers.delete(&limited, &Default::default()).await?;
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn fidelity_failures_carry_the_request_id_step_ca_logged() -> Result<()> {
+    let s = setup().await?;
+    let default = issuer(&s, "fidelity-rid", &s.env.step_provisioner, json!({})).await?;
+    let ns = TestNamespace::create(&s.client, "fidelity-rid").await?;
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    // The e2e CA's global claims allow at most 2160h; those are not visible to clients, so
+    // step-ca itself refuses.
+    let mut cr = certificate_request(
+        "over",
+        &csr(&format!("over.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&default),
+    )?;
+    cr.data["spec"]["duration"] = json!("3000h");
+    let created = requests.create(&PostParams::default(), &cr).await?;
+    let uid = created.uid().context("no uid")?;
+    let failed = wait_ready_condition(&requests, "over", "False", Some("Failed"), TIMEOUT, &s.log).await?;
+    let message = ready_message(&failed);
+    assert!(message.contains(&format!("X-Request-Id {uid}")), "{}", dump(&failed));
+    let ca_log = std::fs::read_to_string(s.env.state.join("step-ca.log"))?;
+    assert!(ca_log.contains(&uid), "step-ca logged the request id {uid}");
+    ns.delete().await
+}
+
+#[tokio::test]
+async fn fidelity_provisioner_key_from_a_secret() -> Result<()> {
+    use base64::Engine as _;
+    let s = setup().await?;
+    let path = std::env::var("STEP_NOKEY_JWE").context("STEP_NOKEY_JWE is not set: run under `make test`")?;
+    let jwe = std::fs::read_to_string(path)?;
+    let secrets = Api::<Secret>::namespaced(s.client.clone(), CLUSTER_RESOURCE_NAMESPACE);
+    let ns = TestNamespace::create(&s.client, "fidelity-key").await?;
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    let issuers = cluster(&s.client, &step_cluster_issuers());
+    let key_secret = async |form: &str, material: &str| -> Result<String> {
+        let name = format!("nokey-{form}-{}", e2e::random_suffix());
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name}, "stringData": {"jwk": material},
+        }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+        Ok(name)
+    };
+    let with_key = |secret: String| {
+        move |spec: &mut Value| {
+            spec["provisioner"]["name"] = json!("e2e-nokey");
+            if let Some(p) = spec["provisioner"].as_object_mut() {
+                p.remove("kid");
+            }
+            spec["provisioner"]["keyRef"] = json!({"name": secret, "key": "jwk"});
+        }
+    };
+
+    // The JSON JWE `step crypto jwk create` writes, and the same base64-wrapped: the CA has no
+    // encryptedKey for this provisioner, so only the Secret's key can sign.
+    let wrapped = base64::engine::general_purpose::STANDARD.encode(jwe.trim());
+    for (form, material) in [("json", jwe.as_str()), ("wrapped", wrapped.as_str())] {
+        let secret = key_secret(form, material).await?;
+        let obj = verified_cluster_issuer_with(&s.env, &s.client, &format!("fidelity-key-{form}"), &s.log, with_key(secret)).await?;
+        let issuer = obj.name_any();
+        let cr = certificate_request(form, &csr(&format!("{form}.{}.svc", ns.name))?, step_cluster_issuer_ref(&issuer))?;
+        requests.create(&PostParams::default(), &cr).await?;
+        wait_ready_condition(&requests, form, "True", Some("Issued"), TIMEOUT, &s.log).await?;
+        issuers.delete(&issuer, &Default::default()).await?;
+    }
+
+    // Garbage in the Secret: the issuer is not Ready, with a reason, and never quotes the value.
+    let marker = "NOT-A-KEY-MARKER";
+    let secret = key_secret("garbage", &format!("{{\"kty\": \"EC\", \"junk\": \"{marker}\"}}")).await?;
+    let name = format!("fidelity-key-garbage-{}", e2e::random_suffix());
+    password_secret(&s.client, CLUSTER_RESOURCE_NAMESPACE, &name, "password", &s.env.provisioner_password()?).await?;
+    let mut spec = issuer_spec(&s.env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?;
+    with_key(secret)(&mut spec);
+    apply(&issuers, json!({"apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+        "metadata": {"name": name}, "spec": spec})).await?;
+    let refused = wait_ready_condition(&issuers, &name, "False", Some("InvalidProvisionerKey"), TIMEOUT, &s.log).await?;
+    let message = ready_message(&refused);
+    assert!(message.contains("provisioner key in Secret"), "{}", dump(&refused));
+    assert!(!message.contains(marker), "the Secret's value is never shown: {message}");
+    issuers.delete(&name, &Default::default()).await?;
+    ns.delete().await
+}
