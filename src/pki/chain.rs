@@ -94,7 +94,7 @@ fn parse_certs(input: &[u8], max: usize) -> Result<Vec<CertInfo>> {
         .collect()
 }
 
-fn parse_x509(index: usize, der: &[u8]) -> Result<X509Certificate<'_>> {
+pub(crate) fn parse_x509(index: usize, der: &[u8]) -> Result<X509Certificate<'_>> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| Error::MalformedCertificate {
         index,
         detail: format!("not an X.509 certificate ({e})"),

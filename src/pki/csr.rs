@@ -14,9 +14,10 @@ use x509_parser::oid_registry::{
     OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
 };
 use x509_parser::prelude::FromDer;
-use x509_parser::x509::SubjectPublicKeyInfo;
+use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
 use super::error::CSR_LABEL;
+use super::usage::{ExtKeyUsage, KeyUsages, ext_key_usages};
 use super::{Error, Result};
 
 /// PEM label some older tools (Netscape, MS) write for CSRs.
@@ -78,6 +79,74 @@ pub struct Csr {
     /// Whether the self-signature was verified here. Always `true` except for ECDSA P-521 keys,
     /// which ring cannot verify; step-ca still verifies those itself before signing.
     pub signature_verified: bool,
+    /// Subject attributes other than the common name (O, OU, C, ...), in CSR order.
+    pub subject_attributes: Vec<SubjectAttribute>,
+    /// The keyUsage extension the CSR requests, if any.
+    pub key_usage: Option<KeyUsages>,
+    /// The extendedKeyUsage extension the CSR requests, if any.
+    pub ext_key_usages: Option<Vec<ExtKeyUsage>>,
+    /// The basicConstraints extension the CSR requests, if any.
+    pub basic_constraints: Option<BasicConstraints>,
+}
+
+/// A basicConstraints extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BasicConstraints {
+    /// `cA`.
+    pub ca: bool,
+    /// `pathLenConstraint`; `None` means no limit.
+    pub path_len: Option<u32>,
+}
+
+/// One attribute of a subject name, other than the common name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubjectAttribute {
+    /// The attribute type, as a dotted OID.
+    pub oid: String,
+    /// The value; `#` and the hex of the DER content when it is not a string.
+    pub value: String,
+}
+
+/// Names of the subject attribute types people set (those of Go's `pkix.Name` and a few more).
+const ATTRIBUTE_NAMES: [(&str, &str); 11] = [
+    ("2.5.4.6", "country"),
+    ("2.5.4.10", "organization"),
+    ("2.5.4.11", "organizational unit"),
+    ("2.5.4.7", "locality"),
+    ("2.5.4.8", "province"),
+    ("2.5.4.9", "street address"),
+    ("2.5.4.17", "postal code"),
+    ("2.5.4.5", "serial number"),
+    ("1.2.840.113549.1.9.1", "email address"),
+    ("0.9.2342.19200300.100.1.25", "domain component"),
+    ("0.9.2342.19200300.100.1.1", "user ID"),
+];
+
+/// OID of the common name attribute.
+const OID_COMMON_NAME: &str = "2.5.4.3";
+
+impl SubjectAttribute {
+    /// A readable name of the attribute type (`organization`, ...), else its OID.
+    pub fn type_name(&self) -> &str {
+        ATTRIBUTE_NAMES
+            .iter()
+            .find(|(oid, _)| *oid == self.oid)
+            .map_or(self.oid.as_str(), |(_, name)| name)
+    }
+}
+
+/// The attributes of `name` other than common names, in order.
+pub(crate) fn subject_attributes(name: &X509Name<'_>) -> Vec<SubjectAttribute> {
+    name.iter_attributes()
+        .map(|attr| SubjectAttribute {
+            oid: attr.attr_type().to_id_string(),
+            value: match attr.as_str() {
+                Ok(s) => s.to_owned(),
+                Err(_) => format!("#{}", hex::encode(attr.attr_value().data)),
+            },
+        })
+        .filter(|a| a.oid != OID_COMMON_NAME)
+        .collect()
 }
 
 impl Csr {
@@ -241,24 +310,46 @@ pub fn parse_csr_der(der: &[u8]) -> Result<Csr> {
         public_key_der: info.subject_pki.raw.to_vec(),
         key,
         signature_verified,
+        subject_attributes: subject_attributes(&info.subject),
+        key_usage: None,
+        ext_key_usages: None,
+        basic_constraints: None,
     };
+    collect_extensions(&req, &mut csr)?;
+    Ok(csr)
+}
 
-    if let Some(extensions) = req.requested_extensions() {
-        for ext in extensions {
-            match ext {
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    collect_sans(&san.general_names, &mut csr)?;
-                }
-                ParsedExtension::ParseError { error } => {
-                    return Err(Error::MalformedCsr {
-                        detail: format!("a requested extension does not parse ({error})"),
-                    });
-                }
-                _ => {}
+/// The SANs, key usages and basic constraints of the CSR's extensionRequest attribute.
+fn collect_extensions(req: &X509CertificationRequest<'_>, csr: &mut Csr) -> Result<()> {
+    let Some(extensions) = req.requested_extensions() else {
+        return Ok(());
+    };
+    for ext in extensions {
+        match ext {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                collect_sans(&san.general_names, csr)?;
             }
+            ParsedExtension::KeyUsage(ku) => {
+                csr.key_usage = Some(KeyUsages::from_bits(ku.flags));
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                csr.ext_key_usages = Some(ext_key_usages(eku));
+            }
+            ParsedExtension::BasicConstraints(bc) => {
+                csr.basic_constraints = Some(BasicConstraints {
+                    ca: bc.ca,
+                    path_len: bc.path_len_constraint,
+                });
+            }
+            ParsedExtension::ParseError { error } => {
+                return Err(Error::MalformedCsr {
+                    detail: format!("a requested extension does not parse ({error})"),
+                });
+            }
+            _ => {}
         }
     }
-    Ok(csr)
+    Ok(())
 }
 
 fn collect_sans(names: &[GeneralName<'_>], csr: &mut Csr) -> Result<()> {
@@ -528,6 +619,54 @@ mod tests {
                 "ops@example.com"
             ]
         );
+    }
+
+    #[test]
+    fn requested_subject_and_extensions() {
+        use crate::pki::usage::KeyUsage;
+        use rcgen::{BasicConstraints as Bc, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose};
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "ca");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Acme");
+        params.distinguished_name.push(DnType::CountryName, "DE");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        params.is_ca = IsCa::Ca(Bc::Constrained(1));
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        let csr = parse_csr(pem.as_bytes()).unwrap();
+
+        let attrs: Vec<(&str, &str)> = csr
+            .subject_attributes
+            .iter()
+            .map(|a| (a.type_name(), a.value.as_str()))
+            .collect();
+        assert_eq!(attrs, [("organization", "Acme"), ("country", "DE")]);
+        let ku: Vec<KeyUsage> = csr.key_usage.unwrap().iter().collect();
+        assert_eq!(ku, [KeyUsage::KeyCertSign, KeyUsage::CrlSign]);
+        let eku: Vec<String> = csr
+            .ext_key_usages
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(eku, ["codeSigning"]);
+        assert_eq!(
+            csr.basic_constraints,
+            Some(BasicConstraints {
+                ca: true,
+                path_len: Some(1)
+            })
+        );
+
+        let plain = parse_csr(RSA2048.as_bytes()).unwrap();
+        assert_eq!(plain.key_usage, None);
+        assert_eq!(plain.ext_key_usages, None);
+        assert_eq!(plain.basic_constraints, None);
+        assert_eq!(plain.subject_attributes[0].type_name(), "organization");
     }
 
     #[test]

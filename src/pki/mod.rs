@@ -1,4 +1,5 @@
-//! Pure PKI helpers: CSR parsing and checks, certificate chain checks, key and CSR generation.
+//! Pure PKI helpers: CSR parsing and checks, certificate chain checks, key and CSR generation,
+//! and the comparison of an issued certificate with its request.
 //!
 //! Nothing here does I/O or talks to Kubernetes. Signatures are verified with `ring` (through
 //! x509-parser's `verify` feature), keys are generated with rcgen's `ring` backend.
@@ -7,7 +8,9 @@ pub mod ca;
 pub mod chain;
 pub mod csr;
 pub mod error;
+pub mod fidelity;
 pub mod keys;
+pub mod usage;
 
 pub use error::Error;
 
