@@ -64,8 +64,10 @@ fn certificate(name: &str, issuer: &str, spec: Value) -> Result<DynamicObject> {
     if let (Some(full), Some(spec)) = (full.as_object_mut(), spec.as_object()) {
         full.extend(spec.clone());
     }
-    object(json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-        "metadata": {"name": name}, "spec": full}))
+    object(
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": {"name": name}, "spec": full}),
+    )
 }
 
 /// The CertificateRequest cert-manager made for Certificate `name`, once our Ready condition has
@@ -79,17 +81,28 @@ async fn request_of(s: &Setup, ns: &str, name: &str, status: &str) -> Result<Dyn
         async || {
             let list = requests.list(&ListParams::default()).await?;
             Ok(list.items.into_iter().find(|r| {
-                r.annotations().get("cert-manager.io/certificate-name").map(String::as_str)
+                r.annotations()
+                    .get("cert-manager.io/certificate-name")
+                    .map(String::as_str)
                     == Some(name)
                     && condition(r, "Ready").is_some_and(|c| c["status"] == status)
             }))
         },
         async || {
             let c = certs.get_opt(name).await.ok().flatten();
-            let r = requests.list(&ListParams::default()).await.map(|l| l.items).ok();
+            let r = requests
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .ok();
             let log = std::fs::read_to_string(&s.log).unwrap_or_default();
             let tail: Vec<_> = log.lines().rev().take(20).collect();
-            format!("certificate: {}\nrequests: {}\nlog (newest first):\n{}", dump(&c), dump(&r), tail.join("\n"))
+            format!(
+                "certificate: {}\nrequests: {}\nlog (newest first):\n{}",
+                dump(&c),
+                dump(&r),
+                tail.join("\n")
+            )
         },
     )
     .await
@@ -107,7 +120,9 @@ fn issued_pem(cr: &DynamicObject) -> Result<String> {
     let b64 = cr.data["status"]["certificate"]
         .as_str()
         .with_context(|| format!("no certificate: {}", dump(cr)))?;
-    Ok(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64)?)?)
+    Ok(String::from_utf8(
+        base64::engine::general_purpose::STANDARD.decode(b64)?,
+    )?)
 }
 
 fn first_der(pem_text: &str) -> Result<Vec<u8>> {
@@ -119,7 +134,9 @@ fn first_der(pem_text: &str) -> Result<Vec<u8>> {
 /// The request's CSR as our own parser reads it.
 fn csr_of(cr: &DynamicObject) -> Result<pki::csr::Csr> {
     use base64::Engine as _;
-    let b64 = cr.data["spec"]["request"].as_str().context("no spec.request")?;
+    let b64 = cr.data["spec"]["request"]
+        .as_str()
+        .context("no spec.request")?;
     let pem_bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     pki::csr::parse_csr(&pem_bytes).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -129,7 +146,11 @@ fn fidelity(cr: &DynamicObject) -> Result<pki::fidelity::Fidelity> {
     let csr = csr_of(cr)?;
     let usages: Vec<String> = cr.data["spec"]["usages"]
         .as_array()
-        .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     let duration = cr.data["spec"]["duration"]
         .as_str()
@@ -162,7 +183,11 @@ async fn event(s: &Setup, ns: &str, name: &str, reason: &str) -> Result<Event> {
             }))
         },
         async || {
-            let list = events.list(&ListParams::default()).await.map(|l| l.items).ok();
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .ok();
             dump(&list)
         },
     )
@@ -188,17 +213,31 @@ async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<(
         }))?)
         .await?;
     certs
-        .create(&post, &certificate("sub-ca", &ca_issuer, json!({
-            "commonName": format!("Sub CA {}", ns.name), "isCA": true,
-            "usages": ["cert sign", "crl sign", "digital signature"],
-            "privateKey": {"algorithm": "ECDSA", "size": 256},
-        }))?)
+        .create(
+            &post,
+            &certificate(
+                "sub-ca",
+                &ca_issuer,
+                json!({
+                    "commonName": format!("Sub CA {}", ns.name), "isCA": true,
+                    "usages": ["cert sign", "crl sign", "digital signature"],
+                    "privateKey": {"algorithm": "ECDSA", "size": 256},
+                }),
+            )?,
+        )
         .await?;
     let spiffe = format!("spiffe://cluster.local/ns/{}/sa/workload", ns.name);
     certs
-        .create(&post, &certificate("uri-only", &leaf_issuer, json!({
-            "uris": [spiffe], "privateKey": {"algorithm": "ECDSA", "size": 256},
-        }))?)
+        .create(
+            &post,
+            &certificate(
+                "uri-only",
+                &leaf_issuer,
+                json!({
+                    "uris": [spiffe], "privateKey": {"algorithm": "ECDSA", "size": 256},
+                }),
+            )?,
+        )
         .await?;
 
     for name in ["app", "sub-ca", "uri-only"] {
@@ -213,14 +252,26 @@ async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<(
     let der = first_der(&issued_pem(&app_cr)?)?;
     let (_, cert) = X509Certificate::from_der(&der)?;
     let subject = cert.subject().to_string();
-    assert!(subject.contains("O=Acme") && subject.contains("OU=Payments"), "{subject}");
-    let eku = cert.extended_key_usage()?.context("no extendedKeyUsage")?.value;
-    assert!(eku.code_signing && eku.server_auth && !eku.client_auth, "{eku:?}");
+    assert!(
+        subject.contains("O=Acme") && subject.contains("OU=Payments"),
+        "{subject}"
+    );
+    let eku = cert
+        .extended_key_usage()?
+        .context("no extendedKeyUsage")?
+        .value;
+    assert!(
+        eku.code_signing && eku.server_auth && !eku.client_auth,
+        "{eku:?}"
+    );
 
     let ca_cr = request_of(&s, &ns.name, "sub-ca", "True").await?;
     let der = first_der(&issued_pem(&ca_cr)?)?;
     let (_, cert) = X509Certificate::from_der(&der)?;
-    let bc = cert.basic_constraints()?.context("no basicConstraints")?.value;
+    let bc = cert
+        .basic_constraints()?
+        .context("no basicConstraints")?
+        .value;
     assert!(bc.ca, "an isCA Certificate is a CA: {bc:?}");
     let ku = cert.key_usage()?.context("no keyUsage")?.value;
     assert!(ku.key_cert_sign(), "{ku:?}");
@@ -230,7 +281,12 @@ async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<(
     let uri_cr = request_of(&s, &ns.name, "uri-only", "True").await?;
     let der = first_der(&issued_pem(&uri_cr)?)?;
     let (_, cert) = X509Certificate::from_der(&der)?;
-    assert_eq!(cert.subject().iter_common_name().count(), 0, "{}", cert.subject());
+    assert_eq!(
+        cert.subject().iter_common_name().count(),
+        0,
+        "{}",
+        cert.subject()
+    );
     ns.delete().await
 }
 
@@ -244,14 +300,28 @@ async fn fidelity_default_template_fails_what_is_weaker_and_warns_what_is_droppe
     let name = |n: &str| format!("{n}.{}.svc", ns.name);
 
     certs
-        .create(&post, &certificate("decorated", &default, json!({
-            "dnsNames": [name("decorated")], "subject": {"organizations": ["Acme"]},
-        }))?)
+        .create(
+            &post,
+            &certificate(
+                "decorated",
+                &default,
+                json!({
+                    "dnsNames": [name("decorated")], "subject": {"organizations": ["Acme"]},
+                }),
+            )?,
+        )
         .await?;
     certs
-        .create(&post, &certificate("signer", &default, json!({
-            "dnsNames": [name("signer")], "usages": ["digital signature", "code signing"],
-        }))?)
+        .create(
+            &post,
+            &certificate(
+                "signer",
+                &default,
+                json!({
+                    "dnsNames": [name("signer")], "usages": ["digital signature", "code signing"],
+                }),
+            )?,
+        )
         .await?;
 
     let decorated = request_of(&s, &ns.name, "decorated", "True").await?;
@@ -264,18 +334,36 @@ async fn fidelity_default_template_fails_what_is_weaker_and_warns_what_is_droppe
 
     let refused = request_of(&s, &ns.name, "signer", "False").await?;
     let message = ready_message(&refused);
-    for needle in ["does not give what was requested", "codeSigning", "docs/step-ca-templates.md"] {
+    for needle in [
+        "does not give what was requested",
+        "codeSigning",
+        "docs/step-ca-templates.md",
+    ] {
         assert!(message.contains(needle), "{needle:?} in {}", dump(&refused));
     }
-    assert!(refused.data["status"]["certificate"].is_null(), "{}", dump(&refused));
-    assert!(refused.data["status"]["failureTime"].is_string(), "{}", dump(&refused));
+    assert!(
+        refused.data["status"]["certificate"].is_null(),
+        "{}",
+        dump(&refused)
+    );
+    assert!(
+        refused.data["status"]["failureTime"].is_string(),
+        "{}",
+        dump(&refused)
+    );
     ns.delete().await
 }
 
 #[tokio::test]
 async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()> {
     let s = setup().await?;
-    let capped = issuer(&s, "fidelity-cap", "e2e-fidelity", json!({"maxDuration": "2h"})).await?;
+    let capped = issuer(
+        &s,
+        "fidelity-cap",
+        "e2e-fidelity",
+        json!({"maxDuration": "2h"}),
+    )
+    .await?;
     let limited = issuer(&s, "fidelity-claims", "e2e-fidelity", json!({})).await?;
     let ns = TestNamespace::create(&s.client, "fidelity-duration").await?;
     let requests = namespaced(&s.client, &ns.name, &certificate_requests());
@@ -288,7 +376,8 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
     )?;
     long.data["spec"]["duration"] = json!("24h");
     requests.create(&post, &long).await?;
-    let issued = wait_ready_condition(&requests, "long", "True", Some("Issued"), TIMEOUT, &s.log).await?;
+    let issued =
+        wait_ready_condition(&requests, "long", "True", Some("Issued"), TIMEOUT, &s.log).await?;
     let lifetime = leaf(&issued_pem(&issued)?)?.lifetime();
     // step-ca backdates notBefore by a minute.
     assert!(
@@ -296,7 +385,12 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
         "capped to 2h: {lifetime:?}"
     );
     let told = event(&s, &ns.name, "long", "IssuedWithChanges").await?;
-    assert!(told.note.as_deref().is_some_and(|n| n.contains("spec.maxDuration 2h")), "{told:?}");
+    assert!(
+        told.note
+            .as_deref()
+            .is_some_and(|n| n.contains("spec.maxDuration 2h")),
+        "{told:?}"
+    );
 
     let mut too_long = certificate_request(
         "too-long",
@@ -305,7 +399,15 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
     )?;
     too_long.data["spec"]["duration"] = json!("100h");
     requests.create(&post, &too_long).await?;
-    let failed = wait_ready_condition(&requests, "too-long", "False", Some("Failed"), TIMEOUT, &s.log).await?;
+    let failed = wait_ready_condition(
+        &requests,
+        "too-long",
+        "False",
+        Some("Failed"),
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let message = ready_message(&failed);
     for needle in ["100h", "maxTLSCertDuration 48h", "spec.maxDuration"] {
         assert!(message.contains(needle), "{needle:?} in {}", dump(&failed));
@@ -317,7 +419,9 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
     // with the intermediate seen by the signing above.
     let issuers = cluster(&s.client, &step_cluster_issuers());
     let patch = json!({"metadata": {"annotations": {"certmanager.step.sm/recheck": "1"}}});
-    issuers.patch(&capped, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    issuers
+        .patch(&capped, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     let rechecked = wait_for(
         "the recheck to be recorded in the issuer's status",
         TIMEOUT,
@@ -331,9 +435,18 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
     let ca = &rechecked.data["status"]["ca"];
     assert_eq!(ca["version"], "0.30.2", "{}", dump(&rechecked));
     assert_eq!(ca["tokensBoundToCsr"], true, "{}", dump(&rechecked));
-    assert_eq!(ca["provisionerClaims"]["maxDuration"], "48h", "{}", dump(&rechecked));
+    assert_eq!(
+        ca["provisionerClaims"]["maxDuration"],
+        "48h",
+        "{}",
+        dump(&rechecked)
+    );
     assert!(ca["rootNotAfter"].is_string(), "{}", dump(&rechecked));
-    assert!(ca["intermediateNotAfter"].is_string(), "{}", dump(&rechecked));
+    assert!(
+        ca["intermediateNotAfter"].is_string(),
+        "{}",
+        dump(&rechecked)
+    );
     event(&s, "default", &capped, "Verified").await.ok();
     issuers.delete(&capped, &Default::default()).await?;
     issuers.delete(&limited, &Default::default()).await?;
@@ -356,9 +469,14 @@ async fn fidelity_failures_carry_the_request_id_step_ca_logged() -> Result<()> {
     cr.data["spec"]["duration"] = json!("3000h");
     let created = requests.create(&PostParams::default(), &cr).await?;
     let uid = created.uid().context("no uid")?;
-    let failed = wait_ready_condition(&requests, "over", "False", Some("Failed"), TIMEOUT, &s.log).await?;
+    let failed =
+        wait_ready_condition(&requests, "over", "False", Some("Failed"), TIMEOUT, &s.log).await?;
     let message = ready_message(&failed);
-    assert!(message.contains(&format!("X-Request-Id {uid}")), "{}", dump(&failed));
+    assert!(
+        message.contains(&format!("X-Request-Id {uid}")),
+        "{}",
+        dump(&failed)
+    );
     let ca_log = std::fs::read_to_string(s.env.state.join("step-ca.log"))?;
     assert!(ca_log.contains(&uid), "step-ca logged the request id {uid}");
     ns.delete().await
@@ -368,7 +486,8 @@ async fn fidelity_failures_carry_the_request_id_step_ca_logged() -> Result<()> {
 async fn fidelity_provisioner_key_from_a_secret() -> Result<()> {
     use base64::Engine as _;
     let s = setup().await?;
-    let path = std::env::var("STEP_NOKEY_JWE").context("STEP_NOKEY_JWE is not set: run under `make test`")?;
+    let path = std::env::var("STEP_NOKEY_JWE")
+        .context("STEP_NOKEY_JWE is not set: run under `make test`")?;
     let jwe = std::fs::read_to_string(path)?;
     let secrets = Api::<Secret>::namespaced(s.client.clone(), CLUSTER_RESOURCE_NAMESPACE);
     let ns = TestNamespace::create(&s.client, "fidelity-key").await?;
@@ -397,9 +516,20 @@ async fn fidelity_provisioner_key_from_a_secret() -> Result<()> {
     let wrapped = base64::engine::general_purpose::STANDARD.encode(jwe.trim());
     for (form, material) in [("json", jwe.as_str()), ("wrapped", wrapped.as_str())] {
         let secret = key_secret(form, material).await?;
-        let obj = verified_cluster_issuer_with(&s.env, &s.client, &format!("fidelity-key-{form}"), &s.log, with_key(secret)).await?;
+        let obj = verified_cluster_issuer_with(
+            &s.env,
+            &s.client,
+            &format!("fidelity-key-{form}"),
+            &s.log,
+            with_key(secret),
+        )
+        .await?;
         let issuer = obj.name_any();
-        let cr = certificate_request(form, &csr(&format!("{form}.{}.svc", ns.name))?, step_cluster_issuer_ref(&issuer))?;
+        let cr = certificate_request(
+            form,
+            &csr(&format!("{form}.{}.svc", ns.name))?,
+            step_cluster_issuer_ref(&issuer),
+        )?;
         requests.create(&PostParams::default(), &cr).await?;
         wait_ready_condition(&requests, form, "True", Some("Issued"), TIMEOUT, &s.log).await?;
         issuers.delete(&issuer, &Default::default()).await?;
@@ -407,17 +537,50 @@ async fn fidelity_provisioner_key_from_a_secret() -> Result<()> {
 
     // Garbage in the Secret: the issuer is not Ready, with a reason, and never quotes the value.
     let marker = "NOT-A-KEY-MARKER";
-    let secret = key_secret("garbage", &format!("{{\"kty\": \"EC\", \"junk\": \"{marker}\"}}")).await?;
+    let secret = key_secret(
+        "garbage",
+        &format!("{{\"kty\": \"EC\", \"junk\": \"{marker}\"}}"),
+    )
+    .await?;
     let name = format!("fidelity-key-garbage-{}", e2e::random_suffix());
-    password_secret(&s.client, CLUSTER_RESOURCE_NAMESPACE, &name, "password", &s.env.provisioner_password()?).await?;
-    let mut spec = issuer_spec(&s.env, json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}))?;
+    password_secret(
+        &s.client,
+        CLUSTER_RESOURCE_NAMESPACE,
+        &name,
+        "password",
+        &s.env.provisioner_password()?,
+    )
+    .await?;
+    let mut spec = issuer_spec(
+        &s.env,
+        json!({"name": name, "key": "password", "namespace": CLUSTER_RESOURCE_NAMESPACE}),
+    )?;
     with_key(secret)(&mut spec);
-    apply(&issuers, json!({"apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
-        "metadata": {"name": name}, "spec": spec})).await?;
-    let refused = wait_ready_condition(&issuers, &name, "False", Some("InvalidProvisionerKey"), TIMEOUT, &s.log).await?;
+    apply(
+        &issuers,
+        json!({"apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+        "metadata": {"name": name}, "spec": spec}),
+    )
+    .await?;
+    let refused = wait_ready_condition(
+        &issuers,
+        &name,
+        "False",
+        Some("InvalidProvisionerKey"),
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let message = ready_message(&refused);
-    assert!(message.contains("provisioner key in Secret"), "{}", dump(&refused));
-    assert!(!message.contains(marker), "the Secret's value is never shown: {message}");
+    assert!(
+        message.contains("provisioner key in Secret"),
+        "{}",
+        dump(&refused)
+    );
+    assert!(
+        !message.contains(marker),
+        "the Secret's value is never shown: {message}"
+    );
     issuers.delete(&name, &Default::default()).await?;
     ns.delete().await
 }

@@ -9,8 +9,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use issuer::{
-    CaStatus, IssuerStatus, PasswordRef, ProvisionerClaimsStatus, Provisioner, RevocationSpec, SecretKeyRef, StepClusterIssuer, StepClusterIssuerSpec, StepIssuer,
-    StepIssuerSpec,
+    CaStatus, IssuerStatus, PasswordRef, Provisioner, ProvisionerClaimsStatus, RevocationSpec,
+    SecretKeyRef, StepClusterIssuer, StepClusterIssuerSpec, StepIssuer, StepIssuerSpec,
 };
 
 /// The API group of both issuer kinds; also the `issuerRef.group` that marks a

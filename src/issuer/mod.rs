@@ -317,10 +317,10 @@ async fn connect(
     };
     let key = crate::step::key_material::provisioner_key_from_material(&material.bytes, password)
         .map_err(|e| IssuerError::InvalidKey {
-            namespace: source.namespace.clone(),
-            name: source.name.clone(),
-            detail: e.to_string(),
-        })?;
+        namespace: source.namespace.clone(),
+        name: source.name.clone(),
+        detail: e.to_string(),
+    })?;
     Ok(Signer::connect_with_key(client, &valid.provisioner_name, key).await?)
 }
 

@@ -82,7 +82,10 @@ pub fn decide(wish: &Wish) -> Result<Granted, String> {
                     go(d),
                     go(max)
                 ),
-                None => format!("no duration was requested: asking for the issuer's spec.maxDuration {}", go(max)),
+                None => format!(
+                    "no duration was requested: asking for the issuer's spec.maxDuration {}",
+                    go(max)
+                ),
             });
             not_after = NotAfter::For(max);
         }
@@ -127,8 +130,12 @@ fn check_limits(not_after: &NotAfter, limits: &Limits, now: DateTime<Utc>) -> Re
         && lifetime < min
     {
         let why = match not_after {
-            NotAfter::Until(_) => "the CA's intermediate certificate expires sooner than that: renew it",
-            _ => "lengthen the Certificate's duration, or lower the provisioner's minTLSCertDuration",
+            NotAfter::Until(_) => {
+                "the CA's intermediate certificate expires sooner than that: renew it"
+            }
+            _ => {
+                "lengthen the Certificate's duration, or lower the provisioner's minTLSCertDuration"
+            }
         };
         return Err(format!(
             "the certificate would last {}, less than the provisioner's minTLSCertDuration {}: {why}",

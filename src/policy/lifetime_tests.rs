@@ -35,52 +35,87 @@ fn what_is_asked_of_step_ca() {
     let later = |h: i64| now() + chrono::Duration::hours(h);
     // (case, wish, expected notAfter, capped?)
     let cases: Vec<(&str, Wish, NotAfter, bool)> = vec![
-        ("nothing set: the CA decides", wish(), NotAfter::CaDefault, false),
+        (
+            "nothing set: the CA decides",
+            wish(),
+            NotAfter::CaDefault,
+            false,
+        ),
         (
             "a duration within every limit is asked as is",
-            Wish { requested: Some(hours(48)), limits: limits(60, 100 * H, 24 * H), ..wish() },
+            Wish {
+                requested: Some(hours(48)),
+                limits: limits(60, 100 * H, 24 * H),
+                ..wish()
+            },
             NotAfter::For(hours(48)),
             false,
         ),
         (
             "maxDuration caps a longer request",
-            Wish { requested: Some(hours(2160)), max_duration: Some(hours(720)), ..wish() },
+            Wish {
+                requested: Some(hours(2160)),
+                max_duration: Some(hours(720)),
+                ..wish()
+            },
             NotAfter::For(hours(720)),
             true,
         ),
         (
             "maxDuration leaves a shorter request alone",
-            Wish { requested: Some(hours(24)), max_duration: Some(hours(720)), ..wish() },
+            Wish {
+                requested: Some(hours(24)),
+                max_duration: Some(hours(720)),
+                ..wish()
+            },
             NotAfter::For(hours(24)),
             false,
         ),
         (
             "no request, unknown CA default: the cap is asked for, so it holds",
-            Wish { max_duration: Some(hours(12)), ..wish() },
+            Wish {
+                max_duration: Some(hours(12)),
+                ..wish()
+            },
             NotAfter::For(hours(12)),
             true,
         ),
         (
             "no request, a known default within the cap: the CA decides",
-            Wish { max_duration: Some(hours(48)), limits: limits(60, 100 * H, 24 * H), ..wish() },
+            Wish {
+                max_duration: Some(hours(48)),
+                limits: limits(60, 100 * H, 24 * H),
+                ..wish()
+            },
             NotAfter::CaDefault,
             false,
         ),
         (
             "the intermediate expires before the requested end: ask until it expires",
-            Wish { requested: Some(hours(2160)), intermediate_not_after: Some(later(100)), ..wish() },
+            Wish {
+                requested: Some(hours(2160)),
+                intermediate_not_after: Some(later(100)),
+                ..wish()
+            },
             NotAfter::Until(later(100)),
             true,
         ),
         (
             "the intermediate outlives the request: untouched",
-            Wish { requested: Some(hours(24)), intermediate_not_after: Some(later(100)), ..wish() },
+            Wish {
+                requested: Some(hours(24)),
+                intermediate_not_after: Some(later(100)),
+                ..wish()
+            },
             NotAfter::For(hours(24)),
             false,
         ),
         (
             "nothing asked but the intermediate ends before step-ca's 24h default",
-            Wish { intermediate_not_after: Some(later(5)), ..wish() },
+            Wish {
+                intermediate_not_after: Some(later(5)),
+                ..wish()
+            },
             NotAfter::Until(later(5)),
             true,
         ),
@@ -99,17 +134,29 @@ fn refusals_name_the_numbers_and_the_fix() {
     let cases: Vec<(&str, Wish, &[&str])> = vec![
         (
             "longer than the provisioner's max",
-            Wish { requested: Some(hours(100)), limits: limits(60, 48 * H, 24 * H), ..wish() },
+            Wish {
+                requested: Some(hours(100)),
+                limits: limits(60, 48 * H, 24 * H),
+                ..wish()
+            },
             &["100h", "maxTLSCertDuration 48h", "spec.maxDuration"],
         ),
         (
             "shorter than the provisioner's min",
-            Wish { requested: Some(Duration::from_secs(30)), limits: limits(300, 48 * H, 24 * H), ..wish() },
+            Wish {
+                requested: Some(Duration::from_secs(30)),
+                limits: limits(300, 48 * H, 24 * H),
+                ..wish()
+            },
             &["30s", "minTLSCertDuration 5m"],
         ),
         (
             "the intermediate has expired",
-            Wish { requested: Some(hours(1)), intermediate_not_after: Some(later(-1)), ..wish() },
+            Wish {
+                requested: Some(hours(1)),
+                intermediate_not_after: Some(later(-1)),
+                ..wish()
+            },
             &["expired at 2026-11-29T11:00:00Z", "renew"],
         ),
         (
@@ -120,7 +167,10 @@ fn refusals_name_the_numbers_and_the_fix() {
                 intermediate_not_after: Some(now() + chrono::Duration::minutes(30)),
                 ..wish()
             },
-            &["minTLSCertDuration 2h", "intermediate certificate expires sooner"],
+            &[
+                "minTLSCertDuration 2h",
+                "intermediate certificate expires sooner",
+            ],
         ),
     ];
     for (case, w, words) in cases {
@@ -149,7 +199,10 @@ fn the_cap_applies_before_the_provisioner_limit() {
 #[test]
 fn step_ca_gets_go_durations_and_rfc3339_times() {
     assert_eq!(NotAfter::CaDefault.for_step_ca(), None);
-    assert_eq!(NotAfter::For(hours(2)).for_step_ca().as_deref(), Some("7200s"));
+    assert_eq!(
+        NotAfter::For(hours(2)).for_step_ca().as_deref(),
+        Some("7200s")
+    );
     assert_eq!(
         NotAfter::Until(now()).for_step_ca().as_deref(),
         Some("2026-11-29T12:00:00Z")

@@ -102,12 +102,19 @@ mod tests {
         let now = at("2026-11-29T00:00:00Z");
         // (case, facts, words the warning must hold; empty = no warning)
         let cases: [(&str, CaFacts, &[&str]); 5] = [
-            ("far away", facts("2036-01-01T00:00:00Z", Some("2027-11-01T00:00:00Z")), &[]),
+            (
+                "far away",
+                facts("2036-01-01T00:00:00Z", Some("2027-11-01T00:00:00Z")),
+                &[],
+            ),
             ("not yet known", facts("2036-01-01T00:00:00Z", None), &[]),
             (
                 "intermediate tomorrow",
                 facts("2036-01-01T00:00:00Z", Some("2026-11-30T00:00:00Z")),
-                &["intermediate certificate expires at 2026-11-30T00:00:00Z", "renew it"],
+                &[
+                    "intermediate certificate expires at 2026-11-30T00:00:00Z",
+                    "renew it",
+                ],
             ),
             (
                 "intermediate expired",
@@ -117,7 +124,10 @@ mod tests {
             (
                 "root next week",
                 facts("2026-12-05T00:00:00Z", Some("2026-12-05T00:00:00Z")),
-                &["intermediate", "root certificate expires at 2026-12-05T00:00:00Z"],
+                &[
+                    "intermediate",
+                    "root certificate expires at 2026-12-05T00:00:00Z",
+                ],
             ),
         ];
         for (case, f, words) in cases {

@@ -176,7 +176,10 @@ fn after_signing_classifies_once() {
 
     // Issued not exactly as asked: the same status, counted as Issued, told in a Warning.
     let changed = Signed {
-        notes: vec!["the requested duration 2160h is capped".into(), "organization \"Acme\" dropped".into()],
+        notes: vec![
+            "the requested duration 2160h is capped".into(),
+            "organization \"Acme\" dropped".into(),
+        ],
         ..signed()
     };
     let plan = after_signing(Ok(changed.clone()), &attempt(0, 1));

@@ -221,7 +221,9 @@ fn check_signed(
     let now = chrono::Utc::now();
     let issued = pki::chain::verify_issued(chain, &input.csr.public_key_der, now)
         .map_err(|e| SignFailure::unusable_chain(&e))?;
-    if input.is_ca && let Some(message) = pki::ca::ca_request_shortfall(&issued.leaf) {
+    if input.is_ca
+        && let Some(message) = pki::ca::ca_request_shortfall(&issued.leaf)
+    {
         return Err(SignFailure::Permanent {
             reason: REASON_NOT_A_CA,
             message,
