@@ -447,7 +447,6 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
         "{}",
         dump(&rechecked)
     );
-    event(&s, "default", &capped, "Verified").await.ok();
     issuers.delete(&capped, &Default::default()).await?;
     issuers.delete(&limited, &Default::default()).await?;
     ns.delete().await

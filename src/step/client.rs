@@ -27,6 +27,7 @@ const ACTION_HEALTH: &str = "check step-ca health";
 const ACTION_VERSION: &str = "read the step-ca version";
 const ACTION_ROOTS: &str = "fetch the step-ca roots";
 const ACTION_FEDERATION: &str = "fetch the step-ca federated roots";
+const ACTION_INTERMEDIATES: &str = "fetch the step-ca intermediate certificates";
 const ACTION_PROVISIONERS: &str = "list the step-ca provisioners";
 const ACTION_ENCRYPTED_KEY: &str = "fetch the provisioner's encrypted key";
 const ACTION_SIGN: &str = "sign the certificate request";
@@ -222,6 +223,19 @@ impl Client {
         }
         let roots: Roots = self.get_json("/1.0/roots", ACTION_ROOTS).await?;
         Ok(roots.crts)
+    }
+
+    /// `GET /1.0/intermediates`: the CA's intermediate certificates as PEM (step-ca 0.25 and
+    /// later; older CAs answer 404).
+    pub async fn intermediates(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Crts {
+            crts: Vec<String>,
+        }
+        let crts: Crts = self
+            .get_json("/1.0/intermediates", ACTION_INTERMEDIATES)
+            .await?;
+        Ok(crts.crts)
     }
 
     /// `GET /federation`: the roots of this CA and of the CAs it federates with.

@@ -207,7 +207,8 @@ impl Signer {
         key: ProvisionerKey,
         claims: Option<ProvisionerClaims>,
     ) -> Result<Signer> {
-        let (roots, version) = tokio::join!(client.roots(), client.version());
+        let (roots, version, intermediates) =
+            tokio::join!(client.roots(), client.version(), client.intermediates());
         let roots_pem = roots?;
         let root_sha256_hex = roots_pem.first().and_then(|pem| root_fingerprint(pem));
         if roots_pem.is_empty() || root_sha256_hex.is_none() {
@@ -221,6 +222,11 @@ impl Signer {
             });
         }
         let version = version.ok().map(|v| v.version);
+        // Known before the first sign where the CA serves its intermediates; a CA with several
+        // may sign with any, so the first to expire is the one that bounds lifetimes.
+        let intermediate_not_after = intermediates
+            .ok()
+            .and_then(|pems| pems.iter().filter_map(|p| cert_not_after(p)).min());
         let facts = CaFacts {
             token_binding: version.as_deref().is_some_and(supports_token_binding),
             version,
@@ -245,7 +251,7 @@ impl Signer {
                 roots_pem,
                 root_sha256_hex,
                 facts,
-                intermediate_not_after: Mutex::new(None),
+                intermediate_not_after: Mutex::new(intermediate_not_after),
             }),
         })
     }

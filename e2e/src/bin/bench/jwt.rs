@@ -56,6 +56,8 @@ impl Minter {
                 audience: format!("{}/1.0/sign", ca_url.trim_end_matches('/')),
                 root_sha256_hex: Some(root_sha256_hex),
                 lifetime: DEFAULT_TOKEN_LIFETIME,
+                csr_fingerprint: None,
+                purpose: Default::default(),
             },
         })
     }
