@@ -121,7 +121,8 @@ impl From<&Requested<'_>> for Asked {
             match cert_manager_usage(usage) {
                 Some(Usage::Key(u)) => key_usage.insert(u),
                 Some(Usage::Extended(u)) if !ext.contains(&u) => ext.push(u),
-                // Unknown strings never get here: cert-manager's webhook refuses them.
+                // A repeated usage adds nothing; an unknown string is ignored, as cert-manager's
+                // webhook refuses those before a request exists.
                 Some(Usage::Extended(_)) | None => {}
             }
         }
