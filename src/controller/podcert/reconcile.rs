@@ -202,14 +202,15 @@ async fn sign_with<K: IssuerObject>(
         })?;
     let (not_before, not_after) = plan::window(pcr.spec.max_expiration_seconds, Timestamp::now());
     let started = Instant::now();
+    // The request's UID as X-Request-Id ties step-ca's log line to this request.
+    let options = crate::step::SignOptions {
+        request_id: pcr.uid(),
+        not_before: Some(not_before.to_string()),
+        not_after: Some(not_after.to_string()),
+        csr_der: None,
+    };
     let result = signer
-        .sign_between(
-            &csr.pem,
-            &names.subject,
-            &names.sans,
-            Some(not_before.to_string()),
-            Some(not_after.to_string()),
-        )
+        .sign_with_options(&csr.pem, &names.subject, &names.sans, &options)
         .await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());

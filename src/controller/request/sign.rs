@@ -134,13 +134,14 @@ pub async fn sign_with<K: IssuerObject>(
     };
 
     let started = Instant::now();
+    // The request's UID as X-Request-Id ties step-ca's log line to this CertificateRequest.
+    let options = step::SignOptions {
+        request_id: cr.uid(),
+        not_after: input.not_after.clone(),
+        ..step::SignOptions::default()
+    };
     let result = signer
-        .sign(
-            &input.csr.pem,
-            &input.subject,
-            &input.sans,
-            input.not_after.clone(),
-        )
+        .sign_with_options(&input.csr.pem, &input.subject, &input.sans, &options)
         .await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
