@@ -163,16 +163,28 @@ impl Csr {
         out
     }
 
-    /// The token subject (`sub`) step-issuer would use for this CSR: the common name, or else
-    /// the first SAN (in [`Csr::sans`] order) that is not `localhost` or `127.0.0.1`. `None` when
-    /// there is neither.
+    /// The token subject (`sub`) for this CSR, never an invented name (step-ca's default
+    /// template makes `sub` the certificate's CN): the common name; else the first DNS or IP SAN,
+    /// passing over `localhost` and `127.0.0.1` when another DNS or IP SAN exists; else the first
+    /// URI, else the first email. `None` when there is none of these.
     pub fn token_subject(&self) -> Option<String> {
         if let Some(cn) = &self.common_name {
             return Some(cn.clone());
         }
-        self.sans()
-            .into_iter()
-            .find(|s| s != "localhost" && s != "127.0.0.1")
+        let hosts: Vec<String> = self
+            .dns_names
+            .iter()
+            .cloned()
+            .chain(self.ip_addresses.iter().map(|ip| canonical_ip(*ip)))
+            .filter(|h| !h.is_empty())
+            .collect();
+        hosts
+            .iter()
+            .find(|h| h.as_str() != "localhost" && h.as_str() != "127.0.0.1")
+            .or_else(|| hosts.first())
+            .or_else(|| self.uris.first())
+            .or_else(|| self.emails.first())
+            .cloned()
     }
 }
 
@@ -690,6 +702,8 @@ mod tests {
     fn token_subject_cases() {
         let dns = |s: &str| SanType::DnsName(s.try_into().unwrap());
         let ip = |s: &str| SanType::IpAddress(s.parse().unwrap());
+        let uri = |s: &str| SanType::URI(s.try_into().unwrap());
+        let email = |s: &str| SanType::Rfc822Name(s.try_into().unwrap());
         let cases: Vec<(&str, Vec<SanType>, Option<&str>)> = vec![
             ("cn.example", vec![dns("a.example")], Some("cn.example")),
             (
@@ -698,7 +712,23 @@ mod tests {
                 Some("b.example"),
             ),
             ("", vec![ip("127.0.0.1"), ip("10.0.0.1")], Some("10.0.0.1")),
-            ("", vec![dns("localhost")], None),
+            ("", vec![dns("localhost")], Some("localhost")),
+            (
+                "",
+                vec![ip("127.0.0.1"), dns("localhost")],
+                Some("localhost"),
+            ),
+            (
+                "",
+                vec![uri("spiffe://c/ns/a"), dns("localhost")],
+                Some("localhost"),
+            ),
+            (
+                "",
+                vec![email("ops@example.com"), uri("spiffe://c/ns/a")],
+                Some("spiffe://c/ns/a"),
+            ),
+            ("", vec![email("ops@example.com")], Some("ops@example.com")),
             ("", vec![], None),
         ];
         for (cn, sans, want) in cases {

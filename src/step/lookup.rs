@@ -157,7 +157,8 @@ pub(super) async fn claims_by_kid(
     name: &str,
     kid: &str,
 ) -> Option<ProvisionerClaims> {
-    let find = client.find_provisioners(|p| p.kid.as_deref() == Some(kid) && p.name == name, 1);
+    // Stops at the first match (more than 0 kept).
+    let find = client.find_provisioners(|p| p.kid.as_deref() == Some(kid) && p.name == name, 0);
     match tokio::time::timeout(client.timeout(), find).await {
         Ok(Ok(list)) => list.into_iter().find_map(|p| p.claims),
         _ => None,

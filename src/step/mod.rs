@@ -1,5 +1,6 @@
-//! Client for Smallstep step-ca: the wire protocol (`client`), provisioner key decryption
-//! (`provisioner`, on the JWE and JWS primitives in `jwe` and `jws`), one-time tokens (`token`)
+//! Client for Smallstep step-ca: the wire protocol (`client`, `revoke`), provisioner key
+//! decryption (`provisioner`, on the JWE and JWS primitives in `jwe` and `jws`) or a key given
+//! in a Secret (`key_material`), one-time tokens (`token`), what is known about the CA (`facts`)
 //! and the per-issuer [`Signer`] built from them.
 //!
 //! This module knows nothing about Kubernetes (no kube or k8s-openapi imports) so it can be

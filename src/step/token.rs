@@ -170,17 +170,32 @@ pub fn sans_from_csr_parts(
     sans
 }
 
-/// The token subject: the CSR common name, else the first SAN that is not `localhost` or
-/// `127.0.0.1`, else the first SAN. `None` when there is nothing to use, which the caller must
-/// report (step-ca rejects an empty `sub`).
+/// The token subject (`sub`) for a CSR, which never invents a name, because step-ca's default
+/// template makes `sub` the certificate's CN: the CSR's common name as it is; else the first DNS
+/// or IP SAN, passing over `localhost` and `127.0.0.1` when another DNS or IP SAN exists; else the
+/// first URI or email SAN. `None` when there is nothing to use, which the caller must report
+/// (step-ca rejects an empty `sub`).
+///
+/// SANs are told apart as step-ca's `x509util.SplitSANs` does: an IP, else a URL with a scheme
+/// (a URI), else text with `@` (an email), else a DNS name.
 pub fn subject_for(common_name: Option<&str>, sans: &[String]) -> Option<String> {
-    if let Some(cn) = common_name.map(str::trim).filter(|cn| !cn.is_empty()) {
+    if let Some(cn) = common_name.filter(|cn| !cn.is_empty()) {
         return Some(cn.to_owned());
     }
-    sans.iter()
+    let sans = sans.iter().filter(|s| !s.is_empty());
+    let hosts: Vec<&String> = sans.clone().filter(|s| names_a_host(s)).collect();
+    hosts
+        .iter()
         .find(|s| s.as_str() != "localhost" && s.as_str() != "127.0.0.1")
-        .or_else(|| sans.first())
+        .or_else(|| hosts.first())
+        .copied()
+        .or_else(|| sans.clone().find(|s| !names_a_host(s)))
         .cloned()
+}
+
+/// Whether step-ca reads this SAN as a DNS name or an IP address (not a URI or an email).
+fn names_a_host(san: &str) -> bool {
+    san.parse::<IpAddr>().is_ok() || (url::Url::parse(san).is_err() && !san.contains('@'))
 }
 
 #[cfg(test)]
@@ -445,14 +460,51 @@ mod tests {
                 "spiffe://cluster/ns/default"
             ]
         );
-        assert_eq!(
-            subject_for(Some("cn.example"), &sans).as_deref(),
-            Some("cn.example")
-        );
-        assert_eq!(subject_for(Some(""), &sans).as_deref(), Some("web.example"));
-        assert_eq!(subject_for(None, &sans).as_deref(), Some("web.example"));
-        let local = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        assert_eq!(subject_for(None, &local).as_deref(), Some("localhost"));
-        assert_eq!(subject_for(None, &[]), None);
+    }
+
+    #[test]
+    fn the_subject_is_never_invented() {
+        let v = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let uri = "spiffe://cluster/ns/default";
+        let cases: Vec<(Option<&str>, Vec<String>, Option<&str>)> = vec![
+            // The CN as it is, whatever the SANs.
+            (Some("cn.example"), v(&["web.example"]), Some("cn.example")),
+            (Some(" spaced CN"), v(&["web.example"]), Some(" spaced CN")),
+            (Some("cn.example"), v(&[]), Some("cn.example")),
+            // No CN: the first DNS or IP SAN, loopback names only as a last resort.
+            (
+                Some(""),
+                v(&["localhost", "web.example"]),
+                Some("web.example"),
+            ),
+            (
+                None,
+                v(&["localhost", "127.0.0.1", "10.0.0.1"]),
+                Some("10.0.0.1"),
+            ),
+            (None, v(&["127.0.0.1", "localhost"]), Some("127.0.0.1")),
+            (None, v(&["localhost"]), Some("localhost")),
+            (None, v(&["::1", "localhost"]), Some("::1")),
+            // A DNS or IP SAN comes before a URI or an email, wherever they are listed.
+            (
+                None,
+                v(&[uri, "ops@example.com", "web.example"]),
+                Some("web.example"),
+            ),
+            (
+                None,
+                v(&["ops@example.com", "localhost"]),
+                Some("localhost"),
+            ),
+            // Else the first URI or email.
+            (None, v(&[uri, "ops@example.com"]), Some(uri)),
+            (None, v(&["ops@example.com", uri]), Some("ops@example.com")),
+            (None, v(&["", "ops@example.com"]), Some("ops@example.com")),
+            (None, v(&[]), None),
+            (None, v(&[""]), None),
+        ];
+        for (cn, sans, want) in cases {
+            assert_eq!(subject_for(cn, &sans).as_deref(), want, "{cn:?} {sans:?}");
+        }
     }
 }

@@ -228,13 +228,18 @@ async fn an_approved_request_is_signed_written_and_told_once() {
     })
     .await;
     assert_eq!(action, Action::await_change());
+    let signs: Vec<(String, String)> = ca
+        .requests_with_header()
+        .into_iter()
+        .filter(|(r, _)| r.starts_with("POST /1.0/sign"))
+        .collect();
+    assert_eq!(signs.len(), 1);
     assert_eq!(
-        ca.requests()
-            .iter()
-            .filter(|r| r.starts_with("POST /1.0/sign"))
-            .count(),
-        1
+        signs[0].1, "uid-web-1",
+        "the request's UID is the X-Request-Id"
     );
+    let claims = ca.last_sign_claims().unwrap();
+    assert!(claims["cnf"]["x5rt#S256"].is_string(), "{claims}");
 
     // The cache still shows the request open: it is never signed again, and no call is made
     // (a call would wait for an answer that never comes, and time the reconcile out).
