@@ -583,3 +583,178 @@ async fn fidelity_provisioner_key_from_a_secret() -> Result<()> {
     issuers.delete(&name, &Default::default()).await?;
     ns.delete().await
 }
+
+/// Asks step-ca itself whether it has revoked `serial_hex`: a second revocation of a revoked
+/// serial is refused as "already revoked". Uses the step CLI's own revoke token.
+async fn step_ca_says_revoked(s: &Setup, serial_hex: &str) -> Result<bool> {
+    let decimal = step_operator::step::SerialNumber::Hex(serial_hex.to_string())
+        .to_decimal()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let step = s.env.tool("step")?;
+    let root = std::env::var("STEP_CA_ROOT").context("STEP_CA_ROOT is not set")?;
+    let pw = s
+        .env
+        .step_provisioner_password_file
+        .to_string_lossy()
+        .to_string();
+    let steppath = s.env.state.join("step").to_string_lossy().to_string();
+    let token = e2e::process::run(
+        &step,
+        &[
+            "ca",
+            "token",
+            &decimal,
+            "--revoke",
+            "--provisioner",
+            &s.env.step_provisioner,
+            "--password-file",
+            &pw,
+            "--ca-url",
+            &s.env.step_ca_url,
+            "--root",
+            &root,
+        ],
+        &[("STEPPATH", steppath.as_str())],
+    )
+    .await?;
+    let token = String::from_utf8(token.stdout)?;
+    let body = json!({"serial": decimal, "ott": token.trim(), "passive": true, "reasonCode": 0});
+    // curl exits 0 on an HTTP error: the answer's body tells.
+    let out = e2e::process::run(
+        std::path::Path::new("curl"),
+        &[
+            "-sS",
+            "--cacert",
+            &root,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &format!("{}/1.0/revoke", s.env.step_ca_url),
+        ],
+        &[],
+    )
+    .await?;
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    if !answer.contains("already revoked") {
+        println!("step-ca answered a second revocation of {serial_hex} with: {answer}");
+    }
+    Ok(answer.contains("already revoked"))
+}
+
+fn leaf_serial_hex(cr: &DynamicObject) -> Result<String> {
+    let der = first_der(&issued_pem(cr)?)?;
+    let (_, cert) = X509Certificate::from_der(&der)?;
+    Ok(hex_of(cert.raw_serial()))
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    trimmed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn wait_revoked(s: &Setup, ns: &str, name: &str) -> Result<DynamicObject> {
+    let requests = namespaced(&s.client, ns, &certificate_requests());
+    wait_for(
+        &format!("CertificateRequest {ns}/{name} to be annotated certmanager.step.sm/revoked"),
+        TIMEOUT,
+        async || {
+            let obj = requests.get(name).await?;
+            Ok(obj
+                .annotations()
+                .contains_key("certmanager.step.sm/revoked")
+                .then_some(obj))
+        },
+        async || {
+            let events = Api::<Event>::namespaced(s.client.clone(), ns);
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .ok();
+            format!(
+                "{}\nevents: {}",
+                dump(&requests.get_opt(name).await.ok().flatten()),
+                dump(&list)
+            )
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
+    let s = setup().await?;
+    let revoking = issuer(
+        &s,
+        "fidelity-revoke",
+        &s.env.step_provisioner,
+        json!({"revocation": {"onSupersede": true}}),
+    )
+    .await?;
+    let ns = TestNamespace::create(&s.client, "fidelity-revoke").await?;
+    let certs = namespaced(&s.client, &ns.name, &certificates());
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    let post = PostParams::default();
+
+    // A Certificate re-issued (its names change): the first revision's certificate is revoked.
+    let first = format!("rotating.{}.svc", ns.name);
+    certs
+        .create(
+            &post,
+            &certificate("rotating", &revoking, json!({"dnsNames": [first]}))?,
+        )
+        .await?;
+    let old = request_of(&s, &ns.name, "rotating", "True").await?;
+    let old_serial = leaf_serial_hex(&old)?;
+    let second = format!("rotated.{}.svc", ns.name);
+    let patch = json!({"spec": {"dnsNames": [first, second]}});
+    certs
+        .patch("rotating", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    // cert-manager deletes the old request soon after (revisionHistoryLimit), so the Event and
+    // step-ca tell, not the request's annotation.
+    let told = event(&s, &ns.name, &old.name_any(), "Revoked").await?;
+    let note = told.note.clone().unwrap_or_default();
+    assert!(
+        note.contains(&old_serial) && note.contains("superseded by"),
+        "{told:?}"
+    );
+
+    // On demand: a request labelled certmanager.step.sm/revoke=true, with a reason.
+    let manual = certificate_request(
+        "manual",
+        &csr(&format!("manual.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&revoking),
+    )?;
+    requests.create(&post, &manual).await?;
+    let issued =
+        wait_ready_condition(&requests, "manual", "True", Some("Issued"), TIMEOUT, &s.log).await?;
+    let serial = leaf_serial_hex(&issued)?;
+    let ask = json!({"metadata": {
+        "labels": {"certmanager.step.sm/revoke": "true"},
+        "annotations": {"certmanager.step.sm/revoke-reason": "keyCompromise"},
+    }});
+    requests
+        .patch("manual", &PatchParams::default(), &Patch::Merge(&ask))
+        .await?;
+    let revoked = wait_revoked(&s, &ns.name, "manual").await?;
+    assert!(
+        revoked.annotations()["certmanager.step.sm/revoked"].contains("keyCompromise"),
+        "{}",
+        dump(&revoked)
+    );
+    // step-ca itself holds both as revoked.
+    assert!(
+        step_ca_says_revoked(&s, &serial).await?,
+        "step-ca has not revoked {serial}"
+    );
+    assert!(
+        step_ca_says_revoked(&s, &old_serial).await?,
+        "step-ca has not revoked {old_serial}"
+    );
+    cluster(&s.client, &step_cluster_issuers())
+        .delete(&revoking, &Default::default())
+        .await?;
+    ns.delete().await
+}

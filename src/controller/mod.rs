@@ -13,6 +13,7 @@ mod mock_tests;
 pub mod podcert;
 pub mod relist;
 pub mod request;
+pub mod revoke;
 pub mod watch_health;
 
 use std::sync::Arc;
@@ -131,8 +132,9 @@ async fn controllers(
             }
         }
     };
+    let revocations = revoke::run(ctx.clone(), health.clone(), stopped());
     let requests = request::run(ctx, health, concurrency, stopped());
-    tokio::join!(issuers, cluster_issuers, requests, pod_certs);
+    tokio::join!(issuers, cluster_issuers, requests, pod_certs, revocations);
 }
 
 /// The reconcilers' shared state, built from the arguments in one place.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::cert_manager::CertificateRequest;
@@ -58,6 +59,33 @@ impl AnyIssuer {
         match self {
             AnyIssuer::Namespaced(i) => super::sign::sign_with(ctx, &**i, cr).await,
             AnyIssuer::Cluster(i) => super::sign::sign_with(ctx, &**i, cr).await,
+        }
+    }
+
+    /// With `spec.revocation.onSupersede`, revokes in the background what `issued` supersedes,
+    /// with the issuer's current signer.
+    pub fn revoke_superseded(&self, ctx: &Arc<Context>, issued: &CertificateRequest) {
+        fn start<K: IssuerObject>(issuer: &K, ctx: &Arc<Context>, issued: &CertificateRequest) {
+            let asked = issuer
+                .spec_view()
+                .revocation
+                .is_some_and(|r| r.on_supersede);
+            let signer = ctx.issuers.signers.current(
+                &issuer.key(),
+                &issuer.uid().unwrap_or_default(),
+                issuer.meta().generation.unwrap_or_default(),
+            );
+            if let (true, Some(signer)) = (asked, signer) {
+                tokio::spawn(crate::controller::revoke::superseded_by(
+                    ctx.clone(),
+                    signer,
+                    issued.clone(),
+                ));
+            }
+        }
+        match self {
+            AnyIssuer::Namespaced(i) => start(&**i, ctx, issued),
+            AnyIssuer::Cluster(i) => start(&**i, ctx, issued),
         }
     }
 

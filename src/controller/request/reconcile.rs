@@ -125,7 +125,12 @@ async fn sign(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Signing attempt ended"
     );
-    execute(c, &fresh, key, uid, plan).await
+    let issued = matches!(plan.status, Some(StatusChange::Issued(_)));
+    let action = execute(c, &fresh, key, uid, plan).await?;
+    if issued && let Some(issuer) = c.issuers.get(key) {
+        issuer.revoke_superseded(&c.ctx, &fresh);
+    }
+    Ok(action)
 }
 
 /// Carries a plan out: the status first (a request is finished only once the API says so),

@@ -1,0 +1,265 @@
+//! Revocation at step-ca (passive: step-ca records it, refuses to renew the certificate and lists
+//! it in its CRL), opt-in two ways:
+//! - per issuer, `spec.revocation.onSupersede`: once a Certificate's new revision is issued, the
+//!   certificates of its older revisions from the same issuer are revoked (`superseded`);
+//! - on demand: the label `certmanager.step.sm/revoke=true` on a CertificateRequest of ours
+//!   (reason in `certmanager.step.sm/revoke-reason`). A watch selects only labelled requests, so
+//!   the apiserver filters and the cost is nil until someone asks.
+//!
+//! Each revoked request gets the `certmanager.step.sm/revoked` annotation and a `Revoked` Event;
+//! a CA without a database (501) gets a `RevocationUnsupported` Warning instead, naming the fix.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::cert_manager::CertificateRequest;
+use crate::controller::context::Context;
+use crate::controller::decision;
+use crate::controller::watch_health::{WatchHealth, report_outcome};
+use crate::crd::{StepClusterIssuer, StepIssuer};
+use crate::issuer::{IssuerKey, IssuerObject};
+use crate::step::{RevocationReason, SerialNumber, Signer};
+
+use self::plan::{ANNOTATION_REVOKED, LABEL_REVOKE};
+
+/// Under which name the on-demand watch reports to [`WatchHealth`].
+pub const WATCH_REVOCATIONS: &str = "CertificateRequests to revoke";
+
+/// What one revocation came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Revoked,
+    /// step-ca has no database: it cannot revoke, and never will until configured with one.
+    Unsupported,
+    Failed(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RevokeError(String);
+
+/// Revokes the certificate of `cr` with `signer`, then records it (annotation and Event).
+pub async fn revoke(
+    ctx: &Context,
+    signer: &Signer,
+    cr: &CertificateRequest,
+    reason: RevocationReason,
+    text: &str,
+) -> Outcome {
+    let serial = match leaf_serial(cr) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let uid = cr.uid();
+    let result = signer
+        .revoke(
+            &SerialNumber::Hex(serial.clone()),
+            reason,
+            text,
+            uid.as_deref(),
+        )
+        .await;
+    let outcome = match result {
+        Ok(()) => Outcome::Revoked,
+        Err(e) if e.is_already_revoked() => Outcome::Revoked,
+        Err(e) if e.is_not_implemented() => Outcome::Unsupported,
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    match &outcome {
+        Outcome::Revoked => {
+            let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let note = format!("{when} serial {serial}: {text}");
+            if let Err(e) = annotate(ctx, cr, &note).await {
+                return Outcome::Failed(format!("revoked, but recording it failed: {e}"));
+            }
+            let message = format!("Revoked at step-ca (serial {serial}): {text}");
+            ctx.event(cr, EventType::Normal, "Revoked", message, "Revoke")
+                .await;
+        }
+        Outcome::Unsupported => {
+            let message = "step-ca cannot revoke: it has no database (HTTP 501). Give step-ca a database (\"db\" in ca.json), or remove spec.revocation from the issuer and the certmanager.step.sm/revoke label".to_string();
+            ctx.event(
+                cr,
+                EventType::Warning,
+                "RevocationUnsupported",
+                message,
+                "Revoke",
+            )
+            .await;
+        }
+        Outcome::Failed(why) => {
+            let message = format!("Revoking serial {serial} at step-ca failed, will retry: {why}");
+            ctx.event(
+                cr,
+                EventType::Warning,
+                "RevocationFailed",
+                message,
+                "Revoke",
+            )
+            .await;
+        }
+    }
+    outcome
+}
+
+fn leaf_serial(cr: &CertificateRequest) -> Result<String, String> {
+    let pem = cr
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .ok_or("the request holds no certificate")?;
+    let chain = crate::pki::chain::parse_pem_chain(&pem.0)
+        .map_err(|e| format!("its certificate does not parse: {e}"))?;
+    chain
+        .first()
+        .map(|leaf| leaf.serial_hex.clone())
+        .ok_or_else(|| "its certificate chain is empty".into())
+}
+
+async fn annotate(ctx: &Context, cr: &CertificateRequest, note: &str) -> Result<(), kube::Error> {
+    let api = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_REVOKED: note}}});
+    api.patch(
+        &cr.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// After `issued` was issued by an issuer with `onSupersede`: revokes what it supersedes.
+pub async fn superseded_by(ctx: Arc<Context>, signer: Signer, issued: CertificateRequest) {
+    let api = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &issued.namespace().unwrap_or_default(),
+    );
+    let all = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            tracing::warn!(request = %issued.name_any(), error = %e, "Could not list the requests this one supersedes; none revoked");
+            return;
+        }
+    };
+    let text = format!("superseded by CertificateRequest {}", issued.name_any());
+    for old in plan::superseded(&issued, &all) {
+        let outcome = revoke(&ctx, &signer, old, RevocationReason::Superseded, &text).await;
+        tracing::info!(request = %old.name_any(), outcome = ?outcome, "Superseded certificate");
+        if outcome == Outcome::Unsupported {
+            break;
+        }
+    }
+}
+
+struct RevokeCtx {
+    ctx: Arc<Context>,
+}
+
+/// Revokes the certificates of our CertificateRequests labelled `certmanager.step.sm/revoke`
+/// until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    health: WatchHealth,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let cfg = watcher::Config::default().labels(&format!("{LABEL_REVOKE}=true"));
+    let (store, writer) = kube::runtime::reflector::store::<CertificateRequest>();
+    let asked = health
+        .observe(
+            WATCH_REVOCATIONS,
+            "CertificateRequests labelled certmanager.step.sm/revoke",
+            watcher(
+                Api::<CertificateRequest>::all(ctx.watch_client.clone()),
+                cfg,
+            )
+            .default_backoff(),
+        )
+        .modify(|r: &mut CertificateRequest| r.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    let metrics = ctx.metrics.clone();
+    Controller::for_stream(asked, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(2))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(RevokeCtx { ctx }))
+        .for_each(|outcome| {
+            report_outcome("Revocation", &metrics, outcome);
+            futures::future::ready(())
+        })
+        .await;
+}
+
+async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RevokeCtx>) -> Result<Action, RevokeError> {
+    let namespace = cr.namespace().unwrap_or_default();
+    let Some(key) = decision::owning_issuer(&cr.spec.issuer_ref, &namespace) else {
+        return Ok(Action::await_change());
+    };
+    if !plan::revocation_asked(&cr)
+        || !plan::revocable(&cr)
+        || cr.meta().deletion_timestamp.is_some()
+    {
+        return Ok(Action::await_change());
+    }
+    let signer = match signer_of(&c.ctx, &key).await {
+        Ok(s) => s,
+        Err(why) => {
+            let message = format!("Cannot revoke yet: {why}");
+            c.ctx
+                .event(
+                    &*cr,
+                    EventType::Warning,
+                    "RevocationFailed",
+                    message,
+                    "Revoke",
+                )
+                .await;
+            return Err(RevokeError(why));
+        }
+    };
+    let (reason, text) = plan::asked_reason(&cr);
+    match revoke(&c.ctx, &signer, &cr, reason, &text).await {
+        Outcome::Revoked | Outcome::Unsupported => Ok(Action::await_change()),
+        Outcome::Failed(why) => Err(RevokeError(why)),
+    }
+}
+
+fn error_policy(_cr: Arc<CertificateRequest>, _e: &RevokeError, _c: Arc<RevokeCtx>) -> Action {
+    Action::requeue(Duration::from_secs(30))
+}
+
+/// The signer of an issuer read from the API (with its caBundle).
+async fn signer_of(ctx: &Context, key: &IssuerKey) -> Result<Signer, String> {
+    async fn of<K: IssuerObject>(
+        ctx: &Context,
+        key: &IssuerKey,
+        ns: Option<&str>,
+    ) -> Result<Signer, String> {
+        let issuer = K::api(ctx.client.clone(), ns)
+            .get(key.name())
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?;
+        ctx.issuers
+            .signer_for(&issuer)
+            .await
+            .map(|(s, _)| s)
+            .map_err(|e| format!("{key} is not usable: {}", e.message_for(K::AUDIENCE)))
+    }
+    match key {
+        IssuerKey::Namespaced { namespace, .. } => {
+            of::<StepIssuer>(ctx, key, Some(namespace)).await
+        }
+        IssuerKey::Cluster { .. } => of::<StepClusterIssuer>(ctx, key, None).await,
+    }
+}
