@@ -758,3 +758,48 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
         .await?;
     ns.delete().await
 }
+
+#[tokio::test]
+async fn fidelity_audience_host_addresses_the_tokens() -> Result<()> {
+    let s = setup().await?;
+    let issuers = cluster(&s.client, &step_cluster_issuers());
+    // A host step-ca does not know itself by: its tokens are refused...
+    let name = issuer(
+        &s,
+        "fidelity-aud",
+        &s.env.step_provisioner,
+        json!({"audienceHost": "ca.elsewhere.example:9000"}),
+    )
+    .await?;
+    let ns = TestNamespace::create(&s.client, "fidelity-aud").await?;
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    let cr = certificate_request(
+        "aud",
+        &csr(&format!("aud.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&name),
+    )?;
+    requests.create(&PostParams::default(), &cr).await?;
+    let refused = event(&s, &ns.name, "aud", "RetryableError").await?;
+    assert!(
+        refused
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("step-ca refused the signing token")),
+        "{refused:?}"
+    );
+    // ...and one of its dnsNames, given as the audience host, is accepted.
+    let port = s
+        .env
+        .step_ca_url
+        .rsplit(':')
+        .next()
+        .context("no port in STEP_CA_URL")?
+        .to_string();
+    let fix = json!({"spec": {"audienceHost": format!("localhost:{port}")}});
+    issuers
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&fix))
+        .await?;
+    wait_ready_condition(&requests, "aud", "True", Some("Issued"), TIMEOUT, &s.log).await?;
+    issuers.delete(&name, &Default::default()).await?;
+    ns.delete().await
+}
