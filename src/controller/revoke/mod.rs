@@ -68,12 +68,7 @@ pub async fn revoke(
             uid.as_deref(),
         )
         .await;
-    let outcome = match result {
-        Ok(()) => Outcome::Revoked,
-        Err(e) if e.is_already_revoked() => Outcome::Revoked,
-        Err(e) if e.is_not_implemented() => Outcome::Unsupported,
-        Err(e) => Outcome::Failed(e.to_string()),
-    };
+    let outcome = outcome_of(result);
     match &outcome {
         Outcome::Revoked => {
             let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -109,6 +104,17 @@ pub async fn revoke(
         }
     }
     outcome
+}
+
+/// What step-ca's answer to a revocation means: "already revoked" is the goal reached, and 501
+/// (no database) will not change by retrying.
+fn outcome_of(result: Result<(), crate::step::Error>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Revoked,
+        Err(e) if e.is_already_revoked() => Outcome::Revoked,
+        Err(e) if e.is_not_implemented() => Outcome::Unsupported,
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
 }
 
 fn leaf_serial(cr: &CertificateRequest) -> Result<String, String> {
@@ -261,5 +267,29 @@ async fn signer_of(ctx: &Context, key: &IssuerKey) -> Result<Signer, String> {
             of::<StepIssuer>(ctx, key, Some(namespace)).await
         }
         IssuerKey::Cluster { .. } => of::<StepClusterIssuer>(ctx, key, None).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ca_answers_are_read_for_what_retrying_can_change() {
+        let status = |status: u16, message: &str| {
+            Err(crate::step::Error::Status {
+                status,
+                message: message.into(),
+                action: "revoke",
+            })
+        };
+        assert_eq!(outcome_of(Ok(())), Outcome::Revoked);
+        assert_eq!(
+            outcome_of(status(400, "certificate with serial number '1' is already revoked")),
+            Outcome::Revoked
+        );
+        assert_eq!(outcome_of(status(501, "not implemented")), Outcome::Unsupported);
+        assert!(matches!(outcome_of(status(400, "bad serial")), Outcome::Failed(_)));
+        assert!(matches!(outcome_of(status(503, "down")), Outcome::Failed(_)));
     }
 }
