@@ -285,11 +285,23 @@ mod tests {
         };
         assert_eq!(outcome_of(Ok(())), Outcome::Revoked);
         assert_eq!(
-            outcome_of(status(400, "certificate with serial number '1' is already revoked")),
+            outcome_of(status(
+                400,
+                "certificate with serial number '1' is already revoked"
+            )),
             Outcome::Revoked
         );
-        assert_eq!(outcome_of(status(501, "not implemented")), Outcome::Unsupported);
-        assert!(matches!(outcome_of(status(400, "bad serial")), Outcome::Failed(_)));
-        assert!(matches!(outcome_of(status(503, "down")), Outcome::Failed(_)));
+        assert_eq!(
+            outcome_of(status(501, "not implemented")),
+            Outcome::Unsupported
+        );
+        assert!(matches!(
+            outcome_of(status(400, "bad serial")),
+            Outcome::Failed(_)
+        ));
+        assert!(matches!(
+            outcome_of(status(503, "down")),
+            Outcome::Failed(_)
+        ));
     }
 }
