@@ -80,6 +80,17 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_certificates: bool,
 
+    /// Watch only our CertificateRequests (field selector `spec.issuerRef.group=certmanager.step.sm`)
+    /// when the apiserver serves it (cert-manager's CRDs 1.20 and later); otherwise, or when
+    /// false, every request is watched and ours are kept. The log says which.
+    #[arg(long, env = "STEP_OPERATOR_SELECT_REQUESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub select_requests: bool,
+
+    /// Sign approved Kubernetes CertificateSigningRequests (`certificates.k8s.io/v1`) whose
+    /// signerName names one of our issuers (the same names as for pod certificates).
+    #[arg(long, env = "STEP_OPERATOR_CERTIFICATE_SIGNING_REQUESTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub certificate_signing_requests: bool,
+
     /// Publish each StepClusterIssuer's roots as a ClusterTrustBundle named
     /// `stepclusterissuers.certmanager.step.sm:<name>:roots` and linked to its signer name, for
     /// pods to mount with a `clusterTrustBundle` volume source. Off by itself when the apiserver

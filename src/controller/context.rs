@@ -35,6 +35,9 @@ pub struct Settings {
     pub watch_secrets: bool,
     /// Whether each StepClusterIssuer's roots are published as a ClusterTrustBundle.
     pub trust_bundles: bool,
+    /// Whether CertificateRequests are watched with the `spec.issuerRef.group` field selector
+    /// where the apiserver serves it (`--select-requests`).
+    pub select_requests: bool,
 }
 
 pub struct Context {

@@ -42,6 +42,7 @@ pub(super) fn mock_context() -> (Arc<Context>, Handle) {
             max_retry_duration: Duration::from_secs(300),
             issuer_recheck_interval: Duration::from_secs(300),
             streaming_lists: false,
+            select_requests: true,
             max_signs_per_issuer: 4,
             names: Default::default(),
             without_policy: Default::default(),

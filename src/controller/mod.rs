@@ -2,6 +2,7 @@
 
 pub mod args;
 pub mod context;
+pub mod csr;
 pub mod decision;
 pub mod in_flight;
 pub mod initial_list;
@@ -72,6 +73,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         health,
         args.concurrency.max(1),
         pod_certificates,
+        args.certificate_signing_requests,
         stop_rx,
     );
     tokio::pin!(controllers);
@@ -111,6 +113,7 @@ async fn controllers(
     health: watch_health::WatchHealth,
     concurrency: u16,
     pod_certificates: bool,
+    signing_requests: bool,
     stop: watch::Receiver<bool>,
 ) {
     let stopped = move || {
@@ -133,8 +136,23 @@ async fn controllers(
         }
     };
     let revocations = revoke::run(ctx.clone(), health.clone(), stopped());
+    let csrs = {
+        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
+        async move {
+            if signing_requests {
+                csr::run(ctx, health, 4, stop).await;
+            }
+        }
+    };
     let requests = request::run(ctx, health, concurrency, stopped());
-    tokio::join!(issuers, cluster_issuers, requests, pod_certs, revocations);
+    tokio::join!(
+        issuers,
+        cluster_issuers,
+        requests,
+        pod_certs,
+        revocations,
+        csrs
+    );
 }
 
 /// The reconcilers' shared state, built from the arguments in one place.
@@ -198,6 +216,7 @@ fn context(
             },
             watch_secrets: args.watch_secrets,
             trust_bundles,
+            select_requests: args.select_requests,
         },
     }
 }

@@ -3,20 +3,23 @@
 //! (`reconcile`), signing (`sign`), the classification of failures (`failure`) and what this
 //! process remembers between reconciles (`memory`).
 
-mod failure;
+pub(crate) mod failure;
 mod issuers;
 pub(crate) mod memory;
-mod plan;
+pub(crate) mod plan;
 mod reconcile;
 #[cfg(test)]
 mod scenario_tests;
-mod sign;
+pub mod selection;
+pub(crate) mod sign;
 
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use kube::api::Api;
+
+use self::selection::Selection;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -161,19 +164,20 @@ fn request_watch(
     memory: Arc<RequestMemory>,
     writer: reflector::store::Writer<CertificateRequest>,
     requests: Store<CertificateRequest>,
+    selection: &Selection,
 ) -> impl futures::Stream<Item = Result<CertificateRequest, watcher::Error>> + Send + use<> {
     let gate = health.clone();
+    let mut cfg = initial_list::watch_config_paged(
+        ctx.settings.streaming_lists,
+        initial_list::REQUEST_PAGE_SIZE,
+    );
+    if let Some(fields) = selection.field_selector() {
+        cfg = cfg.fields(fields);
+    }
     let watch = health.observe(
         WATCH_REQUESTS,
         "CertificateRequests",
-        watcher(
-            Api::<CertificateRequest>::all(client.clone()),
-            initial_list::watch_config_paged(
-                ctx.settings.streaming_lists,
-                initial_list::REQUEST_PAGE_SIZE,
-            ),
-        )
-        .default_backoff(),
+        watcher(Api::<CertificateRequest>::all(client.clone()), cfg).default_backoff(),
     );
     futures::stream::once(async move {
         gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
@@ -236,6 +240,17 @@ pub async fn run(
         |i| i.spec.ca_bundle = None,
     );
 
+    let selection = selection::probe(&ctx.client, ctx.settings.select_requests).await;
+    match &selection {
+        Selection::Ours => tracing::info!(
+            field_selector = selection::OUR_REQUESTS,
+            "Watching only our CertificateRequests: the apiserver filters by spec.issuerRef.group"
+        ),
+        Selection::All(why) => tracing::info!(
+            reason = %why,
+            "Watching every CertificateRequest and keeping ours"
+        ),
+    }
     let (requests, requests_writer) = reflector::store::<CertificateRequest>();
     let request_stream = request_watch(
         &ctx,
@@ -244,6 +259,7 @@ pub async fn run(
         memory.clone(),
         requests_writer,
         requests.clone(),
+        &selection,
     );
 
     let for_issuer = waiting_for_ready::<StepIssuer>(requests.clone());

@@ -173,7 +173,7 @@ pub async fn sign_with<K: IssuerObject>(
 
 /// How long to ask for: the request's duration under the issuer's `spec.maxDuration`, the
 /// issuing intermediate's expiry and the provisioner's limits, checked before a token is spent.
-fn lifetime<K: IssuerObject>(
+pub(crate) fn lifetime<K: IssuerObject>(
     issuer: &K,
     signer: &step::Signer,
     requested: Option<std::time::Duration>,
@@ -211,7 +211,7 @@ pub fn limits_of(claims: &step::ProvisionerClaims) -> Limits {
 /// a CA was asked for, and give what was asked: a certificate weaker than the request fails it,
 /// one that only lacks details is issued with those named in a warning. `ca` is the root that
 /// signed it.
-fn check_signed(
+pub(crate) fn check_signed(
     chain: &[String],
     input: &SignInput,
     granted: &Granted,
