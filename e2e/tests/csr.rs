@@ -148,7 +148,11 @@ async fn csr_approved_with_kubectl_is_signed_and_a_denied_one_is_untouched() -> 
     let api = Api::<CertificateSigningRequest>::all(s.client.clone());
     let untouched = api.get(&denied).await?;
     assert!(!signed(&untouched), "{}", dump(&untouched));
-    assert!(condition(&untouched, "Failed").is_none(), "{}", dump(&untouched));
+    assert!(
+        condition(&untouched, "Failed").is_none(),
+        "{}",
+        dump(&untouched)
+    );
     assert_eq!(
         condition(&untouched, "Denied").map(|c| c.status.as_str()),
         Some("True")
@@ -167,7 +171,12 @@ async fn csr_a_name_the_policy_refuses_fails_with_the_reason() -> Result<()> {
     kubectl_certificate(&s, "approve", &name).await?;
     let failed = wait_csr(&s, &name, "to fail", |c| condition(c, "Failed").is_some()).await?;
     let cond = condition(&failed, "Failed").context("no Failed condition")?;
-    assert_eq!(cond.reason.as_deref(), Some("PolicyDenied"), "{}", dump(&failed));
+    assert_eq!(
+        cond.reason.as_deref(),
+        Some("PolicyDenied"),
+        "{}",
+        dump(&failed)
+    );
     let message = cond.message.clone().unwrap_or_default();
     assert!(message.contains("evil.elsewhere.example"), "{message}");
     assert!(!signed(&failed), "{}", dump(&failed));
