@@ -80,6 +80,18 @@ pub struct ControllerArgs {
     #[arg(long, env = "STEP_OPERATOR_POD_CERTIFICATES", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_certificates: bool,
 
+    /// Watch only these namespaces (comma-separated), with Roles in each instead of a
+    /// ClusterRole: StepIssuers, their CertificateRequests and Secrets there. Pod certificates,
+    /// Kubernetes CSRs and trust bundles are off in this mode (they are cluster-scoped).
+    /// Empty: the whole cluster.
+    #[arg(long, env = "STEP_OPERATOR_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Serve StepClusterIssuers. With `--namespaces`, set it to false to need no ClusterRole at
+    /// all; requests naming a StepClusterIssuer then wait as if it did not exist.
+    #[arg(long, env = "STEP_OPERATOR_CLUSTER_ISSUERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cluster_issuers: bool,
+
     /// Watch only our CertificateRequests (field selector `spec.issuerRef.group=certmanager.step.sm`)
     /// when the apiserver serves it (cert-manager's CRDs 1.20 and later); otherwise, or when
     /// false, every request is watched and ours are kept. The log says which.

@@ -15,6 +15,7 @@ pub mod podcert;
 pub mod relist;
 pub mod request;
 pub mod revoke;
+pub mod scope;
 pub mod watch_health;
 
 use std::sync::Arc;
@@ -48,7 +49,19 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         leadership = Some(leader::Leadership::acquire(client.clone(), &lease, &ready_tx).await?);
     }
 
-    let trust_bundles = args.trust_bundles && podcert::served(&client, "clustertrustbundles").await;
+    let scopes = scope::scopes(&args.namespaces, args.cluster_issuers);
+    let scoped = scopes.iter().all(|s| s.namespace().is_some());
+    if scoped {
+        tracing::info!(
+            namespaces = ?args.namespaces,
+            cluster_issuers = args.cluster_issuers,
+            "Namespace-scoped: watching only these namespaces with Roles; pod certificates, Kubernetes CSRs and trust bundles are off"
+        );
+    }
+    let trust_bundles = args.trust_bundles
+        && !scoped
+        && args.cluster_issuers
+        && podcert::served(&client, "clustertrustbundles").await;
     let ctx = Arc::new(context(
         &args,
         client,
@@ -60,22 +73,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     // From here on the leader is ready while every watch has listed and none is failing.
     let health = watch_health::WatchHealth::new(ready_tx);
 
-    let pod_certificates =
-        args.pod_certificates && podcert::served(&ctx.client, "podcertificaterequests").await;
+    let pod_certificates = args.pod_certificates
+        && !scoped
+        && podcert::served(&ctx.client, "podcertificaterequests").await;
     tracing::info!(
         pod_certificates,
         trust_bundles = ctx.settings.trust_bundles,
         "Kubernetes pod certificates: the PodCertificateRequest signer, and the issuers' roots as ClusterTrustBundles"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let controllers = controllers(
-        ctx,
-        health,
-        args.concurrency.max(1),
+    let roles = Roles {
+        scopes,
         pod_certificates,
-        args.certificate_signing_requests,
-        stop_rx,
-    );
+        signing_requests: args.certificate_signing_requests && !scoped,
+    };
+    let controllers = controllers(ctx, health, args.concurrency.max(1), roles, stop_rx);
     tokio::pin!(controllers);
 
     let lease_lost = async {
@@ -107,13 +119,20 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     outcome
 }
 
+/// Which reconcilers run: every one over the whole cluster, or, with `--namespaces`, the issuer,
+/// request and revocation reconcilers once per namespace (see [`scope`]).
+pub struct Roles {
+    pub scopes: Vec<scope::Scope>,
+    pub pod_certificates: bool,
+    pub signing_requests: bool,
+}
+
 /// Every reconciler, running until `stop` turns true.
 async fn controllers(
     ctx: Arc<Context>,
     health: watch_health::WatchHealth,
     concurrency: u16,
-    pod_certificates: bool,
-    signing_requests: bool,
+    roles: Roles,
     stop: watch::Receiver<bool>,
 ) {
     let stopped = move || {
@@ -123,36 +142,49 @@ async fn controllers(
         }
     };
     let tracker = Arc::new(issuer::ReadyTracker::default());
-    let issuers =
-        issuer::run::<StepIssuer>(ctx.clone(), health.clone(), tracker.clone(), 4, stopped());
-    let cluster_issuers =
-        issuer::run::<StepClusterIssuer>(ctx.clone(), health.clone(), tracker, 4, stopped());
-    let pod_certs = {
-        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
-        async move {
-            if pod_certificates {
-                podcert::run(ctx, health, 4, stop).await;
-            }
-        }
-    };
-    let revocations = revoke::run(ctx.clone(), health.clone(), stopped());
-    let csrs = {
-        let (ctx, health, stop) = (ctx.clone(), health.clone(), stopped());
-        async move {
-            if signing_requests {
-                csr::run(ctx, health, 4, stop).await;
-            }
-        }
-    };
-    let requests = request::run(ctx, health, concurrency, stopped());
-    tokio::join!(
-        issuers,
-        cluster_issuers,
-        requests,
-        pod_certs,
-        revocations,
-        csrs
-    );
+    let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+    let cluster_wide = roles.scopes.iter().any(|s| s.namespace().is_none());
+    for scope in &roles.scopes {
+        let (c, h, t) = (ctx.clone(), health.clone(), tracker.clone());
+        tasks.push(Box::pin(issuer::run::<StepIssuer>(
+            c,
+            h,
+            t,
+            scope.clone(),
+            4,
+            stopped(),
+        )));
+        let (c, h) = (ctx.clone(), health.clone());
+        tasks.push(Box::pin(request::run(
+            c,
+            h,
+            scope.clone(),
+            concurrency,
+            stopped(),
+        )));
+        let (c, h) = (ctx.clone(), health.clone());
+        tasks.push(Box::pin(revoke::run(c, h, scope.clone(), stopped())));
+    }
+    if roles.scopes.iter().any(|s| s.cluster_issuers) {
+        let (c, h, t) = (ctx.clone(), health.clone(), tracker);
+        let all = scope::Scope::cluster();
+        tasks.push(Box::pin(issuer::run::<StepClusterIssuer>(
+            c,
+            h,
+            t,
+            all,
+            4,
+            stopped(),
+        )));
+    }
+    if roles.pod_certificates && cluster_wide {
+        let (c, h) = (ctx.clone(), health.clone());
+        tasks.push(Box::pin(podcert::run(c, h, 4, stopped())));
+    }
+    if roles.signing_requests && cluster_wide {
+        tasks.push(Box::pin(csr::run(ctx, health, 4, stopped())));
+    }
+    futures::future::join_all(tasks).await;
 }
 
 /// The reconcilers' shared state, built from the arguments in one place.

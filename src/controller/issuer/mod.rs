@@ -25,6 +25,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::controller::context::Context;
 use crate::controller::relist::triggers;
+use crate::controller::scope::Scope;
 use crate::controller::watch_health::{WatchHealth, report_outcome};
 use crate::crd::Provisioner;
 use crate::issuer::IssuerKey;
@@ -56,10 +57,12 @@ pub async fn run<K: IssuerObject>(
     ctx: Arc<Context>,
     health: WatchHealth,
     tracker: Arc<ReadyTracker>,
+    scope: Scope,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let cfg = crate::controller::initial_list::watch_config(ctx.settings.streaming_lists);
+    let namespace = scope.namespace().map(str::to_string);
     let (store, writer) = reflector::store::<K>();
     let issuer_ctx = Arc::new(IssuerCtx {
         ctx: ctx.clone(),
@@ -69,9 +72,13 @@ pub async fn run<K: IssuerObject>(
     // the refreshed cache at InitDone (see `relist`) and its failures reach the log and /readyz.
     let issuers = health
         .observe(
+            scope.watch_name(K::PLURAL),
             K::PLURAL,
-            K::PLURAL,
-            watcher(K::api(ctx.watch_client.clone(), None), cfg.clone()).default_backoff(),
+            watcher(
+                K::api(ctx.watch_client.clone(), namespace.as_deref()),
+                cfg.clone(),
+            )
+            .default_backoff(),
         )
         .reflect(writer)
         // A deleted issuer is never reconciled (it is gone from the cache), so what this process
@@ -105,15 +112,15 @@ pub async fn run<K: IssuerObject>(
         // data in `kubectl.kubernetes.io/last-applied-configuration` (security review I1). And
         // the RBAC it needs (list, watch) would return full Secrets to anyone holding this
         // ServiceAccount's token, which is why the watch is opt-in (review M5).
+        let api = match namespace.as_deref() {
+            Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(ctx.watch_client.clone(), ns),
+            None => Api::<PartialObjectMeta<Secret>>::all(ctx.watch_client.clone()),
+        };
         let secrets = health
             .observe(
-                K::SECRETS_WATCH,
+                scope.watch_name(K::SECRETS_WATCH),
                 "Secrets",
-                watcher(
-                    Api::<PartialObjectMeta<Secret>>::all(ctx.watch_client.clone()),
-                    cfg,
-                )
-                .default_backoff(),
+                watcher(api, cfg).default_backoff(),
             )
             .touched_objects();
         let cluster_ns = ctx.settings.cluster_resource_namespace.clone();

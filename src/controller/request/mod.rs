@@ -20,6 +20,7 @@ use k8s_openapi::ByteString;
 use kube::api::Api;
 
 use self::selection::Selection;
+use crate::controller::scope::Scope;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -131,6 +132,7 @@ pub const WATCH_CLUSTER_ISSUERS: &str = "StepClusterIssuers (for requests)";
 fn slim_issuer_watch<K>(
     health: &WatchHealth,
     name: &'static str,
+    namespace: Option<&str>,
     client: &kube::Client,
     cfg: &watcher::Config,
     writer: reflector::store::Writer<K>,
@@ -143,7 +145,7 @@ where
         .observe(
             name,
             K::PLURAL,
-            watcher(K::api(client.clone(), None), cfg.clone()).default_backoff(),
+            watcher(K::api(client.clone(), namespace), cfg.clone()).default_backoff(),
         )
         .modify(move |i: &mut K| {
             drop_bundle(i);
@@ -160,13 +162,22 @@ where
 fn request_watch(
     ctx: &Context,
     health: &WatchHealth,
-    client: &kube::Client,
     memory: Arc<RequestMemory>,
     writer: reflector::store::Writer<CertificateRequest>,
     requests: Store<CertificateRequest>,
     selection: &Selection,
+    scope: &Scope,
 ) -> impl futures::Stream<Item = Result<CertificateRequest, watcher::Error>> + Send + use<> {
     let gate = health.clone();
+    let mut issuer_watches = vec![scope.watch_name(WATCH_ISSUERS)];
+    if scope.cluster_issuers {
+        issuer_watches.push(scope.watch_name(WATCH_CLUSTER_ISSUERS));
+    }
+    let client = ctx.watch_client.clone();
+    let api = match scope.namespace() {
+        Some(ns) => Api::<CertificateRequest>::namespaced(client, ns),
+        None => Api::<CertificateRequest>::all(client),
+    };
     let mut cfg = initial_list::watch_config_paged(
         ctx.settings.streaming_lists,
         initial_list::REQUEST_PAGE_SIZE,
@@ -175,12 +186,12 @@ fn request_watch(
         cfg = cfg.fields(fields);
     }
     let watch = health.observe(
-        WATCH_REQUESTS,
+        scope.watch_name(WATCH_REQUESTS),
         "CertificateRequests",
-        watcher(Api::<CertificateRequest>::all(client.clone()), cfg).default_backoff(),
+        watcher(api, cfg).default_backoff(),
     );
     futures::stream::once(async move {
-        gate.listed(&[WATCH_ISSUERS, WATCH_CLUSTER_ISSUERS]).await;
+        gate.listed(&issuer_watches).await;
         watch
     })
     .flatten()
@@ -218,6 +229,7 @@ fn waiting_for_ready<K: IssuerObject>(
 pub async fn run(
     ctx: Arc<Context>,
     health: WatchHealth,
+    scope: Scope,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -226,21 +238,35 @@ pub async fn run(
 
     let memory = Arc::new(RequestMemory::default());
     let (issuers, issuers_writer) = reflector::store::<StepIssuer>();
-    let issuer_stream =
-        slim_issuer_watch(&health, WATCH_ISSUERS, &client, &cfg, issuers_writer, |i| {
-            i.spec.ca_bundle = None
-        });
-    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
-    let cluster_stream = slim_issuer_watch(
+    let issuer_stream = slim_issuer_watch(
         &health,
-        WATCH_CLUSTER_ISSUERS,
+        scope.watch_name(WATCH_ISSUERS),
+        scope.namespace(),
         &client,
         &cfg,
-        cluster_writer,
+        issuers_writer,
         |i| i.spec.ca_bundle = None,
     );
+    let (cluster_issuers, cluster_writer) = reflector::store::<StepClusterIssuer>();
+    // Without StepClusterIssuers (a namespace-scoped install without a ClusterRole), their
+    // cache stays empty and requests naming one wait as for a missing issuer.
+    let cluster_stream = if scope.cluster_issuers {
+        slim_issuer_watch(
+            &health,
+            scope.watch_name(WATCH_CLUSTER_ISSUERS),
+            None,
+            &client,
+            &cfg,
+            cluster_writer,
+            |i| i.spec.ca_bundle = None,
+        )
+        .boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
 
-    let selection = selection::probe(&ctx.client, ctx.settings.select_requests).await;
+    let selection =
+        selection::probe(&ctx.client, scope.namespace(), ctx.settings.select_requests).await;
     match &selection {
         Selection::Ours => tracing::info!(
             field_selector = selection::OUR_REQUESTS,
@@ -255,11 +281,11 @@ pub async fn run(
     let request_stream = request_watch(
         &ctx,
         &health,
-        &client,
         memory.clone(),
         requests_writer,
         requests.clone(),
         &selection,
+        &scope,
     );
 
     let for_issuer = waiting_for_ready::<StepIssuer>(requests.clone());

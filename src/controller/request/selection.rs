@@ -45,11 +45,15 @@ pub fn from_probe(wanted: bool, probe: Option<Result<(), (u16, String)>>) -> Sel
 }
 
 /// Asks the apiserver once (a list of at most one request with the selector).
-pub async fn probe(client: &kube::Client, wanted: bool) -> Selection {
+pub async fn probe(client: &kube::Client, namespace: Option<&str>, wanted: bool) -> Selection {
     if !wanted {
         return from_probe(false, None);
     }
-    let answer = Api::<CertificateRequest>::all(client.clone())
+    let api = match namespace {
+        Some(ns) => Api::<CertificateRequest>::namespaced(client.clone(), ns),
+        None => Api::<CertificateRequest>::all(client.clone()),
+    };
+    let answer = api
         .list_metadata(&ListParams::default().fields(OUR_REQUESTS).limit(1))
         .await;
     let probe = match answer {

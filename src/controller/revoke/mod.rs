@@ -178,19 +178,20 @@ struct RevokeCtx {
 pub async fn run(
     ctx: Arc<Context>,
     health: WatchHealth,
+    scope: crate::controller::scope::Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let cfg = watcher::Config::default().labels(&format!("{LABEL_REVOKE}=true"));
     let (store, writer) = kube::runtime::reflector::store::<CertificateRequest>();
+    let api = match scope.namespace() {
+        Some(ns) => Api::<CertificateRequest>::namespaced(ctx.watch_client.clone(), ns),
+        None => Api::<CertificateRequest>::all(ctx.watch_client.clone()),
+    };
     let asked = health
         .observe(
-            WATCH_REVOCATIONS,
+            scope.watch_name(WATCH_REVOCATIONS),
             "CertificateRequests labelled certmanager.step.sm/revoke",
-            watcher(
-                Api::<CertificateRequest>::all(ctx.watch_client.clone()),
-                cfg,
-            )
-            .default_backoff(),
+            watcher(api, cfg).default_backoff(),
         )
         .modify(|r: &mut CertificateRequest| r.metadata.managed_fields = None)
         .reflect(writer)
