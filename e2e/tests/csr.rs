@@ -135,7 +135,7 @@ async fn csr_approved_with_kubectl_is_signed_and_a_denied_one_is_untouched() -> 
             .clone(),
     )?;
     let leaf = leaf(&pem)?;
-    assert_eq!(leaf.dns_names, [name.clone()], "{leaf:?}");
+    assert_eq!(leaf.dns_names, std::slice::from_ref(&name), "{leaf:?}");
     let lifetime = leaf.lifetime();
     assert!(
         lifetime <= Duration::from_secs(3600 + 90) && lifetime >= Duration::from_secs(3500),

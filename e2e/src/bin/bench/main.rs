@@ -39,6 +39,9 @@ struct Opts {
     /// CertificateRequests of a foreign issuer in the cluster while steady RSS is measured.
     #[arg(long, default_value_t = 5000)]
     steady_crs: usize,
+    /// CertificateRequests of a foreign issuer in the cluster for the field-selector phase.
+    #[arg(long, default_value_t = 50_000)]
+    selector_crs: usize,
     /// Secrets of 1 KiB in the cluster while steady RSS is measured.
     #[arg(long, default_value_t = 5000)]
     steady_secrets: usize,
@@ -80,6 +83,8 @@ enum Phase {
     Steady,
     /// Pod creates through each webhook and through none (4).
     Admission,
+    /// step-operator with and without the CertificateRequest field selector (6).
+    Selector,
 }
 
 impl Opts {
@@ -108,7 +113,12 @@ async fn main() -> Result<()> {
         phases::ceiling::run(&ctx, &mut report).await;
     }
     let systems = Systems::create(&ctx).await?;
-    for phase in [Phase::Issuance, Phase::Steady, Phase::Admission] {
+    for phase in [
+        Phase::Issuance,
+        Phase::Steady,
+        Phase::Admission,
+        Phase::Selector,
+    ] {
         if ctx.opts.wants(phase) {
             phases::run(phase, &ctx, &systems, &mut report).await;
         }

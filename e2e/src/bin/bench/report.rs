@@ -76,6 +76,8 @@ pub struct Report {
     pub admission: BTreeMap<AdmissionRun, AdmissionStats>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub webhook_own_timing: BTreeMap<AdmissionRun, OwnTiming>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub selector: Vec<crate::phases::selector::SelectorRun>,
     pub ratios: Ratios,
     pub errors: Vec<String>,
     pub notes: Vec<String>,
@@ -551,7 +553,36 @@ pub fn markdown(r: &Report) -> String {
         s.push_str(&row.line());
     }
     s.push_str(&admission_lines(r));
+    s.push_str(&selector_lines(r));
     s.push_str(&lists(r));
+    s
+}
+
+/// Phase 6: one line per run of the field-selector comparison.
+fn selector_lines(r: &Report) -> String {
+    if r.selector.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n| CertificateRequest watch | foreign requests | first sign (s) | controller CPU (s) | apiserver CPU (s) | etcd CPU (s) | controller RSS (MiB) | window (s) |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for run in &r.selector {
+        let mode = if run.select_requests {
+            "field-selected (`spec.issuerRef.group`)"
+        } else {
+            "every request"
+        };
+        s.push_str(&format!(
+            "| {mode} | {} | {} | {} | {} | {} | {} | {} |\n",
+            run.foreign_crs,
+            run.first_sign_s,
+            run.controller_cpu_s,
+            run.apiserver_cpu_s,
+            run.etcd_cpu_s,
+            run.rss_mib,
+            run.wall_s
+        ));
+    }
     s
 }
 

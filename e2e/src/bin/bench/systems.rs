@@ -93,6 +93,11 @@ pub struct Installed {
 
 impl Installed {
     pub fn start(&self, ctx: &Ctx, name: &str) -> Result<(Proc, Option<u16>)> {
+        self.start_with(ctx, name, &[])
+    }
+
+    /// [`Self::start`] with more arguments for step-operator's controller.
+    pub fn start_with(&self, ctx: &Ctx, name: &str, extra: &[&str]) -> Result<(Proc, Option<u16>)> {
         let kubeconfig = ctx.env.kubeconfig.to_str().context("utf-8")?;
         if self.system == System::StepOperator {
             let port = free_port()?;
@@ -104,13 +109,17 @@ impl Installed {
                 &[],
                 &e2e::operator::binary()?,
                 &[
-                    "controller",
-                    "--leader-elect=false",
-                    "--cluster-resource-namespace",
-                    &self.ns,
-                    "--concurrency",
-                    &concurrency,
-                ],
+                    &[
+                        "controller",
+                        "--leader-elect=false",
+                        "--cluster-resource-namespace",
+                        &self.ns,
+                        "--concurrency",
+                        &concurrency,
+                    ],
+                    extra,
+                ]
+                .concat(),
                 &[
                     ("KUBECONFIG", kubeconfig),
                     ("STEP_OPERATOR_ADMIN_ADDR", &admin),

@@ -40,7 +40,7 @@ async fn steady(ctx: &Ctx, systems: &Systems, report: &mut Report) -> Result<()>
         t.elapsed().as_secs_f64()
     ));
     // Approvals are updates: let them finish before any controller starts.
-    if let Err(e) = wait_for_approvals(ctx, &ns).await {
+    if let Err(e) = wait_for_approvals(ctx, &ns, ctx.opts.steady_crs).await {
         report.notes.push(format!("steady: {e:#}; measured anyway"));
     }
     let counts = cluster_counts(ctx).await?;
@@ -119,8 +119,7 @@ fn random_secret(name: &str) -> Secret {
 }
 
 /// Waits until cm-lite has approved every steady request in `ns`.
-async fn wait_for_approvals(ctx: &Ctx, ns: &str) -> Result<usize> {
-    let n = ctx.opts.steady_crs;
+pub async fn wait_for_approvals(ctx: &Ctx, ns: &str, n: usize) -> Result<usize> {
     let typed = Api::<CertificateRequest>::namespaced(ctx.client.clone(), ns);
     e2e::wait_for(
         "cm-lite to approve the steady CertificateRequests",
