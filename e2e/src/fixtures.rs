@@ -357,3 +357,52 @@ pub async fn verified_cluster_issuer_named(
     )
     .await
 }
+
+/// Approves a CertificateRequest as cert-manager's approver would, for apiservers where no
+/// cert-manager runs (a server-side apply of the Approved condition).
+pub async fn approve_as_cert_manager(requests: &Api<DynamicObject>, name: &str) -> Result<()> {
+    let approve = json!({
+        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
+        "status": {"conditions": [{
+            "type": "Approved", "status": "True", "reason": "e2e",
+            "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }]}
+    });
+    requests
+        .patch_status(
+            name,
+            &kube::api::PatchParams::apply("e2e-approver").force(),
+            &kube::api::Patch::Apply(approve),
+        )
+        .await?;
+    Ok(())
+}
+
+/// `kubectl apply --server-side` of CRD `files` against `kubeconfig`, then waits until every
+/// CRD there is Established.
+pub async fn apply_crds(
+    env: &Env,
+    kubeconfig: &std::path::Path,
+    files: &[std::path::PathBuf],
+) -> Result<()> {
+    use anyhow::Context as _;
+    let kubectl = env.tool("kubectl")?;
+    let kc = kubeconfig.to_str().context("utf-8")?;
+    let mut args = vec!["--kubeconfig", kc, "apply", "--server-side"];
+    for f in files {
+        args.extend(["-f", f.to_str().context("utf-8")?]);
+    }
+    crate::process::run(&kubectl, &args, &[]).await?;
+    let wait = [
+        "--kubeconfig",
+        kc,
+        "wait",
+        "--for",
+        "condition=established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ];
+    crate::process::run(&kubectl, &wait, &[]).await?;
+    Ok(())
+}

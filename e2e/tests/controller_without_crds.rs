@@ -11,40 +11,12 @@ use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, http_get};
 use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-async fn kubectl_apply(env: &Env, kubeconfig: &Path, files: &[PathBuf]) -> Result<()> {
-    let kubectl = env.tool("kubectl")?;
-    let kc = kubeconfig.to_str().context("utf-8")?;
-    let mut args = vec!["--kubeconfig", kc, "apply", "--server-side"];
-    for f in files {
-        args.push("-f");
-        args.push(f.to_str().context("utf-8")?);
-    }
-    run(&kubectl, &args, &[]).await?;
-    run(
-        &kubectl,
-        &[
-            "--kubeconfig",
-            kc,
-            "wait",
-            "--for",
-            "condition=established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ],
-        &[],
-    )
-    .await?;
-    Ok(())
 }
 
 fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -78,7 +50,7 @@ async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()>
         kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
     )?;
     // cert-manager's CRDs exist (CertificateRequests can be listed); ours do not yet.
-    kubectl_apply(
+    apply_crds(
         &env,
         &kubeconfig,
         &yaml_files(&env.bin.join("cert-manager-crds"))?,
@@ -129,7 +101,7 @@ async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()>
             .count()
     };
 
-    kubectl_apply(&env, &kubeconfig, &yaml_files(&e2e_dir().join("../crds"))?).await?;
+    apply_crds(&env, &kubeconfig, &yaml_files(&e2e_dir().join("../crds"))?).await?;
     wait_for(
         "the controller to recover and turn ready",
         Duration::from_secs(60),
@@ -163,19 +135,7 @@ async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()>
     )?;
     requests.create(&PostParams::default(), &cr).await?;
     // No cert-manager runs against this apiserver: approve as its approver would.
-    requests
-        .patch_status(
-            "after-crds",
-            &PatchParams::apply("e2e-approver").force(),
-            &Patch::Apply(json!({
-                "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-                "status": {"conditions": [{
-                    "type": "Approved", "status": "True", "reason": "e2e",
-                    "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"
-                }]}
-            })),
-        )
-        .await?;
+    approve_as_cert_manager(&requests, "after-crds").await?;
     let issued = wait_ready_condition(
         &requests,
         "after-crds",

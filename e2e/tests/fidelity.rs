@@ -174,7 +174,7 @@ async fn event(s: &Setup, ns: &str, name: &str, reason: &str) -> Result<Event> {
     let events = Api::<Event>::namespaced(s.client.clone(), ns);
     wait_for(
         &format!("a {reason} Event regarding {name}"),
-        Duration::from_secs(20),
+        TIMEOUT,
         async || {
             let list = events.list(&ListParams::default()).await?;
             Ok(list.items.into_iter().find(|e| {
@@ -707,6 +707,9 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
         .await?;
     let old = request_of(&s, &ns.name, "rotating", "True").await?;
     let old_serial = leaf_serial_hex(&old)?;
+    // cert-manager re-issues on a spec change once the first issuance is complete (the Secret
+    // written and the Certificate Ready): wait for that before changing the names.
+    wait_ready_condition(&certs, "rotating", "True", None, TIMEOUT, &s.log).await?;
     let second = format!("rotated.{}.svc", ns.name);
     let patch = json!({"spec": {"dnsNames": [first, second]}});
     certs

@@ -11,10 +11,9 @@ use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, shared_controller};
 use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,28 +53,6 @@ fn crds_without_selectable_fields(src: &Path, dst: &Path) -> Result<Vec<PathBuf>
     Ok(out)
 }
 
-async fn kubectl_apply(env: &Env, kubeconfig: &Path, files: &[PathBuf]) -> Result<()> {
-    let kubectl = env.tool("kubectl")?;
-    let kc = kubeconfig.to_str().context("utf-8")?;
-    let mut args = vec!["--kubeconfig", kc, "apply", "--server-side"];
-    for f in files {
-        args.extend(["-f", f.to_str().context("utf-8")?]);
-    }
-    run(&kubectl, &args, &[]).await?;
-    let wait = [
-        "--kubeconfig",
-        kc,
-        "wait",
-        "--for",
-        "condition=established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ];
-    run(&kubectl, &wait, &[]).await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn select_requests_by_issuer_group_and_fall_back_on_old_crds() -> Result<()> {
     let env = Env::load()?;
@@ -108,12 +85,12 @@ async fn select_requests_by_issuer_group_and_fall_back_on_old_crds() -> Result<(
     )?;
     let stripped = tempfile::tempdir()?;
     let old = crds_without_selectable_fields(&env.bin.join("cert-manager-crds"), stripped.path())?;
-    kubectl_apply(&env, &kubeconfig, &old).await?;
+    apply_crds(&env, &kubeconfig, &old).await?;
     let ours: Vec<PathBuf> = std::fs::read_dir(e2e_dir().join("../crds"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
-    kubectl_apply(&env, &kubeconfig, &ours).await?;
+    apply_crds(&env, &kubeconfig, &ours).await?;
 
     let kc_path = kubeconfig.to_str().context("utf-8")?;
     let controller = Process::start(
@@ -156,20 +133,7 @@ async fn select_requests_by_issuer_group_and_fall_back_on_old_crds() -> Result<(
     )?;
     requests.create(&PostParams::default(), &cr).await?;
     // No cert-manager runs against this apiserver: approve as its approver would.
-    let approve = json!({
-        "apiVersion": "cert-manager.io/v1", "kind": "CertificateRequest",
-        "status": {"conditions": [{
-            "type": "Approved", "status": "True", "reason": "e2e",
-            "message": "approved by the test", "lastTransitionTime": "2026-01-01T00:00:00Z"
-        }]}
-    });
-    requests
-        .patch_status(
-            "old",
-            &PatchParams::apply("e2e-approver").force(),
-            &Patch::Apply(approve),
-        )
-        .await?;
+    approve_as_cert_manager(&requests, "old").await?;
     let issued = wait_ready_condition(
         &requests,
         "old",

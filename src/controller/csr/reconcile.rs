@@ -16,7 +16,7 @@ use kube::{Api, ResourceExt};
 use crate::controller::context::Context;
 use crate::controller::decision::{self, Retry};
 use crate::controller::request::failure::SignFailure;
-use crate::controller::request::sign::{SignInput, check_signed, lifetime};
+use crate::controller::request::sign::{SignInput, sign_and_check};
 use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::{IssuerKey, IssuerObject};
@@ -183,32 +183,14 @@ async fn sign<K: IssuerObject>(
         .signer_with_recheck(&issuer, PASSWORD_RECHECK)
         .await
         .map_err(|e| SignFailure::from_issuer(&e, key, K::AUDIENCE))?;
-    let granted = lifetime(&issuer, &signer, input.duration)?;
-    let request_id = csr.uid().unwrap_or_default();
-    let options = crate::step::SignOptions {
-        request_id: Some(request_id.clone()),
-        not_before: None,
-        not_after: granted.not_after.for_step_ca(),
-        csr_der: Some(input.csr.der.clone()),
-    };
-    let started = Instant::now();
-    let result = signer
-        .sign_with_options(&input.csr.pem, &input.subject, &input.sans, &options)
-        .await;
-    ctx.metrics
-        .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
-    let response = result.map_err(|e| SignFailure::from_ca(&e, K::AUDIENCE, &request_id))?;
-    let mut signed = check_signed(
-        &response.cert_chain,
+    sign_and_check(
+        ctx,
+        &issuer,
+        &signer,
         &input,
-        &granted,
-        signer.roots_pem(),
-        &key.to_string(),
-    )?;
-    if let Some(note) = granted.capped {
-        signed.notes.insert(0, note);
-    }
-    Ok(signed)
+        &csr.uid().unwrap_or_default(),
+    )
+    .await
 }
 
 /// The issuer as the API holds it now (with its caBundle), if it is Ready.

@@ -143,24 +143,37 @@ pub async fn sign_with<K: IssuerObject>(
         },
     };
 
-    let granted = lifetime(issuer, &signer, input.duration)?;
-    let started = Instant::now();
     let request_id = cr.uid().unwrap_or_default();
+    sign_and_check(ctx, issuer, &signer, &input, &request_id).await
+}
+
+/// What every path that hands step-ca a whole CSR does once the policy allowed it: the lifetime
+/// policy, the sign call (CSR-bound token, `request_id` as X-Request-Id), then the check of
+/// what came back ([`check_signed`]), with a capped lifetime told among the notes.
+pub(crate) async fn sign_and_check<K: IssuerObject>(
+    ctx: &Context,
+    issuer: &K,
+    signer: &step::Signer,
+    input: &SignInput,
+    request_id: &str,
+) -> Result<Signed, SignFailure> {
+    let granted = lifetime(issuer, signer, input.duration)?;
     let options = step::SignOptions {
-        request_id: Some(request_id.clone()),
+        request_id: Some(request_id.to_string()),
         not_before: None,
         not_after: granted.not_after.for_step_ca(),
         csr_der: Some(input.csr.der.clone()),
     };
+    let started = Instant::now();
     let result = signer
         .sign_with_options(&input.csr.pem, &input.subject, &input.sans, &options)
         .await;
     ctx.metrics
         .observe_ca("sign", result.is_ok(), started.elapsed().as_secs_f64());
-    let response = result.map_err(|e| SignFailure::from_ca(&e, K::AUDIENCE, &request_id))?;
+    let response = result.map_err(|e| SignFailure::from_ca(&e, K::AUDIENCE, request_id))?;
     let mut signed = check_signed(
         &response.cert_chain,
-        &input,
+        input,
         &granted,
         signer.roots_pem(),
         &issuer.key().to_string(),
@@ -173,7 +186,7 @@ pub async fn sign_with<K: IssuerObject>(
 
 /// How long to ask for: the request's duration under the issuer's `spec.maxDuration`, the
 /// issuing intermediate's expiry and the provisioner's limits, checked before a token is spent.
-pub(crate) fn lifetime<K: IssuerObject>(
+fn lifetime<K: IssuerObject>(
     issuer: &K,
     signer: &step::Signer,
     requested: Option<std::time::Duration>,
@@ -211,7 +224,7 @@ pub fn limits_of(claims: &step::ProvisionerClaims) -> Limits {
 /// a CA was asked for, and give what was asked: a certificate weaker than the request fails it,
 /// one that only lacks details is issued with those named in a warning. `ca` is the root that
 /// signed it.
-pub(crate) fn check_signed(
+fn check_signed(
     chain: &[String],
     input: &SignInput,
     granted: &Granted,
