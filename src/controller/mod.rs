@@ -49,19 +49,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         leadership = Some(leader::Leadership::acquire(client.clone(), &lease, &ready_tx).await?);
     }
 
-    let scopes = scope::scopes(&args.namespaces, args.cluster_issuers);
-    let scoped = scopes.iter().all(|s| s.namespace().is_some());
-    if scoped {
-        tracing::info!(
-            namespaces = ?args.namespaces,
-            cluster_issuers = args.cluster_issuers,
-            "Namespace-scoped: watching only these namespaces with Roles; pod certificates, Kubernetes CSRs and trust bundles are off"
-        );
-    }
-    let trust_bundles = args.trust_bundles
-        && !scoped
-        && args.cluster_issuers
-        && podcert::served(&client, "clustertrustbundles").await;
+    let (roles, trust_bundles) = decide_roles(&args, &client).await;
     let ctx = Arc::new(context(
         &args,
         client,
@@ -72,21 +60,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     ));
     // From here on the leader is ready while every watch has listed and none is failing.
     let health = watch_health::WatchHealth::new(ready_tx);
-
-    let pod_certificates = args.pod_certificates
-        && !scoped
-        && podcert::served(&ctx.client, "podcertificaterequests").await;
-    tracing::info!(
-        pod_certificates,
-        trust_bundles = ctx.settings.trust_bundles,
-        "Kubernetes pod certificates: the PodCertificateRequest signer, and the issuers' roots as ClusterTrustBundles"
-    );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let roles = Roles {
-        scopes,
-        pod_certificates,
-        signing_requests: args.certificate_signing_requests && !scoped,
-    };
     let controllers = controllers(ctx, health, args.concurrency.max(1), roles, stop_rx);
     tokio::pin!(controllers);
 
@@ -117,6 +91,37 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         l.release().await;
     }
     outcome
+}
+
+/// Which reconcilers run, and whether trust bundles are published: what the flags ask, less what
+/// a namespace-scoped install cannot do and what the apiserver does not serve.
+async fn decide_roles(args: &ControllerArgs, client: &kube::Client) -> (Roles, bool) {
+    let scopes = scope::scopes(&args.namespaces, args.cluster_issuers);
+    let scoped = scopes.iter().all(|s| s.namespace().is_some());
+    if scoped {
+        tracing::info!(
+            namespaces = ?args.namespaces,
+            cluster_issuers = args.cluster_issuers,
+            "Namespace-scoped: watching only these namespaces with Roles; pod certificates, Kubernetes CSRs and trust bundles are off"
+        );
+    }
+    let trust_bundles = args.trust_bundles
+        && !scoped
+        && args.cluster_issuers
+        && podcert::served(client, "clustertrustbundles").await;
+    let pod_certificates =
+        args.pod_certificates && !scoped && podcert::served(client, "podcertificaterequests").await;
+    tracing::info!(
+        pod_certificates,
+        trust_bundles,
+        "Kubernetes pod certificates: the PodCertificateRequest signer, and the issuers' roots as ClusterTrustBundles"
+    );
+    let roles = Roles {
+        scopes,
+        pod_certificates,
+        signing_requests: args.certificate_signing_requests && !scoped,
+    };
+    (roles, trust_bundles)
 }
 
 /// Which reconcilers run: every one over the whole cluster, or, with `--namespaces`, the issuer,

@@ -112,17 +112,7 @@ pub async fn run<K: IssuerObject>(
         // data in `kubectl.kubernetes.io/last-applied-configuration` (security review I1). And
         // the RBAC it needs (list, watch) would return full Secrets to anyone holding this
         // ServiceAccount's token, which is why the watch is opt-in (review M5).
-        let api = match namespace.as_deref() {
-            Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(ctx.watch_client.clone(), ns),
-            None => Api::<PartialObjectMeta<Secret>>::all(ctx.watch_client.clone()),
-        };
-        let secrets = health
-            .observe(
-                scope.watch_name(K::SECRETS_WATCH),
-                "Secrets",
-                watcher(api, cfg).default_backoff(),
-            )
-            .touched_objects();
+        let secrets = secrets_watch(&ctx, &health, &scope, K::SECRETS_WATCH, cfg).touched_objects();
         let cluster_ns = ctx.settings.cluster_resource_namespace.clone();
         controller = controller.watches_stream(secrets, move |secret| {
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
@@ -137,6 +127,27 @@ pub async fn run<K: IssuerObject>(
             futures::future::ready(())
         })
         .await;
+}
+
+/// Secret events (metadata only) of the scope's namespace, or of the cluster.
+fn secrets_watch(
+    ctx: &Context,
+    health: &WatchHealth,
+    scope: &Scope,
+    name: &'static str,
+    cfg: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>
++ Send
++ use<> {
+    let api = match scope.namespace() {
+        Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(ctx.watch_client.clone(), ns),
+        None => Api::<PartialObjectMeta<Secret>>::all(ctx.watch_client.clone()),
+    };
+    health.observe(
+        scope.watch_name(name),
+        "Secrets",
+        watcher(api, cfg).default_backoff(),
+    )
 }
 
 /// The issuers of `kind` that this process holds something for but that are not `present`.

@@ -266,17 +266,7 @@ pub async fn run(
     };
 
     let selection =
-        selection::probe(&ctx.client, scope.namespace(), ctx.settings.select_requests).await;
-    match &selection {
-        Selection::Ours => tracing::info!(
-            field_selector = selection::OUR_REQUESTS,
-            "Watching only our CertificateRequests: the apiserver filters by spec.issuerRef.group"
-        ),
-        Selection::All(why) => tracing::info!(
-            reason = %why,
-            "Watching every CertificateRequest and keeping ours"
-        ),
-    }
+        selection::decide(&ctx.client, scope.namespace(), ctx.settings.select_requests).await;
     let (requests, requests_writer) = reflector::store::<CertificateRequest>();
     let request_stream = request_watch(
         &ctx,

@@ -64,6 +64,24 @@ pub async fn probe(client: &kube::Client, namespace: Option<&str>, wanted: bool)
     from_probe(true, Some(probe))
 }
 
+/// [`probe`], and a log line that says which requests are watched and why.
+pub async fn decide(client: &kube::Client, namespace: Option<&str>, wanted: bool) -> Selection {
+    let selection = probe(client, namespace, wanted).await;
+    match &selection {
+        Selection::Ours => tracing::info!(
+            field_selector = OUR_REQUESTS,
+            namespace,
+            "Watching only our CertificateRequests: the apiserver filters by spec.issuerRef.group"
+        ),
+        Selection::All(why) => tracing::info!(
+            reason = %why,
+            namespace,
+            "Watching every CertificateRequest and keeping ours"
+        ),
+    }
+    selection
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

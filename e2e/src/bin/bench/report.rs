@@ -564,7 +564,7 @@ fn selector_lines(r: &Report) -> String {
         return String::new();
     }
     let mut s = String::from(
-        "\n| CertificateRequest watch | foreign requests | first sign (s) | controller CPU (s) | apiserver CPU (s) | etcd CPU (s) | controller RSS (MiB) | window (s) |\n|---|---|---|---|---|---|---|---|\n",
+        "\n| CertificateRequest watch | foreign requests | first sign (s) | controller CPU (s) | apiserver CPU (s) | etcd CPU (s) | steady: controller / apiserver CPU (s) | controller RSS (MiB) | window (s) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for run in &r.selector {
         let mode = if run.select_requests {
@@ -573,12 +573,14 @@ fn selector_lines(r: &Report) -> String {
             "every request"
         };
         s.push_str(&format!(
-            "| {mode} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {mode} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
             run.foreign_crs,
             run.first_sign_s,
             run.controller_cpu_s,
             run.apiserver_cpu_s,
             run.etcd_cpu_s,
+            run.steady_controller_cpu_s,
+            run.steady_apiserver_cpu_s,
             run.rss_mib,
             run.wall_s
         ));

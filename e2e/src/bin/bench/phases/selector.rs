@@ -31,6 +31,9 @@ pub struct SelectorRun {
     pub controller_cpu_s: f64,
     pub apiserver_cpu_s: f64,
     pub etcd_cpu_s: f64,
+    /// The controller's and the apiserver's CPU seconds in the steady window alone.
+    pub steady_controller_cpu_s: f64,
+    pub steady_apiserver_cpu_s: f64,
     pub rss_mib: f64,
     pub wall_s: f64,
 }
@@ -120,6 +123,7 @@ async fn one(ctx: &Ctx, s: &Installed, select: bool, i: usize) -> Result<Selecto
     let cpu = CpuSnapshot::take(&pids);
     wait_seen_ready(&seen, &probe, &mut p, Duration::from_secs(300)).await?;
     let first_sign_s = started.elapsed().as_secs_f64();
+    let steady = CpuSnapshot::take(&pids);
     // A steady window: the watch is open, nothing changes; sampled on a clock, not slept through.
     let mut every = tokio::time::interval(Duration::from_secs(1));
     let mut rss = 0.0;
@@ -128,8 +132,10 @@ async fn one(ctx: &Ctx, s: &Installed, select: bool, i: usize) -> Result<Selecto
         rss = p.memory()?.rss_mib;
     }
     let used = cpu.since();
+    let steady_used = steady.since();
     p.stop();
     let get = |k: &str| round(used.get(k).copied().unwrap_or_default(), 2);
+    let steady_get = |k: &str| round(steady_used.get(k).copied().unwrap_or_default(), 2);
     Ok(SelectorRun {
         select_requests: select,
         foreign_crs: ctx.opts.selector_crs,
@@ -137,6 +143,8 @@ async fn one(ctx: &Ctx, s: &Installed, select: bool, i: usize) -> Result<Selecto
         controller_cpu_s: get("controller"),
         apiserver_cpu_s: get("apiserver"),
         etcd_cpu_s: get("etcd"),
+        steady_controller_cpu_s: steady_get("controller"),
+        steady_apiserver_cpu_s: steady_get("apiserver"),
         rss_mib: round(rss, 1),
         wall_s: get("wall_seconds"),
     })
