@@ -62,30 +62,26 @@ impl AnyIssuer {
         }
     }
 
-    /// With `spec.revocation.onSupersede`, revokes in the background what `issued` supersedes,
-    /// with the issuer's current signer.
-    pub fn revoke_superseded(&self, ctx: &Arc<Context>, issued: &CertificateRequest) {
-        fn start<K: IssuerObject>(issuer: &K, ctx: &Arc<Context>, issued: &CertificateRequest) {
+    /// With `spec.revocation.onSupersede`: the signer to revoke with, else `None`.
+    pub fn supersede_signer(&self, ctx: &Context) -> Option<crate::step::Signer> {
+        fn of<K: IssuerObject>(issuer: &K, ctx: &Context) -> Option<crate::step::Signer> {
             let asked = issuer
                 .spec_view()
                 .revocation
                 .is_some_and(|r| r.on_supersede);
-            let signer = ctx.issuers.signers.current(
-                &issuer.key(),
-                &issuer.uid().unwrap_or_default(),
-                issuer.meta().generation.unwrap_or_default(),
-            );
-            if let (true, Some(signer)) = (asked, signer) {
-                tokio::spawn(crate::controller::revoke::superseded_by(
-                    ctx.clone(),
-                    signer,
-                    issued.clone(),
-                ));
-            }
+            asked
+                .then(|| {
+                    ctx.issuers.signers.current(
+                        &issuer.key(),
+                        &issuer.uid().unwrap_or_default(),
+                        issuer.meta().generation.unwrap_or_default(),
+                    )
+                })
+                .flatten()
         }
         match self {
-            AnyIssuer::Namespaced(i) => start(&**i, ctx, issued),
-            AnyIssuer::Cluster(i) => start(&**i, ctx, issued),
+            AnyIssuer::Namespaced(i) => of(&**i, ctx),
+            AnyIssuer::Cluster(i) => of(&**i, ctx),
         }
     }
 

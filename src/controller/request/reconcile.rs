@@ -125,10 +125,36 @@ async fn sign(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "Signing attempt ended"
     );
-    let issued = matches!(plan.status, Some(StatusChange::Issued(_)));
-    let action = execute(c, &fresh, key, uid, plan).await?;
-    if issued && let Some(issuer) = c.issuers.get(key) {
-        issuer.revoke_superseded(&c.ctx, &fresh);
+    execute_and_supersede(c, &fresh, key, uid, plan).await
+}
+
+/// [`execute`], and with `spec.revocation.onSupersede` the revocation of what an issued request
+/// supersedes: read before its status is written (see `revoke::superseded_by`), revoked after.
+async fn execute_and_supersede(
+    c: &RequestCtx,
+    fresh: &CertificateRequest,
+    key: &IssuerKey,
+    uid: &str,
+    plan: Plan,
+) -> Result<Action, ReconcileError> {
+    let supersede = match (&plan.status, c.issuers.get(key)) {
+        (Some(StatusChange::Issued(_)), Some(issuer)) => issuer.supersede_signer(&c.ctx),
+        _ => None,
+    };
+    let superseded = match &supersede {
+        Some(_) => crate::controller::revoke::superseded_by(&c.ctx, fresh).await,
+        None => Vec::new(),
+    };
+    let action = execute(c, fresh, key, uid, plan).await?;
+    if let Some(signer) = supersede
+        && !superseded.is_empty()
+    {
+        tokio::spawn(crate::controller::revoke::revoke_superseded(
+            c.ctx.clone(),
+            signer,
+            fresh.name_any(),
+            superseded,
+        ));
     }
     Ok(action)
 }

@@ -73,8 +73,12 @@ pub async fn revoke(
         Outcome::Revoked => {
             let when = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let note = format!("{when} serial {serial}: {text}");
-            if let Err(e) = annotate(ctx, cr, &note).await {
-                return Outcome::Failed(format!("revoked, but recording it failed: {e}"));
+            match annotate(ctx, cr, &note).await {
+                // cert-manager may have deleted a superseded request meanwhile: the certificate
+                // is revoked all the same, and the Event below (which outlives it) says so.
+                Ok(()) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Outcome::Failed(format!("revoked, but recording it failed: {e}")),
             }
             let message = format!("Revoked at step-ca (serial {serial}): {text}");
             ctx.event(cr, EventType::Normal, "Revoked", message, "Revoke")
@@ -146,23 +150,37 @@ async fn annotate(ctx: &Context, cr: &CertificateRequest, note: &str) -> Result<
     .map(|_| ())
 }
 
-/// After `issued` was issued by an issuer with `onSupersede`: revokes what it supersedes.
-pub async fn superseded_by(ctx: Arc<Context>, signer: Signer, issued: CertificateRequest) {
+/// The requests `issued` supersedes, read before its status is written: cert-manager deletes
+/// them (`revisionHistoryLimit`) soon after it sees the new certificate, so a list made later
+/// could miss them.
+pub async fn superseded_by(ctx: &Context, issued: &CertificateRequest) -> Vec<CertificateRequest> {
     let api = Api::<CertificateRequest>::namespaced(
         ctx.client.clone(),
         &issued.namespace().unwrap_or_default(),
     );
-    let all = match api.list(&ListParams::default()).await {
-        Ok(list) => list.items,
+    match api.list(&ListParams::default()).await {
+        Ok(list) => plan::superseded(issued, &list.items)
+            .into_iter()
+            .cloned()
+            .collect(),
         Err(e) => {
             tracing::warn!(request = %issued.name_any(), error = %e, "Could not list the requests this one supersedes; none revoked");
-            return;
+            Vec::new()
         }
-    };
-    let text = format!("superseded by CertificateRequest {}", issued.name_any());
-    for old in plan::superseded(&issued, &all) {
-        let outcome = revoke(&ctx, &signer, old, RevocationReason::Superseded, &text).await;
-        tracing::info!(request = %old.name_any(), outcome = ?outcome, "Superseded certificate");
+    }
+}
+
+/// Revokes `old`, the requests that `issued_name` superseded, one by one.
+pub async fn revoke_superseded(
+    ctx: Arc<Context>,
+    signer: Signer,
+    issued_name: String,
+    old: Vec<CertificateRequest>,
+) {
+    let text = format!("superseded by CertificateRequest {issued_name}");
+    for cr in &old {
+        let outcome = revoke(&ctx, &signer, cr, RevocationReason::Superseded, &text).await;
+        tracing::info!(request = %cr.name_any(), outcome = ?outcome, "Superseded certificate");
         if outcome == Outcome::Unsupported {
             break;
         }
