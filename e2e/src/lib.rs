@@ -248,7 +248,12 @@ pub async fn wait_for_every<T>(
     let started = Instant::now();
     let deadline = started + timeout;
     let mut last_retried = None;
+    // The poll clock: the first tick is at once; a slow check delays the next rather than
+    // bunching them up.
+    let mut poll = tokio::time::interval(every);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        poll.tick().await;
         match check().await {
             Ok(Some(v)) => return Ok(v),
             Ok(None) => {}
@@ -268,7 +273,6 @@ pub async fn wait_for_every<T>(
                 .unwrap_or_default();
             bail!("timed out after {timeout:?} waiting for {what}; seen:\n{seen}{err}");
         }
-        tokio::time::sleep(every).await;
     }
 }
 

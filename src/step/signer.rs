@@ -279,26 +279,6 @@ impl Signer {
             .await
     }
 
-    /// [`Self::sign`] with an explicit start of validity too (RFC 3339), for callers whose
-    /// certificate must have an exact lifetime: step-ca backdates `notBefore` by a minute when
-    /// none is given.
-    pub async fn sign_between(
-        &self,
-        csr_pem: &str,
-        subject: &str,
-        sans: &[String],
-        not_before: Option<String>,
-        not_after: Option<String>,
-    ) -> Result<SignResponse> {
-        let options = SignOptions {
-            not_before,
-            not_after,
-            ..SignOptions::default()
-        };
-        self.sign_with_options(csr_pem, subject, sans, &options)
-            .await
-    }
-
     /// Signs a CSR with a fresh token. When the CA checks CSR fingerprints
     /// ([`CaFacts::token_binding`]), the token is bound to this CSR (`cnf`), so that it cannot
     /// be redeemed for another one. Remembers the intermediate's notAfter from the answer.
@@ -354,22 +334,9 @@ impl Signer {
     }
 
     /// Mints a sign token for someone else to redeem (pod bootstrap, `step ca certificate`).
-    /// Not bound to a CSR, since the redeemer makes its own; see [`Self::mint_token_for_csr`].
+    /// Not bound to a CSR, since the redeemer makes its own.
     pub fn mint_token(&self, subject: &str, sans: &[String], lifetime: Duration) -> Result<String> {
         self.token(subject, sans, lifetime, None, TokenPurpose::Sign)
-    }
-
-    /// [`Self::mint_token`] bound to one CSR (`cnf`), for a redeemer whose CSR is known now.
-    /// Step-ca releases before 0.27.3 ignore the binding.
-    pub fn mint_token_for_csr(
-        &self,
-        subject: &str,
-        sans: &[String],
-        lifetime: Duration,
-        csr_der: &[u8],
-    ) -> Result<String> {
-        let fingerprint = Some(csr_fingerprint(csr_der));
-        self.token(subject, sans, lifetime, fingerprint, TokenPurpose::Sign)
     }
 
     fn token(
