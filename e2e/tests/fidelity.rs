@@ -702,7 +702,13 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
     certs
         .create(
             &post,
-            &certificate("rotating", &revoking, json!({"dnsNames": [first]}))?,
+            // Old requests kept (cert-manager deletes them right after a new revision by
+            // default), so that what happened to them can be read afterwards.
+            &certificate(
+                "rotating",
+                &revoking,
+                json!({"dnsNames": [first], "revisionHistoryLimit": 5}),
+            )?,
         )
         .await?;
     let old = request_of(&s, &ns.name, "rotating", "True").await?;
