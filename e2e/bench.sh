@@ -23,7 +23,7 @@ keep=${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bench
 
 log() { printf '[bench.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# 1. Builds: step-operator (release), the bench binary, the peers from their Go modules.
+# 1. Builds: step-operator (release), the bench binary, the e2e components and the peers.
 if [ -z "${STEP_OPERATOR_BIN:-}" ]; then
   log "building step-operator --release"
   (cd "$repo" && $CARGO build --release --locked --bin step-operator)
@@ -32,10 +32,8 @@ fi
 export STEP_OPERATOR_BIN
 log "building the bench binary --release"
 (cd "$repo" && $CARGO build --release --locked -p e2e --bin bench)
-log "building the peers (step-issuer, autocert) into the e2e cache if needed"
-if ! "$here/build-infra.sh" --bench >/dev/null; then
-  log "build-infra.sh --bench failed (output above); a peer that is missing is reported as not measured"
-fi
+log "building the e2e components and the peers (step-issuer, autocert) into the e2e cache if needed"
+"$here/build-infra.sh" >/dev/null
 
 # 2. The cluster: reuse a running one, otherwise start one and stop it afterwards.
 started=0

@@ -3,7 +3,9 @@
 # etcd, kube-apiserver, kubectl, step-ca, step, cert-manager's controllers (cm-lite) and helm;
 # for the node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy, containerd (with ctr
 # and its runc shim), the CNI plugins, CoreDNS and the pause program (runc is Debian's package);
-# with `--bench` also step-issuer and autocert. Binaries go to
+# the peers step-issuer (its Go module) and autocert (from $AUTOCERT_SRC, by default the released
+# source in ../shared/peers/autocert-<version> next to the repository), which the migration tests
+# and `make bench` run. Binaries go to
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e/bin/<key>
 # where <key> hashes versions.env, this script and cm-lite. Prints the bin directory last.
 set -euo pipefail
@@ -12,15 +14,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 . "$here/versions.env"
 
-want_bench=0
-[ "${1:-}" = "--bench" ] && want_bench=1
+repo=$(cd "$here/.." && pwd)
+# autocert's module proxy entry is not served; its released source is. Override for your own checkout.
+AUTOCERT_SRC=${AUTOCERT_SRC:-$repo/../shared/peers/autocert-$AUTOCERT_VERSION}
 
 E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/step-operator-e2e}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-modcacherw
 export GOMODCACHE=$E2E_CACHE/go/mod GOCACHE=$E2E_CACHE/go/build GOPATH=$E2E_CACHE/go/path
+# autocert's source counts by the files the build reads.
+autocert_files() {
+  [ -d "$AUTOCERT_SRC" ] || return 0
+  ls "$AUTOCERT_SRC"/go.mod "$AUTOCERT_SRC"/go.sum "$AUTOCERT_SRC"/controller/*.go \
+    "$AUTOCERT_SRC"/bootstrapper/bootstrapper.sh "$AUTOCERT_SRC"/install/*.yaml 2>/dev/null
+}
 KEY=$(cat "$here/versions.env" "$here/build-infra.sh" "$here/cm-lite/main.go" \
   "$here/node/pause/main.go" "$here/node/coredns/main.go" \
-  $(ls "$here"/cm-lite/go.mod "$here"/cm-lite/go.sum 2>/dev/null) | sha256sum | cut -c1-16)
+  $(ls "$here"/cm-lite/go.mod "$here"/cm-lite/go.sum 2>/dev/null) $(autocert_files) |
+  sha256sum | cut -c1-16)
 BIN=$E2E_CACHE/bin/$KEY
 start=$(date +%s)
 
@@ -185,11 +195,20 @@ build_step_issuer() (
   cp "$dir"/config/crd/bases/*.yaml "$BIN/step-issuer-crds/"; chmod -R u+w "$BIN/step-issuer-crds"
 )
 
+# autocert's controller, built from its released source with its own go.mod/go.sum, and what the
+# tests need of the rest: the bootstrapper script and the install manifests.
 build_autocert() (
-  wrapper "autocert-$AUTOCERT_VERSION"
-  gocmd go get -tool "github.com/smallstep/autocert/controller@$AUTOCERT_VERSION" >/dev/null
-  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/autocert-controller" \
-    github.com/smallstep/autocert/controller
+  [ -f "$AUTOCERT_SRC/go.mod" ] && [ -d "$AUTOCERT_SRC/controller" ] ||
+    die "autocert $AUTOCERT_VERSION source not found at $AUTOCERT_SRC: set AUTOCERT_SRC to a checkout of github.com/smallstep/autocert at $AUTOCERT_VERSION"
+  local w=$E2E_CACHE/src/autocert-$AUTOCERT_VERSION
+  rm -rf "$w"; mkdir -p "$w"
+  cp -R "$AUTOCERT_SRC"/. "$w"/; chmod -R u+w "$w"
+  cd "$w"
+  gocmd go mod download >/dev/null
+  go build -mod=mod -trimpath -ldflags "-s -w" -o "$BIN/autocert-controller" ./controller
+  rm -rf "$BIN/autocert"; mkdir -p "$BIN/autocert"
+  cp bootstrapper/bootstrapper.sh "$BIN/autocert/"
+  cp -R install "$BIN/autocert/install"
 )
 
 # component name, the file it produces, the function that builds it
@@ -220,15 +239,12 @@ main() {
     component step step build_step
     component cert-manager-controller cert-manager-controller build_cm_lite
     component helm helm build_helm
+    component step-issuer step-issuer build_step_issuer
+    component autocert autocert-controller build_autocert
     touch "$BIN/.complete"
     log "required components ready in $BIN"
     # Old keys are dead weight of several hundred MB each.
     find "$E2E_CACHE/bin" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" -exec rm -rf {} +
-  fi
-  if [ "$want_bench" = 1 ] && [ ! -f "$BIN/.complete-bench" ]; then
-    component step-issuer step-issuer build_step_issuer
-    component autocert autocert-controller build_autocert
-    touch "$BIN/.complete-bench"
   fi
   printf '%s\n' "$BIN"
 }

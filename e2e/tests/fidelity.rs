@@ -713,9 +713,24 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
         .await?;
     let old = request_of(&s, &ns.name, "rotating", "True").await?;
     let old_serial = leaf_serial_hex(&old)?;
-    // cert-manager re-issues on a spec change once the first issuance is complete (the Secret
-    // written and the Certificate Ready): wait for that before changing the names.
+    // cert-manager re-issues on a spec change once the first issuance is complete: the
+    // Certificate Ready and its status.revision 1. Ready can come before the revision is
+    // written; a change seen meanwhile makes cert-manager replace rotating-1 by another
+    // rotating-1 (same revision, so nothing is superseded) instead of creating rotating-2.
     wait_ready_condition(&certs, "rotating", "True", None, TIMEOUT, &s.log).await?;
+    wait_for(
+        "Certificate rotating to have status.revision 1",
+        TIMEOUT,
+        async || {
+            let c = certs.get("rotating").await?;
+            Ok((c.data["status"]["revision"].as_i64() == Some(1)).then_some(()))
+        },
+        async || match certs.get("rotating").await {
+            Ok(c) => dump(&c),
+            Err(e) => e.to_string(),
+        },
+    )
+    .await?;
     let second = format!("rotated.{}.svc", ns.name);
     let patch = json!({"spec": {"dnsNames": [first, second]}});
     certs

@@ -47,6 +47,28 @@ pub enum Outcome {
 #[error("{0}")]
 pub struct RevokeError(String);
 
+/// What follows a failed revocation, as its Event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    RetryLater,
+    /// The last attempt: the user has to revoke by hand.
+    GiveUp,
+}
+
+/// The Warning for a failed revocation: what failed, and what happens next or what to do.
+fn failure_message(serial_hex: &str, why: &str, after: AfterFailure) -> String {
+    match after {
+        AfterFailure::RetryLater => {
+            format!("Revoking serial {serial_hex} at step-ca failed, will retry: {why}")
+        }
+        AfterFailure::GiveUp => format!(
+            "Revoking serial {serial_hex} at step-ca failed, not retried any more: {why}. \
+             Revoke it with the certmanager.step.sm/revoke=true label on this request, or with \
+             `step ca revoke` and the serial in decimal"
+        ),
+    }
+}
+
 /// Revokes the certificate of `cr` with `signer`, then records it (annotation and Event).
 pub async fn revoke(
     ctx: &Context,
@@ -54,6 +76,7 @@ pub async fn revoke(
     cr: &CertificateRequest,
     reason: RevocationReason,
     text: &str,
+    after: AfterFailure,
 ) -> Outcome {
     let serial = match leaf_serial(cr) {
         Ok(s) => s,
@@ -96,7 +119,7 @@ pub async fn revoke(
             .await;
         }
         Outcome::Failed(why) => {
-            let message = format!("Revoking serial {serial} at step-ca failed, will retry: {why}");
+            let message = failure_message(&serial, why, after);
             ctx.event(
                 cr,
                 EventType::Warning,
@@ -170,7 +193,12 @@ pub async fn superseded_by(ctx: &Context, issued: &CertificateRequest) -> Vec<Ce
     }
 }
 
-/// Revokes `old`, the requests that `issued_name` superseded, one by one.
+/// How long to wait before each retry of a superseded certificate's revocation: nothing
+/// requeues it (the request may be deleted already), so this task retries itself.
+const SUPERSEDED_RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(60)];
+
+/// Revokes `old`, the requests that `issued_name` superseded, one by one, each retried after
+/// [`SUPERSEDED_RETRY_DELAYS`] while step-ca fails.
 pub async fn revoke_superseded(
     ctx: Arc<Context>,
     signer: Signer,
@@ -179,7 +207,27 @@ pub async fn revoke_superseded(
 ) {
     let text = format!("superseded by CertificateRequest {issued_name}");
     for cr in &old {
-        let outcome = revoke(&ctx, &signer, cr, RevocationReason::Superseded, &text).await;
+        let mut delays = SUPERSEDED_RETRY_DELAYS.iter();
+        let outcome = loop {
+            let next = delays.next();
+            let after = match next {
+                Some(_) => AfterFailure::RetryLater,
+                None => AfterFailure::GiveUp,
+            };
+            let outcome = revoke(
+                &ctx,
+                &signer,
+                cr,
+                RevocationReason::Superseded,
+                &text,
+                after,
+            )
+            .await;
+            match (outcome, next) {
+                (Outcome::Failed(_), Some(delay)) => tokio::time::sleep(*delay).await,
+                (outcome, _) => break outcome,
+            }
+        };
         tracing::info!(request = %cr.name_any(), outcome = ?outcome, "Superseded certificate");
         if outcome == Outcome::Unsupported {
             break;
@@ -254,7 +302,16 @@ async fn reconcile(cr: Arc<CertificateRequest>, c: Arc<RevokeCtx>) -> Result<Act
         }
     };
     let (reason, text) = plan::asked_reason(&cr);
-    match revoke(&c.ctx, &signer, &cr, reason, &text).await {
+    match revoke(
+        &c.ctx,
+        &signer,
+        &cr,
+        reason,
+        &text,
+        AfterFailure::RetryLater,
+    )
+    .await
+    {
         Outcome::Revoked | Outcome::Unsupported => Ok(Action::await_change()),
         Outcome::Failed(why) => Err(RevokeError(why)),
     }
@@ -322,5 +379,20 @@ mod tests {
             outcome_of(status(503, "down")),
             Outcome::Failed(_)
         ));
+    }
+
+    #[test]
+    fn a_failed_revocation_says_whether_it_is_retried_and_else_what_to_do() {
+        let later = failure_message("0a", "503 down", AfterFailure::RetryLater);
+        assert!(later.contains("will retry: 503 down"), "{later}");
+        let given_up = failure_message("0a", "503 down", AfterFailure::GiveUp);
+        assert!(!given_up.contains("will retry"), "{given_up}");
+        for fix in [
+            "certmanager.step.sm/revoke=true",
+            "step ca revoke",
+            "serial 0a",
+        ] {
+            assert!(given_up.contains(fix), "{given_up}");
+        }
     }
 }
