@@ -33,7 +33,7 @@ unit:
 # (kustomize cannot load files above config/). A unit test fails when crds/ or the chart's copy is
 # stale; the chart e2e test compares config/crd/bases with crds/.
 generate: build
-	$(TARGET_DIR)/debug/step-operator crd --out-dir crds --out-dir charts/step-operator/crds --out-dir config/crd/bases
+	$(TARGET_DIR)/debug/step-operator crd --out-dir crds --out-dir charts/step-operator/files/crds --out-dir config/crd/bases
 
 e2e-build:
 	e2e/build-infra.sh >/dev/null

@@ -35,7 +35,9 @@ EOF
 k create namespace step-operator --dry-run=client -o yaml | k apply -f - >/dev/null
 k -n step-operator create secret generic step-operator-provisioner-password \
   --from-file=password="$STEP_PROVISIONER_PASSWORD_FILE" --dry-run=client -o yaml | k apply -f - >/dev/null
-"$E2E_BIN/helm" upgrade --install step-operator "$repo/charts/step-operator" -n step-operator -f "$values" --wait --timeout 5m
+# crds.enabled=false: `cluster.sh up` installed the CRDs already (unowned by any release).
+"$E2E_BIN/helm" upgrade --install step-operator "$repo/charts/step-operator" -n step-operator -f "$values" \
+  --set crds.enabled=false --wait --timeout 5m
 k -n step-operator get pods -o wide
 k wait --for=condition=Ready stepclusterissuer/step-ca --timeout=60s >/dev/null
 k get stepclusterissuers

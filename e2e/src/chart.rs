@@ -29,7 +29,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `helm template <release> charts/step-operator -n <ns> -f <values>` (values given as JSON, which
-/// is YAML). Returns the rendered YAML.
+/// is YAML). Returns the rendered YAML. The CRDs are rendered only when `extra` holds
+/// `--include-crds`: the tests that apply a render (and delete it afterwards) must never touch the
+/// shared cluster's CRDs, which every other test's issuers live in.
 pub async fn helm_template(
     env: &Env,
     release: &str,
@@ -50,6 +52,9 @@ pub async fn helm_template(
         "-f",
         values_file.to_str().context("utf-8 path")?,
     ];
+    if !extra.contains(&"--include-crds") {
+        args.extend(["--set", "crds.enabled=false"]);
+    }
     args.extend_from_slice(extra);
     let out = run(&env.tool("helm")?, &args, &[]).await?;
     Ok(String::from_utf8(out.stdout)?)

@@ -379,6 +379,10 @@ pub async fn helm_chart(
         ns,
         "-f",
         file.to_str().context("utf-8 path")?,
+        // The shared cluster's CRDs come from `cluster.sh up` and outlive every test: no
+        // release may own them (the migration tests install them with a release of their own).
+        "--set",
+        "crds.enabled=false",
     ];
     args.extend_from_slice(extra);
     helm(env, &args).await

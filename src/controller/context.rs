@@ -146,11 +146,29 @@ pub async fn apply_status<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = serde_json::json!({
+    apply_status_if(api, name, None, status).await
+}
+
+/// [`apply_status`], refused with 409 Conflict when the object is no longer at
+/// `resource_version` (when given): for a write decided on a fresh read, which nothing else may
+/// have overtaken (another controller's certificate must never be overwritten by ours).
+pub async fn apply_status_if<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    status: &impl serde::Serialize,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": rv});
+    }
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -15,6 +15,7 @@ pub mod podcert;
 pub mod relist;
 pub mod request;
 pub mod revoke;
+pub mod rival;
 pub mod scope;
 pub mod watch_health;
 
@@ -33,6 +34,8 @@ use crate::policy::{NamePolicy, WithoutPolicy};
 use self::context::{Context, Settings};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    // Status writes of other managers from before this moment are a predecessor's (rival.rs).
+    rival::process_start();
     let (client, watch_client) = kube_client::connect_both(args.cluster.kube_timeout).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, admin) = crate::admin::start(args.admin_addr(), metrics.clone());

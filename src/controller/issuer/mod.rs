@@ -39,6 +39,8 @@ use self::reconcile::{error_policy, reconcile};
 pub struct IssuerCtx {
     ctx: Arc<Context>,
     ready: Arc<ReadyTracker>,
+    /// Issuers whose status another controller writes too (see `rival`).
+    yielding: crate::controller::rival::Yielding,
 }
 
 impl IssuerCtx {
@@ -47,6 +49,7 @@ impl IssuerCtx {
     fn forget(&self, key: &IssuerKey) {
         tracing::info!(issuer = %key, "Issuer deleted; dropped its signer and provisioner key");
         self.ctx.issuers.signers.remove(key);
+        self.yielding.forget(&key.to_string());
         self.ready.set(&self.ctx, key, None);
         facts::forget_expiry(&self.ctx, key);
     }
@@ -67,6 +70,7 @@ pub async fn run<K: IssuerObject>(
     let issuer_ctx = Arc::new(IssuerCtx {
         ctx: ctx.clone(),
         ready: tracker,
+        yielding: Default::default(),
     });
     // Our own watch rather than Controller::new's, so that a relist reconciles the issuers from
     // the refreshed cache at InitDone (see `relist`) and its failures reach the log and /readyz.

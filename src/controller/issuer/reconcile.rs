@@ -92,6 +92,10 @@ pub async fn reconcile<K: IssuerObject>(
             .or_else(|| status.and_then(|s| s.last_recheck.clone())),
     };
     if check::status_changed(status, &new_status) {
+        if let Some(wait) = yield_to_rival(&c, &*issuer).await {
+            c.ready.set(ctx, &key, Some(verdict.ready));
+            return Ok(Action::requeue(wait.min(verdict.requeue)));
+        }
         ctx.apply_issuer_status(&*issuer, &new_status)
             .await
             .map_err(ReconcileError::Status)?;
@@ -108,6 +112,39 @@ pub async fn reconcile<K: IssuerObject>(
     }
     c.ready.set(ctx, &key, Some(verdict.ready));
     Ok(Action::requeue(verdict.requeue))
+}
+
+/// Another controller writes this issuer's status too (step-issuer still running after a
+/// migration): instead of answering each of its writes with ours, tell once and leave the status
+/// to it for a while. Returns how long, or `None` to write now.
+async fn yield_to_rival<K: IssuerObject>(c: &IssuerCtx, issuer: &K) -> Option<Duration> {
+    use crate::controller::rival::{self, Turn};
+    let fields = issuer.meta().managed_fields.as_deref().unwrap_or_default();
+    let found = rival::rival_status_writer(
+        fields,
+        crate::controller::context::FIELD_MANAGER,
+        rival::process_start(),
+    );
+    let key = issuer.key().to_string();
+    match c.yielding.turn(&key, found.is_some(), Instant::now()) {
+        Turn::Write => None,
+        Turn::Yield { tell, left } => {
+            if let (true, Some(r)) = (tell, &found) {
+                tracing::warn!(manager = %r.manager, "Another controller writes this issuer's status; leaving it alone for a while");
+                let message = rival::issuer_message(r, K::KIND);
+                c.ctx
+                    .event(
+                        issuer,
+                        EventType::Warning,
+                        "AnotherController",
+                        message,
+                        "Check",
+                    )
+                    .await;
+            }
+            Some(left)
+        }
+    }
 }
 
 /// The signer, proved to work: a fresh connection, or a health check unless a recent one holds.

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use crate::cert_manager::{CertificateRequest, CertificateRequestStatus};
-use crate::controller::context::Context;
+use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::decision::{self, Gate};
 use crate::controller::in_flight;
 use crate::issuer::IssuerKey;
@@ -88,7 +88,11 @@ async fn sign(
     .get_status(&cr.name_any())
     .await
     .map_err(ReconcileError::Read)?;
-    if fresh.uid().as_deref() != Some(uid) || decision::gate(fresh.status.as_ref()) != Gate::Open {
+    if fresh.uid().as_deref() != Some(uid) {
+        return Ok(Action::await_change());
+    }
+    if decision::gate(fresh.status.as_ref()) != Gate::Open {
+        signed_elsewhere(c, &fresh, uid).await;
         return Ok(Action::await_change());
     }
     let Some(permit) = c.in_flight.try_acquire(key) else {
@@ -128,6 +132,31 @@ async fn sign(
     execute_and_supersede(c, &fresh, key, uid, plan).await
 }
 
+/// A request finished under our feet: when another controller signed it, say so (two
+/// controllers serve our group), and drop a certificate of ours that was not written.
+async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, uid: &str) {
+    let fields = fresh.managed_fields();
+    let Some(manager) = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER) else {
+        return;
+    };
+    if c.memory.take_unwritten(uid).is_some() {
+        tracing::info!(
+            manager,
+            "Another controller signed this request first; the certificate step-ca gave us is not used"
+        );
+    }
+    let message = crate::controller::rival::request_message(&manager);
+    c.ctx
+        .event(
+            fresh,
+            EventType::Warning,
+            "SignedByAnotherController",
+            message,
+            "Sign",
+        )
+        .await;
+}
+
 /// [`execute`], and with `spec.revocation.onSupersede` the revocation of what an issued request
 /// supersedes: read before its status is written (see `revoke::superseded_by`), revoked after.
 async fn execute_and_supersede(
@@ -145,7 +174,17 @@ async fn execute_and_supersede(
         Some(_) => crate::controller::revoke::superseded_by(&c.ctx, fresh).await,
         None => Vec::new(),
     };
-    let action = execute(c, fresh, key, uid, plan).await?;
+    // Decided on the fresh read: written only if nothing overtook it (409 otherwise, and the
+    // certificate is kept for the retry, which reads again).
+    let action = execute_at(
+        c,
+        fresh,
+        fresh.resource_version().as_deref(),
+        key,
+        uid,
+        plan,
+    )
+    .await?;
     if let Some(signer) = supersede
         && !superseded.is_empty()
     {
@@ -168,6 +207,18 @@ async fn execute(
     uid: &str,
     plan: Plan,
 ) -> Result<Action, ReconcileError> {
+    execute_at(c, cr, None, key, uid, plan).await
+}
+
+/// [`execute`], its status write conditional on `resource_version` when given.
+async fn execute_at(
+    c: &RequestCtx,
+    cr: &CertificateRequest,
+    resource_version: Option<&str>,
+    key: &IssuerKey,
+    uid: &str,
+    plan: Plan,
+) -> Result<Action, ReconcileError> {
     let ctx = &c.ctx;
     if let Remember::Failure(delay) = plan.remember {
         // Before the write: a failed write must not skip the backoff.
@@ -175,7 +226,7 @@ async fn execute(
     }
     if let Some(change) = &plan.status {
         let status = plan::status_for(change, cr.status.as_ref(), Timestamp::now());
-        if let Err(e) = apply_status(ctx, cr, &status).await {
+        if let Err(e) = apply_status(ctx, cr, resource_version, &status).await {
             if let StatusChange::Issued(signed) = change {
                 // Never sign twice because the API was briefly away: keep what step-ca gave us.
                 c.memory.stash_unwritten(uid, signed.clone());
@@ -245,13 +296,14 @@ fn issuer_busy(ctx: &Context, key: &IssuerKey, retry: Duration) -> Action {
 async fn apply_status(
     ctx: &Context,
     cr: &CertificateRequest,
+    resource_version: Option<&str>,
     status: &CertificateRequestStatus,
 ) -> Result<(), ReconcileError> {
     let api = Api::<CertificateRequest>::namespaced(
         ctx.client.clone(),
         &cr.namespace().unwrap_or_default(),
     );
-    crate::controller::context::apply_status(&api, &cr.name_any(), status)
+    crate::controller::context::apply_status_if(&api, &cr.name_any(), resource_version, status)
         .await
         .map_err(ReconcileError::Status)
 }
