@@ -56,18 +56,7 @@ pub async fn reconcile<K: IssuerObject>(
     let interval = ctx.settings.issuer_recheck_interval;
     let (outcome, next_check) = connect_and_check(&c, &*issuer, interval).await;
     let mut verdict = check::verdict::<K>(&outcome, next_check, interval);
-    let ca = match &outcome {
-        Ok(signer) => {
-            let facts = signer.facts();
-            super::facts::record_expiry(ctx, &key, &facts);
-            if let Some(warning) = super::facts::expiry_warning(&facts, chrono::Utc::now()) {
-                verdict.message = format!("{}; {warning}", verdict.message);
-            }
-            Some(super::facts::ca_status(&facts))
-        }
-        // What the last successful check learned still describes the CA best.
-        Err(_) => status.and_then(|s| s.ca.clone()),
-    };
+    let ca = ca_status(ctx, &key, &outcome, status, &mut verdict.message);
     if let (Ok(signer), true) = (&outcome, ctx.settings.trust_bundles) {
         let (trust, federation_error) = signer.trust_pem().await;
         if let Some(e) = federation_error {
@@ -112,6 +101,28 @@ pub async fn reconcile<K: IssuerObject>(
     }
     c.ready.set(ctx, &key, Some(verdict.ready));
     Ok(Action::requeue(verdict.requeue))
+}
+
+/// What `status.ca` says after this check, with a CA expiry warning added to `message`.
+fn ca_status(
+    ctx: &Context,
+    key: &crate::issuer::IssuerKey,
+    outcome: &Result<Signer, IssuerError>,
+    status: Option<&IssuerStatus>,
+    message: &mut String,
+) -> Option<crate::crd::CaStatus> {
+    match outcome {
+        Ok(signer) => {
+            let facts = signer.facts();
+            super::facts::record_expiry(ctx, key, &facts);
+            if let Some(warning) = super::facts::expiry_warning(&facts, chrono::Utc::now()) {
+                *message = format!("{message}; {warning}");
+            }
+            Some(super::facts::ca_status(&facts))
+        }
+        // What the last successful check learned still describes the CA best.
+        Err(_) => status.and_then(|s| s.ca.clone()),
+    }
 }
 
 /// Another controller writes this issuer's status too (step-issuer still running after a
