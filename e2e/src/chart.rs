@@ -170,9 +170,22 @@ pub async fn service_account_kubeconfig(
     sa: &str,
     dir: &Path,
 ) -> Result<PathBuf> {
+    service_account_kubeconfig_on(env, &env.kubeconfig, client, ns, sa, dir).await
+}
+
+/// [`service_account_kubeconfig`] for the apiserver of `admin_kubeconfig` (an `empty-apiserver`),
+/// `client` being connected to it.
+pub async fn service_account_kubeconfig_on(
+    env: &Env,
+    admin_kubeconfig: &Path,
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
     let token = service_account_token(client, ns, sa).await?;
     crate::record_secret(env, &token)?;
-    let admin = Kubeconfig::read_from(&env.kubeconfig)?;
+    let admin = Kubeconfig::read_from(admin_kubeconfig)?;
     let cluster = admin
         .clusters
         .first()

@@ -44,7 +44,18 @@ pub fn free_port() -> Result<u16> {
 impl Process {
     /// Starts `step-operator <args>` with extra environment variables.
     pub fn start(env: &Env, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Process> {
-        let bin = binary()?;
+        Self::start_program(env, name, &binary()?, args, envs)
+    }
+
+    /// Starts another program (step-issuer, cert-manager's controllers) the same way: supervised,
+    /// logged to `$E2E_STATE/logs/<name>-<suffix>.log`, stopped by `cluster.sh down` at the latest.
+    pub fn start_program(
+        env: &Env,
+        name: &str,
+        bin: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Process> {
         let name = format!("{name}-{}", random_suffix());
         let logs = env.state.join("logs");
         std::fs::create_dir_all(&logs)?;
@@ -62,7 +73,7 @@ impl Process {
             .arg(script)
             .arg("supervisor")
             .arg(std::process::id().to_string())
-            .arg(&bin)
+            .arg(bin)
             .args(args)
             .env("KUBECONFIG", &env.kubeconfig)
             .env("STEP_OPERATOR_ADMIN_ADDR", &admin)

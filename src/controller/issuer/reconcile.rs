@@ -85,9 +85,10 @@ pub async fn reconcile<K: IssuerObject>(
             c.ready.set(ctx, &key, Some(verdict.ready));
             return Ok(Action::requeue(wait.min(verdict.requeue)));
         }
-        ctx.apply_issuer_status(&*issuer, &new_status)
-            .await
-            .map_err(ReconcileError::Status)?;
+        if let Err(e) = ctx.apply_issuer_status(&*issuer, &new_status).await {
+            status_refused(ctx, &*issuer, &e).await;
+            return Err(ReconcileError::Status(e));
+        }
         if recheck.is_some() || check::conditions_changed(&previous, &new_status.conditions) {
             tell(ctx, &*issuer, &verdict, recheck.is_some()).await;
             tracing::info!(
@@ -101,6 +102,24 @@ pub async fn reconcile<K: IssuerObject>(
     }
     c.ready.set(ctx, &key, Some(verdict.ready));
     Ok(Action::requeue(verdict.requeue))
+}
+
+/// A status the apiserver refuses as invalid comes from a CRD older than ours (step-issuer's own
+/// allows no condition but Ready): say so on the issuer, with the fix.
+async fn status_refused<K: IssuerObject>(ctx: &Context, issuer: &K, e: &kube::Error) {
+    if let kube::Error::Api(api) = e
+        && api.code == 422
+    {
+        let message = format!(
+            "The apiserver refused this {}'s status ({}): its CRD is older than step-operator's \
+             (step-issuer's own, for example). Upgrade the CRDs: helm upgrade with \
+             crds.enabled=true, or kubectl apply --server-side -f crds/",
+            K::KIND,
+            api.message
+        );
+        ctx.event(issuer, EventType::Warning, "OutdatedCRD", message, "Check")
+            .await;
+    }
 }
 
 /// What `status.ca` says after this check, with a CA expiry warning added to `message`.

@@ -132,14 +132,16 @@ async fn sign(
     execute_and_supersede(c, &fresh, key, uid, plan).await
 }
 
-/// A request finished under our feet: when another controller signed it, say so (two
-/// controllers serve our group), and drop a certificate of ours that was not written.
+/// A request finished under our feet (by another replica or another controller): a certificate
+/// of ours that was not written is dropped; when another controller signed it, say so (two
+/// controllers serve our group).
 async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, uid: &str) {
+    let dropped = c.memory.take_unwritten(uid).is_some();
     let fields = fresh.managed_fields();
     let Some(manager) = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER) else {
         return;
     };
-    if c.memory.take_unwritten(uid).is_some() {
+    if dropped {
         tracing::info!(
             manager,
             "Another controller signed this request first; the certificate step-ca gave us is not used"
