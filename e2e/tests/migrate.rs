@@ -472,7 +472,7 @@ async fn migrate_from_step_issuer_in_place() -> Result<()> {
     Ok(())
 }
 
-/// 6. step-issuer started again next to step-operator: step-operator tells (an Event on the
+/// Step 6: step-issuer started again next to step-operator. step-operator tells (an Event on the
 /// issuers whose status step-issuer rewrites), the requests made meanwhile are signed once, and
 /// once step-issuer is gone the issuers' status is step-operator's again.
 async fn both_controllers_at_once(w: &World, log: &str) -> Result<()> {
