@@ -220,7 +220,7 @@ import_image() {
 import_test_images() {
   local out=$D/node/images line name file
   mkdir -p "$out"
-  "$repo/e2e/node/images.sh" "$out" "$BIN/pause" >"$out/list" 2>>"$D/containerd.log" ||
+  "$repo/e2e/node/images.sh" "$out" "$BIN/pause" "$BIN" >"$out/list" 2>>"$D/containerd.log" ||
     fail containerd "building the test images (e2e/node/images.sh) failed"
   while read -r name file; do import_image "$name" "$file"; done <"$out/list"
 }

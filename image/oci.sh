@@ -12,17 +12,20 @@ oci_require_tools() {
   [ "$(id -u)" -eq 0 ] || image_die "run as root: the layer must keep the files' owners"
 }
 
-# oci_pack ROOTFS USER ENTRYPOINT_JSON NAME OUT.tar
+# oci_pack ROOTFS USER ENTRYPOINT_JSON NAME OUT.tar [ENV...]
 #   ROOTFS: the image's files (owners and modes as they must be in the image);
 #   USER: the config's user, e.g. 65532:65532; ENTRYPOINT_JSON: e.g. '["/step-operator"]';
-#   NAME: the full image name with its tag, e.g. localhost/step-operator:0.1.0.
+#   NAME: the full image name with its tag, e.g. localhost/step-operator:0.1.0;
+#   ENV: extra environment of the image's config, each as K=V.
 # One layer; no Cmd; working dir /; file mtimes and "created" are SOURCE_DATE_EPOCH (default 0),
 # so the same files give the same digests.
 oci_pack() (
   set -euo pipefail
   local rootfs=$1 user=$2 entrypoint=$3 name=$4 out=$5
+  shift 5
   local tag=${name##*:} epoch=${SOURCE_DATE_EPOCH:-0} arch created work e
-  local -a ep_args=()
+  local -a ep_args=() env_args=()
+  for e in "$@"; do env_args+=(--config.env "$e"); done
 
   oci_require_tools
   [ -d "$rootfs" ] || image_die "$rootfs: not a directory"
@@ -56,7 +59,7 @@ oci_pack() (
   # PATH as docker build sets it for a FROM scratch image, so both images have the same env.
   umoci config --image "$layout:$tag" \
     --config.user "$user" "${ep_args[@]}" --config.workingdir / \
-    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "${env_args[@]}" \
     --architecture "$arch" --os linux --created "$created" --history.created "$created"
   umoci gc --layout "$layout"
 
