@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+pub mod autocert;
 pub mod chart;
 pub mod faults;
 pub mod fixtures;

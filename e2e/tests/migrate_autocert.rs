@@ -4,252 +4,21 @@
 //! configuration removed; then everything of autocert's is deleted. The pod autocert injected keeps
 //! renewing until it is restarted, new and restarted pods get step-operator's injection, and the
 //! namespace label and pod annotations stay as they were.
-//!
-//! Two deviations from autocert's install, for a shared test cluster: its namespace is
-//! `autocert-<random>` instead of `step`, and both webhooks select `autocert.step.sm=<random>`
-//! instead of `enabled` (which pod_tls's namespaces carry), so that no other test's pods meet
-//! them. autocert uses the e2e provisioner (PROVISIONER_NAME) and step-ca at the node's address.
+//! How autocert is deployed, and where it deviates from its install: e2e/src/autocert.rs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
-use e2e::chart::objects;
-use e2e::fixtures::base64;
+use anyhow::{Result, bail, ensure};
+use e2e::autocert::*;
 use e2e::node::*;
 use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const LABEL: &str = "autocert.step.sm";
 const CERTS: &str = "/var/run/autocert.step.sm";
-const TOKEN_LABEL: &str = "autocert.step.sm/token";
-
-fn autocert_tag() -> String {
-    let versions = include_str!("../versions.env");
-    versions
-        .lines()
-        .find_map(|l| l.strip_prefix("AUTOCERT_VERSION=v"))
-        .unwrap_or("0.20.6")
-        .to_string()
-}
-
-/// What must be deleted once step-operator serves the namespaces (the README lists the same).
-struct Autocert {
-    ns: TestNamespace,
-    objects: Vec<Value>,
-    webhook: String,
-}
-
-/// autocert's config.yaml with our images and step-ca's address from a pod.
-fn config_yaml(text: &str, ca_url: &str, tag: &str) -> Result<String> {
-    let mut out = text.replace("https://ca.step.svc.cluster.local", ca_url);
-    for part in ["renewer", "bootstrapper"] {
-        let from = format!("cr.smallstep.com/smallstep/autocert-{part}:0.17.0");
-        ensure!(
-            out.contains(&from),
-            "autocert's config.yaml no longer names {from}"
-        );
-        out = out.replace(&from, &format!("localhost/autocert-{part}:{tag}"));
-    }
-    Ok(out)
-}
-
-/// autocert's install manifests, adapted as the module comment says.
-async fn autocert_objects(env: &Env, node: &Node, ns: &str, suffix: &str) -> Result<Vec<Value>> {
-    let dir = env.bin.join("autocert/install");
-    let mut yaml = String::new();
-    for f in ["02-autocert.yaml", "03-rbac.yaml"] {
-        yaml.push_str(
-            &std::fs::read_to_string(dir.join(f))
-                .with_context(|| format!("{f}: run e2e/build-infra.sh"))?,
-        );
-        yaml.push_str("\n---\n");
-    }
-    let tag = autocert_tag();
-    let mut objs = objects(env, &yaml).await?;
-    for o in &mut objs {
-        let kind = o["kind"].as_str().unwrap_or_default().to_string();
-        if o["metadata"]["namespace"] == "step" {
-            o["metadata"]["namespace"] = json!(ns);
-        }
-        match kind.as_str() {
-            "ConfigMap" => {
-                let text = o["data"]["config.yaml"]
-                    .as_str()
-                    .context("autocert-config has no config.yaml")?;
-                o["data"]["config.yaml"] = json!(config_yaml(text, &node.step_ca_url, &tag)?);
-            }
-            "Deployment" => {
-                let c = &mut o["spec"]["template"]["spec"]["containers"][0];
-                c["image"] = json!(format!("localhost/autocert-controller:{tag}"));
-                c["env"][0] = json!({"name": "PROVISIONER_NAME", "value": env.step_provisioner});
-            }
-            "ClusterRole" | "ClusterRoleBinding" => {
-                o["metadata"]["name"] = json!(format!("autocert-controller-{suffix}"));
-                if kind == "ClusterRoleBinding" {
-                    o["roleRef"]["name"] = json!(format!("autocert-controller-{suffix}"));
-                    o["subjects"][0]["namespace"] = json!(ns);
-                }
-            }
-            _ => {}
-        }
-    }
-    // What step-certificates' chart provides to autocert: its step config, the root, the password.
-    let root = env.root_pem()?;
-    let fingerprint = root_fingerprint(env).await?;
-    let defaults = json!({"ca-url": node.step_ca_url, "fingerprint": fingerprint, "root": "/home/step/certs/root_ca.crt"});
-    objs.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config", "namespace": ns},
-        "data": {"defaults.json": defaults.to_string()}}));
-    objs.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "certs", "namespace": ns},
-        "data": {"root_ca.crt": root}}));
-    objs.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "autocert-password", "namespace": ns},
-        "data": {"password": base64(env.provisioner_password()?.as_bytes())}}));
-    Ok(objs)
-}
-
-async fn root_fingerprint(env: &Env) -> Result<String> {
-    let out = e2e::process::run(
-        &env.tool("step")?,
-        &[
-            "certificate",
-            "fingerprint",
-            env.step_ca_root.to_str().context("utf-8")?,
-        ],
-        &[],
-    )
-    .await?;
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-/// The webhook configuration autocert's README has you create, for `label`.
-fn autocert_webhook(name: &str, ns: &str, label: &str, root: &str) -> Value {
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"app": "autocert"}},
-        "webhooks": [{
-            "name": "autocert.step.sm",
-            "sideEffects": "None",
-            "admissionReviewVersions": ["v1beta1"],
-            "clientConfig": {"service": {"name": "autocert", "namespace": ns, "path": "/mutate"}, "caBundle": base64(root.as_bytes())},
-            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
-            "failurePolicy": "Ignore",
-            "namespaceSelector": {"matchLabels": {LABEL: label}},
-        }],
-    })
-}
-
-fn api_of(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
-    let (group, version) = match obj["apiVersion"]
-        .as_str()
-        .context("apiVersion")?
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            obj["apiVersion"].as_str().unwrap_or_default().to_string(),
-        ),
-    };
-    let kind = obj["kind"].as_str().context("kind")?;
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    let ar = ApiResource {
-        group: group.clone(),
-        version: version.clone(),
-        api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
-        kind: kind.to_string(),
-        plural,
-    };
-    Ok(match obj["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    })
-}
-
-async fn create_all(client: &Client, objs: &[Value]) -> Result<()> {
-    for o in objs {
-        let obj: DynamicObject = serde_json::from_value(o.clone())?;
-        api_of(client, o)?
-            .create(&PostParams::default(), &obj)
-            .await
-            .with_context(|| format!("creating {} {}", o["kind"], o["metadata"]["name"]))?;
-    }
-    Ok(())
-}
-
-async fn deploy_autocert(
-    env: &Env,
-    node: &Node,
-    client: &Client,
-    label: &str,
-    suffix: &str,
-) -> Result<Autocert> {
-    let ns = TestNamespace::create(client, "autocert").await?;
-    let objs = autocert_objects(env, node, &ns.name, suffix).await?;
-    create_all(client, &objs).await?;
-    wait_deployment_available(client, &ns.name, "autocert", Duration::from_secs(180)).await?;
-    let webhook = format!("autocert-webhook-config-{suffix}");
-    create_all(
-        client,
-        &[autocert_webhook(
-            &webhook,
-            &ns.name,
-            label,
-            &env.root_pem()?,
-        )],
-    )
-    .await?;
-    Ok(Autocert {
-        ns,
-        objects: objs,
-        webhook,
-    })
-}
-
-/// The image of the pod's first init container: who injected it.
-fn bootstrapper_image(pod: &Pod) -> String {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.init_containers.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default()
-}
-
-/// Waits until a dry-run create of an annotated pod comes back injected by the webhook whose
-/// bootstrapper image starts with `image_prefix` (autocert's failurePolicy is Ignore: a pod admitted
-/// without injection means "not yet").
-async fn wait_injected_by(
-    client: &Client,
-    ns: &str,
-    tools: &str,
-    image_prefix: &str,
-) -> Result<()> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "probe", "annotations": {"autocert.step.sm/name": format!("probe.{ns}.svc")}},
-        "spec": {"containers": [{"name": "app", "image": tools}]},
-    }))?;
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    wait_for(
-        &format!("pods in {ns} to be injected by {image_prefix}"),
-        Duration::from_secs(120),
-        async || {
-            let p = pods.create(&dry_run, &pod).await.map_err(e2e::retry)?;
-            Ok(bootstrapper_image(&p)
-                .starts_with(image_prefix)
-                .then_some(()))
-        },
-        async || describe_namespace(client, ns).await,
-    )
-    .await
-}
 
 fn app_pod(tools: &str, name: &str, ns: &str) -> Result<Pod> {
     let script = format!(
@@ -264,10 +33,13 @@ fn app_pod(tools: &str, name: &str, ns: &str) -> Result<Pod> {
     }))?)
 }
 
+/// The serials the app printed, in order, each once. A line where openssl could not read the file
+/// (it is being replaced) prints no serial and is skipped.
 fn serials(log: &str) -> Vec<String> {
     let mut s: Vec<String> = log
         .lines()
-        .filter_map(|l| l.strip_prefix("serial "))
+        .filter_map(|l| l.strip_prefix("serial serial="))
+        .filter(|hex| !hex.is_empty())
         .map(str::to_owned)
         .collect();
     s.dedup();
@@ -301,37 +73,6 @@ async fn start_pod(client: &Client, ns: &str, pod: Pod) -> Result<Pod> {
         .create(&PostParams::default(), &pod)
         .await?;
     wait_pod_ready(client, ns, &name, Duration::from_secs(180)).await
-}
-
-/// Deletes everything of autocert's, as the README's list says: its webhook configuration, its
-/// namespace (Deployment, Service, ConfigMaps, password Secret), its ClusterRole and binding, and
-/// the token Secrets it left in application namespaces.
-async fn delete_autocert(client: &Client, autocert: Autocert, app_ns: &str) -> Result<()> {
-    let hooks =
-        Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
-            client.clone(),
-        );
-    hooks.delete(&autocert.webhook, &Default::default()).await?;
-    for o in autocert
-        .objects
-        .iter()
-        .filter(|o| o["metadata"]["namespace"].is_null())
-    {
-        api_of(client, o)?
-            .delete(
-                o["metadata"]["name"].as_str().unwrap_or_default(),
-                &Default::default(),
-            )
-            .await?;
-    }
-    let secrets = Api::<Secret>::namespaced(client.clone(), app_ns);
-    secrets
-        .delete_collection(
-            &Default::default(),
-            &ListParams::default().labels(&format!("{TOKEN_LABEL}=true")),
-        )
-        .await?;
-    autocert.ns.delete().await
 }
 
 #[tokio::test]
@@ -397,7 +138,10 @@ async fn migrate_from_autocert_on_the_node() -> Result<()> {
         !before.is_empty() && before[0] == first[0],
         "{before:?} {first:?}"
     );
-    wait_serials(&client, &app_ns, "old", before.len() + 1).await?;
+    let after = wait_serials(&client, &app_ns, "old", before.len() + 1).await?;
+    eprintln!(
+        "autocert-injected pod: serials {first:?} at first, {before:?} once autocert was deleted, then {after:?}"
+    );
 
     // 4. New and restarted pods get step-operator's injection; no token Secret any more.
     let new = start_pod(

@@ -269,7 +269,9 @@ async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> R
     let serials = |log: &str| {
         let mut s: Vec<String> = log
             .lines()
-            .filter_map(|l| l.strip_prefix("serial "))
+            // A line where openssl could not read the file (being replaced) has no serial.
+            .filter_map(|l| l.strip_prefix("serial serial="))
+            .filter(|hex| !hex.is_empty())
             .map(str::to_owned)
             .collect();
         s.dedup();
