@@ -64,13 +64,37 @@ rc=0
 # shellcheck disable=SC2086
 "$here/cluster.sh" exec "$CARGO_TARGET_DIR/release/bench" ${BENCH_ARGS:-} || rc=$?
 
-# 5. Keep the results where `cluster.sh down` does not remove them.
-if [ -f "$E2E_STATE/bench/latest.json" ]; then
+# 5. The node phase (7): pod create → Ready through autocert, our webhook and pod certificates,
+# on a cluster with the node (the phases above run without it, so that its kubelet takes no CPU
+# from them). BENCH_NODE=0 skips it.
+node_phase() {
+  if [ "${BENCH_NODE:-1}" = 0 ]; then log "BENCH_NODE=0: node phase skipped"; return 0; fi
+  if ! grep -qx 'export E2E_NODE=1' "$E2E_STATE/env"; then
+    if [ "$started" != 1 ]; then
+      log "the running cluster has no node: stop it (e2e/cluster.sh down) or set BENCH_NODE=0"
+      return 1
+    fi
+    "$here/cluster.sh" down
+    "$here/cluster.sh" up
+  fi
+  eval "$("$here/cluster.sh" env)"
+  local image
+  image=$("$here/cluster.sh" image "$STEP_OPERATOR_BIN") || return 1
+  # shellcheck disable=SC2086
+  "$here/cluster.sh" exec env E2E_OPERATOR_IMAGE="$image" "$CARGO_TARGET_DIR/release/bench" \
+    --only node --requests 1 ${BENCH_NODE_ARGS:-}
+}
+keep_results() {
+  local stem=$1 stamp
+  [ -f "$E2E_STATE/bench/$stem.json" ] || return 0
   mkdir -p "$keep"
-  stamp=$(jq -r '.date' "$E2E_STATE/bench/latest.json" | tr -d ':')
-  cp "$E2E_STATE/bench/latest.json" "$keep/latest.json"
-  cp "$E2E_STATE/bench/latest.md" "$keep/latest.md"
-  cp "$E2E_STATE/bench/latest.json" "$keep/$stamp.json"
-  log "results: $E2E_STATE/bench/latest.{json,md}, copied to $keep/ (latest.* and $stamp.json)"
-fi
+  stamp=$(jq -r '.date' "$E2E_STATE/bench/$stem.json" | tr -d ':')
+  cp "$E2E_STATE/bench/$stem.json" "$keep/$stem.json"
+  cp "$E2E_STATE/bench/$stem.md" "$keep/$stem.md"
+  cp "$E2E_STATE/bench/$stem.json" "$keep/$stamp-$stem.json"
+  log "results: $E2E_STATE/bench/$stem.{json,md}, copied to $keep/ ($stem.* and $stamp-$stem.json)"
+}
+keep_results latest
+node_phase || rc=$?
+keep_results node
 exit $rc

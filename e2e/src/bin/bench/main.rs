@@ -42,6 +42,9 @@ struct Opts {
     /// CertificateRequests of a foreign issuer in the cluster for the field-selector phase.
     #[arg(long, default_value_t = 50_000)]
     selector_crs: usize,
+    /// Pods per way of getting a certificate in the node phase (plus one warm-up pod each).
+    #[arg(long, default_value_t = 50)]
+    node_pods: usize,
     /// Secrets of 1 KiB in the cluster while steady RSS is measured.
     #[arg(long, default_value_t = 5000)]
     steady_secrets: usize,
@@ -85,11 +88,22 @@ enum Phase {
     Admission,
     /// step-operator with and without the CertificateRequest field selector (6).
     Selector,
+    /// Pod create → Ready on the e2e node: autocert, our webhook, pod certificates (7). Needs a
+    /// cluster started with the node; only when asked for (e2e/bench.sh runs it on its own).
+    Node,
 }
 
 impl Opts {
     fn wants(&self, phase: Phase) -> bool {
-        self.only.is_empty() || self.only.contains(&phase)
+        match self.only.is_empty() {
+            true => phase != Phase::Node,
+            false => self.only.contains(&phase),
+        }
+    }
+
+    /// The node phase runs on a cluster of its own: its report gets its own files.
+    fn node_only(&self) -> bool {
+        self.only == [Phase::Node]
     }
 
     /// Approve the controllers' requests right after each create (else: cm-lite's approver).
@@ -118,6 +132,7 @@ async fn main() -> Result<()> {
         Phase::Steady,
         Phase::Admission,
         Phase::Selector,
+        Phase::Node,
     ] {
         if ctx.opts.wants(phase) {
             phases::run(phase, &ctx, &systems, &mut report).await;
@@ -125,7 +140,14 @@ async fn main() -> Result<()> {
     }
 
     report.finish();
-    report.write(&out_dir)?;
+    report.write(
+        &out_dir,
+        if ctx.opts.node_only() {
+            "node"
+        } else {
+            "latest"
+        },
+    )?;
     if !report.errors.is_empty() {
         bail!(
             "{} phase(s) failed; see errors in the JSON",

@@ -78,6 +78,9 @@ pub struct Report {
     pub webhook_own_timing: BTreeMap<AdmissionRun, OwnTiming>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub selector: Vec<crate::phases::selector::SelectorRun>,
+    /// Phase 7: pod create → Ready on the e2e node, per way of getting a certificate.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_pod_ready: BTreeMap<String, crate::phases::node::PodTimes>,
     pub ratios: Ratios,
     pub errors: Vec<String>,
     pub notes: Vec<String>,
@@ -344,12 +347,13 @@ impl Report {
         serde_json::to_string_pretty(&serde_json::to_value(self)?)
     }
 
-    /// Writes `latest.json` and `latest.md` to `dir` and prints the table.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let json_path = dir.join("latest.json");
+    /// Writes `<stem>.json` and `<stem>.md` to `dir` (stem `latest`, or `node` for the node
+    /// phase, which runs on a cluster of its own) and prints the table.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
+        let json_path = dir.join(format!("{stem}.json"));
         std::fs::write(&json_path, self.to_json()?)?;
         let md = markdown(self);
-        std::fs::write(dir.join("latest.md"), &md)?;
+        std::fs::write(dir.join(format!("{stem}.md")), &md)?;
         println!("{md}");
         println!("JSON: {}", json_path.display());
         Ok(())
@@ -544,16 +548,20 @@ pub fn markdown(r: &Report) -> String {
         "## step-operator benchmark, {}\n\nCounts: {} requests, {} pods, {} steady CertificateRequests + {} Secrets, ceiling {} s at concurrency {}.\n\n",
         r.date, c.requests, c.pods, c.steady_crs, c.steady_secrets, c.ceiling_secs, c.concurrency
     );
-    s.push_str("| measurement | step-operator | peer | peer is | step-operator/peer | step-operator/ceiling |\n|---|---|---|---|---|---|\n");
-    let rows = ceiling_rows(r)
-        .into_iter()
-        .chain(issuer_rows(r))
-        .chain(admission_rows(r));
-    for row in rows {
-        s.push_str(&row.line());
+    // The node phase runs on a cluster of its own: its report has only its own table.
+    if r.node_pod_ready.is_empty() {
+        s.push_str("| measurement | step-operator | peer | peer is | step-operator/peer | step-operator/ceiling |\n|---|---|---|---|---|---|\n");
+        let rows = ceiling_rows(r)
+            .into_iter()
+            .chain(issuer_rows(r))
+            .chain(admission_rows(r));
+        for row in rows {
+            s.push_str(&row.line());
+        }
     }
     s.push_str(&admission_lines(r));
     s.push_str(&selector_lines(r));
+    s.push_str(&crate::phases::node::markdown(&r.node_pod_ready));
     s.push_str(&lists(r));
     s
 }

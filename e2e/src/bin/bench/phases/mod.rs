@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod ceiling;
 pub mod issuance;
+pub mod node;
 pub mod selector;
 pub mod steady;
 
@@ -19,5 +20,6 @@ pub async fn run(phase: Phase, ctx: &Ctx, systems: &Systems, report: &mut Report
         Phase::Steady => steady::run(ctx, systems, report).await,
         Phase::Admission => admission::run(ctx, &systems.step_operator, report).await,
         Phase::Selector => selector::run(ctx, &systems.step_operator, report).await,
+        Phase::Node => node::run(ctx, report).await,
     }
 }
