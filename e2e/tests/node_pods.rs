@@ -214,7 +214,8 @@ async fn node_init_first_lets_own_init_containers_use_the_files() -> Result<()> 
 async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
     let (_env, node, client, ns) = app("node-owner").await?;
     let script = format!(
-        "id -u; stat -c 'key %u:%g %a' {CERTS}/site.key; openssl pkey -in {CERTS}/site.key -noout && echo KEY-READ; exec sleep 3600"
+        "id -u; stat -c 'key %u:%g %a' {CERTS}/site.key; \
+         if openssl pkey -in {CERTS}/site.key -noout; then echo KEY-READ; else echo KEY-UNREADABLE; fi; exec sleep 3600"
     );
     let mut pod = tools_pod(
         &node,
@@ -231,7 +232,8 @@ async fn node_app_as_another_uid_reads_the_key_through_owner() -> Result<()> {
         &ns.name,
         "owner",
         "app",
-        "key ",
+        // The last line the app prints either way: the lines before it are in the log too.
+        "KEY-",
         Duration::from_secs(30),
     )
     .await?;
