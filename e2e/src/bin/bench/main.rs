@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use clap::{Parser, ValueEnum};
 use e2e::Env;
 
+mod apimetrics;
 mod ctx;
 mod jwt;
 mod phases;

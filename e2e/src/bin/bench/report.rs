@@ -18,6 +18,12 @@ use crate::procs::CpuSeconds;
 use crate::systems::System;
 use crate::util::{log, now_utc, round};
 
+mod cost;
+mod markdown;
+
+pub use cost::{ApiCost, Goals};
+pub use markdown::markdown;
+
 /// An admission run: which webhook, if any, answered its pod creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,6 +70,12 @@ pub struct Report {
     pub p50_ready_ms: BySystem,
     pub p99_ready_ms: BySystem,
     pub peak_rss_mib: BySystem,
+    /// API writes per issued certificate, every client (issuance.<system>.api).
+    pub api_writes_per_issuance_all: BySystem,
+    /// The same less the bench client's own creates and approvals.
+    pub api_writes_per_issuance_without_bench: BySystem,
+    /// The controller's CPU milliseconds per issued certificate, during the burst.
+    pub controller_cpu_ms_per_issuance: BySystem,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub issuance: BTreeMap<System, IssuanceStats>,
     pub steady_rss_mib: BySystem,
@@ -72,6 +84,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub admission_p50_ms: ByAdmissionRun,
     pub admission_p99_ms: ByAdmissionRun,
+    /// API writes per admitted pod less the bench's own pod create (admission.<run>.api).
+    pub admission_api_writes_per_pod_without_bench: ByAdmissionRun,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub admission: BTreeMap<AdmissionRun, AdmissionStats>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -82,6 +96,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub node_pod_ready: BTreeMap<String, crate::phases::node::PodTimes>,
     pub ratios: Ratios,
+    pub goals: Goals,
     pub errors: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -141,6 +156,9 @@ pub struct ApiCeilingStats {
     pub p99_ms: Option<f64>,
     pub cpu_seconds: CpuSeconds,
     pub writes_per_request: &'static str,
+    /// API requests per request; what is not the bench's is cm-lite's and the control plane's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiCost>,
 }
 
 /// Phase 2: one issuer's burst, beyond the summary numbers.
@@ -156,6 +174,9 @@ pub struct IssuanceStats {
     pub create_to_approved_p99_ms: Option<f64>,
     pub rss_max_sampled_mib: f64,
     pub cpu_seconds: CpuSeconds,
+    /// API requests per issued certificate during the burst (until the controller is idle).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiCost>,
     pub log: String,
 }
 
@@ -199,6 +220,9 @@ pub struct AdmissionStats {
     pub rss_mib: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_rss_mib: Option<f64>,
+    /// API requests per pod created, during the timed creates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiCost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
 }
@@ -242,6 +266,8 @@ pub struct Ratios {
     pub steady_rss_step_operator_per_step_issuer: Option<f64>,
     pub admission_p99_step_operator_per_autocert: Option<f64>,
     pub startup_step_operator_per_step_issuer: Option<f64>,
+    pub api_writes_step_operator_per_step_issuer: Option<f64>,
+    pub controller_cpu_step_operator_per_step_issuer: Option<f64>,
 }
 
 /// `a / b` to 3 places, when both were measured (null, NaN and infinity are not numbers in the
@@ -287,6 +313,14 @@ impl Ratios {
             startup_step_operator_per_step_issuer: ratio(
                 get(&r.startup_ms, SO),
                 get(&r.startup_ms, SI),
+            ),
+            api_writes_step_operator_per_step_issuer: ratio(
+                get(&r.api_writes_per_issuance_without_bench, SO),
+                get(&r.api_writes_per_issuance_without_bench, SI),
+            ),
+            controller_cpu_step_operator_per_step_issuer: ratio(
+                get(&r.controller_cpu_ms_per_issuance, SO),
+                get(&r.controller_cpu_ms_per_issuance, SI),
             ),
         }
     }
@@ -338,7 +372,9 @@ impl Report {
         for webhook in [AdmissionRun::StepOperator, AdmissionRun::Autocert] {
             self.admission_p99_ms.entry(webhook).or_insert(None);
         }
+        cost::summarise(self);
         self.ratios = Ratios::of(self);
+        self.goals = Goals::of(self);
     }
 
     /// Pretty JSON. Serialized through a `Value` so that keys come out sorted, as they always
@@ -358,242 +394,6 @@ impl Report {
         println!("JSON: {}", json_path.display());
         Ok(())
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Markdown
-
-/// A table cell: the number as JSON would show it, or a dash when it was not measured.
-fn cell(v: Option<f64>) -> String {
-    match v.filter(|x| x.is_finite()) {
-        Some(x) => format!("{x}"),
-        None => "–".into(),
-    }
-}
-
-/// One table row: step-operator's value, the peer's, who the peer is, and the two ratios.
-struct Row {
-    name: &'static str,
-    ours: Option<f64>,
-    peer: Option<f64>,
-    peer_is: &'static str,
-    per_peer: Option<f64>,
-    per_ceiling: Option<f64>,
-}
-
-impl Row {
-    fn new(name: &'static str, ours: Option<f64>, peer: Option<f64>, peer_is: &'static str) -> Row {
-        Row {
-            name,
-            ours,
-            peer,
-            peer_is,
-            per_peer: None,
-            per_ceiling: None,
-        }
-    }
-
-    fn per_peer(mut self, ratio: Option<f64>) -> Row {
-        self.per_peer = ratio;
-        self
-    }
-
-    fn per_ceiling(mut self, ratio: Option<f64>) -> Row {
-        self.per_ceiling = ratio;
-        self
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
-            self.name,
-            cell(self.ours),
-            cell(self.peer),
-            self.peer_is,
-            cell(self.per_peer),
-            cell(self.per_ceiling)
-        )
-    }
-}
-
-const STEP_ISSUER: &str = "step-issuer";
-
-fn ceiling_rows(r: &Report) -> [Row; 3] {
-    let q = &r.ratios;
-    [
-        Row::new(
-            "ceiling: direct /1.0/sign (signs/s)",
-            None,
-            r.ceiling_signs_per_s,
-            "step-ca alone",
-        ),
-        Row::new(
-            "API ceiling: create + approve + one status write, no issuer (requests/s)",
-            None,
-            r.api_ceiling_per_s,
-            "control plane alone",
-        ),
-        Row::new(
-            "issuance throughput / API ceiling",
-            q.throughput_step_operator_per_api_ceiling,
-            q.throughput_step_issuer_per_api_ceiling,
-            STEP_ISSUER,
-        ),
-    ]
-}
-
-fn issuer_rows(r: &Report) -> [Row; 6] {
-    let q = &r.ratios;
-    let pair = |m: &BySystem| (get(m, System::StepOperator), get(m, System::StepIssuer));
-    let row = |name, m: &BySystem| {
-        let (ours, peer) = pair(m);
-        Row::new(name, ours, peer, STEP_ISSUER)
-    };
-    [
-        row("issuance throughput (requests/s)", &r.throughput_per_s)
-            .per_peer(q.throughput_step_operator_per_step_issuer)
-            .per_ceiling(q.throughput_step_operator_per_ceiling),
-        row("create→Ready p50 (ms)", &r.p50_ready_ms),
-        row("create→Ready p99 (ms)", &r.p99_ready_ms)
-            .per_peer(q.p99_ready_step_operator_per_step_issuer),
-        row("peak RSS during issuance (MiB)", &r.peak_rss_mib)
-            .per_peer(q.peak_rss_step_operator_per_step_issuer),
-        row("steady RSS (MiB)", &r.steady_rss_mib)
-            .per_peer(q.steady_rss_step_operator_per_step_issuer),
-        row("start-up → first Ready (ms)", &r.startup_ms)
-            .per_peer(q.startup_step_operator_per_step_issuer),
-    ]
-}
-
-fn admission_rows(r: &Report) -> [Row; 3] {
-    let (p50, p99) = (&r.admission_p50_ms, &r.admission_p99_ms);
-    let (so, ac) = (AdmissionRun::StepOperator, AdmissionRun::Autocert);
-    [
-        Row::new(
-            "admission create p50 (ms)",
-            get(p50, so),
-            get(p50, ac),
-            "autocert",
-        ),
-        Row::new(
-            "admission create p99 (ms)",
-            get(p99, so),
-            get(p99, ac),
-            "autocert",
-        )
-        .per_peer(r.ratios.admission_p99_step_operator_per_autocert),
-        Row::new(
-            "admission create p99, no webhook (ms)",
-            None,
-            get(p99, AdmissionRun::NoWebhook),
-            "apiserver alone",
-        ),
-    ]
-}
-
-/// The lines under the table: the webhook's own timing and how many pods came back injected.
-fn admission_lines(r: &Report) -> String {
-    let mut s = String::new();
-    if let Some(OwnTiming {
-        histogram: Some(h), ..
-    }) = r.webhook_own_timing.get(&AdmissionRun::StepOperator)
-    {
-        s.push_str(&format!(
-            "\nstep-operator webhook's own timing ({} reviews): mean {} ms, p50 ≤ {} ms, p99 ≤ {} ms (histogram buckets); autocert has none.\n",
-            // As JSON writes it (`1000.0`): the count is a float in the histogram.
-            serde_json::Value::from(h.reviews),
-            cell(h.mean_ms),
-            cell(h.p50_le_ms),
-            cell(h.p99_le_ms)
-        ));
-    }
-    let injected: Vec<String> = [
-        (AdmissionRun::StepOperator, "step-operator"),
-        (AdmissionRun::Autocert, "autocert"),
-    ]
-    .iter()
-    .filter_map(|(w, label)| {
-        let pods = r.admission.get(w)?.pods.as_ref()?;
-        Some(format!("{label} {} of {}", pods.injected, pods.created))
-    })
-    .collect();
-    if !injected.is_empty() {
-        s.push_str(&format!(
-            "Pods returned injected: {}.\n",
-            injected.join(", ")
-        ));
-    }
-    s
-}
-
-/// Notes and errors as Markdown lists, continuation lines indented under their item.
-fn lists(r: &Report) -> String {
-    let mut s = String::new();
-    for (title, items) in [("Notes", &r.notes), ("Errors", &r.errors)] {
-        if items.is_empty() {
-            continue;
-        }
-        s.push_str(&format!("\n{title}:\n"));
-        for i in items {
-            s.push_str(&format!("- {}\n", i.replace('\n', "\n  ")));
-        }
-    }
-    s
-}
-
-/// The table printed at the end and written to `latest.md` (BENCHMARKS.md quotes it).
-pub fn markdown(r: &Report) -> String {
-    let c = &r.counts;
-    let mut s = format!(
-        "## step-operator benchmark, {}\n\nCounts: {} requests, {} pods, {} steady CertificateRequests + {} Secrets, ceiling {} s at concurrency {}.\n\n",
-        r.date, c.requests, c.pods, c.steady_crs, c.steady_secrets, c.ceiling_secs, c.concurrency
-    );
-    // The node phase runs on a cluster of its own: its report has only its own table.
-    if r.node_pod_ready.is_empty() {
-        s.push_str("| measurement | step-operator | peer | peer is | step-operator/peer | step-operator/ceiling |\n|---|---|---|---|---|---|\n");
-        let rows = ceiling_rows(r)
-            .into_iter()
-            .chain(issuer_rows(r))
-            .chain(admission_rows(r));
-        for row in rows {
-            s.push_str(&row.line());
-        }
-    }
-    s.push_str(&admission_lines(r));
-    s.push_str(&selector_lines(r));
-    s.push_str(&crate::phases::node::markdown(&r.node_pod_ready));
-    s.push_str(&lists(r));
-    s
-}
-
-/// Phase 6: one line per run of the field-selector comparison.
-fn selector_lines(r: &Report) -> String {
-    if r.selector.is_empty() {
-        return String::new();
-    }
-    let mut s = String::from(
-        "\n| CertificateRequest watch | foreign requests | first sign (s) | controller CPU (s) | apiserver CPU (s) | etcd CPU (s) | steady: controller / apiserver CPU (s) | controller RSS (MiB) | window (s) |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for run in &r.selector {
-        let mode = if run.select_requests {
-            "field-selected (`spec.issuerRef.group`)"
-        } else {
-            "every request"
-        };
-        s.push_str(&format!(
-            "| {mode} | {} | {} | {} | {} | {} | {} / {} | {} | {} |\n",
-            run.foreign_crs,
-            run.first_sign_s,
-            run.controller_cpu_s,
-            run.apiserver_cpu_s,
-            run.etcd_cpu_s,
-            run.steady_controller_cpu_s,
-            run.steady_apiserver_cpu_s,
-            run.rss_mib,
-            run.wall_s
-        ));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -15,10 +15,11 @@ use kube::api::PostParams;
 use serde_json::json;
 use step_operator::cert_manager::{CONDITION_READY, CertificateRequestStatus, reason};
 
+use crate::apimetrics::ApiCounts;
 use crate::ctx::Ctx;
 use crate::jwt;
 use crate::procs::{self, cluster_pids};
-use crate::report::{ApiCeilingStats, CeilingStats, Report};
+use crate::report::{ApiCeilingStats, ApiCost, CeilingStats, Report};
 use crate::requests::{apply_status, approve, issuer_ref, request, true_condition};
 use crate::util::{log, ms, percentile, round};
 
@@ -182,6 +183,7 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
         ));
     }
     let watched = cluster_pids(&ctx.env);
+    let api_before = ApiCounts::scrape(&ctx.client).await?;
     let cpu = procs::CpuSnapshot::take(&watched);
     let start = Instant::now();
     let done: Vec<Result<f64>> = futures::stream::iter(objs)
@@ -215,6 +217,12 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
         .await;
     let secs = start.elapsed().as_secs_f64();
     let cpu = cpu.since();
+    let api_after = ApiCounts::scrape(&ctx.client).await?;
+    // The bench's own: each request's create, approval and Ready status (both server-side apply).
+    let mut bench = ApiCounts::default();
+    bench.add("certificaterequests", "create", n as f64);
+    bench.add("certificaterequests/status", "patch", 2.0 * n as f64);
+    let api_cost = ApiCost::of(&api_after.since(&api_before), &bench, n);
     let mut lat = Vec::with_capacity(n);
     for r in done {
         lat.push(r?);
@@ -231,6 +239,7 @@ async fn api_ceiling(ctx: &Ctx, report: &mut Report) -> Result<()> {
         p99_ms: percentile(&mut lat, 99.0).map(|x| round(x, 0)),
         cpu_seconds: cpu,
         writes_per_request: "create + approve (status apply) + Ready with certificate (status apply)",
+        api: Some(api_cost),
     });
     Ok(())
 }

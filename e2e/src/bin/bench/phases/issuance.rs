@@ -1,6 +1,7 @@
 //! 2. Issuance throughput, 3. peak RSS and 5. start-up, per issuer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,10 @@ use e2e::fixtures::*;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, PostParams};
 
+use crate::apimetrics::ApiCounts;
 use crate::ctx::Ctx;
 use crate::procs::{self, CpuSeconds, Memory, Proc, cluster_pids};
-use crate::report::{IssuanceStats, Report};
+use crate::report::{ApiCost, IssuanceStats, Report};
 use crate::requests::{
     Seen, approve, request, step_ref, wait_approved, wait_seen_ready, watch_ready,
 };
@@ -44,12 +46,13 @@ async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
     let mut watched = cluster_pids(&ctx.env);
     watched.push((s.system.key().to_string(), p.pid));
     watched.push(("bench".to_string(), std::process::id()));
+    let api_before = ApiCounts::scrape(&ctx.client).await?;
     let cpu = procs::CpuSnapshot::take(&watched);
     let first_create = Instant::now();
     let sampler = RssSampler::start(p.pid);
     let created = create_burst(ctx, &api, objs).await;
     let creates_done = first_create.elapsed();
-    let created = created?;
+    let (created, bench_calls) = created?;
     wait_settled(&seen, &created, &mut p).await?;
     sampler.stop();
     let cpu = cpu.since();
@@ -57,6 +60,7 @@ async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
         "{}: CPU seconds during the burst: {cpu:?}",
         s.system.key()
     ));
+    let api_cost = api_cost(ctx, s, &p, &api_before, &bench_calls, created.len()).await?;
     let mem = p.memory()?;
     let burst = Burst {
         times: BurstTimes::of(&seen, &created, first_create),
@@ -66,11 +70,42 @@ async fn issuance(ctx: &Ctx, s: &Installed, report: &mut Report) -> Result<()> {
         mem,
         rss_max_sampled_mib: sampler.peak(),
         cpu,
+        api: api_cost,
         log: p.log.display().to_string(),
     };
     record(report, s.system, burst);
     p.stop();
     Ok(())
+}
+
+/// The API requests of the burst per issued request: the apiserver's counter from before the
+/// first create to when the controller is idle again (so that what it writes after the last
+/// Ready, such as Events, is counted), and the bench's own calls.
+async fn api_cost(
+    ctx: &Ctx,
+    s: &Installed,
+    p: &Proc,
+    before: &ApiCounts,
+    bench_calls: &ApiCounts,
+    issued: usize,
+) -> Result<ApiCost> {
+    let (_, idle) = procs::wait_idle(p.pid, 0.05, Duration::from_secs(30)).await?;
+    if !idle {
+        log(format!(
+            "{}: the controller was still busy 30 s after the last Ready; API requests counted until now",
+            s.system.key()
+        ));
+    }
+    let after = ApiCounts::scrape(&ctx.client).await?;
+    let cost = ApiCost::of(&after.since(before), bench_calls, issued);
+    log(format!(
+        "{}: API writes per issuance {} (less the bench's own: {}); {:?}",
+        s.system.key(),
+        cost.writes_all,
+        cost.writes_without_bench,
+        cost.all
+    ));
+    Ok(cost)
 }
 
 /// Phase 5, start-up: a request that is already approved when the process starts; the clock
@@ -164,23 +199,29 @@ impl RssSampler {
 }
 
 /// Creates (and, with `--approver bench`, approves) every request, `--create-concurrency` at a
-/// time; returns when each create was sent.
+/// time; returns when each create was sent, and the API calls the bench made.
 async fn create_burst(
     ctx: &Ctx,
     api: &Api<DynamicObject>,
     objs: Vec<(String, DynamicObject)>,
-) -> Result<HashMap<String, Instant>> {
+) -> Result<(HashMap<String, Instant>, ApiCounts)> {
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (creates, approvals) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let errors: Vec<String> = futures::stream::iter(objs)
         .map(|(name, obj)| {
             let (api, created) = (api.clone(), created.clone());
             let by_bench = ctx.opts.approve_by_bench();
+            let (creates, approvals) = (&creates, &approvals);
             async move {
                 let t = Instant::now();
+                creates.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = api.create(&PostParams::default(), &obj).await {
                     return Some(format!("{name}: {e}"));
                 }
                 created.lock().unwrap().insert(name.clone(), t);
+                if by_bench {
+                    approvals.fetch_add(1, Ordering::Relaxed);
+                }
                 if by_bench && let Err(e) = approve(&api, &name).await {
                     return Some(format!("{e:#}"));
                 }
@@ -195,7 +236,15 @@ async fn create_burst(
         bail!("{} creates failed, first: {}", errors.len(), errors[0]);
     }
     let created = std::mem::take(&mut *created.lock().unwrap());
-    Ok(created)
+    let mut calls = ApiCounts::default();
+    calls.add("certificaterequests", "create", creates.into_inner() as f64);
+    // The approval is a server-side apply on the status subresource: a patch.
+    calls.add(
+        "certificaterequests/status",
+        "patch",
+        approvals.into_inner() as f64,
+    );
+    Ok((created, calls))
 }
 
 /// Waits until every created request was seen Ready or Failed, failing fast if the controller
@@ -298,6 +347,7 @@ struct Burst {
     mem: Memory,
     rss_max_sampled_mib: f64,
     cpu: CpuSeconds,
+    api: ApiCost,
     log: String,
 }
 
@@ -341,6 +391,7 @@ fn record(report: &mut Report, system: System, b: Burst) {
             create_to_approved_p99_ms: percentile(approved, 99.0).map(|x| round(x, 0)),
             rss_max_sampled_mib: round(b.rss_max_sampled_mib, 1),
             cpu_seconds: b.cpu,
+            api: Some(b.api),
             log: b.log,
         },
     );

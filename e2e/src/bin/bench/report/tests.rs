@@ -9,6 +9,7 @@
 use serde_json::Value;
 
 use super::*;
+use crate::apimetrics::ApiCounts;
 use crate::systems::System::{StepIssuer as SI, StepOperator as SO};
 
 fn golden(name: &str) -> (Value, String) {
@@ -20,6 +21,16 @@ fn golden(name: &str) -> (Value, String) {
 
 fn check(name: &str, mut report: Report) {
     report.finish();
+    // `BENCH_UPDATE_GOLDEN=1 cargo test -p e2e --bin bench` rewrites the samples; review the diff.
+    if std::env::var_os("BENCH_UPDATE_GOLDEN").is_some() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/bench/testdata");
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            report.to_json().unwrap() + "\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join(format!("{name}.md")), markdown(&report)).unwrap();
+    }
     let (json, md) = golden(name);
     let ours: Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
     assert_eq!(
@@ -86,9 +97,42 @@ fn issuance(r: &mut Report, system: System, k: f64) {
                 ("apiserver", 11.05),
                 (system.key(), 1.58),
             ]),
+            api: Some(burst_cost(k)),
             log: format!("/s/logs/{}.log", system.key()),
         },
     );
+}
+
+/// A burst of 1000 requests: the bench's create and approval of each, `k` status writes, `k`
+/// Events and `k` reads by the controller, and a few lease renewals.
+fn burst_cost(k: f64) -> ApiCost {
+    let mut all = ApiCounts::default();
+    let mut bench = ApiCounts::default();
+    for (resource, verb, n) in [
+        ("certificaterequests", "create", 1000.0),
+        ("certificaterequests/status", "patch", 1000.0),
+    ] {
+        all.add(resource, verb, n);
+        bench.add(resource, verb, n);
+    }
+    all.add("certificaterequests/status", "patch", 1000.0 * k);
+    all.add("events", "create", 1000.0 * k);
+    all.add("certificaterequests", "get", 1000.0 * k);
+    all.add("leases", "update", 12.0);
+    all.add("stepclusterissuers", "get", 3.0);
+    ApiCost::of(&all, &bench, 1000)
+}
+
+/// 1000 pod creates, and `secrets` Secrets created by the webhook.
+fn pod_cost(secrets: f64) -> Option<ApiCost> {
+    let mut all = ApiCounts::default();
+    let mut bench = ApiCounts::default();
+    all.add("pods", "create", 1000.0);
+    bench.add("pods", "create", 1000.0);
+    if secrets > 0.0 {
+        all.add("secrets", "create", secrets);
+    }
+    Some(ApiCost::of(&all, &bench, 1000))
 }
 
 fn ceilings(r: &mut Report) {
@@ -110,7 +154,21 @@ fn ceilings(r: &mut Report) {
         p99_ms: Some(410.0),
         cpu_seconds: cpu(&[("wall_seconds", 6.02), ("apiserver", 9.39), ("etcd", 0.91)]),
         writes_per_request: "create + approve (status apply) + Ready with certificate (status apply)",
+        api: Some(ceiling_cost()),
     });
+}
+
+/// The API ceiling run of 1000 requests: the bench's create, approval and Ready of each, and
+/// cm-lite's approver first on 200 of them.
+fn ceiling_cost() -> ApiCost {
+    let mut all = ApiCounts::default();
+    let mut bench = ApiCounts::default();
+    for c in [&mut all, &mut bench] {
+        c.add("certificaterequests", "create", 1000.0);
+        c.add("certificaterequests/status", "patch", 2000.0);
+    }
+    all.add("certificaterequests/status", "update", 200.0);
+    ApiCost::of(&all, &bench, 1000)
 }
 
 fn steady(r: &mut Report) {
@@ -161,6 +219,7 @@ fn admission(r: &mut Report) {
         NoWebhook,
         AdmissionStats {
             pods: pods(1000, 0, 0, None),
+            api: pod_cost(0.0),
             ..Default::default()
         },
     );
@@ -170,6 +229,7 @@ fn admission(r: &mut Report) {
             pods: pods(1000, 1000, 0, None),
             rss_mib: Some(14.2),
             peak_rss_mib: Some(16.0),
+            api: pod_cost(0.0),
             ..Default::default()
         },
     );
@@ -180,6 +240,7 @@ fn admission(r: &mut Report) {
             pods: pods(998, 990, 2, Some("p00001: boom")),
             rss_mib: Some(30.5),
             peak_rss_mib: Some(31.0),
+            api: pod_cost(990.0),
             log: Some("/s/autocert.log".into()),
         },
     );
@@ -223,6 +284,7 @@ fn a_partial_run_leaves_out_what_was_not_reached() {
         p99_ms: None,
         cpu_seconds: cpu(&[("wall_seconds", 0.33)]),
         writes_per_request: "create + approve (status apply) + Ready with certificate (status apply)",
+        api: None,
     });
     issuance(&mut r, SO, 1.0);
     r.startup_ms.insert(SI, Some(972.0));
@@ -307,7 +369,58 @@ fn the_table_has_a_row_per_measurement() {
     ] {
         assert!(md.contains(row), "no row {row:?} in\n{md}");
     }
-    assert_eq!(md.matches("\n| ").count(), 13, "header and 12 rows:\n{md}");
+    // The main table: header and 16 rows; the goals: header and 4 rows; the API requests per
+    // issuance: header, 6 resources in 3 runs, the bench's 2.
+    assert_eq!(md.matches("\n| ").count(), 17 + 5 + 21, "\n{md}");
+}
+
+#[test]
+fn goals_are_met_missed_or_not_measured() {
+    let mut r = head();
+    ceilings(&mut r);
+    issuance(&mut r, SO, 1.0);
+    issuance(&mut r, SI, 2.0);
+    r.steady_rss_mib.insert(SO, Some(10.0));
+    r.steady_rss_mib.insert(SI, Some(40.0));
+    r.finish();
+    let g = &r.goals;
+    // Writes less the bench's: 2.012 against 4.012 per issuance.
+    assert_eq!(get(&r.api_writes_per_issuance_all, SO), Some(4.012));
+    assert_eq!(
+        get(&r.api_writes_per_issuance_without_bench, SI),
+        Some(4.012)
+    );
+    assert_eq!(g.api_writes_below_step_issuer.value, Some(2.012));
+    assert_eq!(g.api_writes_below_step_issuer.met, Some(true));
+    // 112.2 / 166 = 0.676.
+    assert_eq!(g.throughput_per_api_ceiling_at_least_0_85.met, Some(false));
+    // Peak 20.3 against 40.6 MiB: half, not a quarter; steady 10 against 40: exactly a quarter.
+    assert_eq!(g.peak_rss_at_most_a_quarter_of_step_issuer.met, Some(false));
+    assert_eq!(
+        g.steady_rss_at_most_a_quarter_of_step_issuer.met,
+        Some(true)
+    );
+    // 1.58 CPU-seconds over 1000 issued requests, for both.
+    assert_eq!(get(&r.controller_cpu_ms_per_issuance, SO), Some(1.58));
+    let md = markdown(&r);
+    for row in [
+        "| API writes per issuance, less the bench's own: fewer than step-issuer | 2.012 | < 4.012 (step-issuer's) | met |",
+        "| issuance throughput / API ceiling | 0.676 | ≥ 0.85 | **missed** |",
+        "| steady RSS / step-issuer's | 0.25 | ≤ 0.25 | met |",
+        "| API writes per issuance, less the bench's own | 2.012 | 4.012 | step-issuer | 0.501 | – |",
+        "| certificaterequests/status | the bench, in each issuer run | 0 | 0 | 1 | 0 | 0 | 0 | 0 |",
+        "| certificaterequests/status | API ceiling run, no issuer | 0 | 0.2 | 2 | 0 | 0 | 0 | 0 |",
+        "| other resources | step-issuer run | 0 | 0 | 0 | 0 | 0.003 | 0 | 0 |",
+    ] {
+        assert!(md.contains(row), "no row {row:?} in\n{md}");
+    }
+
+    let mut r = head();
+    r.finish();
+    assert_eq!(r.goals.api_writes_below_step_issuer.met, None);
+    assert!(
+        markdown(&r).contains("| issuance throughput / API ceiling | – | ≥ 0.85 | not measured |")
+    );
 }
 
 #[test]

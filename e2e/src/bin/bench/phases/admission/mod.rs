@@ -14,9 +14,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 
+use crate::apimetrics::ApiCounts;
 use crate::ctx::Ctx;
 use crate::procs::Proc;
-use crate::report::{AdmissionRun, PodStats, Report};
+use crate::report::{AdmissionRun, ApiCost, PodStats, Report};
 use crate::systems::Installed;
 use crate::util::{log, ms, percentile, round};
 
@@ -59,10 +60,23 @@ pub struct PodRun {
     latencies_ms: Vec<f64>,
     injected: usize,
     errors: Vec<String>,
+    /// API requests per pod while the pods were created (the webhook's own included).
+    api: ApiCost,
 }
 
-/// Creates `n` annotated pods, `--admission-concurrency` at a time, timing each create.
+/// Creates `n` annotated pods, `--admission-concurrency` at a time, timing each create, and
+/// counts the API requests made meanwhile (kube-apiserver's counter before and after).
 pub async fn create_pods(ctx: &Ctx, ns: &str, prefix: &str, n: usize) -> Result<PodRun> {
+    let before = ApiCounts::scrape(&ctx.client).await?;
+    let mut run = timed_creates(ctx, ns, prefix, n).await;
+    let after = ApiCounts::scrape(&ctx.client).await?;
+    let mut bench = ApiCounts::default();
+    bench.add("pods", "create", n as f64);
+    run.api = ApiCost::of(&after.since(&before), &bench, n);
+    Ok(run)
+}
+
+async fn timed_creates(ctx: &Ctx, ns: &str, prefix: &str, n: usize) -> PodRun {
     let api = Api::<Pod>::namespaced(ctx.client.clone(), ns);
     let results: Vec<Result<(f64, bool), String>> = futures::stream::iter(0..n)
         .map(|i| {
@@ -87,6 +101,7 @@ pub async fn create_pods(ctx: &Ctx, ns: &str, prefix: &str, n: usize) -> Result<
         latencies_ms: vec![],
         injected: 0,
         errors: vec![],
+        api: ApiCost::of(&ApiCounts::default(), &ApiCounts::default(), 0),
     };
     for r in results {
         match r {
@@ -97,7 +112,7 @@ pub async fn create_pods(ctx: &Ctx, ns: &str, prefix: &str, n: usize) -> Result<
             Err(e) => run.errors.push(e),
         }
     }
-    Ok(run)
+    run
 }
 
 /// Creates warm-up pods until one comes back injected (the apiserver's webhook informer has
@@ -150,12 +165,15 @@ pub fn record_pods(report: &mut Report, webhook: AdmissionRun, mut run: PodRun, 
     let p50 = percentile(&mut run.latencies_ms, 50.0);
     let p99 = percentile(&mut run.latencies_ms, 99.0);
     log(format!(
-        "admission {key}: {} created ({} injected, {} errors); p50 {:.1} ms, p99 {:.1} ms",
+        "admission {key}: {} created ({} injected, {} errors); p50 {:.1} ms, p99 {:.1} ms; API writes per pod {} (less the bench's create: {}); {:?}",
         run.latencies_ms.len(),
         run.injected,
         run.errors.len(),
         p50.unwrap_or(0.0),
-        p99.unwrap_or(0.0)
+        p99.unwrap_or(0.0),
+        run.api.writes_all,
+        run.api.writes_without_bench,
+        run.api.all
     ));
     report
         .admission_p50_ms
@@ -163,12 +181,14 @@ pub fn record_pods(report: &mut Report, webhook: AdmissionRun, mut run: PodRun, 
     report
         .admission_p99_ms
         .insert(webhook, p99.map(|x| round(x, 1)));
-    report.admission.entry(webhook).or_default().pods = Some(PodStats {
+    let stats = report.admission.entry(webhook).or_default();
+    stats.pods = Some(PodStats {
         created: run.latencies_ms.len(),
         injected: run.injected,
         errors: run.errors.len(),
         first_error: run.errors.first().cloned(),
     });
+    stats.api = Some(run.api);
     if webhook != AdmissionRun::NoWebhook && run.injected < n {
         report.notes.push(format!(
             "admission {key}: only {} of {n} pods came back injected; its latency is not that of a full mutation",
