@@ -75,7 +75,8 @@ node_phase() {
       return 1
     fi
     "$here/cluster.sh" down
-    "$here/cluster.sh" up
+    # E2E_NODE=0 came into this script's environment with the first cluster's env.
+    E2E_NODE=1 "$here/cluster.sh" up
   fi
   eval "$("$here/cluster.sh" env)"
   local image

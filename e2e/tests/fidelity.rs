@@ -827,3 +827,98 @@ async fn fidelity_audience_host_addresses_the_tokens() -> Result<()> {
     issuers.delete(&name, &Default::default()).await?;
     ns.delete().await
 }
+
+/// A step-ca without a database (no `db` in its ca.json) cannot revoke: a request asked to be
+/// revoked gets a `RevocationUnsupported` Warning that names the fix, and is not marked revoked.
+#[tokio::test]
+async fn fidelity_revocation_without_a_database_is_told() -> Result<()> {
+    let s = setup().await?;
+    let dir = tempfile::tempdir()?;
+    let steppath = dir.path().to_str().context("utf-8")?.to_string();
+    let password = s
+        .env
+        .step_provisioner_password_file
+        .to_str()
+        .context("utf-8")?
+        .to_string();
+    let addr = format!("127.0.0.1:{}", e2e::operator::free_port()?);
+    let init = [
+        "ca",
+        "init",
+        "--name",
+        "e2e CA without a database",
+        "--dns",
+        "127.0.0.1",
+        "--address",
+        &addr,
+        "--provisioner",
+        "nodb",
+        "--password-file",
+        &password,
+        "--provisioner-password-file",
+        &password,
+        "--deployment-type",
+        "standalone",
+    ];
+    e2e::process::run(&s.env.tool("step")?, &init, &[("STEPPATH", &steppath)]).await?;
+    let ca_json = dir.path().join("config/ca.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&ca_json)?)?;
+    config
+        .as_object_mut()
+        .context("ca.json is not an object")?
+        .remove("db")
+        .context("step ca init wrote no db to remove")?;
+    std::fs::write(&ca_json, serde_json::to_vec_pretty(&config)?)?;
+    let ca_path = ca_json.to_str().context("utf-8")?.to_string();
+    let _ca = e2e::operator::Process::start_program(
+        &s.env,
+        "step-ca-nodb",
+        &s.env.tool("step-ca")?,
+        &[&ca_path, "--password-file", &password],
+        &[("STEPPATH", &steppath)],
+    )?;
+    let root = std::fs::read_to_string(dir.path().join("certs/root_ca.crt"))?;
+    let url = format!("https://{addr}");
+    let issuer = verified_cluster_issuer_with(&s.env, &s.client, "fidelity-nodb", &s.log, |spec| {
+        spec["url"] = json!(url);
+        spec["caBundle"] = json!(base64(root.as_bytes()));
+        spec["provisioner"]["name"] = json!("nodb");
+        if let Some(p) = spec["provisioner"].as_object_mut() {
+            p.remove("kid");
+        }
+    })
+    .await?
+    .name_any();
+
+    let ns = TestNamespace::create(&s.client, "fidelity-nodb").await?;
+    let requests = namespaced(&s.client, &ns.name, &certificate_requests());
+    let cr = certificate_request(
+        "nodb",
+        &csr(&format!("nodb.{}.svc", ns.name))?,
+        step_cluster_issuer_ref(&issuer),
+    )?;
+    requests.create(&PostParams::default(), &cr).await?;
+    wait_ready_condition(&requests, "nodb", "True", Some("Issued"), TIMEOUT, &s.log).await?;
+    let ask = json!({"metadata": {"labels": {"certmanager.step.sm/revoke": "true"}}});
+    requests
+        .patch("nodb", &PatchParams::default(), &Patch::Merge(&ask))
+        .await?;
+    let told = event(&s, &ns.name, "nodb", "RevocationUnsupported").await?;
+    let note = told.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("no database") && note.contains("\"db\" in ca.json"),
+        "{told:?}"
+    );
+    let after = requests.get("nodb").await?;
+    assert!(
+        !after
+            .annotations()
+            .contains_key("certmanager.step.sm/revoked"),
+        "{}",
+        dump(&after)
+    );
+    cluster(&s.client, &step_cluster_issuers())
+        .delete(&issuer, &Default::default())
+        .await?;
+    ns.delete().await
+}

@@ -75,11 +75,11 @@ async fn sign(
         return Ok(Action::requeue(wait));
     }
     // One CA that hangs must not take every worker: at most `--max-signs-per-issuer` requests
-    // of an issuer are signed at once; the others go back to the queue without a status write.
-    // The slot is taken before the read below: in a burst, workers that read first and found
-    // the issuer busy afterwards each cost the apiserver a read per attempt (measured: up to
-    // three status reads per issued request with 16 workers and 4 slots).
-    let Some(permit) = c.in_flight.try_acquire(key) else {
+    // of an issuer are signed at once; the others wait briefly for a place behind a CA that
+    // answers, else go back to the queue without a status write. The place is taken before the
+    // read below: workers that read first and found the issuer busy afterwards cost a read per
+    // attempt (the bench counted up to three status reads per issued request).
+    let Some(permit) = c.in_flight.acquire_within(key, in_flight::BUSY_WAIT).await else {
         let retry = c.in_flight.busy(key).unwrap_or(in_flight::BUSY_RETRY);
         return Ok(issuer_busy(ctx, key, retry));
     };
