@@ -44,6 +44,17 @@ trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out_dir"
 out_dir=$(cd "$out_dir" && pwd)
 
+# busybox_into ROOT: /bin/busybox with its libraries and a link per applet.
+busybox_into() {
+  local root=$1 applet
+  install -D -m 0755 "$busybox" "$root/bin/busybox"
+  image_copy_libs "$root" "$busybox"
+  while IFS= read -r applet; do
+    # --list includes busybox itself; relative links keep the image relocatable.
+    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+  done < <("$busybox" --list)
+}
+
 # pause: the program alone (it is static; copy_libs adds the libraries if it ever is not).
 # Root, as kubelet's sandbox runs it; it only holds the namespaces and reaps orphans.
 root=$tmp/pause
@@ -57,12 +68,7 @@ printf '%s %s\n' localhost/e2e-pause:1 "$out_dir/pause.tar"
 root=$tmp/tools
 mkdir -m 0755 "$root"
 mkdir -p "$root/etc"
-install -D -m 0755 "$busybox" "$root/bin/busybox"
-image_copy_libs "$root" "$busybox"
-while IFS= read -r applet; do
-  # --list includes busybox itself; relative links keep the image relocatable.
-  [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-done < <("$busybox" --list)
+busybox_into "$root"
 install -D -m 0755 "$openssl" "$root/usr/bin/openssl"
 image_copy_libs "$root" "$openssl"
 # Its default config (a link to /etc/ssl/openssl.cnf): without it `openssl req` refuses to run.
@@ -93,11 +99,7 @@ done
 step_base() {
   local root=$1
   mkdir -m 0755 "$root"
-  install -D -m 0755 "$busybox" "$root/bin/busybox"
-  image_copy_libs "$root" "$busybox"
-  while IFS= read -r applet; do
-    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-  done < <("$busybox" --list)
+  busybox_into "$root"
   install -D -m 0755 "$bin_dir/step" "$root/usr/local/bin/step"
   image_copy_libs "$root" "$bin_dir/step"
   mkdir -p "$root/etc"

@@ -406,3 +406,31 @@ pub async fn apply_crds(
     crate::process::run(&kubectl, &wait, &[]).await?;
     Ok(())
 }
+
+/// The `.yaml` files of `dir`, sorted; an error when there are none.
+pub fn yaml_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context as _;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no YAML files in {}", dir.display());
+    Ok(files)
+}
+
+/// A second kube-apiserver on the cluster's etcd with no objects and no CRDs
+/// (`cluster.sh empty-apiserver NAME`, stopped by `cluster.sh down`): its admin kubeconfig and a
+/// client for it.
+pub async fn empty_apiserver(name: &str) -> Result<(std::path::PathBuf, Client)> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cluster.sh");
+    let out = crate::process::run(&script, &["empty-apiserver", name], &[]).await?;
+    let kubeconfig = std::path::PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let kc = Kubeconfig::read_from(&kubeconfig)?;
+    let client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
+    )?;
+    Ok((kubeconfig, client))
+}

@@ -448,3 +448,17 @@ pub fn summary(times: &[Duration]) -> String {
         sorted.len()
     )
 }
+
+/// The serials an app printed as `serial serial=HEX` lines (`openssl x509 -noout -serial`), in
+/// order, each once. A line printed while the file was being replaced has no serial and is
+/// skipped (it is not a renewal).
+pub fn serials(log: &str) -> Vec<String> {
+    let mut s: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("serial serial="))
+        .filter(|hex| !hex.is_empty())
+        .map(str::to_owned)
+        .collect();
+    s.dedup();
+    s
+}

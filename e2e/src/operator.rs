@@ -2,7 +2,8 @@
 //!
 //! Each process runs under a small bash supervisor that stops it when the test binary exits (the
 //! test harness has no teardown hook), and its PID is saved as `$E2E_STATE/extra-*.pid` so that
-//! `e2e/cluster.sh down` stops it too. Logs go to `$E2E_STATE/logs/<name>.log`.
+//! `e2e/cluster.sh down` stops it too. Logs go to `$E2E_STATE/logs/<name>.log` (other programs':
+//! `$E2E_STATE/peer-logs/`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,11 +45,13 @@ pub fn free_port() -> Result<u16> {
 impl Process {
     /// Starts `step-operator <args>` with extra environment variables.
     pub fn start(env: &Env, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<Process> {
-        Self::start_program(env, name, &binary()?, args, envs)
+        Self::spawn(env, name, &binary()?, args, envs, "logs")
     }
 
-    /// Starts another program (step-issuer, cert-manager's controllers) the same way: supervised,
-    /// logged to `$E2E_STATE/logs/<name>-<suffix>.log`, stopped by `cluster.sh down` at the latest.
+    /// Starts another program (step-issuer, cert-manager's controllers, a second step-ca) the
+    /// same way: supervised, stopped by `cluster.sh down` at the latest. Its log goes to
+    /// `$E2E_STATE/peer-logs/`: `logs/` is step-operator's alone, which check-secrets.sh searches
+    /// for secrets (step-ca, for one, logs the tokens it is given).
     pub fn start_program(
         env: &Env,
         name: &str,
@@ -56,8 +59,19 @@ impl Process {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Process> {
+        Self::spawn(env, name, bin, args, envs, "peer-logs")
+    }
+
+    fn spawn(
+        env: &Env,
+        name: &str,
+        bin: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_dir: &str,
+    ) -> Result<Process> {
         let name = format!("{name}-{}", random_suffix());
-        let logs = env.state.join("logs");
+        let logs = env.state.join(log_dir);
         std::fs::create_dir_all(&logs)?;
         let log = logs.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)?;

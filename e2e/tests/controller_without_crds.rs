@@ -3,31 +3,18 @@
 //! It runs against a second, empty kube-apiserver on the cluster's etcd (`cluster.sh
 //! empty-apiserver`), so the shared cluster keeps its CRDs for the other tests.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, http_get};
-use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
+use kube::ResourceExt;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
 
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    anyhow::ensure!(!files.is_empty(), "no CRD files in {}", dir.display());
-    Ok(files)
 }
 
 async fn readyz(p: &Process) -> Option<u16> {
@@ -38,17 +25,7 @@ async fn readyz(p: &Process) -> Option<u16> {
 async fn controller_started_before_its_crds_says_so_and_recovers() -> Result<()> {
     let env = Env::load()?;
     let name = format!("nocrds-{}", random_suffix());
-    let out = run(
-        &e2e_dir().join("cluster.sh"),
-        &["empty-apiserver", &name],
-        &[],
-    )
-    .await?;
-    let kubeconfig = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-    let kc = Kubeconfig::read_from(&kubeconfig)?;
-    let client = Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
-    )?;
+    let (kubeconfig, client) = empty_apiserver(&name).await?;
     // cert-manager's CRDs exist (CertificateRequests can be listed); ours do not yet.
     apply_crds(
         &env,

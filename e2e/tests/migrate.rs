@@ -16,7 +16,6 @@ use e2e::{Env, dump, random_suffix, wait_for};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -24,21 +23,6 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const APP: &str = "apps";
 const SYSTEM: &str = "step-issuer-system";
 const RELEASE: &str = "step-operator";
-
-fn e2e_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    ensure!(!files.is_empty(), "no YAML in {}", dir.display());
-    Ok(files)
-}
 
 /// An apiserver of its own, with cert-manager's CRDs and controllers and step-issuer's CRDs.
 struct World {
@@ -51,28 +35,18 @@ struct World {
 impl World {
     async fn start(name: &str) -> Result<World> {
         let env = Env::load()?;
-        let out = run(
-            &e2e_dir().join("cluster.sh"),
-            &["empty-apiserver", name],
-            &[],
-        )
-        .await?;
-        let kubeconfig = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-        let kc = Kubeconfig::read_from(&kubeconfig)?;
-        let client = Client::try_from(
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
-        )?;
+        let (kubeconfig, client) = empty_apiserver(name).await?;
         apply_crds(
             &env,
             &kubeconfig,
-            &yaml_in(&env.bin.join("cert-manager-crds"))?,
+            &yaml_files(&env.bin.join("cert-manager-crds"))?,
         )
         .await?;
         // What step-issuer's chart installs from its crds/ folder: no Helm ownership.
         apply_crds(
             &env,
             &kubeconfig,
-            &yaml_in(&env.bin.join("step-issuer-crds"))?,
+            &yaml_files(&env.bin.join("step-issuer-crds"))?,
         )
         .await?;
         let kc = kubeconfig.to_str().context("utf-8")?.to_string();

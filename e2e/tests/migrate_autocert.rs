@@ -33,19 +33,6 @@ fn app_pod(tools: &str, name: &str, ns: &str) -> Result<Pod> {
     }))?)
 }
 
-/// The serials the app printed, in order, each once. A line where openssl could not read the file
-/// (it is being replaced) prints no serial and is skipped.
-fn serials(log: &str) -> Vec<String> {
-    let mut s: Vec<String> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("serial serial="))
-        .filter(|hex| !hex.is_empty())
-        .map(str::to_owned)
-        .collect();
-    s.dedup();
-    s
-}
-
 /// Waits until the pod's app has seen `n` different certificates.
 async fn wait_serials(client: &Client, ns: &str, pod: &str, n: usize) -> Result<Vec<String>> {
     wait_for(

@@ -268,17 +268,6 @@ async fn node_renewer_replaces_a_short_lived_certificate_in_a_running_pod() -> R
     );
     create_pod(&client, &ns.name, pod).await?;
     wait_pod_ready(&client, &ns.name, "renew", Duration::from_secs(120)).await?;
-    let serials = |log: &str| {
-        let mut s: Vec<String> = log
-            .lines()
-            // A line where openssl could not read the file (being replaced) has no serial.
-            .filter_map(|l| l.strip_prefix("serial serial="))
-            .filter(|hex| !hex.is_empty())
-            .map(str::to_owned)
-            .collect();
-        s.dedup();
-        s
-    };
     // Renewal is due at 2/3 of the one-minute lifetime.
     let log = wait_for(
         "the app to see a renewed certificate",

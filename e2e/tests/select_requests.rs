@@ -9,11 +9,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use e2e::fixtures::*;
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, Process, shared_controller};
-use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
+use kube::ResourceExt;
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
 
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,24 +70,11 @@ async fn select_requests_by_issuer_group_and_fall_back_on_old_crds() -> Result<(
     .await?;
 
     let name = format!("oldcrds-{}", random_suffix());
-    let out = run(
-        &e2e_dir().join("cluster.sh"),
-        &["empty-apiserver", &name],
-        &[],
-    )
-    .await?;
-    let kubeconfig = PathBuf::from(String::from_utf8(out.stdout)?.trim());
-    let kc = Kubeconfig::read_from(&kubeconfig)?;
-    let client = Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
-    )?;
+    let (kubeconfig, client) = empty_apiserver(&name).await?;
     let stripped = tempfile::tempdir()?;
     let old = crds_without_selectable_fields(&env.bin.join("cert-manager-crds"), stripped.path())?;
     apply_crds(&env, &kubeconfig, &old).await?;
-    let ours: Vec<PathBuf> = std::fs::read_dir(e2e_dir().join("../crds"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
+    let ours = yaml_files(&e2e_dir().join("../crds"))?;
     apply_crds(&env, &kubeconfig, &ours).await?;
 
     let kc_path = kubeconfig.to_str().context("utf-8")?;
