@@ -95,7 +95,19 @@ keep_results() {
   cp "$E2E_STATE/bench/$stem.json" "$keep/$stamp-$stem.json"
   log "results: $E2E_STATE/bench/$stem.{json,md}, copied to $keep/ ($stem.* and $stamp-$stem.json)"
 }
+# The node phase's logs (step-operator's, the kubelet's, the pods'), which `cluster.sh down`
+# would remove: a slow pod can then be explained.
+keep_node_logs() {
+  local dir
+  [ -f "$E2E_STATE/bench/node.json" ] || return 0
+  dir=$keep/$(jq -r '.date' "$E2E_STATE/bench/node.json" | tr -d ':')-node-logs
+  mkdir -p "$dir"
+  cp -r "$E2E_STATE"/logs "$E2E_STATE"/*.log "$dir"/ 2>/dev/null
+  [ -d "$E2E_STATE/node/pod-logs" ] && cp -r "$E2E_STATE/node/pod-logs" "$dir"/ 2>/dev/null
+  log "node phase logs kept in $dir"
+}
 keep_results latest
 node_phase || rc=$?
 keep_results node
+keep_node_logs
 exit $rc
