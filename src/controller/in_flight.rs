@@ -193,7 +193,8 @@ mod tests {
             let ca = ca.clone();
             tokio::spawn(async move { in_flight.acquire_within(&ca, BUSY_WAIT).await.is_some() })
         };
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Let the waiter start waiting (time is paused: this only runs the other task).
+        tokio::time::advance(Duration::from_millis(10)).await;
         drop(held);
         assert!(
             waiter.await.unwrap(),

@@ -193,12 +193,14 @@ pub async fn superseded_by(ctx: &Context, issued: &CertificateRequest) -> Vec<Ce
     }
 }
 
-/// How long to wait before each retry of a superseded certificate's revocation: nothing
-/// requeues it (the request may be deleted already), so this task retries itself.
-const SUPERSEDED_RETRY_DELAYS: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(60)];
+/// How often a superseded certificate's revocation is tried while step-ca fails, and how many
+/// times: nothing requeues it (the request may be deleted already), so this task retries itself
+/// on an interval clock.
+const SUPERSEDED_RETRY_EVERY: Duration = Duration::from_secs(30);
+const SUPERSEDED_ATTEMPTS: u32 = 3;
 
-/// Revokes `old`, the requests that `issued_name` superseded, one by one, each retried after
-/// [`SUPERSEDED_RETRY_DELAYS`] while step-ca fails.
+/// Revokes `old`, the requests that `issued_name` superseded; those step-ca fails to revoke are
+/// tried again every [`SUPERSEDED_RETRY_EVERY`], [`SUPERSEDED_ATTEMPTS`] times in all.
 pub async fn revoke_superseded(
     ctx: Arc<Context>,
     signer: Signer,
@@ -206,32 +208,39 @@ pub async fn revoke_superseded(
     old: Vec<CertificateRequest>,
 ) {
     let text = format!("superseded by CertificateRequest {issued_name}");
-    for cr in &old {
-        let mut delays = SUPERSEDED_RETRY_DELAYS.iter();
-        let outcome = loop {
-            let next = delays.next();
-            let after = match next {
-                Some(_) => AfterFailure::RetryLater,
-                None => AfterFailure::GiveUp,
-            };
+    let mut clock = tokio::time::interval(SUPERSEDED_RETRY_EVERY);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = old;
+    for attempt in 1..=SUPERSEDED_ATTEMPTS {
+        // The first tick is at once.
+        clock.tick().await;
+        let after = match attempt {
+            SUPERSEDED_ATTEMPTS => AfterFailure::GiveUp,
+            _ => AfterFailure::RetryLater,
+        };
+        let mut failed = Vec::new();
+        for cr in pending {
             let outcome = revoke(
                 &ctx,
                 &signer,
-                cr,
+                &cr,
                 RevocationReason::Superseded,
                 &text,
                 after,
             )
             .await;
-            match (outcome, next) {
-                (Outcome::Failed(_), Some(delay)) => tokio::time::sleep(*delay).await,
-                (outcome, _) => break outcome,
+            tracing::info!(request = %cr.name_any(), outcome = ?outcome, attempt, "Superseded certificate");
+            match outcome {
+                // No database: no other request will fare better, now or later.
+                Outcome::Unsupported => return,
+                Outcome::Failed(_) => failed.push(cr),
+                Outcome::Revoked => {}
             }
-        };
-        tracing::info!(request = %cr.name_any(), outcome = ?outcome, "Superseded certificate");
-        if outcome == Outcome::Unsupported {
-            break;
         }
+        if failed.is_empty() {
+            return;
+        }
+        pending = failed;
     }
 }
 
