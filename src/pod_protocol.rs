@@ -54,6 +54,7 @@ pub mod env {
     /// Downward API, always injected: the pod's name, namespace and UID.
     pub const POD_NAME: &str = "POD_NAME";
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    pub const POD_UID: &str = "POD_UID";
     /// Downward API, injected when the names use variables ([`crate::pod_template`]).
     pub const POD_IP: &str = "POD_IP";
     pub const POD_SERVICE_ACCOUNT: &str = "POD_SERVICE_ACCOUNT";

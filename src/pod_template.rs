@@ -1,14 +1,16 @@
-//! Per-pod names: `${POD_NAME}`, `${POD_NAMESPACE}`, `${SERVICE_ACCOUNT}` and `${POD_IP}` in
+//! Per-pod names: `${POD_NAME}`, `${POD_NAMESPACE}`, `${SERVICE_ACCOUNT}`, `${POD_UID}` and
+//! `${POD_IP}` in
 //! `autocert.step.sm/name` and `autocert.step.sm/sans`, so that each replica of a Deployment gets
 //! its own certificate (`${POD_NAME}.web.team.svc`).
 //!
 //! Who expands them, and with what:
 //!
 //! - `/bootstrap` (the only place whose result is signed) expands them from the pod the projected
-//!   token is bound to: its name and namespace from the TokenReview, its ServiceAccount and IP
-//!   from the Pod read from the API. A pod can therefore only ever get its own name and IP.
+//!   token is bound to: its name, namespace and UID from the TokenReview, its ServiceAccount and
+//!   IP from the Pod read from the API. A pod can therefore only ever get its own name and IP.
 //! - `/mutate` knows the namespace and the ServiceAccount, the name only when the pod has no
-//!   `generateName`, and never the IP: it checks the template's shape and the policy with a sample
+//!   `generateName`, and never the UID (the apiserver assigns it after mutating admission) nor
+//!   the IP: it checks the template's shape and the policy with a sample
 //!   value for what it does not know (see [`Identity::sample`]).
 //! - The agents expand them from the downward-API environment the webhook injects, for their log
 //!   lines only.
@@ -23,15 +25,17 @@ pub enum Var {
     PodName,
     PodNamespace,
     ServiceAccount,
+    PodUid,
     PodIp,
 }
 
 impl Var {
     /// Every variable, in the order the documentation lists them.
-    pub const ALL: [Var; 4] = [
+    pub const ALL: [Var; 5] = [
         Var::PodName,
         Var::PodNamespace,
         Var::ServiceAccount,
+        Var::PodUid,
         Var::PodIp,
     ];
 
@@ -41,6 +45,7 @@ impl Var {
             Var::PodName => "POD_NAME",
             Var::PodNamespace => "POD_NAMESPACE",
             Var::ServiceAccount => "SERVICE_ACCOUNT",
+            Var::PodUid => "POD_UID",
             Var::PodIp => "POD_IP",
         }
     }
@@ -64,7 +69,7 @@ pub const OWN_IP: &str = "${POD_IP}";
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     #[error(
-        "uses the unknown variable ${{{0}}}: use ${{POD_NAME}}, ${{POD_NAMESPACE}}, ${{SERVICE_ACCOUNT}} or ${{POD_IP}}"
+        "uses the unknown variable ${{{0}}}: use ${{POD_NAME}}, ${{POD_NAMESPACE}}, ${{SERVICE_ACCOUNT}}, ${{POD_UID}} or ${{POD_IP}}"
     )]
     Unknown(String),
     #[error("has a ${{ without its closing }}: write variables as ${{POD_NAME}}")]
@@ -79,6 +84,7 @@ pub struct Identity<'a> {
     pub pod_name: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub service_account: Option<&'a str>,
+    pub pod_uid: Option<&'a str>,
     pub pod_ip: Option<&'a str>,
 }
 
@@ -88,20 +94,24 @@ impl<'a> Identity<'a> {
             Var::PodName => self.pod_name,
             Var::PodNamespace => self.namespace,
             Var::ServiceAccount => self.service_account,
+            Var::PodUid => self.pod_uid,
             Var::PodIp => self.pod_ip,
         }
         .filter(|v| !v.is_empty())
     }
 
     /// This identity with stand-ins for what admission cannot know: a pod created with
-    /// `generateName` gets its prefix followed by five letters (as the apiserver does), and the
-    /// IP a documentation address, so the policy judges a name of the right shape.
+    /// `generateName` gets its prefix followed by five letters (as the apiserver does), the UID
+    /// the nil UUID's shape, and the IP a documentation address, so the policy judges a name of
+    /// the right shape.
     pub fn sample(self, generate_name: Option<&'a str>) -> Identity<'a> {
         const SAMPLE_IP: &str = "192.0.2.1";
+        const SAMPLE_UID: &str = "00000000-0000-0000-0000-000000000000";
         // With generateName the name is left unknown here: [`expand_sample`] makes it up.
         let fallback = generate_name.is_none().then_some("pod");
         Identity {
             pod_name: self.pod_name.filter(|n| !n.is_empty()).or(fallback),
+            pod_uid: self.pod_uid.or(Some(SAMPLE_UID)),
             pod_ip: self.pod_ip.or(Some(SAMPLE_IP)),
             ..self
         }
@@ -175,6 +185,7 @@ mod tests {
             pod_name: Some(name),
             namespace: Some("team"),
             service_account: Some("web-sa"),
+            pod_uid: Some("9f1c2d3e-0000-4000-8000-00000000abcd"),
             pod_ip: Some(ip),
         }
     }
@@ -194,7 +205,11 @@ mod tests {
             ),
             ("${POD_IP}", Ok("10.1.2.3")),
             ("a$b", Ok("a$b")),
-            ("${POD_UID}", Err(TemplateError::Unknown("POD_UID".into()))),
+            (
+                "${POD_UID}.pods.team.svc",
+                Ok("9f1c2d3e-0000-4000-8000-00000000abcd.pods.team.svc"),
+            ),
+            ("${POD_UUID}", Err(TemplateError::Unknown("POD_UUID".into()))),
             (
                 "${pod_name}",
                 Err(TemplateError::Unknown("pod_name".into())),
@@ -252,6 +267,11 @@ mod tests {
         assert_eq!(
             expand_sample("${POD_IP}", &known, None).unwrap(),
             "192.0.2.1"
+        );
+        // The apiserver gives the pod its UID after admission: a UID-shaped stand-in.
+        assert_eq!(
+            expand_sample("${POD_UID}.pods.team.svc", &known, None).unwrap(),
+            "00000000-0000-0000-0000-000000000000.pods.team.svc"
         );
     }
 }

@@ -59,7 +59,8 @@ pub struct AgentArgs {
     #[arg(long, env = ENV::CA_URL)]
     pub ca_url: Option<String>,
 
-    /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384 or ed25519.
+    /// Key algorithm of the generated private key: ecdsa-p256, ecdsa-p384, ed25519, rsa2048,
+    /// rsa3072 or rsa4096.
     #[arg(long, env = ENV::KEY_ALGORITHM, default_value = "ecdsa-p256", value_parser = parse_key_algorithm)]
     pub key_algorithm: KeyAlgorithm,
 
@@ -98,7 +99,7 @@ pub struct AgentArgs {
     #[arg(long, env = ENV::RELOAD_PROCESS, requires = "reload_signal")]
     pub reload_process: Option<String>,
 
-    /// The pod's name, namespace, ServiceAccount and IP (downward API), to expand the variables
+    /// The pod's name, namespace, ServiceAccount, UID and IP (downward API), to expand the variables
     /// of `AUTOCERT_NAME` and `AUTOCERT_SANS` in log lines.
     #[arg(long, env = ENV::POD_NAME, hide = true)]
     pub pod_name: Option<String>,
@@ -106,6 +107,8 @@ pub struct AgentArgs {
     pub pod_namespace: Option<String>,
     #[arg(long, env = ENV::POD_SERVICE_ACCOUNT, hide = true)]
     pub pod_service_account: Option<String>,
+    #[arg(long, env = ENV::POD_UID, hide = true)]
+    pub pod_uid: Option<String>,
     #[arg(long, env = ENV::POD_IP, hide = true)]
     pub pod_ip: Option<String>,
 
@@ -218,6 +221,7 @@ impl AgentArgs {
             pod_name: self.pod_name.as_deref(),
             namespace: self.pod_namespace.as_deref(),
             service_account: self.pod_service_account.as_deref(),
+            pod_uid: self.pod_uid.as_deref(),
             pod_ip: self.pod_ip.as_deref(),
         };
         crate::pod_template::expand(template, &identity).unwrap_or_else(|_| template.to_owned())

@@ -5,7 +5,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose as Eku, IsCa, KeyPair, KeyUsagePurpose as Ku, SanType,
 };
 
-/// A 2048-bit RSA key for tests only: the ring backend cannot generate RSA keys.
+/// A fixed 2048-bit RSA key for tests only (generating one per test would be slow).
 const RSA_KEY: &str = include_str!("testdata/key-rsa2048.pem");
 
 const HOUR: u64 = 3600;

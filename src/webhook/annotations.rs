@@ -40,8 +40,8 @@ pub const OWNER: &str = "autocert.step.sm/owner";
 pub const MODE: &str = "autocert.step.sm/mode";
 /// Which `StepClusterIssuer` signs (new in step-operator).
 pub const ISSUER: &str = "autocert.step.sm/issuer";
-/// Algorithm of the key the agent generates in the pod: `EC-P256` (default), `EC-P384` or
-/// `Ed25519` (new in step-operator).
+/// Algorithm of the key the agent generates in the pod: `EC-P256` (default), `EC-P384`,
+/// `Ed25519`, `RSA-2048`, `RSA-3072` or `RSA-4096` (new in step-operator).
 pub const KEY_TYPE: &str = "autocert.step.sm/key-type";
 /// Signal the renewer sends the app after each renewal (`SIGHUP`, ...); needs
 /// [`RELOAD_PROCESS`] and `shareProcessNamespace: true` (new in step-operator).
@@ -66,10 +66,13 @@ pub const KEYS: [&str; 12] = [
     STATUS,
 ];
 /// The values of [`KEY_TYPE`] and the algorithms they mean.
-pub const KEY_TYPES: [(&str, KeyAlgorithm); 3] = [
+pub const KEY_TYPES: [(&str, KeyAlgorithm); 6] = [
     ("EC-P256", KeyAlgorithm::EcdsaP256),
     ("EC-P384", KeyAlgorithm::EcdsaP384),
     ("Ed25519", KeyAlgorithm::Ed25519),
+    ("RSA-2048", KeyAlgorithm::Rsa2048),
+    ("RSA-3072", KeyAlgorithm::Rsa3072),
+    ("RSA-4096", KeyAlgorithm::Rsa4096),
 ];
 /// The prefix of every autocert annotation; a key under it that is not in [`KEYS`] is a typo or
 /// a feature step-operator lacks, and `/mutate` warns about it.
@@ -166,12 +169,10 @@ pub enum AnnotationError {
         "{ISSUER} {value} is not a valid StepClusterIssuer name: use a lowercase DNS-1123 subdomain, e.g. step-ca"
     )]
     InvalidIssuer { value: String },
-    #[error("{KEY_TYPE} {value} is not a key type: use EC-P256 (the default), EC-P384 or Ed25519")]
-    UnknownKeyType { value: String },
     #[error(
-        "{KEY_TYPE} {value}: the agent cannot generate RSA keys (its crypto backend has no RSA key generation): use EC-P256, EC-P384 or Ed25519"
+        "{KEY_TYPE} {value} is not a key type: use EC-P256 (the default), EC-P384, Ed25519, RSA-2048, RSA-3072 or RSA-4096"
     )]
-    RsaKeyType { value: String },
+    UnknownKeyType { value: String },
     #[error(
         "{RELOAD_SIGNAL} {value} is not a reload signal: use one of SIGHUP, SIGUSR1, SIGUSR2, SIGTERM, SIGINT, SIGQUIT"
     )]
@@ -388,24 +389,17 @@ fn parse_reload(annotations: &BTreeMap<String, String>) -> Result<Option<(String
     Ok(Some((signal.to_owned(), process.to_owned())))
 }
 
-/// One of [`KEY_TYPES`], in any case. RSA sizes are named so that the refusal says why.
+/// One of [`KEY_TYPES`], in any case. An RSA key's size is always named: there is no default
+/// size to guess wrong.
 fn parse_key_type(raw: &str) -> Result<KeyAlgorithm> {
     let value = raw.trim();
-    if let Some((_, algorithm)) = KEY_TYPES
+    KEY_TYPES
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(value))
-    {
-        return Ok(*algorithm);
-    }
-    let upper = value.to_ascii_uppercase();
-    if ["RSA", "RSA-2048", "RSA-3072", "RSA-4096"].contains(&upper.as_str()) {
-        return Err(AnnotationError::RsaKeyType {
+        .map(|(_, algorithm)| *algorithm)
+        .ok_or_else(|| AnnotationError::UnknownKeyType {
             value: quote(value),
-        });
-    }
-    Err(AnnotationError::UnknownKeyType {
-        value: quote(value),
-    })
+        })
 }
 
 fn check_name(key: &'static str, value: &str) -> Result<()> {
@@ -655,6 +649,13 @@ mod tests {
                 },
             ),
             (
+                vec![(NAME, "api"), (KEY_TYPE, "rsa-3072")],
+                PodRequest {
+                    key_type: Some(KeyAlgorithm::Rsa3072),
+                    ..req("api")
+                },
+            ),
+            (
                 vec![(NAME, "api"), (ISSUER, "step-ca.internal")],
                 PodRequest {
                     issuer: Some("step-ca.internal".into()),
@@ -717,8 +718,8 @@ mod tests {
             ),
             (vec![(NAME, "api"), (MODE, "0044")], "owner read the key"),
             (
-                vec![(NAME, "${POD_UID}.web.default.svc")],
-                "autocert.step.sm/name entry \"${POD_UID}.web.default.svc\" uses the unknown variable ${POD_UID}: use ${POD_NAME}",
+                vec![(NAME, "${POD_ID}.web.default.svc")],
+                "autocert.step.sm/name entry \"${POD_ID}.web.default.svc\" uses the unknown variable ${POD_ID}: use ${POD_NAME}, ${POD_NAMESPACE}, ${SERVICE_ACCOUNT}, ${POD_UID} or ${POD_IP}",
             ),
             (
                 vec![(NAME, "api"), (SANS, "a,${POD_NAME.web")],
@@ -763,12 +764,16 @@ mod tests {
                 "needs the renewer, which autocert.step.sm/bootstrapper-only: \"true\" removes",
             ),
             (
-                vec![(NAME, "api"), (KEY_TYPE, "RSA-4096")],
-                "the agent cannot generate RSA keys",
+                vec![(NAME, "api"), (KEY_TYPE, "RSA")],
+                "autocert.step.sm/key-type \"RSA\" is not a key type: use EC-P256 (the default), EC-P384, Ed25519, RSA-2048, RSA-3072 or RSA-4096",
+            ),
+            (
+                vec![(NAME, "api"), (KEY_TYPE, "RSA-1024")],
+                "is not a key type",
             ),
             (
                 vec![(NAME, "api"), (KEY_TYPE, "P-521")],
-                "autocert.step.sm/key-type \"P-521\" is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
+                "autocert.step.sm/key-type \"P-521\" is not a key type: use EC-P256 (the default), EC-P384, Ed25519, RSA-2048, RSA-3072 or RSA-4096",
             ),
         ];
         for (pairs, want) in cases {

@@ -134,7 +134,7 @@ struct PodRequest {
     names: pod_names::Names,
 }
 
-/// The names of `request` for the pod the token is bound to: its name and namespace from the
+/// The names of `request` for the pod the token is bound to: its name, namespace and UID from the
 /// TokenReview, its ServiceAccount and IP from the Pod read from the API (pure).
 fn names_for(
     request: &annotations::PodRequest,
@@ -146,6 +146,7 @@ fn names_for(
         pod_name: Some(&bound.name),
         namespace: Some(&bound.namespace),
         service_account: Some(service_account),
+        pod_uid: Some(&bound.uid),
         pod_ip,
     };
     pod_names::for_pod(request, &identity).map_err(|e| match e {
@@ -466,20 +467,27 @@ mod tests {
             ),
             (
                 annotations::SANS.to_owned(),
-                "${POD_NAME}.web.team.svc,${POD_IP}".to_owned(),
+                "${POD_NAME}.web.team.svc,${POD_IP},${POD_UID}.pods.team.svc".to_owned(),
             ),
         ]);
         let request = annotations::parse(&ann).unwrap().unwrap();
         let bound = |name: &str| BoundPod {
             namespace: "team".into(),
             name: name.into(),
-            uid: "u".into(),
+            uid: format!("{name}-uid"),
         };
         let mut seen = std::collections::BTreeSet::new();
         for replica in ["web-5d8-aaaaa", "web-5d8-bbbbb", "web-5d8-ccccc"] {
             let names = names_for(&request, &bound(replica), "sa", Some("10.0.0.9")).unwrap();
             assert_eq!(names.name, format!("{replica}.web.team.svc"));
-            assert_eq!(names.sans, [names.name.clone(), "10.0.0.9".to_owned()]);
+            assert_eq!(
+                names.sans,
+                [
+                    names.name.clone(),
+                    "10.0.0.9".to_owned(),
+                    format!("{replica}-uid.pods.team.svc")
+                ]
+            );
             seen.insert(names.name);
         }
         assert_eq!(seen.len(), 3);

@@ -142,6 +142,7 @@ fn check_names(
         pod_name: pod.metadata.name.as_deref(),
         namespace: Some(namespace),
         service_account: Some(service_account),
+        pod_uid: None,
         pod_ip: None,
     };
     let expanded = pod_names::for_admission(req, &identity, pod.metadata.generate_name.as_deref())

@@ -659,12 +659,12 @@ fn denials() {
             "is set without autocert.step.sm/reload-process",
         ),
         (
-            simple_pod(&[(NAME, "api"), (KEY_TYPE, "RSA-2048")]),
-            "autocert.step.sm/key-type \"RSA-2048\": the agent cannot generate RSA keys",
+            simple_pod(&[(NAME, "api"), (KEY_TYPE, "RSA-1024")]),
+            "autocert.step.sm/key-type \"RSA-1024\" is not a key type: use EC-P256 (the default), EC-P384, Ed25519, RSA-2048, RSA-3072 or RSA-4096",
         ),
         (
             simple_pod(&[(NAME, "api"), (KEY_TYPE, "dsa")]),
-            "is not a key type: use EC-P256 (the default), EC-P384 or Ed25519",
+            "is not a key type: use EC-P256 (the default), EC-P384, Ed25519, RSA-2048",
         ),
         (
             simple_pod(&[(NAME, "api"), (BOOTSTRAPPER_ONLY, "maybe")]),

@@ -209,7 +209,7 @@ fn injected_env(req: &PodRequest, cfg: &InjectConfig) -> Vec<EnvVar> {
     out.push(env(ENV::TOKEN_PATH, TOKEN_PATH));
     out.push(env_field(ENV::POD_NAME, "metadata.name"));
     out.push(env_field(ENV::POD_NAMESPACE, "metadata.namespace"));
-    out.push(env_field("POD_UID", "metadata.uid"));
+    out.push(env_field(ENV::POD_UID, "metadata.uid"));
     if super::pod_names::is_templated(req) {
         // What the agents need to expand the templates for their log lines (the webhook
         // expands them itself, from the pod it verified, for what is signed).

@@ -98,6 +98,7 @@ mod tests {
             pod_name: Some(name),
             namespace: Some("team"),
             service_account: Some("sa"),
+            pod_uid: Some("0b8e4a52-6d0f-4c55-9a3e-1f2d3c4b5a69"),
             pod_ip: Some("10.0.0.7"),
         }
     }
