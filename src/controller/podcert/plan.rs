@@ -21,8 +21,12 @@ use crate::issuer::IssuerKey;
 /// `${POD_NAMESPACE}` and `${SERVICE_ACCOUNT}` are replaced by the pod's own, so one volume
 /// definition gives each replica its own names.
 pub const ANNOTATION_DNS_NAMES: &str = "podcert.step.sm/dns-names";
+/// `spec.unverifiedUserAnnotations` key: how long before the certificate's end the kubelet
+/// should start refreshing it (a Go duration, like cert-manager's `renewBefore`). Without it the
+/// refresh starts two thirds into the validity.
+pub const ANNOTATION_RENEW_BEFORE: &str = "podcert.step.sm/renew-before";
 /// Every annotation this signer reads; any other key is refused, as the API asks of signers.
-pub const KNOWN_ANNOTATIONS: &[&str] = &[ANNOTATION_DNS_NAMES];
+pub const KNOWN_ANNOTATIONS: &[&str] = &[ANNOTATION_DNS_NAMES, ANNOTATION_RENEW_BEFORE];
 
 pub const CONDITION_ISSUED: &str = "Issued";
 pub const CONDITION_DENIED: &str = "Denied";
@@ -142,11 +146,42 @@ pub fn window(max_expiration_seconds: Option<i32>, now: Timestamp) -> (Timestamp
     (start, end)
 }
 
-/// When the kubelet should start refreshing: two thirds into the validity, kept inside the
-/// API's margins (ten minutes after the start, ten minutes before the end).
-pub fn begin_refresh_at(not_before: Timestamp, not_after: Timestamp) -> Timestamp {
+/// The pod's `podcert.step.sm/renew-before`, if it asks for one. Its range is not checked here:
+/// the lifetime step-ca grants is not known yet, and [`begin_refresh_at`] keeps the refresh inside
+/// what the API accepts.
+pub fn renew_before(spec: &PodCertificateRequestSpec) -> Result<Option<Duration>, Denial> {
+    let Some(raw) = spec
+        .unverified_user_annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_RENEW_BEFORE))
+    else {
+        return Ok(None);
+    };
+    match crate::duration::parse_positive(raw) {
+        Ok(d) => Ok(Some(d)),
+        Err(_) => Err(deny(
+            "InvalidAnnotation",
+            format!(
+                "{ANNOTATION_RENEW_BEFORE} {:?} is not a positive Go duration: use e.g. 8h or 30m (the time before the certificate's end at which the kubelet starts refreshing it)",
+                crate::pki::csr::truncate(raw, 64)
+            ),
+        )),
+    }
+}
+
+/// When the kubelet should start refreshing: `renew_before` before the end, or two thirds into
+/// the validity without it, kept inside the API's margins (ten minutes after the start, ten
+/// minutes before the end). The kubelet adds up to five minutes of its own jitter.
+pub fn begin_refresh_at(
+    not_before: Timestamp,
+    not_after: Timestamp,
+    renew_before: Option<Duration>,
+) -> Timestamp {
     let life = not_after.duration_since(not_before);
-    let at = not_before.checked_add(life * 2 / 3).unwrap_or(not_before);
+    let asked = renew_before
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .and_then(|d| not_after.checked_sub(d).ok());
+    let at = asked.unwrap_or_else(|| not_before.checked_add(life * 2 / 3).unwrap_or(not_before));
     let margin = SignedDuration::try_from(REFRESH_MARGIN).unwrap_or(SignedDuration::ZERO);
     let earliest = not_before.checked_add(margin).unwrap_or(not_before);
     let latest = not_after.checked_sub(margin).unwrap_or(not_after);
@@ -191,6 +226,8 @@ pub struct Issued {
     pub chain_pem: String,
     pub not_before: Timestamp,
     pub not_after: Timestamp,
+    /// The pod's `podcert.step.sm/renew-before`.
+    pub renew_before: Option<Duration>,
     pub message: String,
 }
 
@@ -203,7 +240,11 @@ pub fn issued_status(
         certificate_chain: Some(issued.chain_pem.clone()),
         not_before: Some(Time(issued.not_before)),
         not_after: Some(Time(issued.not_after)),
-        begin_refresh_at: Some(Time(begin_refresh_at(issued.not_before, issued.not_after))),
+        begin_refresh_at: Some(Time(begin_refresh_at(
+            issued.not_before,
+            issued.not_after,
+            issued.renew_before,
+        ))),
         conditions: Some(vec![condition(
             CONDITION_ISSUED,
             "Issued",
@@ -332,13 +373,49 @@ mod tests {
     }
 
     #[test]
-    fn refresh_starts_two_thirds_in_within_the_margins() {
+    fn refresh_starts_two_thirds_in_or_when_asked_within_the_margins() {
         let at = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
-        assert_eq!(begin_refresh_at(at(0), at(86_400)), at(57_600));
-        assert_eq!(begin_refresh_at(at(0), at(3_600)), at(2_400));
-        // Never outside [start + 10 min, end - 10 min], even for a very short life.
-        let short = begin_refresh_at(at(0), at(1_500));
-        assert!(short >= at(600) && short <= at(900), "{short}");
+        let min = |m: u64| Some(Duration::from_secs(m * 60));
+        let cases = [
+            (86_400, None, 57_600),
+            (3_600, None, 2_400),
+            // Never outside [start + 10 min, end - 10 min], even for a very short life.
+            (1_500, None, 900),
+            (86_400, min(8 * 60), 86_400 - 8 * 3_600),
+            (3_600, min(50), 600),
+            // More than the life allows: as early as the API accepts.
+            (3_600, min(24 * 60), 600),
+            // Less than the end margin: as late as it accepts.
+            (3_600, min(1), 3_000),
+        ];
+        for (life, renew_before, want) in cases {
+            assert_eq!(
+                begin_refresh_at(at(0), at(life), renew_before),
+                at(want),
+                "{life} {renew_before:?}"
+            );
+        }
+        assert_eq!(
+            begin_refresh_at(at(0), at(3_600), Some(Duration::MAX)),
+            at(2_400),
+            "a duration beyond any timestamp falls back to two thirds"
+        );
+    }
+
+    #[test]
+    fn renew_before_is_read_or_denied() {
+        assert_eq!(renew_before(&spec(&[])), Ok(None));
+        assert_eq!(
+            renew_before(&spec(&[(ANNOTATION_RENEW_BEFORE, "50m")])),
+            Ok(Some(Duration::from_secs(3_000)))
+        );
+        for bad in ["soon", "-5m", "0", ""] {
+            let denial = renew_before(&spec(&[(ANNOTATION_RENEW_BEFORE, bad)])).unwrap_err();
+            assert_eq!(denial.reason, "InvalidAnnotation", "{bad:?}");
+            assert!(denial.message.contains("e.g. 8h"), "{}", denial.message);
+        }
+        // A known key: names are still planned for a pod that sets it.
+        assert!(pod_names(&spec(&[(ANNOTATION_RENEW_BEFORE, "1h")]), "t", "c").is_ok());
     }
 
     #[test]
@@ -348,6 +425,7 @@ mod tests {
             chain_pem: "LEAF".into(),
             not_before: Timestamp::from_second(2_000_000).unwrap(),
             not_after: Timestamp::from_second(2_086_400).unwrap(),
+            renew_before: None,
             message: "issued".into(),
         };
         let s = issued_status(&issued, Some(1), now);

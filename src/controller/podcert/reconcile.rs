@@ -173,6 +173,7 @@ async fn sign_with<K: IssuerObject>(
     let issuer = ready_issuer::<K>(ctx, key).await?;
     let names = plan::pod_names(&pcr.spec, &namespace, &ctx.settings.names.cluster_domain)
         .map_err(Outcome::Denied)?;
+    let renew_before = plan::renew_before(&pcr.spec).map_err(Outcome::Denied)?;
     check_policy(
         ctx,
         &issuer,
@@ -230,13 +231,15 @@ async fn sign_with<K: IssuerObject>(
             }
         }
     })?;
-    issued(
+    let mut issued = issued(
         &response.cert_chain,
         &csr,
         pcr.spec.max_expiration_seconds,
         key,
         &names.subject,
-    )
+    )?;
+    issued.renew_before = renew_before;
+    Ok(issued)
 }
 
 /// The issuer as the API holds it now, if it is Ready.
@@ -351,6 +354,7 @@ fn issued(
         chain_pem: issued.certificate_pem,
         not_before,
         not_after,
+        renew_before: None,
     })
 }
 
