@@ -273,7 +273,9 @@ start_step_ca() {
 #   its own lifetime claims, which clients can read from /provisioners;
 # - e2e-ca: the CA template of docs/templates, for isCA requests;
 # - e2e-nokey: a JWK provisioner without encryptedKey; its private key (the JWE that
-#   `step crypto jwk create` writes) is only in $D/nokey.jwe.json.
+#   `step crypto jwk create` writes) is only in $D/nokey.jwe.json;
+# - e2e-norenew: renewal disabled (`claims.disableRenewal`), so that step-ca refuses every
+#   renewal of what it signs: the pod tests' re-bootstrap after a refused renewal.
 add_fidelity_provisioners() {
   local cfg=$1 templates=$repo/docs/templates
   "$BIN/step" ca provisioner add e2e-fidelity --type JWK --create --password-file "$D/step-pass" \
@@ -289,6 +291,9 @@ add_fidelity_provisioners() {
   "$BIN/step" ca provisioner add e2e-nokey --type JWK --public-key "$D/nokey.pub.json" \
     --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
     fail step-ca "adding the e2e-nokey provisioner failed"
+  "$BIN/step" ca provisioner add e2e-norenew --type JWK --create --password-file "$D/step-pass" \
+    --disable-renewal --ca-config "$cfg" >>"$D/step-ca.log" 2>&1 ||
+    fail step-ca "adding the e2e-norenew provisioner failed"
 }
 
 run_step_ca() {

@@ -209,7 +209,10 @@ mod tests {
                 "${POD_UID}.pods.team.svc",
                 Ok("9f1c2d3e-0000-4000-8000-00000000abcd.pods.team.svc"),
             ),
-            ("${POD_UUID}", Err(TemplateError::Unknown("POD_UUID".into()))),
+            (
+                "${POD_UUID}",
+                Err(TemplateError::Unknown("POD_UUID".into())),
+            ),
             (
                 "${pod_name}",
                 Err(TemplateError::Unknown("pod_name".into())),

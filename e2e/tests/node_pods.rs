@@ -5,10 +5,11 @@
 //! and the app sees the new file; a restarted container finds a valid certificate; and no pod can
 //! send a packet off the machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
+use e2e::fixtures::{cluster, object, step_cluster_issuers};
 use e2e::node::*;
 use e2e::{Env, TestNamespace, random_suffix, wait_for};
 use k8s_openapi::api::core::v1::Pod;
@@ -561,9 +562,9 @@ async fn pod_tls_twenty_pods_each_start_with_a_certificate() -> Result<()> {
     ns.delete().await
 }
 
-/// `${POD_NAME}` in `autocert.step.sm/name`: one Deployment, three replicas, three names, each
-/// the pod's own (the webhook checks the shape at admission; `/bootstrap` expands the name from
-/// the pod its token is bound to).
+/// `${POD_NAME}` and `${POD_UID}` in `autocert.step.sm/name` and `sans`: one Deployment, three
+/// replicas, three sets of names, each the pod's own (the webhook checks the shape at admission;
+/// `/bootstrap` expands the names from the pod its token is bound to).
 #[tokio::test]
 async fn pod_tls_replicas_get_their_own_names() -> Result<()> {
     let (_env, node, client, ns) = app("node-replicas").await?;
@@ -573,7 +574,10 @@ async fn pod_tls_replicas_get_their_own_names() -> Result<()> {
     let mut template = tools_pod(
         &node,
         "web",
-        json!({"autocert.step.sm/name": format!("${{POD_NAME}}.web.{}.svc", ns.name)}),
+        json!({
+            "autocert.step.sm/name": format!("${{POD_NAME}}.web.{}.svc", ns.name),
+            "autocert.step.sm/sans": format!("${{POD_NAME}}.web.{0}.svc,${{POD_UID}}.pods.{0}.svc", ns.name),
+        }),
         &script,
     );
     // A pod template: no kind, no name.
@@ -616,6 +620,12 @@ async fn pod_tls_replicas_get_their_own_names() -> Result<()> {
             log.contains(&own),
             "{name} lacks its own name {own}:\n{log}"
         );
+        let uid = pod.uid().unwrap_or_default();
+        let own_uid = format!("{uid}.pods.{}.svc", ns.name);
+        ensure!(
+            !uid.is_empty() && log.contains(&own_uid),
+            "{name} lacks the name of its own UID {own_uid}:\n{log}"
+        );
         for other in pods.items.iter().filter(|p| p.name_any() != name) {
             ensure!(
                 !log.contains(&format!("{}.web", other.name_any())),
@@ -626,36 +636,135 @@ async fn pod_tls_replicas_get_their_own_names() -> Result<()> {
     ns.delete().await
 }
 
-/// `autocert.step.sm/key-type` picks the key the bootstrapper makes.
+/// `autocert.step.sm/key-type` picks the key the bootstrapper makes: an EC and an RSA one.
 #[tokio::test]
 async fn pod_tls_key_type_per_pod() -> Result<()> {
     let (_env, node, client, ns) = app("node-keytype").await?;
     let script = format!("openssl x509 -noout -text -in {CERTS}/site.crt && exec sleep 3600");
-    let pod = tools_pod(
+    let cases = [
+        ("p384", "EC-P384", ["384 bit", "secp384r1"]),
+        ("rsa3072", "RSA-3072", ["3072 bit", "rsaEncryption"]),
+    ];
+    for (name, key_type, _) in cases {
+        let pod = tools_pod(
+            &node,
+            name,
+            json!({
+                "autocert.step.sm/name": format!("{name}.{}.svc", ns.name),
+                "autocert.step.sm/key-type": key_type,
+            }),
+            &script,
+        );
+        create_pod(&client, &ns.name, pod).await?;
+    }
+    for (name, key_type, wants) in cases {
+        wait_pod_ready(&client, &ns.name, name, Duration::from_secs(120)).await?;
+        let log = wait_log(
+            &client,
+            &ns.name,
+            name,
+            "app",
+            "Public-Key",
+            Duration::from_secs(30),
+        )
+        .await?;
+        for want in wants {
+            ensure!(log.contains(want), "{key_type}: no {want:?} in:\n{log}");
+        }
+    }
+    ns.delete().await
+}
+
+/// A provisioner with renewal disabled: step-ca refuses the renewer's renewal, and the renewer
+/// bootstraps a new certificate and key through the webhook instead of retrying for ever. The app
+/// sees a new serial and a new key.
+#[tokio::test]
+async fn pod_tls_renewal_refused_rebootstraps() -> Result<()> {
+    let (env, node, client, ns) = app("node-norenew").await?;
+    let release = release(&env, &client).await?;
+    let issuer = norenew_issuer(&client, &release.label).await?;
+    let script = format!(
+        "while true; do echo \"serial $(openssl x509 -noout -serial -in {CERTS}/site.crt)\"; \
+         echo \"key $(openssl pkey -pubout -in {CERTS}/site.key | sha256sum | cut -c1-16)\"; sleep 2; done"
+    );
+    let mut pod = tools_pod(
         &node,
-        "p384",
+        "norenew",
         json!({
-            "autocert.step.sm/name": format!("p384.{}.svc", ns.name),
-            "autocert.step.sm/key-type": "EC-P384",
+            "autocert.step.sm/name": format!("norenew.{}.svc", ns.name),
+            "autocert.step.sm/duration": "1m",
+            "autocert.step.sm/issuer": issuer,
         }),
         &script,
     );
+    // The key is read by the app: run it as root like the agents (the default owner).
+    pod["spec"]["securityContext"] = json!({"runAsUser": 0});
     create_pod(&client, &ns.name, pod).await?;
-    wait_pod_ready(&client, &ns.name, "p384", Duration::from_secs(120)).await?;
-    let log = wait_log(
-        &client,
-        &ns.name,
-        "p384",
-        "app",
-        "Public-Key",
-        Duration::from_secs(30),
+    wait_pod_ready(&client, &ns.name, "norenew", Duration::from_secs(120)).await?;
+    // The renewal is due at 2/3 of the one-minute lifetime; step-ca refuses it.
+    let log = wait_for(
+        "the app to see a certificate the renewer bootstrapped after the refused renewal",
+        Duration::from_secs(150),
+        async || {
+            let log = logs(&client, &ns.name, "norenew", "app", false).await;
+            Ok((serials(&log).len() >= 2).then_some(log))
+        },
+        async || {
+            format!(
+                "app log:\n{}\nrenewer log:\n{}\n{}",
+                logs(&client, &ns.name, "norenew", "app", false).await,
+                logs(&client, &ns.name, "norenew", "autocert-renewer", false).await,
+                describe_namespace(&client, &ns.name).await
+            )
+        },
     )
     .await?;
+    let renewer = logs(&client, &ns.name, "norenew", "autocert-renewer", false).await;
     ensure!(
-        log.contains("384 bit") || log.contains("secp384r1"),
-        "the key is not P-384:\n{log}"
+        renewer.contains("step-ca refused the renewal; bootstrapping a new certificate and key"),
+        "the renewer did not say why it bootstrapped again:\n{renewer}"
     );
-    ns.delete().await
+    // The public key's digest; that of no input at all is a read during the replacement.
+    let keys: BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("key "))
+        .filter(|k| !k.is_empty() && *k != "e3b0c44298fc1c14")
+        .collect();
+    ensure!(
+        keys.len() >= 2,
+        "a re-bootstrap makes a new key, the app saw {keys:?}:\n{log}"
+    );
+    ns.delete().await?;
+    cluster(&client, &step_cluster_issuers())
+        .delete(&issuer, &Default::default())
+        .await?;
+    Ok(())
+}
+
+/// A StepClusterIssuer like the release's, for the provisioner `e2e-norenew` (renewal disabled).
+/// The webhook reads it at `/bootstrap`; no controller needs to have checked it.
+async fn norenew_issuer(client: &Client, release_issuer: &str) -> Result<String> {
+    let issuers = cluster(client, &step_cluster_issuers());
+    let mut spec = issuers
+        .get(release_issuer)
+        .await
+        .with_context(|| format!("reading the release's StepClusterIssuer {release_issuer}"))?
+        .data["spec"]
+        .clone();
+    spec["provisioner"] =
+        json!({"name": "e2e-norenew", "passwordRef": spec["provisioner"]["passwordRef"]});
+    let name = format!("norenew-{}", random_suffix());
+    issuers
+        .create(
+            &PostParams::default(),
+            &object(json!({
+                "apiVersion": "certmanager.step.sm/v1beta1", "kind": "StepClusterIssuer",
+                "metadata": {"name": name}, "spec": spec,
+            }))?,
+        )
+        .await
+        .context("creating the e2e-norenew StepClusterIssuer")?;
+    Ok(name)
 }
 
 /// `autocert.step.sm/reload-signal`: after the renewer replaces a short-lived certificate, the

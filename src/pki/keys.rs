@@ -215,8 +215,7 @@ impl GeneratedKey {
 /// intermediate PKCS#8 document is wiped from memory when dropped.
 fn rsa_key_pair(bits: usize) -> std::result::Result<KeyPair, String> {
     use rsa::pkcs8::EncodePrivateKey;
-    let key =
-        rsa::RsaPrivateKey::new(&mut rand_core_06::OsRng, bits).map_err(|e| e.to_string())?;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core_06::OsRng, bits).map_err(|e| e.to_string())?;
     let pkcs8 = key.to_pkcs8_der().map_err(|e| e.to_string())?;
     KeyPair::try_from(pkcs8.as_bytes()).map_err(|e| e.to_string())
 }
