@@ -290,6 +290,11 @@ pub fn review_with(body: &[u8], cfg: &InjectConfig, issuers: &dyn IssuerPolicies
     }
     let (decision, warnings) = mutate_request(&req, cfg, issuers);
     if !warnings.is_empty() {
+        // The pod's author sees them at `kubectl apply`; the platform team sees them here, in the
+        // review's span (namespace, pod), even for pods created by controllers.
+        for warning in &warnings {
+            tracing::info!(warning = %warning, "Pod admitted with a warning");
+        }
         response.warnings = Some(warnings);
     }
     let answer = match decision {

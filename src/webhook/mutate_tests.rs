@@ -1193,10 +1193,13 @@ fn warnings_reach_the_answer() {
         ),
     ];
     for (pod, allowed, want) in cases {
-        let outcome = super::review(
-            &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
-            &cfg(),
-        );
+        let log = CapturedLog::default();
+        let outcome = tracing::subscriber::with_default(log.subscriber(), || {
+            super::review(
+                &admission_review(ADMISSION_V1, "Pod", "CREATE", &pod),
+                &cfg(),
+            )
+        });
         let ReviewOutcome::Answer(answer) = outcome else {
             panic!("{pod}: {outcome:?}")
         };
@@ -1205,6 +1208,16 @@ fn warnings_reach_the_answer() {
         assert_eq!(got.len(), want.len(), "{pod}: {got:?}");
         for (g, w) in got.iter().zip(&want) {
             assert!(g.contains(w), "{g:?} lacks {w:?}");
+        }
+        // Each warning is also in the webhook's log, for the platform team.
+        let logged = log.text();
+        assert_eq!(
+            logged.matches("Pod admitted with a warning").count(),
+            want.len(),
+            "{logged}"
+        );
+        for w in &want {
+            assert!(logged.contains(w), "{w:?} not logged: {logged}");
         }
         let (_, body) = crate::webhook::server::render(ReviewOutcome::Answer(answer));
         let body = parse_body(&body);
@@ -1216,5 +1229,38 @@ fn warnings_reach_the_answer() {
             want.len(),
             "{body}"
         );
+    }
+}
+
+/// What a test's code logs, as text.
+#[derive(Clone, Default)]
+struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + use<> {
+        let sink = self.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish()
+    }
+
+    fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
