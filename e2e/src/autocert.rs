@@ -12,7 +12,6 @@ use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
 use crate::chart::objects;
@@ -23,13 +22,13 @@ use crate::{Env, TestNamespace, wait_for};
 pub const LABEL: &str = "autocert.step.sm";
 pub const TOKEN_LABEL: &str = "autocert.step.sm/token";
 
-pub fn autocert_tag() -> String {
+pub fn autocert_tag() -> Result<String> {
     let versions = include_str!("../versions.env");
     versions
         .lines()
         .find_map(|l| l.strip_prefix("AUTOCERT_VERSION=v"))
-        .unwrap_or("0.20.6")
-        .to_string()
+        .map(str::to_string)
+        .context("e2e/versions.env has no AUTOCERT_VERSION=v<version>: the autocert images are tagged with it")
 }
 
 /// What must be deleted once step-operator serves the namespaces (the README lists the same).
@@ -64,7 +63,7 @@ async fn autocert_objects(env: &Env, node: &Node, ns: &str, suffix: &str) -> Res
         );
         yaml.push_str("\n---\n");
     }
-    let tag = autocert_tag();
+    let tag = autocert_tag()?;
     let mut objs = objects(env, &yaml).await?;
     for o in &mut objs {
         let kind = o["kind"].as_str().unwrap_or_default().to_string();
@@ -137,27 +136,17 @@ fn autocert_webhook(name: &str, ns: &str, label: &str, root: &str) -> Value {
     })
 }
 
-fn api_of(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
-    let (group, version) = match obj["apiVersion"]
-        .as_str()
-        .context("apiVersion")?
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            obj["apiVersion"].as_str().unwrap_or_default().to_string(),
-        ),
-    };
+async fn api_of(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
+    let api_version = obj["apiVersion"].as_str().context("apiVersion")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let kind = obj["kind"].as_str().context("kind")?;
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    let ar = ApiResource {
-        group: group.clone(),
-        version: version.clone(),
-        api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
-        kind: kind.to_string(),
-        plural,
-    };
+    // The apiserver's own name for the kind's resource: no guessed plural.
+    let (ar, _) = kube::discovery::pinned_kind(
+        client,
+        &kube::api::GroupVersionKind::gvk(group, version, kind),
+    )
+    .await
+    .with_context(|| format!("discovering {api_version} {kind}"))?;
     Ok(match obj["metadata"]["namespace"].as_str() {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -167,7 +156,8 @@ fn api_of(client: &Client, obj: &Value) -> Result<Api<DynamicObject>> {
 async fn create_all(client: &Client, objs: &[Value]) -> Result<()> {
     for o in objs {
         let obj: DynamicObject = serde_json::from_value(o.clone())?;
-        api_of(client, o)?
+        api_of(client, o)
+            .await?
             .create(&PostParams::default(), &obj)
             .await
             .with_context(|| format!("creating {} {}", o["kind"], o["metadata"]["name"]))?;
@@ -260,7 +250,8 @@ pub async fn delete_autocert(client: &Client, autocert: Autocert, app_ns: &str) 
         .iter()
         .filter(|o| o["metadata"]["namespace"].is_null())
     {
-        api_of(client, o)?
+        api_of(client, o)
+            .await?
             .delete(
                 o["metadata"]["name"].as_str().unwrap_or_default(),
                 &Default::default(),

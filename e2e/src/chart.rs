@@ -29,9 +29,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `helm template <release> charts/step-operator -n <ns> -f <values>` (values given as JSON, which
-/// is YAML). Returns the rendered YAML. The CRDs are rendered only when `extra` holds
-/// `--include-crds`: the tests that apply a render (and delete it afterwards) must never touch the
-/// shared cluster's CRDs, which every other test's issuers live in.
+/// is YAML), without the CRDs (`crds.enabled=false`): the tests that apply a render (and delete it
+/// afterwards) must never touch the shared cluster's CRDs, which every other test's issuers live
+/// in. Returns the rendered YAML.
 pub async fn helm_template(
     env: &Env,
     release: &str,
@@ -39,10 +39,32 @@ pub async fn helm_template(
     values: &Value,
     extra: &[&str],
 ) -> Result<String> {
+    render(env, release, namespace, values, false, extra).await
+}
+
+/// [`helm_template`] with the chart's CRDs, for tests that only read the render.
+pub async fn helm_template_with_crds(
+    env: &Env,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+) -> Result<String> {
+    render(env, release, namespace, values, true, &[]).await
+}
+
+async fn render(
+    env: &Env,
+    release: &str,
+    namespace: &str,
+    values: &Value,
+    crds: bool,
+    extra: &[&str],
+) -> Result<String> {
     let dir = tempfile::tempdir()?;
     let values_file = dir.path().join("values.yaml");
     std::fs::write(&values_file, serde_json::to_vec_pretty(values)?)?;
     let chart = chart_dir();
+    let crds = format!("crds.enabled={crds}");
     let mut args = vec![
         "template",
         release,
@@ -51,10 +73,9 @@ pub async fn helm_template(
         namespace,
         "-f",
         values_file.to_str().context("utf-8 path")?,
+        "--set",
+        &crds,
     ];
-    if !extra.contains(&"--include-crds") {
-        args.extend(["--set", "crds.enabled=false"]);
-    }
     args.extend_from_slice(extra);
     let out = run(&env.tool("helm")?, &args, &[]).await?;
     Ok(String::from_utf8(out.stdout)?)

@@ -434,3 +434,89 @@ pub async fn empty_apiserver(name: &str) -> Result<(std::path::PathBuf, Client)>
     )?;
     Ok((kubeconfig, client))
 }
+
+/// The Events with `reason` regarding the object `name` of namespace `ns`.
+pub async fn events_for(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>> {
+    Ok(
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect(),
+    )
+}
+
+/// The first Event with `reason` regarding `name`, once there is one; on timeout, every Event of
+/// the namespace and `log` (a log file's path, or empty).
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+    log: &str,
+) -> Result<k8s_openapi::api::events::v1::Event> {
+    wait_for(
+        &format!("a {reason} Event regarding {ns}/{name}"),
+        timeout,
+        async || {
+            Ok(events_for(client, ns, name, reason)
+                .await?
+                .into_iter()
+                .next())
+        },
+        async || {
+            let all = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .ok();
+            format!(
+                "{}\n{}",
+                dump(&all),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        },
+    )
+    .await
+}
+
+/// Waits until cert-manager shows Certificate `name` Ready at `status.revision`. Ready can come
+/// before the revision is written, and a spec change seen in between makes cert-manager replace
+/// the request instead of issuing the next revision.
+pub async fn wait_certificate_revision(
+    certs: &Api<DynamicObject>,
+    name: &str,
+    revision: i64,
+    timeout: Duration,
+    log: &str,
+) -> Result<()> {
+    wait_for(
+        &format!("Certificate {name} to be Ready at revision {revision}"),
+        timeout,
+        async || {
+            let c = certs.get(name).await?;
+            Ok(
+                (is_true(&c, "Ready") && c.data["status"]["revision"].as_i64() == Some(revision))
+                    .then_some(()),
+            )
+        },
+        async || {
+            let c = certs.get_opt(name).await.ok().flatten();
+            format!(
+                "{}\n{}",
+                dump(&c),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        },
+    )
+    .await
+}

@@ -149,8 +149,7 @@ async fn chart_template_server_dry_run() -> Result<()> {
     let kubeconfig = env.kubeconfig.to_str().context("utf-8")?.to_string();
     let kubectl = env.tool("kubectl")?;
 
-    let default_yaml =
-        helm_template(&env, &release, &ns.name, &json!({}), &["--include-crds"]).await?;
+    let default_yaml = helm_template_with_crds(&env, &release, &ns.name, &json!({})).await?;
     let custom = json!({
         "controller": {"replicas": 3, "extraArgs": ["--issuer-recheck-interval=10m"], "podDisruptionBudget": {"maxUnavailable": 2}},
         "webhook": {"replicas": 3, "failurePolicy": "Ignore", "timeoutSeconds": 5, "allowedNames": ["*.example.com"],
@@ -1172,14 +1171,7 @@ async fn chart_kustomize_tree_renders() -> Result<()> {
     ns.delete().await?;
     let chart = objects(
         &env,
-        &helm_template(
-            &env,
-            "step-operator",
-            "step-operator",
-            &json!({}),
-            &["--include-crds"],
-        )
-        .await?,
+        &helm_template_with_crds(&env, "step-operator", "step-operator", &json!({})).await?,
     )
     .await?;
     let kinds = |objs: &[Value]| {

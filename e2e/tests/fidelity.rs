@@ -169,31 +169,6 @@ fn fidelity(cr: &DynamicObject) -> Result<pki::fidelity::Fidelity> {
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The Event with `reason` regarding object `name`, once there is one.
-async fn event(s: &Setup, ns: &str, name: &str, reason: &str) -> Result<Event> {
-    let events = Api::<Event>::namespaced(s.client.clone(), ns);
-    wait_for(
-        &format!("a {reason} Event regarding {name}"),
-        TIMEOUT,
-        async || {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list.items.into_iter().find(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                    && e.reason.as_deref() == Some(reason)
-            }))
-        },
-        async || {
-            let list = events
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .ok();
-            dump(&list)
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<()> {
     let s = setup().await?;
@@ -244,7 +219,15 @@ async fn fidelity_templates_give_exactly_what_the_certificate_asks() -> Result<(
         let cr = request_of(&s, &ns.name, name, "True").await?;
         let got = fidelity(&cr)?;
         assert!(got.is_exact(), "{name}: {got:?}\n{}", dump(&cr));
-        let issued = event(&s, &ns.name, &cr.name_any(), "Issued").await?;
+        let issued = wait_event(
+            &s.client,
+            &ns.name,
+            &cr.name_any(),
+            "Issued",
+            TIMEOUT,
+            &s.log,
+        )
+        .await?;
         assert!(issued.note.is_some(), "{issued:?}");
     }
 
@@ -325,7 +308,15 @@ async fn fidelity_default_template_fails_what_is_weaker_and_warns_what_is_droppe
         .await?;
 
     let decorated = request_of(&s, &ns.name, "decorated", "True").await?;
-    let warning = event(&s, &ns.name, &decorated.name_any(), "IssuedWithChanges").await?;
+    let warning = wait_event(
+        &s.client,
+        &ns.name,
+        &decorated.name_any(),
+        "IssuedWithChanges",
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let note = warning.note.clone().unwrap_or_default();
     for needle in ["Acme", "docs/step-ca-templates.md"] {
         assert!(note.contains(needle), "{needle:?} in {warning:?}");
@@ -384,7 +375,15 @@ async fn fidelity_durations_are_capped_and_checked_before_step_ca() -> Result<()
         lifetime <= Duration::from_secs(2 * 3600 + 90),
         "capped to 2h: {lifetime:?}"
     );
-    let told = event(&s, &ns.name, "long", "IssuedWithChanges").await?;
+    let told = wait_event(
+        &s.client,
+        &ns.name,
+        "long",
+        "IssuedWithChanges",
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     assert!(
         told.note
             .as_deref()
@@ -713,24 +712,10 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
         .await?;
     let old = request_of(&s, &ns.name, "rotating", "True").await?;
     let old_serial = leaf_serial_hex(&old)?;
-    // cert-manager re-issues on a spec change once the first issuance is complete: the
-    // Certificate Ready and its status.revision 1. Ready can come before the revision is
-    // written; a change seen meanwhile makes cert-manager replace rotating-1 by another
-    // rotating-1 (same revision, so nothing is superseded) instead of creating rotating-2.
-    wait_ready_condition(&certs, "rotating", "True", None, TIMEOUT, &s.log).await?;
-    wait_for(
-        "Certificate rotating to have status.revision 1",
-        TIMEOUT,
-        async || {
-            let c = certs.get("rotating").await?;
-            Ok((c.data["status"]["revision"].as_i64() == Some(1)).then_some(()))
-        },
-        async || match certs.get("rotating").await {
-            Ok(c) => dump(&c),
-            Err(e) => e.to_string(),
-        },
-    )
-    .await?;
+    // cert-manager re-issues on a spec change once the first issuance is complete (Ready at
+    // revision 1); a change seen before makes it replace rotating-1 by another rotating-1 (same
+    // revision, so nothing is superseded) instead of creating rotating-2.
+    wait_certificate_revision(&certs, "rotating", 1, TIMEOUT, &s.log).await?;
     let second = format!("rotated.{}.svc", ns.name);
     let patch = json!({"spec": {"dnsNames": [first, second]}});
     certs
@@ -738,7 +723,15 @@ async fn fidelity_revocation_on_supersede_and_on_demand() -> Result<()> {
         .await?;
     // cert-manager deletes the old request soon after (revisionHistoryLimit), so the Event and
     // step-ca tell, not the request's annotation.
-    let told = event(&s, &ns.name, &old.name_any(), "Revoked").await?;
+    let told = wait_event(
+        &s.client,
+        &ns.name,
+        &old.name_any(),
+        "Revoked",
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let note = told.note.clone().unwrap_or_default();
     assert!(
         note.contains(&old_serial) && note.contains("superseded by"),
@@ -803,7 +796,15 @@ async fn fidelity_audience_host_addresses_the_tokens() -> Result<()> {
         step_cluster_issuer_ref(&name),
     )?;
     requests.create(&PostParams::default(), &cr).await?;
-    let refused = event(&s, &ns.name, "aud", "RetryableError").await?;
+    let refused = wait_event(
+        &s.client,
+        &ns.name,
+        "aud",
+        "RetryableError",
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     assert!(
         refused
             .note
@@ -903,7 +904,15 @@ async fn fidelity_revocation_without_a_database_is_told() -> Result<()> {
     requests
         .patch("nodb", &PatchParams::default(), &Patch::Merge(&ask))
         .await?;
-    let told = event(&s, &ns.name, "nodb", "RevocationUnsupported").await?;
+    let told = wait_event(
+        &s.client,
+        &ns.name,
+        "nodb",
+        "RevocationUnsupported",
+        TIMEOUT,
+        &s.log,
+    )
+    .await?;
     let note = told.note.clone().unwrap_or_default();
     assert!(
         note.contains("no database") && note.contains("\"db\" in ca.json"),

@@ -13,7 +13,6 @@ use e2e::fixtures::*;
 use e2e::operator::Process;
 use e2e::process::run;
 use e2e::{Env, dump, random_suffix, wait_for};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -140,34 +139,6 @@ fn certificate(name: &str, kind: &str, issuer: &str) -> Value {
         "spec": {"secretName": format!("{name}-tls"), "dnsNames": [format!("{name}.{APP}.svc")],
                  "issuerRef": {"group": "certmanager.step.sm", "kind": kind, "name": issuer}},
     })
-}
-
-async fn wait_certificate_revision(
-    certs: &Api<kube::api::DynamicObject>,
-    name: &str,
-    revision: i64,
-    log: &str,
-) -> Result<()> {
-    wait_for(
-        &format!("Certificate {name} to be Ready at revision {revision}"),
-        TIMEOUT,
-        async || {
-            let c = certs.get(name).await?;
-            Ok(
-                (is_true(&c, "Ready") && c.data["status"]["revision"].as_i64() == Some(revision))
-                    .then_some(()),
-            )
-        },
-        async || {
-            let c = certs.get_opt(name).await.ok().flatten();
-            format!(
-                "{}\n{}",
-                dump(&c),
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        },
-    )
-    .await
 }
 
 /// What step-issuer finished: request name → (resourceVersion, certificate).
@@ -313,17 +284,6 @@ async fn assert_issuers_ours(w: &World, log: &str) -> Result<()> {
     Ok(())
 }
 
-async fn events_for(client: &Client, ns: &str, name: &str, reason: &str) -> Result<Vec<Event>> {
-    Ok(Api::<Event>::namespaced(client.clone(), ns)
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect())
-}
-
 /// cert-manager's manual renewal (what `cmctl renew` does): the Issuing condition set to True.
 async fn trigger_renewal(w: &World, name: &str) -> Result<()> {
     let certs = namespaced(&w.client, APP, &certificates());
@@ -362,7 +322,7 @@ async fn migrate_from_step_issuer_in_place() -> Result<()> {
     apply(&certs, certificate("web", "StepClusterIssuer", "cluster")).await?;
     apply(&certs, certificate("api", "StepIssuer", "local")).await?;
     for c in ["web", "api"] {
-        wait_certificate_revision(&certs, c, 1, &si_log).await?;
+        wait_certificate_revision(&certs, c, 1, TIMEOUT, &si_log).await?;
     }
     let finished = finished_requests(&w).await?;
     ensure!(finished.len() == 2, "{finished:?}");
@@ -407,7 +367,7 @@ async fn migrate_from_step_issuer_in_place() -> Result<()> {
 
     // 5. Renewals continue, now signed by step-operator.
     trigger_renewal(&w, "web").await?;
-    wait_certificate_revision(&certs, "web", 2, &log).await?;
+    wait_certificate_revision(&certs, "web", 2, TIMEOUT, &log).await?;
     let issued = events_for(&w.client, APP, "web-2", "Issued").await?;
     ensure!(issued.len() == 1, "web-2: {}", dump(&issued));
     let once = events_for(&w.client, APP, "while-down", "Issued").await?;

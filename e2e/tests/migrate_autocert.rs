@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Result, ensure};
 use e2e::autocert::*;
 use e2e::node::*;
 use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
@@ -69,7 +69,7 @@ async fn migrate_from_autocert_on_the_node() -> Result<()> {
     let client = env.client().await?;
     let suffix = random_suffix();
     let label = format!("migrate-{suffix}");
-    let tag = autocert_tag();
+    let tag = autocert_tag()?;
 
     // 1. autocert serves the namespace and injects a pod.
     let autocert = deploy_autocert(&env, &node, &client, &label, &suffix).await?;
@@ -115,6 +115,18 @@ async fn migrate_from_autocert_on_the_node() -> Result<()> {
     .await?;
     let (ours, _) = operator_image()?;
     let app_ns = app.name.clone();
+    let token_secrets = async || -> Result<Vec<String>> {
+        let list = Api::<Secret>::namespaced(client.clone(), &app_ns)
+            .list(&ListParams::default().labels(&format!("{TOKEN_LABEL}=true")))
+            .await?;
+        Ok(list.items.iter().map(|s| s.name_any()).collect())
+    };
+    // autocert's way: a token Secret per injected pod, which the migration removes.
+    let autocert_tokens = token_secrets().await?;
+    ensure!(
+        !autocert_tokens.is_empty(),
+        "autocert injected pod old but left no token Secret: is it autocert?"
+    );
     delete_autocert(&client, autocert, &app_ns).await?;
     wait_injected_by(&client, &app_ns, &node.tools_image, &ours).await?;
 
@@ -164,19 +176,12 @@ async fn migrate_from_autocert_on_the_node() -> Result<()> {
         dump(&restarted)
     );
     wait_serials(&client, &app_ns, "old", 1).await?;
-    let tokens = Api::<Secret>::namespaced(client.clone(), &app_ns)
-        .list(&ListParams::default().labels(&format!("{TOKEN_LABEL}=true")))
-        .await?;
-    if !tokens.items.is_empty() {
-        bail!(
-            "token Secrets after the migration: {:?}",
-            tokens
-                .items
-                .iter()
-                .map(|s| s.name_any())
-                .collect::<Vec<_>>()
-        );
-    }
+    // Two pods injected by us since: no token Secret of autocert's kind came back.
+    let tokens = token_secrets().await?;
+    ensure!(
+        tokens.is_empty(),
+        "token Secrets after the migration: {tokens:?}"
+    );
     // The namespace label was never touched.
     let ns = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
         .get(&app_ns)

@@ -195,6 +195,10 @@ mod tests {
         };
         // Let the waiter start waiting (time is paused: this only runs the other task).
         tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter waits while the place is held"
+        );
         drop(held);
         assert!(
             waiter.await.unwrap(),

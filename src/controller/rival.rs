@@ -1,7 +1,10 @@
 //! Another controller writing what only we should write: step-issuer left running after a
-//! migration, or a second step-operator installation. Both would act on the same issuers and
-//! requests; we notice it from `metadata.managedFields` (which field manager wrote what, and
-//! when) and say so in an Event instead of fighting over the status.
+//! migration, or any other controller of the group certmanager.step.sm. It would act on the same
+//! issuers and requests; we notice it from `metadata.managedFields` (which field manager wrote
+//! what, and when) and say so in an Event instead of fighting over the status.
+//!
+//! A second step-operator installation writes under our own field manager, so it is not seen
+//! here: one installation serves a cluster (or one set of namespaces, `--namespaces`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -128,8 +131,7 @@ pub fn issuer_message(rival: &Rival, kind: &str) -> String {
     format!(
         "Another controller, field manager {:?}, writes this {kind}'s status too: it also signs \
          the requests of group certmanager.step.sm, and both would act on them. Run one: stop \
-         the other (step-issuer after a migration, or a second step-operator installation). \
-         step-operator leaves the status to it for {}s after each of its writes.",
+         the other (step-issuer after a migration). step-operator leaves the status to it for {}s after each of its writes.",
         rival.manager,
         YIELD_FOR.as_secs()
     )
@@ -140,8 +142,7 @@ pub fn request_message(manager: &str) -> String {
     format!(
         "This request was signed by another controller, field manager {manager:?}, not by \
          step-operator (nothing of ours was written to it). Two controllers serve the group \
-         certmanager.step.sm: stop the other one (step-issuer after a migration, or a second \
-         step-operator installation)."
+         certmanager.step.sm: stop the other one (step-issuer after a migration)."
     )
 }
 

@@ -135,15 +135,22 @@ async fn sign(
 /// of ours that was not written is dropped; when another controller signed it, say so (two
 /// controllers serve our group).
 async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, uid: &str) {
-    let dropped = c.memory.take_unwritten(uid).is_some();
+    let dropped = c.memory.take_unwritten(uid);
     let fields = fresh.managed_fields();
     let Some(manager) = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER) else {
         return;
     };
-    if dropped {
+    if let Some(signed) = dropped {
+        // step-ca issued it all the same: its serial lets an operator revoke it by hand.
+        let serial = crate::pki::chain::parse_pem_chain(signed.certificate.as_bytes())
+            .ok()
+            .and_then(|chain| chain.into_iter().next())
+            .map(|leaf| leaf.serial_hex)
+            .unwrap_or_default();
         tracing::info!(
             manager,
-            "Another controller signed this request first; the certificate step-ca gave us is not used"
+            serial,
+            "Another controller signed this request first; the certificate step-ca gave us (serial above) is not used"
         );
     }
     let message = crate::controller::rival::request_message(&manager);

@@ -26,7 +26,7 @@ use kube::Client;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::util::log;
+use crate::util::{log, percentile};
 
 /// One system's pod start times, in milliseconds, in creation order (warm-up excluded).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -39,21 +39,16 @@ pub struct PodTimes {
 }
 
 impl PodTimes {
+    /// The same nearest-rank percentiles as the rest of the report ([`percentile`]).
     pub fn of(times: &[Duration]) -> PodTimes {
         let ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1000.0).collect();
         let mut sorted = ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let at = |q: f64| {
-            sorted
-                .get(((sorted.len() as f64 - 1.0) * q).round() as usize)
-                .copied()
-                .unwrap_or_default()
-        };
+        let mut at = |p: f64| percentile(&mut sorted, p).unwrap_or_default();
         PodTimes {
             pods: ms.len(),
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
-            max_ms: at(1.0),
+            p50_ms: at(50.0),
+            p99_ms: at(99.0),
+            max_ms: at(100.0),
             times_ms: ms,
         }
     }
@@ -274,12 +269,12 @@ mod tests {
         let p = PodTimes::of(&t);
         assert_eq!(
             (p.pods, p.p50_ms, p.p99_ms, p.max_ms),
-            (100, 51.0, 99.0, 100.0)
+            (100, 50.0, 99.0, 100.0)
         );
         assert_eq!(PodTimes::of(&[]).pods, 0);
         let table = markdown(&BTreeMap::from([("autocert".to_string(), p)]));
         assert!(
-            table.contains("| autocert | 100 | 51 | 99 | 100 |"),
+            table.contains("| autocert | 100 | 50 | 99 | 100 |"),
             "{table}"
         );
         assert!(markdown(&BTreeMap::new()).is_empty());
