@@ -208,32 +208,47 @@ pub async fn revoke_superseded(
     old: Vec<CertificateRequest>,
 ) {
     let text = format!("superseded by CertificateRequest {issued_name}");
-    let mut clock = tokio::time::interval(SUPERSEDED_RETRY_EVERY);
+    let (ctx, signer, text) = (&ctx, &signer, text.as_str());
+    retry_failed(
+        old,
+        SUPERSEDED_RETRY_EVERY,
+        SUPERSEDED_ATTEMPTS,
+        |cr: CertificateRequest, after, attempt| async move {
+            let outcome = revoke(ctx, signer, &cr, RevocationReason::Superseded, text, after).await;
+            tracing::info!(request = %cr.name_any(), outcome = ?outcome, attempt, "Superseded certificate");
+            outcome
+        },
+    )
+    .await;
+}
+
+/// Tries `revoke_one` on each of `pending` at once, then again every `every` on those that
+/// failed, `attempts` times in all; the last attempt is told it is the last. A CA that cannot
+/// revoke at all (no database) ends it: no other request will fare better, now or later.
+async fn retry_failed<T: Clone, F, Fut>(
+    mut pending: Vec<T>,
+    every: Duration,
+    attempts: u32,
+    mut revoke_one: F,
+) where
+    F: FnMut(T, AfterFailure, u32) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
+    let mut clock = tokio::time::interval(every);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending = old;
-    for attempt in 1..=SUPERSEDED_ATTEMPTS {
+    for attempt in 1..=attempts {
         // The first tick is at once.
         clock.tick().await;
-        let after = match attempt {
-            SUPERSEDED_ATTEMPTS => AfterFailure::GiveUp,
-            _ => AfterFailure::RetryLater,
+        let after = if attempt == attempts {
+            AfterFailure::GiveUp
+        } else {
+            AfterFailure::RetryLater
         };
         let mut failed = Vec::new();
-        for cr in pending {
-            let outcome = revoke(
-                &ctx,
-                &signer,
-                &cr,
-                RevocationReason::Superseded,
-                &text,
-                after,
-            )
-            .await;
-            tracing::info!(request = %cr.name_any(), outcome = ?outcome, attempt, "Superseded certificate");
-            match outcome {
-                // No database: no other request will fare better, now or later.
+        for item in pending {
+            match revoke_one(item.clone(), after, attempt).await {
                 Outcome::Unsupported => return,
-                Outcome::Failed(_) => failed.push(cr),
+                Outcome::Failed(_) => failed.push(item),
                 Outcome::Revoked => {}
             }
         }
@@ -403,5 +418,80 @@ mod tests {
         ] {
             assert!(given_up.contains(fix), "{given_up}");
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Each call: (item, attempt, last attempt?, seconds since the start).
+    type Calls = Arc<Mutex<Vec<(&'static str, u32, bool, u64)>>>;
+
+    /// Runs [`retry_failed`] over `items` with outcomes scripted per (item, attempt).
+    async fn run(
+        items: Vec<&'static str>,
+        script: impl Fn(&str, u32) -> Outcome,
+    ) -> Vec<(&'static str, u32, bool, u64)> {
+        let calls: Calls = Default::default();
+        let start = tokio::time::Instant::now();
+        let seen = calls.clone();
+        retry_failed(
+            items,
+            Duration::from_secs(30),
+            3,
+            |item: &'static str, after, attempt| {
+                let at = start.elapsed().as_secs();
+                let last = after == AfterFailure::GiveUp;
+                seen.lock().unwrap().push((item, attempt, last, at));
+                std::future::ready(script(item, attempt))
+            },
+        )
+        .await;
+        let out = calls.lock().unwrap().clone();
+        out
+    }
+
+    fn failed() -> Outcome {
+        Outcome::Failed("step-ca answered 500".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_failed_are_retried_every_30s_three_times_in_all() {
+        let calls = run(vec!["a", "b"], |item, _| match item {
+            "a" => Outcome::Revoked,
+            _ => failed(),
+        })
+        .await;
+        assert_eq!(
+            calls,
+            [
+                ("a", 1, false, 0),
+                ("b", 1, false, 0),
+                ("b", 2, false, 30),
+                ("b", 3, true, 60),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_success_ends_the_retries() {
+        let calls = run(vec!["a"], |_, attempt| match attempt {
+            1 => failed(),
+            _ => Outcome::Revoked,
+        })
+        .await;
+        assert_eq!(calls, [("a", 1, false, 0), ("a", 2, false, 30)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ca_without_a_database_ends_it_at_once() {
+        let calls = run(vec!["a", "b", "c"], |item, _| match item {
+            "a" => failed(),
+            _ => Outcome::Unsupported,
+        })
+        .await;
+        assert_eq!(calls, [("a", 1, false, 0), ("b", 1, false, 0)]);
     }
 }
