@@ -44,7 +44,6 @@ preflight() {
     go1.2[6-9]*|go1.[3-9]*) ;;
     *) die "go is $v; the pinned modules need Go >= 1.26: install it and re-run" ;;
   esac
-  mkdir -p "$E2E_CACHE"
   local free_kb; free_kb=$(df -Pk "$E2E_CACHE" | awk 'NR==2 {print $4}')
   if [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
     die "only $((free_kb / 1024)) MiB free under $E2E_CACHE; a cold build needs 12 GiB: free space or set E2E_CACHE"
@@ -222,11 +221,13 @@ component() {
 }
 
 main() {
-  preflight
   mkdir -p "$BIN"
   exec 9>"$E2E_CACHE/.lock"
   if ! flock -n 9; then log "another build holds $E2E_CACHE/.lock; waiting"; flock 9; fi
+  # Go and the disk space are checked only when something is to be built: a complete cache needs
+  # neither (and a full cache leaves less than a cold build's worth free).
   if [ ! -f "$BIN/.complete" ]; then
+    preflight
     # The longest build first: kubelet and the other Kubernetes binaries.
     component "kube-apiserver, kubectl, kubelet, kube-controller-manager, kube-scheduler, kube-proxy" \
       kube-proxy build_kube

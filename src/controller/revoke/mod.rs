@@ -449,8 +449,7 @@ mod retry_tests {
             },
         )
         .await;
-        let out = calls.lock().unwrap().clone();
-        out
+        calls.lock().unwrap().clone()
     }
 
     fn failed() -> Outcome {
