@@ -32,6 +32,8 @@ KEY=$(cat "$here/versions.env" "$here/build-infra.sh" "$here/cm-lite/main.go" \
   $(ls "$here"/cm-lite/go.mod "$here"/cm-lite/go.sum 2>/dev/null) $(autocert_files) |
   sha256sum | cut -c1-16)
 BIN=$E2E_CACHE/bin/$KEY
+# `--ready`: whether everything is built already (exit 0) or not (1); builds nothing.
+if [ "${1:-}" = "--ready" ]; then [ -f "$BIN/.complete" ]; exit; fi
 start=$(date +%s)
 
 log() { printf '[build-infra %4ss] %s\n' "$(($(date +%s) - start))" "$*" >&2; }
