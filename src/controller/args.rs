@@ -40,8 +40,9 @@ pub struct ControllerArgs {
     #[command(flatten)]
     pub issuers: IssuerAccessArgs,
 
-    /// How long a CertificateRequest is retried after retryable errors, counted from its
-    /// creation, before it is marked Failed.
+    /// How long a CertificateRequest or CertificateSigningRequest is retried after retryable
+    /// errors, counted from its creation, before it is marked Failed. Pod certificate requests
+    /// have no budget: the kubelet never asks again after a Failed one.
     #[arg(long, env = "STEP_OPERATOR_MAX_RETRY_DURATION", default_value = "5m", value_parser = crate::duration::parse_flag)]
     pub max_retry_duration: Duration,
 

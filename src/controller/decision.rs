@@ -188,14 +188,18 @@ pub enum Retry {
     GiveUp,
 }
 
-/// Retryable errors back off exponentially (1 s doubling, capped at 60 s) until
-/// `max_retry` after the request's creation.
+/// The wait after `attempts` failed attempts: 1 s, doubling, capped at 60 s.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60))
+}
+
+/// Retryable errors back off ([`backoff`]) until `max_retry` after the request's creation.
 pub fn retry(created: Timestamp, now: Timestamp, attempts: u32, max_retry: Duration) -> Retry {
     let age = now.duration_since(created).unsigned_abs();
     if age >= max_retry {
         return Retry::GiveUp;
     }
-    let backoff = Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60));
+    let backoff = backoff(attempts);
     let left = max_retry - age;
     // Never sleep past the deadline: the last attempt happens right at it.
     Retry::After(backoff.min(left.max(Duration::from_millis(100))))
@@ -400,6 +404,13 @@ mod tests {
                 "{created:?} {now:?}"
             );
         }
+    }
+
+    #[test]
+    fn backoff_doubles_from_a_second_up_to_a_minute() {
+        let waits: Vec<u64> = (0..9).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(60));
     }
 
     #[test]

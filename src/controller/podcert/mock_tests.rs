@@ -149,3 +149,62 @@ async fn a_missing_issuer_is_retried_with_events_and_no_status() {
         .expect("every call came")
         .expect("the API server's side held");
 }
+
+/// No retry budget for pod certificates: a request created a day ago, after many attempts, is
+/// still waited for (the kubelet never asks again once a request is Failed), at the longest
+/// backoff, with no status write.
+#[tokio::test]
+async fn an_old_request_is_still_retried_never_failed() {
+    let (ctx, mut handle) = mock_context();
+    let c = Arc::new(PodCertCtx {
+        ctx,
+        memory: Default::default(),
+    });
+    for _ in 0..10 {
+        c.memory
+            .record_failure("pcr-uid", std::time::Instant::now(), Duration::ZERO);
+    }
+    let mut pcr = request("stepclusterissuers.certmanager.step.sm/absent");
+    pcr.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24),
+    ));
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("the issuer read");
+        assert_eq!(req.method(), Method::GET);
+        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "not found", "reason": "NotFound", "code": 404});
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+        for kind in ["PodCertificateRequest", "Pod"] {
+            let (req, send) = handle.next_request().await.expect("an Event");
+            assert_eq!(req.method(), Method::POST, "no status write: never Failed");
+            let body = body_json(req).await;
+            assert_eq!(body["regarding"]["kind"], kind, "{body}");
+            assert_eq!(body["reason"], "IssuerMissing");
+            let note = body["note"].as_str().unwrap_or_default();
+            assert!(
+                note.starts_with("Not signed yet, will retry in 60s"),
+                "{note}"
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c.clone()))
+        .await
+        .expect("the reconcile ended")
+        .expect("the reconcile succeeded");
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    assert_eq!(c.memory.attempts("pcr-uid"), 11);
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("every call came")
+        .expect("the API server's side held");
+}

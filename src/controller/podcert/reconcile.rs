@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use crate::controller::context::Context;
-use crate::controller::decision::{self, Retry};
+use crate::controller::decision;
 use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::{IssuerKey, IssuerObject};
@@ -39,7 +39,8 @@ enum Outcome {
         reason: &'static str,
         message: String,
     },
-    /// Worth another attempt (an issuer not Ready yet, step-ca away), until the retry budget.
+    /// Worth another attempt (an issuer not Ready yet, step-ca away), for as long as the request
+    /// exists (see [`retry`]).
     Retry {
         reason: &'static str,
         message: String,
@@ -119,7 +120,12 @@ async fn finish(
     Ok(Action::await_change())
 }
 
-/// Another attempt after a backoff, until `--max-retry-duration` from the request's creation.
+/// Another attempt after a backoff, for as long as the request exists. There is no retry budget
+/// here, unlike for CertificateRequests: the kubelet never asks again for a volume whose request
+/// turned Failed (the pod keeps its old certificate until it expires, or never starts), whereas a
+/// request left Pending is deleted by kube-controller-manager 15 minutes after its creation and
+/// the kubelet then asks afresh. So a CA outage or an issuer not Ready yet ends in a certificate
+/// as soon as they recover, never in a pod that needs to be recreated.
 async fn retry(
     c: &PodCertCtx,
     pcr: &PodCertificateRequest,
@@ -127,30 +133,16 @@ async fn retry(
     message: String,
 ) -> Result<Action, ReconcileError> {
     let uid = pcr.uid().unwrap_or_default();
-    let created = pcr
-        .creation_timestamp()
-        .map_or_else(Timestamp::now, |t| t.0);
-    let max = c.ctx.settings.max_retry_duration;
-    match decision::retry(created, Timestamp::now(), c.memory.attempts(&uid), max) {
-        Retry::GiveUp => {
-            let message = format!(
-                "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
-                max.as_secs()
-            );
-            finish(c, pcr, CONDITION_FAILED, reason, message).await
-        }
-        Retry::After(delay) => {
-            c.memory.record_failure(&uid, Instant::now(), delay);
-            c.ctx.metrics.count_pod_certificate(reason);
-            tracing::info!(reason, "Pod certificate not signed yet; will retry");
-            let note = format!(
-                "Not signed yet, will retry in {}s: {message}",
-                delay.as_secs().max(1)
-            );
-            tell(&c.ctx, pcr, EventType::Warning, reason, note).await;
-            Ok(Action::requeue(delay))
-        }
-    }
+    let delay = decision::backoff(c.memory.attempts(&uid));
+    c.memory.record_failure(&uid, Instant::now(), delay);
+    c.ctx.metrics.count_pod_certificate(reason);
+    tracing::info!(reason, "Pod certificate not signed yet; will retry");
+    let note = format!(
+        "Not signed yet, will retry in {}s: {message}",
+        delay.as_secs().max(1)
+    );
+    tell(&c.ctx, pcr, EventType::Warning, reason, note).await;
+    Ok(Action::requeue(delay))
 }
 
 async fn sign(
