@@ -74,6 +74,16 @@ pub(super) async fn body_json(req: Request<Body>) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// The API server's answer for an object that does not exist.
+pub(super) fn not_found() -> Response<Body> {
+    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": "not found", "reason": "NotFound", "code": 404});
+    Response::builder()
+        .status(404)
+        .body(Body::from(serde_json::to_vec(&status).unwrap()))
+        .unwrap()
+}
+
 #[tokio::test]
 async fn issuer_status_is_applied_with_our_field_manager() {
     use crate::crd::condition;
@@ -231,14 +241,7 @@ async fn a_slimmed_issuer_that_is_gone_from_the_api_is_retried() {
             req.uri().path(),
             "/apis/certmanager.step.sm/v1beta1/stepclusterissuers/gone"
         );
-        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "not found", "reason": "NotFound", "code": 404});
-        send.send_response(
-            Response::builder()
-                .status(404)
-                .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                .unwrap(),
-        );
+        send.send_response(not_found());
     });
     let Err(err) = ctx.issuers.signer_for_latest(&slim).await else {
         panic!("no issuer, no signer");

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 
 use super::PodCertCtx;
 use super::reconcile::reconcile;
-use crate::controller::mock_tests::{body_json, mock_context};
+use crate::controller::mock_tests::{Handle, body_json, mock_context, not_found};
 
 fn request(signer: &str) -> PodCertificateRequest {
     let mut r = PodCertificateRequest {
@@ -99,55 +99,67 @@ async fn another_signers_request_is_left_alone() {
     assert_eq!(action, Action::await_change());
 }
 
+/// The API's side of a reconcile that waits for a missing issuer: the issuer read (404), then a
+/// Warning Event on the request and one on the pod whose note starts with `note`, and no status
+/// write.
+async fn serve_missing_issuer(mut handle: Handle, note: String) {
+    let (req, send) = handle.next_request().await.expect("the issuer read");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/certmanager.step.sm/v1beta1/stepclusterissuers/absent"
+    );
+    send.send_response(not_found());
+    for kind in ["PodCertificateRequest", "Pod"] {
+        let (req, send) = handle.next_request().await.expect("an Event");
+        assert_eq!(req.method(), Method::POST, "no status write while waiting");
+        let body = body_json(req).await;
+        assert_eq!(body["regarding"]["kind"], kind, "{body}");
+        assert_eq!(body["reason"], "IssuerMissing");
+        assert_eq!(body["type"], "Warning");
+        let told = body["note"].as_str().unwrap_or_default();
+        assert!(told.starts_with(&note), "{told}");
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
+/// Runs the reconcile against `serve_missing_issuer` and returns what it asked for.
+async fn reconcile_waiting(
+    pcr: PodCertificateRequest,
+    c: Arc<PodCertCtx>,
+    handle: Handle,
+    note: &str,
+) -> Action {
+    let server = tokio::spawn(serve_missing_issuer(handle, note.to_string()));
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c))
+        .await
+        .expect("the reconcile ended")
+        .expect("the reconcile succeeded");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("every call came")
+        .expect("the API server's side held");
+    action
+}
+
 /// A missing issuer is waited for, not refused: no status write, a Warning Event on the request
 /// and on the pod, and a requeue after the backoff.
 #[tokio::test]
 async fn a_missing_issuer_is_retried_with_events_and_no_status() {
-    let (ctx, mut handle) = mock_context();
+    let (ctx, handle) = mock_context();
     let c = Arc::new(PodCertCtx {
         ctx,
         memory: Default::default(),
     });
     let pcr = request("stepclusterissuers.certmanager.step.sm/absent");
-    let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("the issuer read");
-        assert_eq!(req.method(), Method::GET);
-        assert_eq!(
-            req.uri().path(),
-            "/apis/certmanager.step.sm/v1beta1/stepclusterissuers/absent"
-        );
-        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "not found", "reason": "NotFound", "code": 404});
-        send.send_response(
-            Response::builder()
-                .status(404)
-                .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                .unwrap(),
-        );
-        for kind in ["PodCertificateRequest", "Pod"] {
-            let (req, send) = handle.next_request().await.expect("an Event");
-            assert_eq!(req.method(), Method::POST, "no status write while waiting");
-            let body = body_json(req).await;
-            assert_eq!(body["regarding"]["kind"], kind, "{body}");
-            assert_eq!(body["reason"], "IssuerMissing");
-            assert_eq!(body["type"], "Warning");
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c.clone()))
-        .await
-        .expect("the reconcile ended")
-        .expect("the reconcile succeeded");
+    let action =
+        reconcile_waiting(pcr, c.clone(), handle, "Not signed yet, will retry in 1s").await;
     assert_eq!(action, Action::requeue(Duration::from_secs(1)));
     assert_eq!(c.memory.attempts("pcr-uid"), 1);
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("every call came")
-        .expect("the API server's side held");
 }
 
 /// No retry budget for pod certificates: a request created a day ago, after many attempts, is
@@ -155,7 +167,7 @@ async fn a_missing_issuer_is_retried_with_events_and_no_status() {
 /// backoff, with no status write.
 #[tokio::test]
 async fn an_old_request_is_still_retried_never_failed() {
-    let (ctx, mut handle) = mock_context();
+    let (ctx, handle) = mock_context();
     let c = Arc::new(PodCertCtx {
         ctx,
         memory: Default::default(),
@@ -168,43 +180,8 @@ async fn an_old_request_is_still_retried_never_failed() {
     pcr.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(24),
     ));
-    let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("the issuer read");
-        assert_eq!(req.method(), Method::GET);
-        let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "not found", "reason": "NotFound", "code": 404});
-        send.send_response(
-            Response::builder()
-                .status(404)
-                .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                .unwrap(),
-        );
-        for kind in ["PodCertificateRequest", "Pod"] {
-            let (req, send) = handle.next_request().await.expect("an Event");
-            assert_eq!(req.method(), Method::POST, "no status write: never Failed");
-            let body = body_json(req).await;
-            assert_eq!(body["regarding"]["kind"], kind, "{body}");
-            assert_eq!(body["reason"], "IssuerMissing");
-            let note = body["note"].as_str().unwrap_or_default();
-            assert!(
-                note.starts_with("Not signed yet, will retry in 60s"),
-                "{note}"
-            );
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(pcr), c.clone()))
-        .await
-        .expect("the reconcile ended")
-        .expect("the reconcile succeeded");
+    let action =
+        reconcile_waiting(pcr, c.clone(), handle, "Not signed yet, will retry in 60s").await;
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     assert_eq!(c.memory.attempts("pcr-uid"), 11);
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .expect("every call came")
-        .expect("the API server's side held");
 }
