@@ -21,7 +21,8 @@ pub const FIELD_MANAGER: &str = "step-operator";
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub cluster_resource_namespace: String,
-    pub max_retry_duration: Duration,
+    /// `--max-retry-duration`, and when this controller began to act.
+    pub retry_budget: crate::controller::decision::RetryBudget,
     pub issuer_recheck_interval: Duration,
     /// Streaming lists (watch with sendInitialEvents) rather than paged LISTs.
     pub streaming_lists: bool,

@@ -193,16 +193,45 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(6)).min(Duration::from_secs(60))
 }
 
-/// Retryable errors back off ([`backoff`]) until `max_retry` after the request's creation.
-pub fn retry(created: Timestamp, now: Timestamp, attempts: u32, max_retry: Duration) -> Retry {
-    let age = now.duration_since(created).unsigned_abs();
-    if age >= max_retry {
-        return Retry::GiveUp;
+/// What a (re)started controller grants every open request before it fails one: at first, all
+/// it knows of an issuer is the status the previous leader wrote, which may be stale (step-ca
+/// back while nobody checked), and its own check takes a few seconds.
+pub const RESTART_GRACE: Duration = Duration::from_secs(60);
+
+/// How long retryable errors are retried before a request is Failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// `--max-retry-duration`, from the request's creation.
+    pub max: Duration,
+    /// When this controller began to act (after it took the lease).
+    pub acting_since: Timestamp,
+}
+
+impl RetryBudget {
+    pub fn new(max: Duration) -> Self {
+        Self {
+            max,
+            acting_since: Timestamp::now(),
+        }
     }
-    let backoff = backoff(attempts);
-    let left = max_retry - age;
-    // Never sleep past the deadline: the last attempt happens right at it.
-    Retry::After(backoff.min(left.max(Duration::from_millis(100))))
+
+    /// Retryable errors back off ([`backoff`]) until `max` after the request's creation, and
+    /// never end a request before this controller has acted for [`RESTART_GRACE`] (or `max`, if
+    /// shorter): without that, a controller started after an outage failed the requests the
+    /// outage had aged on its first attempt, from the stale status of their issuer.
+    pub fn retry(&self, created: Timestamp, now: Timestamp, attempts: u32) -> Retry {
+        let elapsed = |since: Timestamp| now.duration_since(since).unsigned_abs();
+        let left = self.max.saturating_sub(elapsed(created)).max(
+            self.max
+                .min(RESTART_GRACE)
+                .saturating_sub(elapsed(self.acting_since)),
+        );
+        if left.is_zero() {
+            return Retry::GiveUp;
+        }
+        // Never sleep past the deadline: the last attempt happens right at it.
+        Retry::After(backoff(attempts).min(left.max(Duration::from_millis(100))))
+    }
 }
 
 #[cfg(test)]
@@ -417,25 +446,52 @@ mod tests {
     fn retry_backs_off_until_the_budget_is_spent() {
         let t0 = Timestamp::from_second(1_000_000).unwrap();
         let at = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
-        let max = Duration::from_secs(300);
+        // A controller acting since long before the request.
+        let budget = RetryBudget {
+            max: Duration::from_secs(300),
+            acting_since: at(-3600),
+        };
+        let retry = |now, attempts| budget.retry(t0, now, attempts);
+        assert_eq!(retry(at(1), 0), Retry::After(Duration::from_secs(1)));
+        assert_eq!(retry(at(10), 3), Retry::After(Duration::from_secs(8)));
+        assert_eq!(retry(at(10), 30), Retry::After(Duration::from_secs(60)));
+        // Close to the deadline the wait shrinks to hit it.
+        assert_eq!(retry(at(295), 10), Retry::After(Duration::from_secs(5)));
+        assert_eq!(retry(at(300), 0), Retry::GiveUp);
+        assert_eq!(retry(at(3000), 0), Retry::GiveUp);
+    }
+
+    #[test]
+    fn a_started_controller_tries_old_requests_for_a_grace_period_first() {
+        let created = Timestamp::from_second(1_000_000).unwrap();
+        let at = |s: i64| Timestamp::from_second(1_000_000 + s).unwrap();
+        let budget = |max: u64, started: i64| RetryBudget {
+            max: Duration::from_secs(max),
+            acting_since: at(started),
+        };
+        // A request an hour old, its budget spent, met by a controller started at 3600 s.
+        let old = budget(300, 3600);
         assert_eq!(
-            retry(t0, at(1), 0, max),
+            old.retry(created, at(3600), 0),
             Retry::After(Duration::from_secs(1))
         );
         assert_eq!(
-            retry(t0, at(10), 3, max),
-            Retry::After(Duration::from_secs(8))
+            old.retry(created, at(3650), 6),
+            Retry::After(Duration::from_secs(10))
         );
+        assert_eq!(old.retry(created, at(3660), 0), Retry::GiveUp);
+        // A budget shorter than the grace bounds it.
+        let short = budget(20, 3600);
         assert_eq!(
-            retry(t0, at(10), 30, max),
-            Retry::After(Duration::from_secs(60))
-        );
-        // Close to the deadline the wait shrinks to hit it.
-        assert_eq!(
-            retry(t0, at(295), 10, max),
+            short.retry(created, at(3615), 6),
             Retry::After(Duration::from_secs(5))
         );
-        assert_eq!(retry(t0, at(300), 0, max), Retry::GiveUp);
-        assert_eq!(retry(t0, at(3000), 0, max), Retry::GiveUp);
+        assert_eq!(short.retry(created, at(3620), 0), Retry::GiveUp);
+        // A young request keeps its own, longer budget.
+        assert_eq!(
+            old.retry(at(3500), at(3700), 6),
+            Retry::After(Duration::from_secs(60))
+        );
+        assert_eq!(old.retry(at(3500), at(3800), 0), Retry::GiveUp);
     }
 }

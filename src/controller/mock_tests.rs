@@ -39,7 +39,7 @@ pub(super) fn mock_context() -> (Arc<Context>, Handle) {
         metrics: Default::default(),
         settings: Settings {
             cluster_resource_namespace: "step-operator".into(),
-            max_retry_duration: Duration::from_secs(300),
+            retry_budget: crate::controller::decision::RetryBudget::new(Duration::from_secs(300)),
             issuer_recheck_interval: Duration::from_secs(300),
             streaming_lists: false,
             select_requests: true,

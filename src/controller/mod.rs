@@ -242,7 +242,7 @@ fn context(
         issuers,
         settings: Settings {
             cluster_resource_namespace: args.issuers.cluster_resource_namespace.clone(),
-            max_retry_duration: args.max_retry_duration,
+            retry_budget: decision::RetryBudget::new(args.max_retry_duration),
             issuer_recheck_interval: args.issuer_recheck_interval,
             streaming_lists,
             names: NamePolicy::new(&args.cluster.cluster_domain, Vec::new()),

@@ -14,7 +14,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use crate::controller::context::Context;
-use crate::controller::decision::{self, Retry};
+use crate::controller::decision::Retry;
 use crate::controller::request::failure::SignFailure;
 use crate::controller::request::sign::{SignInput, sign_and_check};
 use crate::crd::condition::{Readiness, readiness};
@@ -130,12 +130,12 @@ async fn retry(
     let created = csr
         .creation_timestamp()
         .map_or_else(Timestamp::now, |t| t.0);
-    let max = c.ctx.settings.max_retry_duration;
-    match decision::retry(created, Timestamp::now(), c.memory.attempts(&uid), max) {
+    let budget = c.ctx.settings.retry_budget;
+    match budget.retry(created, Timestamp::now(), c.memory.attempts(&uid)) {
         Retry::GiveUp => {
             let message = format!(
                 "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
-                max.as_secs()
+                budget.max.as_secs()
             );
             fail(c, csr, key, reason, &message).await
         }

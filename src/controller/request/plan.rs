@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::cert_manager::{CONDITION_READY, CertificateRequestStatus, RequestCondition, reason};
-use crate::controller::decision::{self, Gate, IssuerState, Retry};
+use crate::controller::decision::{self, Gate, IssuerState, Retry, RetryBudget};
 use crate::crd::condition::bounded_message;
 use crate::issuer::IssuerKey;
 
@@ -239,8 +239,7 @@ pub struct Attempt<'a> {
     pub attempts: u32,
     pub created: Timestamp,
     pub now: Timestamp,
-    /// `--max-retry-duration`, from the request's creation.
-    pub max_retry: Duration,
+    pub budget: RetryBudget,
 }
 
 /// The second half: what the outcome of signing makes of the request.
@@ -293,16 +292,14 @@ pub fn after_signing(result: Result<Signed, SignFailure>, attempt: &Attempt) -> 
 
 /// Pending with a backoff, until `--max-retry-duration` from the request's creation is spent.
 fn retry(why: &'static str, message: String, attempt: &Attempt) -> Plan {
-    match decision::retry(
-        attempt.created,
-        attempt.now,
-        attempt.attempts,
-        attempt.max_retry,
-    ) {
+    match attempt
+        .budget
+        .retry(attempt.created, attempt.now, attempt.attempts)
+    {
         Retry::GiveUp => Plan::finish(
             StatusChange::Failed(format!(
                 "Failed to sign for longer than --max-retry-duration ({}s) since the request was created; last error: {message}",
-                attempt.max_retry.as_secs()
+                attempt.budget.max.as_secs()
             )),
             why,
             event::PERMANENT_ERROR,

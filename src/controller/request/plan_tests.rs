@@ -147,14 +147,17 @@ fn before_signing_carries_out_the_gates() {
 
 #[test]
 fn after_signing_classifies_once() {
-    let max_retry = Duration::from_secs(300);
+    let budget = RetryBudget {
+        max: Duration::from_secs(300),
+        acting_since: at(-3600),
+    };
     let fresh = status(&[approved()]);
     let attempt = |attempts: u32, age: i64| Attempt {
         status: Some(&fresh),
         attempts,
         created: at(0),
         now: at(age),
-        max_retry,
+        budget,
     };
     let retryable = || {
         Err(SignFailure::Retryable {

@@ -115,7 +115,7 @@ async fn sign(
             .creation_timestamp()
             .map_or_else(Timestamp::now, |t| t.0),
         now: Timestamp::now(),
-        max_retry: ctx.settings.max_retry_duration,
+        budget: ctx.settings.retry_budget,
     };
     let plan = plan::after_signing(result, &attempt);
     if let Some(message) = &plan.issuer_auth_failure
