@@ -7,6 +7,7 @@ pub mod decision;
 pub mod in_flight;
 pub mod initial_list;
 pub mod issuer;
+pub mod issuer_lookup;
 pub mod issuer_policy;
 mod leader;
 #[cfg(test)]

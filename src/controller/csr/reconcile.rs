@@ -15,13 +15,13 @@ use kube::{Api, ResourceExt};
 
 use crate::controller::context::Context;
 use crate::controller::decision::Retry;
+use crate::controller::issuer_lookup::{self, NotYet};
 use crate::controller::request::failure::SignFailure;
 use crate::controller::request::sign::{SignInput, sign_and_check};
-use crate::crd::condition::{Readiness, readiness};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::{IssuerKey, IssuerObject};
 use crate::pki;
-use crate::policy::{IssuerPolicy, Requester};
+use crate::policy::Requester;
 
 use super::CsrCtx;
 use super::plan::{self, Gate};
@@ -159,7 +159,9 @@ async fn sign<K: IssuerObject>(
     csr: &CertificateSigningRequest,
     key: &IssuerKey,
 ) -> Result<crate::controller::request::plan::Signed, SignFailure> {
-    let issuer = ready_issuer::<K>(ctx, key).await?;
+    let issuer = issuer_lookup::ready_issuer::<K>(ctx, key, "fix the request's signerName")
+        .await
+        .map_err(retryable)?;
     let asked = plan::asked(csr).map_err(SignFailure::Invalid)?;
     let parsed = pki::csr::parse_csr(&csr.spec.request.0)
         .map_err(|e| SignFailure::Invalid(format!("The CSR is not acceptable: {e}")))?;
@@ -193,40 +195,6 @@ async fn sign<K: IssuerObject>(
     .await
 }
 
-/// The issuer as the API holds it now (with its caBundle), if it is Ready.
-async fn ready_issuer<K: IssuerObject>(ctx: &Context, key: &IssuerKey) -> Result<K, SignFailure> {
-    let namespace = match key {
-        IssuerKey::Namespaced { namespace, .. } => Some(namespace.as_str()),
-        IssuerKey::Cluster { .. } => None,
-    };
-    let retry = |reason: &'static str, message: String| SignFailure::Retryable { reason, message };
-    let issuer = K::api(ctx.client.clone(), namespace)
-        .get_opt(key.name())
-        .await
-        .map_err(|e| retry("IssuerReadFailed", format!("failed to read {key}: {e}")))?
-        .ok_or_else(|| {
-            retry(
-                "IssuerMissing",
-                format!("{key} does not exist: create it, or fix the request's signerName"),
-            )
-        })?;
-    let conditions = issuer
-        .issuer_status()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    match readiness(conditions, issuer.meta().generation) {
-        Readiness::Ready => Ok(issuer),
-        Readiness::NotChecked => Err(retry(
-            "IssuerNotReady",
-            format!("{key} has not been checked yet"),
-        )),
-        Readiness::NotReady { reason, .. } => Err(retry(
-            "IssuerNotReady",
-            format!("{key} is not Ready ({reason}); its status says why"),
-        )),
-    }
-}
-
 /// The issuer's name policy for whoever created the CSR: a ServiceAccount is held to its
 /// namespace's names and its own SPIFFE ID, as a pod is; a StepIssuer's requests to its
 /// namespace's names. Anyone else (a user, a node) has no namespace: only the names the issuer's
@@ -242,17 +210,7 @@ fn check_policy<K: IssuerObject>(
         reason: "PolicyDenied",
         message,
     };
-    let policy = match issuer.spec_view().policy {
-        Some(p) => {
-            IssuerPolicy::parse(p.input(), issuer.own_namespace().is_none()).map_err(|e| {
-                SignFailure::Retryable {
-                    reason: "InvalidPolicy",
-                    message: format!("{} has an unusable spec.policy: {e}", issuer.key()),
-                }
-            })?
-        }
-        None => IssuerPolicy::namespace_names(),
-    };
+    let policy = issuer_lookup::policy_of(issuer).map_err(retryable)?;
     let own = issuer.own_namespace();
     let who = match (&own, requester) {
         (Some(ns), _) => Requester::Namespace(ns),
@@ -302,4 +260,11 @@ pub fn error_policy(
         "CertificateSigningRequest reconcile failed; retrying"
     );
     Action::requeue(Duration::from_secs(2))
+}
+
+fn retryable(n: NotYet) -> SignFailure {
+    SignFailure::Retryable {
+        reason: n.reason,
+        message: n.message,
+    }
 }

@@ -13,11 +13,11 @@ use kube::{Api, ResourceExt};
 
 use crate::controller::context::Context;
 use crate::controller::decision;
-use crate::crd::condition::{Readiness, readiness};
+use crate::controller::issuer_lookup::{self, NotYet};
 use crate::crd::{StepClusterIssuer, StepIssuer};
 use crate::issuer::{IssuerKey, IssuerObject};
 use crate::pki;
-use crate::policy::{IssuerPolicy, Requester};
+use crate::policy::Requester;
 
 use super::PodCertCtx;
 use super::plan::{self, CONDITION_DENIED, CONDITION_FAILED, Denial, Issued};
@@ -45,6 +45,15 @@ enum Outcome {
         reason: &'static str,
         message: String,
     },
+}
+
+impl Outcome {
+    fn retry(n: NotYet) -> Self {
+        Outcome::Retry {
+            reason: n.reason,
+            message: n.message,
+        }
+    }
 }
 
 #[tracing::instrument(
@@ -162,7 +171,10 @@ async fn sign_with<K: IssuerObject>(
     key: &IssuerKey,
 ) -> Result<Issued, Outcome> {
     let namespace = pcr.namespace().unwrap_or_default();
-    let issuer = ready_issuer::<K>(ctx, key).await?;
+    let issuer =
+        issuer_lookup::ready_issuer::<K>(ctx, key, "fix the podCertificate volume's signerName")
+            .await
+            .map_err(Outcome::retry)?;
     let names = plan::pod_names(&pcr.spec, &namespace, &ctx.settings.names.cluster_domain)
         .map_err(Outcome::Denied)?;
     let renew_before = plan::renew_before(&pcr.spec).map_err(Outcome::Denied)?;
@@ -234,44 +246,6 @@ async fn sign_with<K: IssuerObject>(
     Ok(issued)
 }
 
-/// The issuer as the API holds it now, if it is Ready.
-async fn ready_issuer<K: IssuerObject>(ctx: &Context, key: &IssuerKey) -> Result<K, Outcome> {
-    let namespace = match key {
-        IssuerKey::Namespaced { namespace, .. } => Some(namespace.as_str()),
-        IssuerKey::Cluster { .. } => None,
-    };
-    let found = K::api(ctx.client.clone(), namespace)
-        .get_opt(key.name())
-        .await
-        .map_err(|e| Outcome::Retry {
-            reason: "IssuerReadFailed",
-            message: format!("failed to read {key}: {e}"),
-        })?;
-    let Some(issuer) = found else {
-        return Err(Outcome::Retry {
-            reason: "IssuerMissing",
-            message: format!(
-                "{key} does not exist: create it, or fix the podCertificate volume's signerName"
-            ),
-        });
-    };
-    let conditions = issuer
-        .issuer_status()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    match readiness(conditions, issuer.meta().generation) {
-        Readiness::Ready => Ok(issuer),
-        Readiness::NotChecked => Err(Outcome::Retry {
-            reason: "IssuerNotReady",
-            message: format!("{key} has not been checked yet"),
-        }),
-        Readiness::NotReady { reason, .. } => Err(Outcome::Retry {
-            reason: "IssuerNotReady",
-            message: format!("{key} is not Ready ({reason}); its status says why"),
-        }),
-    }
-}
-
 /// The issuer's policy for pods: without `spec.policy`, a pod gets only its namespace's names
 /// and its own ServiceAccount's SPIFFE ID, whatever `--issuers-without-policy` says for
 /// CertificateRequests (the same default as `/bootstrap`).
@@ -282,17 +256,7 @@ fn check_policy<K: IssuerObject>(
     service_account: &str,
     sans: &[String],
 ) -> Result<(), Outcome> {
-    let policy = match issuer.spec_view().policy {
-        Some(p) => {
-            IssuerPolicy::parse(p.input(), issuer.own_namespace().is_none()).map_err(|e| {
-                Outcome::Retry {
-                    reason: "InvalidPolicy",
-                    message: format!("{} has an unusable spec.policy: {e}", issuer.key()),
-                }
-            })?
-        }
-        None => IssuerPolicy::namespace_names(),
-    };
+    let policy = issuer_lookup::policy_of(issuer).map_err(Outcome::retry)?;
     crate::policy::issuer::check(
         &issuer.key().to_string(),
         &policy,
