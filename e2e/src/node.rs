@@ -14,6 +14,45 @@ use kube::{Client, ResourceExt};
 use crate::process::run;
 use crate::{Env, var, wait_for};
 
+/// Where a pod built by [`podcert_pod_spec`] finds its pod certificate (`key.pem`, `chain.pem`).
+pub const PODCERT_DIR: &str = "/var/run/podcert";
+/// The chain of a pod built by [`podcert_pod_spec`] with a [`podcert_source`].
+pub const PODCERT_CHAIN: &str = "/var/run/podcert/chain.pem";
+
+/// A pod spec whose one container, `app`, runs `script` with the projected volume of `sources`
+/// mounted read-only at [`PODCERT_DIR`].
+pub fn podcert_pod_spec(
+    node: &Node,
+    script: &str,
+    sources: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "app",
+            "image": node.tools_image,
+            "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "podcert", "mountPath": PODCERT_DIR, "readOnly": true}],
+        }],
+        "volumes": [{"name": "podcert", "projected": {"sources": sources}}],
+    })
+}
+
+/// A `podCertificate` projected source for `signer`: an ECDSA P-256 key and its chain as
+/// `key.pem` and `chain.pem`, with the fields of `extra` (an object) added.
+pub fn podcert_source(signer: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut source = serde_json::json!({
+        "signerName": signer,
+        "keyType": "ECDSAP256",
+        "keyPath": "key.pem",
+        "certificateChainPath": "chain.pem",
+    });
+    if let (Some(to), Some(from)) = (source.as_object_mut(), extra.as_object()) {
+        to.extend(from.clone());
+    }
+    serde_json::json!({"podCertificate": source})
+}
+
 /// What the tests know about the node.
 #[derive(Debug, Clone)]
 pub struct Node {

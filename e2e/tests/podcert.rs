@@ -20,31 +20,18 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const CHAIN: &str = "/var/run/podcert/chain.pem";
-
 /// A pod template whose container prints its certificate chain (never its key) and waits.
 fn template(node: &Node, app: &str, signer: &str, dns_names: &str) -> Value {
     json!({
         "metadata": {"labels": {"app": app}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "app",
-                "image": node.tools_image,
-                "command": ["sh", "-c", format!("cat {CHAIN}; echo END-OF-CHAIN; exec sleep 3600")],
-                "volumeMounts": [{"name": "podcert", "mountPath": "/var/run/podcert", "readOnly": true}],
-            }],
-            "volumes": [{
-                "name": "podcert",
-                "projected": {"sources": [{"podCertificate": {
-                    "signerName": signer,
-                    "keyType": "ECDSAP256",
-                    "keyPath": "key.pem",
-                    "certificateChainPath": "chain.pem",
-                    "userAnnotations": {"podcert.step.sm/dns-names": dns_names},
-                }}]},
-            }],
-        },
+        "spec": podcert_pod_spec(
+            node,
+            &format!("cat {PODCERT_CHAIN}; echo END-OF-CHAIN; exec sleep 3600"),
+            json!([podcert_source(
+                signer,
+                json!({"userAnnotations": {"podcert.step.sm/dns-names": dns_names}}),
+            )]),
+        ),
     })
 }
 
@@ -213,31 +200,14 @@ fn mtls_pod(node: &Node, name: &str, signer: &str, script: &str) -> Result<Pod> 
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "app",
-                "image": node.tools_image,
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "tls", "mountPath": "/var/run/podcert", "readOnly": true}],
-            }],
-            "volumes": [{
-                "name": "tls",
-                "projected": {"sources": [
-                    {"podCertificate": {
-                        "signerName": signer,
-                        "keyType": "ECDSAP256",
-                        "keyPath": "key.pem",
-                        "certificateChainPath": "chain.pem",
-                    }},
-                    {"clusterTrustBundle": {
-                        "signerName": signer,
-                        "labelSelector": {},
-                        "path": "ca.pem",
-                    }},
-                ]},
-            }],
-        },
+        "spec": podcert_pod_spec(
+            node,
+            script,
+            json!([
+                podcert_source(signer, json!({})),
+                {"clusterTrustBundle": {"signerName": signer, "labelSelector": {}, "path": "ca.pem"}},
+            ]),
+        ),
     }))?)
 }
 

@@ -35,7 +35,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-const CHAIN: &str = "/var/run/podcert/chain.pem";
 /// The namespace label that hands the pod from phase 1 to phase 2.
 const PHASE_LABEL: &str = "e2e.step.sm/podcert-refresh";
 const ISSUER_ANNOTATION: &str = "e2e.step.sm/issuer";
@@ -47,32 +46,23 @@ const KUBELET_SLACK: SignedDuration = SignedDuration::from_mins(10);
 /// prints the serial of the chain it sees each time it changes.
 fn refresh_pod(node: &Node, signer: &str) -> Result<Pod> {
     let script = format!(
-        "last=; while true; do s=$(openssl x509 -noout -serial -in {CHAIN}); \
+        "last=; while true; do s=$(openssl x509 -noout -serial -in {PODCERT_CHAIN}); \
          if [ -n \"$s\" ] && [ \"$s\" != \"$last\" ]; then echo \"serial $s\"; last=$s; fi; sleep 5; done"
     );
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": POD},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "app",
-                "image": node.tools_image,
-                "command": ["sh", "-c", script],
-                "volumeMounts": [{"name": "podcert", "mountPath": "/var/run/podcert", "readOnly": true}],
-            }],
-            "volumes": [{
-                "name": "podcert",
-                "projected": {"sources": [{"podCertificate": {
-                    "signerName": signer,
-                    "keyType": "ECDSAP256",
+        "spec": podcert_pod_spec(
+            node,
+            &script,
+            json!([podcert_source(
+                signer,
+                json!({
                     "maxExpirationSeconds": 3600,
-                    "keyPath": "key.pem",
-                    "certificateChainPath": "chain.pem",
                     "userAnnotations": {"podcert.step.sm/renew-before": "50m"},
-                }}]},
-            }],
-        },
+                }),
+            )]),
+        ),
     }))?)
 }
 
