@@ -1,13 +1,19 @@
 //! step-ca stopped while requests wait: they stay Pending, never Failed, and are issued once it
-//! is back. Its own test binary, because it stops the shared step-ca.
+//! is back; so does a pod certificate the kubelet asks for meanwhile (a Failed one would leave
+//! the pod without a certificate for good). Its own test binary, because it stops the shared
+//! step-ca.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use e2e::fixtures::*;
+use e2e::node::{podcert_pod_spec, podcert_source, wait_pod_ready};
 use e2e::operator::{CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading};
 use e2e::{Env, TestNamespace, dump, random_suffix, wait_for};
+use k8s_openapi::api::certificates::v1::PodCertificateRequest;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
@@ -65,9 +71,19 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
     )
     .await?;
 
+    let node = env.node()?;
     cluster_component("stop", "step-ca").await?;
     let result = async {
         let ns = TestNamespace::create(&client, "issuer-outage").await?;
+        let signer = format!("stepclusterissuers.certmanager.step.sm/{name}");
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "podcert"},
+            "spec": podcert_pod_spec(&node, "exec sleep 3600", json!([podcert_source(&signer, json!({}))])),
+        }))?;
+        Api::<Pod>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &pod)
+            .await?;
         let certs = namespaced(&client, &ns.name, &certificates());
         let requests = namespaced(&client, &ns.name, &certificate_requests());
         for i in 0..5 {
@@ -153,5 +169,21 @@ async fn issuer_requests_stay_pending_while_step_ca_is_down() -> Result<()> {
     )
     .await
     .context("requests after the outage")?;
+    // The pod certificate asked for during the outage: one request, Issued, never Failed.
+    wait_pod_ready(&client, &ns.name, "podcert", Duration::from_secs(120)).await?;
+    let pcrs = Api::<PodCertificateRequest>::namespaced(client.clone(), &ns.name)
+        .list(&Default::default())
+        .await?
+        .items;
+    let types: Vec<_> = pcrs
+        .iter()
+        .flat_map(|r| r.status.iter().flat_map(|s| s.conditions.iter().flatten()))
+        .map(|c| c.type_.as_str())
+        .collect();
+    ensure!(
+        pcrs.len() == 1 && types == ["Issued"],
+        "one pod certificate request, Issued after the outage; seen {} with conditions {types:?}",
+        pcrs.len()
+    );
     ns.delete().await
 }
