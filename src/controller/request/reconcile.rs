@@ -18,7 +18,7 @@ use crate::issuer::IssuerKey;
 
 use super::RequestCtx;
 use super::failure::SignFailure;
-use super::plan::{self, Attempt, Next, Plan, Remember, Seen, StatusChange, Step};
+use super::plan::{self, Attempt, Next, Plan, Remember, Seen, Signed, StatusChange, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -26,6 +26,13 @@ pub enum ReconcileError {
     Status(#[source] kube::Error),
     #[error("failed to read the CertificateRequest")]
     Read(#[source] kube::Error),
+}
+
+impl ReconcileError {
+    /// The write was refused because the request changed since it was read.
+    fn is_conflict(&self) -> bool {
+        matches!(self, ReconcileError::Status(kube::Error::Api(s)) if s.code == 409)
+    }
 }
 
 #[tracing::instrument(
@@ -95,10 +102,11 @@ async fn sign(
         return Ok(Action::await_change());
     }
     if decision::gate(fresh.status.as_ref()) != Gate::Open {
-        signed_elsewhere(c, &fresh, uid).await;
+        signed_elsewhere(c, &fresh, c.memory.take_unwritten(uid)).await;
         return Ok(Action::await_change());
     }
     let started = Instant::now();
+    tracing::debug!(issuer = %key, "Signing");
     let result = match c.memory.take_unwritten(uid) {
         Some(signed) => Ok(signed),
         None => match c.issuers.get(key) {
@@ -132,10 +140,9 @@ async fn sign(
 }
 
 /// A request finished under our feet (by another replica or another controller): a certificate
-/// of ours that was not written is dropped; when another controller signed it, say so (two
-/// controllers serve our group).
-async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, uid: &str) {
-    let dropped = c.memory.take_unwritten(uid);
+/// of ours that was not written (`dropped`) is not used; when another controller signed it, say
+/// so (two controllers serve our group).
+async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, dropped: Option<Signed>) {
     let fields = fresh.managed_fields();
     let Some(manager) = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER) else {
         return;
@@ -236,6 +243,16 @@ async fn execute_at(
         let status = plan::status_for(change, cr.status.as_ref(), Timestamp::now());
         if let Err(e) = apply_status(ctx, cr, resource_version, &status).await {
             if let StatusChange::Issued(signed) = change {
+                // Refused because the request changed since we read it: if it was finished
+                // meanwhile, by someone else, say so now. Its watch event will take it out of
+                // the cache, and with it the retry that would have read it again.
+                if e.is_conflict()
+                    && let Some(now) = finished_meanwhile(ctx, cr, uid).await
+                {
+                    signed_elsewhere(c, &now, Some(signed.clone())).await;
+                    c.memory.release(uid);
+                    return Ok(Action::await_change());
+                }
                 // Never sign twice because the API was briefly away: keep what step-ca gave us.
                 c.memory.stash_unwritten(uid, signed.clone());
             }
@@ -301,6 +318,23 @@ fn issuer_busy(ctx: &Context, key: &IssuerKey, retry: Duration) -> Action {
 }
 
 /// The one status writer: server-side apply on `/status` with our field manager.
+/// The request as the API holds it now, if it is still this one (`uid`) and finished.
+async fn finished_meanwhile(
+    ctx: &Context,
+    cr: &CertificateRequest,
+    uid: &str,
+) -> Option<CertificateRequest> {
+    let now = Api::<CertificateRequest>::namespaced(
+        ctx.client.clone(),
+        &cr.namespace().unwrap_or_default(),
+    )
+    .get_status(&cr.name_any())
+    .await
+    .ok()?;
+    (now.uid().as_deref() == Some(uid) && decision::gate(now.status.as_ref()) != Gate::Open)
+        .then_some(now)
+}
+
 async fn apply_status(
     ctx: &Context,
     cr: &CertificateRequest,
