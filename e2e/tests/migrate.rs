@@ -224,6 +224,45 @@ async fn assert_crds_upgraded(w: &World) -> Result<()> {
     Ok(())
 }
 
+/// Step 2b: step-operator run over step-issuer's CRDs (the CRDs not upgraded): their status
+/// schema allows no condition but Ready, so the apiserver refuses the issuers' status, and each
+/// issuer gets an `OutdatedCRD` Warning that names the fix. Nothing is open to sign yet.
+async fn outdated_crds_are_told(w: &World) -> Result<()> {
+    let controller = Process::start(
+        &w.env,
+        "controller-outdated-crds",
+        &[
+            "controller",
+            "--leader-elect=false",
+            "--cluster-resource-namespace",
+            SYSTEM,
+        ],
+        &[("KUBECONFIG", w.kc()?)],
+    )?;
+    for (ns, issuer) in [("default", "cluster"), (APP, "local")] {
+        let told = wait_for(
+            &format!("an OutdatedCRD Event on issuer {issuer}"),
+            TIMEOUT,
+            async || {
+                Ok(events_for(&w.client, ns, issuer, "OutdatedCRD")
+                    .await?
+                    .into_iter()
+                    .next())
+            },
+            async || controller.log_tail(),
+        )
+        .await?;
+        let note = told.note.clone().unwrap_or_default();
+        ensure!(
+            note.contains("its CRD is older than step-operator's")
+                && note.contains("crds.enabled=true")
+                && note.contains("kubectl apply --server-side -f crds/"),
+            "the Warning names the cause and the fix: {note}"
+        );
+    }
+    Ok(())
+}
+
 async fn start_controller(w: &World, objs: &[Value], dir: &Path) -> Result<Process> {
     let deployment = of_kind(objs, "Deployment")
         .into_iter()
@@ -329,6 +368,7 @@ async fn migrate_from_step_issuer_in_place() -> Result<()> {
 
     // 2. It stops; a request is created while nothing signs.
     si.stop();
+    outdated_crds_are_told(&w).await?;
     let requests = namespaced(&w.client, APP, &certificate_requests());
     let pending = certificate_request(
         "while-down",

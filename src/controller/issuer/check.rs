@@ -114,6 +114,14 @@ pub fn retry_after(transient: bool, interval: Duration) -> Duration {
     }
 }
 
+/// Whether the apiserver's refusal of an issuer's status says its CRD is older than ours. A field
+/// the old schema lacks (`status.ca`) fails server-side apply before validation, with a 500 that
+/// says so; a value the old schema forbids (a condition type other than Ready) fails validation
+/// with a 422.
+pub fn outdated_crd(code: u16, message: &str) -> bool {
+    code == 422 || (code == 500 && message.contains("field not declared in schema"))
+}
+
 /// Whether the status to write differs from the one the issuer has: its conditions (see
 /// [`conditions_changed`]), the CA facts or the recheck answered.
 pub fn status_changed(
@@ -144,6 +152,28 @@ pub fn conditions_changed(previous: &[Condition], new: &[Condition]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outdated_crds_are_told_apart_from_other_refusals() {
+        let cases = [
+            (
+                500,
+                "failed to create typed patch object (/; certmanager.step.sm/v1beta1, Kind=StepIssuer): .status.ca: field not declared in schema",
+                true,
+            ),
+            (
+                422,
+                "StepIssuer.certmanager.step.sm \"x\" is invalid: status.conditions[1].type: Unsupported value: \"NamePolicy\"",
+                true,
+            ),
+            (500, "etcdserver: request timed out", false),
+            (409, "the object has been modified", false),
+            (403, "forbidden", false),
+        ];
+        for (code, message, want) in cases {
+            assert_eq!(outdated_crd(code, message), want, "{code} {message}");
+        }
+    }
     use k8s_openapi::jiff::Timestamp;
 
     #[test]

@@ -108,7 +108,7 @@ pub async fn reconcile<K: IssuerObject>(
 /// allows no condition but Ready): say so on the issuer, with the fix.
 async fn status_refused<K: IssuerObject>(ctx: &Context, issuer: &K, e: &kube::Error) {
     if let kube::Error::Api(api) = e
-        && api.code == 422
+        && check::outdated_crd(api.code, &api.message)
     {
         let message = format!(
             "The apiserver refused this {}'s status ({}): its CRD is older than step-operator's \
