@@ -91,13 +91,7 @@ async fn sign(
         return Ok(issuer_busy(ctx, key, retry));
     };
     // The cache may lag our own writes: read the status fresh, and never sign twice.
-    let fresh = Api::<CertificateRequest>::namespaced(
-        ctx.client.clone(),
-        &cr.namespace().unwrap_or_default(),
-    )
-    .get_status(&cr.name_any())
-    .await
-    .map_err(ReconcileError::Read)?;
+    let fresh = read_status(ctx, cr).await.map_err(ReconcileError::Read)?;
     if fresh.uid().as_deref() != Some(uid) {
         return Ok(Action::await_change());
     }
@@ -317,24 +311,28 @@ fn issuer_busy(ctx: &Context, key: &IssuerKey, retry: Duration) -> Action {
     Action::requeue(retry)
 }
 
-/// The one status writer: server-side apply on `/status` with our field manager.
+/// The request as the API holds it now, not as the cache does.
+async fn read_status(
+    ctx: &Context,
+    cr: &CertificateRequest,
+) -> Result<CertificateRequest, kube::Error> {
+    Api::<CertificateRequest>::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default())
+        .get_status(&cr.name_any())
+        .await
+}
+
 /// The request as the API holds it now, if it is still this one (`uid`) and finished.
 async fn finished_meanwhile(
     ctx: &Context,
     cr: &CertificateRequest,
     uid: &str,
 ) -> Option<CertificateRequest> {
-    let now = Api::<CertificateRequest>::namespaced(
-        ctx.client.clone(),
-        &cr.namespace().unwrap_or_default(),
-    )
-    .get_status(&cr.name_any())
-    .await
-    .ok()?;
+    let now = read_status(ctx, cr).await.ok()?;
     (now.uid().as_deref() == Some(uid) && decision::gate(now.status.as_ref()) != Gate::Open)
         .then_some(now)
 }
 
+/// The one status writer: server-side apply on `/status` with our field manager.
 async fn apply_status(
     ctx: &Context,
     cr: &CertificateRequest,
