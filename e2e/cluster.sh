@@ -47,6 +47,8 @@ fail() {
     printf -- '--- last lines of %s ---\n' "$D/$comp.log" >&2
     tail -n 30 "$D/$comp.log" >&2
     printf -- '---\n' >&2
+    # Again after the excerpt: a CI log is often read from its end.
+    printf 'cluster.sh: %s failed: %s\n' "$comp" "$*" >&2
   fi
   exit 1
 }

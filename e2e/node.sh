@@ -214,7 +214,11 @@ start_containerd() {
 import_image() {
   local name=$1 archive=$2 comp=${3:-containerd}
   ctr_ images import "$archive" >>"$D/$comp.log" 2>&1 || fail "$comp" "importing $archive failed"
-  ctr_ images ls -q 2>/dev/null | grep -qxF "$name" || fail "$comp" "$archive imported, but containerd has no image $name"
+  # Read the whole list first: `ctr ... | grep -q` under pipefail fails at random when grep exits
+  # on its match and ctr's next line meets a closed pipe.
+  local listed
+  listed=$(ctr_ images ls -q 2>/dev/null) || fail "$comp" "listing containerd's images failed"
+  grep -qxF "$name" <<<"$listed" || fail "$comp" "$archive imported, but containerd has no image $name"
 }
 
 import_test_images() {
