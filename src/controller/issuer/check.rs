@@ -122,6 +122,17 @@ pub fn outdated_crd(code: u16, message: &str) -> bool {
     code == 422 || (code == 500 && message.contains("field not declared in schema"))
 }
 
+/// When an issuer whose status the apiserver refused is checked again, if the refusal is one this
+/// check answers (an outdated CRD): it stays outdated until someone upgrades the CRDs, so every
+/// minute, not at the error policy's 5 s (each check is a refused write, a log line and an Event).
+/// `None`: any other refusal, left to the error policy.
+pub fn after_status_refused(code: u16, message: &str) -> Option<Duration> {
+    outdated_crd(code, message).then_some(OUTDATED_CRD_RECHECK)
+}
+
+/// How often an issuer whose CRD is outdated is checked again.
+pub const OUTDATED_CRD_RECHECK: Duration = Duration::from_secs(60);
+
 /// Whether the status to write differs from the one the issuer has: its conditions (see
 /// [`conditions_changed`]), the CA facts or the recheck answered.
 pub fn status_changed(
@@ -172,6 +183,12 @@ mod tests {
         ];
         for (code, message, want) in cases {
             assert_eq!(outdated_crd(code, message), want, "{code} {message}");
+            let wait = after_status_refused(code, message);
+            assert_eq!(
+                wait,
+                want.then_some(Duration::from_secs(60)),
+                "{code} {message}"
+            );
         }
     }
     use k8s_openapi::jiff::Timestamp;

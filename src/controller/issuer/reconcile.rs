@@ -86,8 +86,10 @@ pub async fn reconcile<K: IssuerObject>(
             return Ok(Action::requeue(wait.min(verdict.requeue)));
         }
         if let Err(e) = ctx.apply_issuer_status(&*issuer, &new_status).await {
-            status_refused(ctx, &*issuer, &e).await;
-            return Err(ReconcileError::Status(e));
+            return match status_refused(ctx, &*issuer, &e).await {
+                Some(wait) => Ok(Action::requeue(wait)),
+                None => Err(ReconcileError::Status(e)),
+            };
         }
         if recheck.is_some() || check::conditions_changed(&previous, &new_status.conditions) {
             tell(ctx, &*issuer, &verdict, recheck.is_some()).await;
@@ -105,21 +107,33 @@ pub async fn reconcile<K: IssuerObject>(
 }
 
 /// A status the apiserver refuses as invalid comes from a CRD older than ours (step-issuer's own
-/// allows no condition but Ready): say so on the issuer, with the fix.
-async fn status_refused<K: IssuerObject>(ctx: &Context, issuer: &K, e: &kube::Error) {
-    if let kube::Error::Api(api) = e
-        && check::outdated_crd(api.code, &api.message)
-    {
-        let message = format!(
-            "The apiserver refused this {}'s status ({}): its CRD is older than step-operator's \
-             (step-issuer's own, for example). Upgrade the CRDs: helm upgrade with \
-             crds.enabled=true, or kubectl apply --server-side -f crds/",
-            K::KIND,
-            api.message
-        );
-        ctx.event(issuer, EventType::Warning, "OutdatedCRD", message, "Check")
-            .await;
-    }
+/// allows no condition but Ready): say so on the issuer, with the fix, and return when to check
+/// again. `None`: another refusal, for the error policy.
+async fn status_refused<K: IssuerObject>(
+    ctx: &Context,
+    issuer: &K,
+    e: &kube::Error,
+) -> Option<Duration> {
+    let kube::Error::Api(api) = e else {
+        return None;
+    };
+    let wait = check::after_status_refused(api.code, &api.message)?;
+    let message = format!(
+        "The apiserver refused this {}'s status ({}): its CRD is older than step-operator's \
+         (step-issuer's own, for example). Upgrade the CRDs: helm upgrade with \
+         crds.enabled=true, or kubectl apply --server-side -f crds/",
+        K::KIND,
+        api.message
+    );
+    tracing::warn!(
+        issuer = %issuer.key(),
+        error = %api.message,
+        retry_in_s = wait.as_secs(),
+        "The issuer's CRD is outdated; its status cannot be written until the CRDs are upgraded"
+    );
+    ctx.event(issuer, EventType::Warning, "OutdatedCRD", message, "Check")
+        .await;
+    Some(wait)
 }
 
 /// What `status.ca` says after this check, with a CA expiry warning added to `message`.
