@@ -375,6 +375,36 @@ fn the_table_has_a_row_per_measurement() {
 }
 
 #[test]
+fn the_node_phase_keeps_the_main_table_only_beside_another_phase() {
+    let node = || {
+        BTreeMap::from([(
+            "pod certificates".to_string(),
+            crate::phases::node::PodTimes::of(&[std::time::Duration::from_millis(800)]),
+        )])
+    };
+    let header = "| measurement | step-operator | peer |";
+    // The node phase alone: its own table, no empty main one.
+    let mut alone = head();
+    alone.node_pod_ready = node();
+    alone.finish();
+    let md = markdown(&alone);
+    assert!(md.contains("| pod certificates | 1 | 800 |"), "\n{md}");
+    assert!(!md.contains(header), "\n{md}");
+    // Beside issuance (`--only issuance,node`): both tables.
+    let mut both = head();
+    issuance(&mut both, SO, 1.0);
+    both.node_pod_ready = node();
+    both.finish();
+    let md = markdown(&both);
+    assert!(md.contains("| pod certificates | 1 | 800 |"), "\n{md}");
+    assert!(md.contains(header), "\n{md}");
+    assert!(
+        md.contains("| issuance throughput (requests/s) | 112.2 |"),
+        "\n{md}"
+    );
+}
+
+#[test]
 fn goals_are_met_missed_or_not_measured() {
     let mut r = head();
     ceilings(&mut r);
