@@ -126,7 +126,6 @@ async fn status_refused<K: IssuerObject>(
         api.message
     );
     tracing::warn!(
-        issuer = %issuer.key(),
         error = %api.message,
         retry_in_s = wait.as_secs(),
         "The issuer's CRD is outdated; its status cannot be written until the CRDs are upgraded"
