@@ -138,9 +138,7 @@ async fn sign(
 /// so (two controllers serve our group).
 async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, dropped: Option<Signed>) {
     let fields = fresh.managed_fields();
-    let Some(manager) = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER) else {
-        return;
-    };
+    let rival = crate::controller::rival::certificate_writer(fields, FIELD_MANAGER);
     if let Some(signed) = dropped {
         // step-ca issued it all the same: its serial lets an operator revoke it by hand.
         let serial = crate::pki::chain::parse_pem_chain(signed.certificate.as_bytes())
@@ -148,12 +146,22 @@ async fn signed_elsewhere(c: &RequestCtx, fresh: &CertificateRequest, dropped: O
             .and_then(|chain| chain.into_iter().next())
             .map(|leaf| leaf.serial_hex)
             .unwrap_or_default();
-        tracing::info!(
-            manager,
-            serial,
-            "Another controller signed this request first; the certificate step-ca gave us (serial above) is not used"
-        );
+        match &rival {
+            Some(manager) => tracing::info!(
+                manager,
+                serial,
+                "Another controller signed this request first; the certificate step-ca gave us (serial above) is not used"
+            ),
+            // Another replica of ours (a leader handover), or the request was denied meanwhile.
+            None => tracing::info!(
+                serial,
+                "This request was finished meanwhile; the certificate step-ca gave us (serial above) is not used"
+            ),
+        }
     }
+    let Some(manager) = rival else {
+        return;
+    };
     let message = crate::controller::rival::request_message(&manager);
     c.ctx
         .event(

@@ -33,6 +33,18 @@ struct ApiServer(Handle);
 impl ApiServer {
     /// The next call must be `method path`; answers it with `answer` and returns its body.
     async fn expect(&mut self, method: Method, path: &str, answer: Value) -> Value {
+        self.expect_answer(method, path, http::StatusCode::OK, answer)
+            .await
+    }
+
+    /// [`ApiServer::expect`], answered with the HTTP status `code`.
+    async fn expect_answer(
+        &mut self,
+        method: Method,
+        path: &str,
+        code: http::StatusCode,
+        answer: Value,
+    ) -> Value {
         let (req, send) = self
             .0
             .next_request()
@@ -62,6 +74,7 @@ impl ApiServer {
         };
         send.send_response(
             Response::builder()
+                .status(code)
                 .body(Body::from(serde_json::to_vec(&answer).unwrap()))
                 .unwrap(),
         );
@@ -401,4 +414,102 @@ async fn a_request_for_a_missing_issuer_waits_and_says_so_once() {
         });
     }
     assert_eq!(drive(&c, waiting, async {}).await, Action::await_change());
+}
+
+/// The API's answer to a status write conditional on a resourceVersion that is no longer current.
+fn conflict() -> Value {
+    serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+        "code": 409,
+        "message": "Operation cannot be fulfilled on certificaterequests.cert-manager.io \"web-1\": the object has been modified",
+    })
+}
+
+/// `cr` as another writer finished it meanwhile: Ready and a certificate, written by `manager`.
+fn finished_by(cr: &CertificateRequest, manager: &str) -> Value {
+    let mut done = serde_json::to_value(cr).unwrap();
+    done["metadata"]["resourceVersion"] = "8".into();
+    done["metadata"]["managedFields"] = serde_json::json!([{
+        "manager": manager, "operation": "Update", "subresource": "status",
+        "apiVersion": "cert-manager.io/v1", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:status": {"f:certificate": {}, "f:conditions": {}}},
+    }]);
+    done["status"]["certificate"] = "Y2VydA==".into();
+    done["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "Ready", "status": "True", "reason": "Issued", "message": "signed elsewhere"}));
+    done
+}
+
+/// Signs `cr` while `finisher` finishes it: our conditional write is refused (409) and the
+/// request read again, then the Event `told` (its type, reason and note), if given, is published.
+/// Returns the reconcile's action; fails on any other call.
+async fn signed_while_finished_by(
+    finisher: &str,
+    told: Option<(&'static str, &'static str)>,
+) -> (Action, Option<String>) {
+    let ca = FakeCa::start().await;
+    let (c, mut api) = controller_with(Some(&ca)).await;
+    let mut cr = approved(request(), csr_for("web.team.svc"));
+    cr.metadata.resource_version = Some("7".into());
+    let fresh = serde_json::to_value(&cr).unwrap();
+    let done = finished_by(&cr, finisher);
+    // The server's side hands its end back, to show that nothing else was sent.
+    let (back, returned) = tokio::sync::oneshot::channel();
+    let action = drive(&c, cr, async move {
+        api.expect(Method::GET, STATUS_PATH, fresh).await;
+        let patch = api
+            .expect_answer(
+                Method::PATCH,
+                STATUS_PATH,
+                http::StatusCode::CONFLICT,
+                conflict(),
+            )
+            .await;
+        assert_eq!(
+            patch["metadata"]["resourceVersion"], "7",
+            "the write is conditional on what was read: {patch}"
+        );
+        api.expect(Method::GET, STATUS_PATH, done).await;
+        let note = match told {
+            Some(want) => {
+                let (type_, reason, note) = api.expect_event().await;
+                assert_eq!((type_.as_str(), reason.as_str()), want);
+                Some(note)
+            }
+            None => None,
+        };
+        back.send((api, note)).ok();
+    })
+    .await;
+    let (mut api, note) = returned.await.unwrap();
+    // With the client gone, a call the script did not expect would still be queued here.
+    drop(c);
+    assert!(api.0.next_request().await.is_none(), "no other call");
+    let signs = ca
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /1.0/sign"))
+        .count();
+    assert_eq!(signs, 1, "signed once");
+    (action, note)
+}
+
+#[tokio::test]
+async fn a_request_another_controller_finished_while_we_signed_is_told_at_once() {
+    let told = Some(("Warning", "SignedByAnotherController"));
+    let (action, note) = signed_while_finished_by("step-issuer", told).await;
+    assert_eq!(action, Action::await_change(), "nothing left to retry");
+    let note = note.unwrap_or_default();
+    assert!(
+        note.contains("step-issuer"),
+        "names the other writer: {note}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_our_other_replica_finished_while_we_signed_is_left_quietly() {
+    let (action, _) = signed_while_finished_by("step-operator", None).await;
+    assert_eq!(action, Action::await_change(), "nothing left to retry");
 }
