@@ -171,10 +171,12 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
-        assert!(
-            text.contains("step_operator_issuance_duration_seconds"),
-            "{text}"
-        );
+        for name in [
+            "step_operator_issuance_duration_seconds",
+            "step_operator_pod_certificate_issuance_duration_seconds",
+        ] {
+            assert!(text.contains(name), "no {name} in {text}");
+        }
     }
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// PodCertificateRequest outcomes by result (`Issued`, or the reason of a refusal or retry).
     pub pod_certificates: Family<ResultLabels, Counter>,
+    /// Creation of a PodCertificateRequest (by the kubelet, as the pod starts or refreshes) to its
+    /// certificate being written: the part of a pod's start that waits on us and step-ca. From
+    /// `creationTimestamp`, which has whole seconds: a value reads up to 1 s high.
+    pub pod_certificate_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -144,8 +148,15 @@ impl Default for Metrics {
             "PodCertificateRequest outcomes by result reason",
             pod_certificates.clone(),
         );
+        let pod_certificate_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "pod_certificate_issuance_duration_seconds",
+            "Seconds from a PodCertificateRequest's creation to its certificate being written",
+            pod_certificate_duration.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
+            pod_certificate_duration,
             reconciles,
             pod_certificates,
             requests_deferred,
