@@ -122,12 +122,15 @@ pub fn outdated_crd(code: u16, message: &str) -> bool {
     code == 422 || (code == 500 && message.contains("field not declared in schema"))
 }
 
-/// When an issuer whose status the apiserver refused is checked again, if the refusal is one this
-/// check answers (an outdated CRD): it stays outdated until someone upgrades the CRDs, so every
-/// minute, not at the error policy's 5 s (each check is a refused write, a log line and an Event).
-/// `None`: any other refusal, left to the error policy.
-pub fn after_status_refused(code: u16, message: &str) -> Option<Duration> {
-    outdated_crd(code, message).then_some(OUTDATED_CRD_RECHECK)
+/// When an issuer whose reconcile failed is checked again: a status refused for an outdated CRD
+/// stays refused until someone upgrades the CRDs, so every minute (each check is a refused write,
+/// a log line and an Event); any other failure (the API away) soon.
+pub fn retry_after_error(outdated_crd: bool) -> Duration {
+    if outdated_crd {
+        OUTDATED_CRD_RECHECK
+    } else {
+        Duration::from_secs(5)
+    }
 }
 
 /// How often an issuer whose CRD is outdated is checked again.
@@ -165,6 +168,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_outdated_crd_is_checked_again_every_minute_other_failures_soon() {
+        assert_eq!(retry_after_error(true), Duration::from_secs(60));
+        assert_eq!(retry_after_error(false), Duration::from_secs(5));
+    }
+
+    #[test]
     fn outdated_crds_are_told_apart_from_other_refusals() {
         let cases = [
             (
@@ -183,12 +192,6 @@ mod tests {
         ];
         for (code, message, want) in cases {
             assert_eq!(outdated_crd(code, message), want, "{code} {message}");
-            let wait = after_status_refused(code, message);
-            assert_eq!(
-                wait,
-                want.then_some(Duration::from_secs(60)),
-                "{code} {message}"
-            );
         }
     }
     use k8s_openapi::jiff::Timestamp;

@@ -23,6 +23,10 @@ use super::check::{self, Health, SIGN_AUTH_FAILED, Verdict};
 pub enum ReconcileError {
     #[error("failed to write the issuer status")]
     Status(#[source] kube::Error),
+    /// The status was refused because the issuer's CRD is older than ours (an `OutdatedCRD`
+    /// Event says so): checked again only after [`check::OUTDATED_CRD_RECHECK`].
+    #[error("the apiserver refused the issuer status: its CRD is outdated, upgrade the CRDs")]
+    OutdatedCrd(#[source] kube::Error),
 }
 
 #[tracing::instrument(
@@ -86,10 +90,7 @@ pub async fn reconcile<K: IssuerObject>(
             return Ok(Action::requeue(wait.min(verdict.requeue)));
         }
         if let Err(e) = ctx.apply_issuer_status(&*issuer, &new_status).await {
-            return match status_refused(ctx, &*issuer, &e).await {
-                Some(wait) => Ok(Action::requeue(wait)),
-                None => Err(ReconcileError::Status(e)),
-            };
+            return Err(status_refused(ctx, &*issuer, e).await);
         }
         if recheck.is_some() || check::conditions_changed(&previous, &new_status.conditions) {
             tell(ctx, &*issuer, &verdict, recheck.is_some()).await;
@@ -107,17 +108,18 @@ pub async fn reconcile<K: IssuerObject>(
 }
 
 /// A status the apiserver refuses as invalid comes from a CRD older than ours (step-issuer's own
-/// allows no condition but Ready): say so on the issuer, with the fix, and return when to check
-/// again. `None`: another refusal, for the error policy.
+/// allows no condition but Ready): say so on the issuer, with the fix.
 async fn status_refused<K: IssuerObject>(
     ctx: &Context,
     issuer: &K,
-    e: &kube::Error,
-) -> Option<Duration> {
-    let kube::Error::Api(api) = e else {
-        return None;
+    e: kube::Error,
+) -> ReconcileError {
+    let kube::Error::Api(api) = &e else {
+        return ReconcileError::Status(e);
     };
-    let wait = check::after_status_refused(api.code, &api.message)?;
+    if !check::outdated_crd(api.code, &api.message) {
+        return ReconcileError::Status(e);
+    }
     let message = format!(
         "The apiserver refused this {}'s status ({}): its CRD is older than step-operator's \
          (step-issuer's own, for example). Upgrade the CRDs: helm upgrade with \
@@ -125,14 +127,9 @@ async fn status_refused<K: IssuerObject>(
         K::KIND,
         api.message
     );
-    tracing::warn!(
-        error = %api.message,
-        retry_in_s = wait.as_secs(),
-        "The issuer's CRD is outdated; its status cannot be written until the CRDs are upgraded"
-    );
     ctx.event(issuer, EventType::Warning, "OutdatedCRD", message, "Check")
         .await;
-    Some(wait)
+    ReconcileError::OutdatedCrd(e)
 }
 
 /// What `status.ca` says after this check, with a CA expiry warning added to `message`.
@@ -257,7 +254,10 @@ pub fn error_policy<K: IssuerObject>(
         error = %crate::error_chain::display(err),
         "Issuer reconcile failed; retrying"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(check::retry_after_error(matches!(
+        err,
+        ReconcileError::OutdatedCrd(_)
+    )))
 }
 
 /// Marks an issuer not Ready after step-ca refused its token at sign time; its reconciler then
