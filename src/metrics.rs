@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -82,91 +82,89 @@ pub struct Metrics {
     pub pod_certificate_duration: Histogram,
 }
 
+/// Registers `metric` under `name` and returns it: the returned handle shares its state.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Latency buckets from `start` seconds, doubling 16 times.
+fn latency(start: f64) -> Histogram {
+    Histogram::new(exponential_buckets(start, 2.0, 16))
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("step_operator");
-        let issuance_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        registry.register(
-            "issuance_duration_seconds",
-            "Seconds from a CertificateRequest's creation to its certificate being written",
-            issuance_duration.clone(),
-        );
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "certificate_requests",
-            "CertificateRequest outcomes by result reason and issuer kind",
-            requests.clone(),
-        );
-        let ca_certificate_expiry = Family::<CaCertificateLabels, Gauge>::default();
-        registry.register(
-            "ca_certificate_expiry_timestamp_seconds",
-            "When each issuer's step-ca root and issuing intermediate certificates expire",
-            ca_certificate_expiry.clone(),
-        );
-        let issuers_ready = Family::<KindLabels, Gauge>::default();
-        registry.register(
-            "issuers_ready",
-            "Issuers whose Ready condition is True",
-            issuers_ready.clone(),
-        );
-        let ca_request_duration =
-            Family::<CaRequestLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 16))
-            });
-        registry.register(
-            "ca_request_duration_seconds",
-            "Latency of step-ca calls by operation and outcome",
-            ca_request_duration.clone(),
-        );
-        let admission_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
-        registry.register(
-            "admission_duration_seconds",
-            "Time to answer an AdmissionReview",
-            admission_duration.clone(),
-        );
-        let bootstrap_results = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "bootstrap_results",
-            "Pod bootstrap answers by result reason",
-            bootstrap_results.clone(),
-        );
-        let requests_deferred = Counter::default();
-        registry.register(
-            "certificate_requests_deferred",
-            "CertificateRequests put back in the queue because their issuer had --max-signs-per-issuer signs in flight",
-            requests_deferred.clone(),
-        );
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "Reconciles by controller and outcome",
-            reconciles.clone(),
-        );
-        let pod_certificates = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "pod_certificate_requests",
-            "PodCertificateRequest outcomes by result reason",
-            pod_certificates.clone(),
-        );
-        let pod_certificate_duration = Histogram::new(exponential_buckets(0.01, 2.0, 16));
-        registry.register(
-            "pod_certificate_issuance_duration_seconds",
-            "Seconds from a PodCertificateRequest's creation to its certificate being written",
-            pod_certificate_duration.clone(),
-        );
+        let mut r = Registry::with_prefix("step_operator");
         Metrics {
-            registry: Mutex::new(registry),
-            pod_certificate_duration,
-            reconciles,
-            pod_certificates,
-            requests_deferred,
-            bootstrap_results,
-            issuance_duration,
-            requests,
-            ca_certificate_expiry,
-            issuers_ready,
-            ca_request_duration,
-            admission_duration,
+            issuance_duration: registered(
+                &mut r,
+                "issuance_duration_seconds",
+                "Seconds from a CertificateRequest's creation to its certificate being written",
+                latency(0.01),
+            ),
+            requests: registered(
+                &mut r,
+                "certificate_requests",
+                "CertificateRequest outcomes by result reason and issuer kind",
+                Family::default(),
+            ),
+            ca_certificate_expiry: registered(
+                &mut r,
+                "ca_certificate_expiry_timestamp_seconds",
+                "When each issuer's step-ca root and issuing intermediate certificates expire",
+                Family::default(),
+            ),
+            issuers_ready: registered(
+                &mut r,
+                "issuers_ready",
+                "Issuers whose Ready condition is True",
+                Family::default(),
+            ),
+            ca_request_duration: registered(
+                &mut r,
+                "ca_request_duration_seconds",
+                "Latency of step-ca calls by operation and outcome",
+                Family::new_with_constructor(|| latency(0.001)),
+            ),
+            admission_duration: registered(
+                &mut r,
+                "admission_duration_seconds",
+                "Time to answer an AdmissionReview",
+                latency(0.0001),
+            ),
+            bootstrap_results: registered(
+                &mut r,
+                "bootstrap_results",
+                "Pod bootstrap answers by result reason",
+                Family::default(),
+            ),
+            requests_deferred: registered(
+                &mut r,
+                "certificate_requests_deferred",
+                "CertificateRequests put back in the queue because their issuer had --max-signs-per-issuer signs in flight",
+                Counter::default(),
+            ),
+            reconciles: registered(
+                &mut r,
+                "reconciles",
+                "Reconciles by controller and outcome",
+                Family::default(),
+            ),
+            pod_certificates: registered(
+                &mut r,
+                "pod_certificate_requests",
+                "PodCertificateRequest outcomes by result reason",
+                Family::default(),
+            ),
+            pod_certificate_duration: registered(
+                &mut r,
+                "pod_certificate_issuance_duration_seconds",
+                "Seconds from a PodCertificateRequest's creation to its certificate being written",
+                latency(0.01),
+            ),
+            // Last: the fields above register into it.
+            registry: Mutex::new(r),
         }
     }
 }
@@ -273,6 +271,51 @@ mod tests {
                 r#"step_operator_reconciles_total{controller="StepIssuer",outcome="error"} 1"#
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn every_metric_the_readme_lists_is_exported_and_every_exported_one_is_listed() {
+        let readme = include_str!("../README.md");
+        let listed: std::collections::BTreeSet<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `step_operator_"))
+            .filter_map(|l| l.split('`').next())
+            // Counters are exported as `<name>_total`, their family as `<name>`.
+            .map(|name| name.strip_suffix("_total").unwrap_or(name))
+            .collect();
+        // A family is exported once it has a series: give each one.
+        let m = Metrics::default();
+        m.count_request("Issued", "StepIssuer");
+        m.set_ca_expiry("StepClusterIssuer", "ca", Some(1), Some(1));
+        m.issuers_ready
+            .get_or_create(&KindLabels {
+                kind: "StepIssuer".into(),
+            })
+            .set(1);
+        m.ca_request_duration
+            .get_or_create(&CaRequestLabels {
+                operation: "sign".into(),
+                outcome: "ok".into(),
+            })
+            .observe(0.1);
+        m.bootstrap_results
+            .get_or_create(&ResultLabels {
+                result: "Issued".into(),
+            })
+            .inc();
+        m.count_reconcile("StepIssuer", "ok");
+        m.count_pod_certificate("Issued");
+        let text = m.encode().unwrap();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE step_operator_"))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(!listed.is_empty(), "the README has a metrics table");
+        assert_eq!(
+            listed, exported,
+            "README metrics table vs /metrics:\n{text}"
         );
     }
 }
