@@ -88,6 +88,15 @@ fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str
     metric
 }
 
+/// Records in `histogram` the seconds since `created` (an object's `creationTimestamp`, which has
+/// whole seconds: the value reads up to 1 s high). Nothing without a creation time.
+pub fn observe_since(histogram: &Histogram, created: Option<k8s_openapi::jiff::Timestamp>) {
+    if let Some(created) = created {
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(created);
+        histogram.observe(age.as_secs_f64().max(0.0));
+    }
+}
+
 /// Latency buckets from `start` seconds, doubling 16 times.
 fn latency(start: f64) -> Histogram {
     Histogram::new(exponential_buckets(start, 2.0, 16))

@@ -283,6 +283,22 @@ pub async fn shared_controller_metrics() -> Result<String> {
     Ok(body)
 }
 
+/// The value of `series` (its name and labels as exported, e.g.
+/// `step_operator_issuers_ready{kind="StepIssuer"}`) in a Prometheus text exposition; `None` when
+/// it has no such line.
+pub fn metric_value(text: &str, series: &str) -> Result<Option<f64>> {
+    let Some(line) = text
+        .lines()
+        .find(|l| l.rsplit_once(' ').map(|(s, _)| s) == Some(series))
+    else {
+        return Ok(None);
+    };
+    let value = line.rsplit(' ').next().and_then(|v| v.parse().ok());
+    value
+        .map(Some)
+        .with_context(|| format!("unreadable metric line {line:?}"))
+}
+
 static SHARED_LOG: OnceLock<String> = OnceLock::new();
 static SHARED_READYZ: OnceLock<String> = OnceLock::new();
 

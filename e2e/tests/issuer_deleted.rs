@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use e2e::fixtures::*;
 use e2e::operator::{
-    CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading, shared_controller_metrics,
+    CLUSTER_RESOURCE_NAMESPACE, metric_value, shared_controller_leading, shared_controller_metrics,
 };
 use e2e::{Env, wait_for};
 use kube::api::DeleteParams;
@@ -15,18 +15,12 @@ use kube::api::DeleteParams;
 /// `step_operator_issuers_ready{kind="StepClusterIssuer"}`.
 async fn ready_cluster_issuers() -> Result<i64> {
     let text = shared_controller_metrics().await?;
-    let line = text
-        .lines()
-        .find(|l| {
-            l.contains("issuers_ready")
-                && l.contains("kind=\"StepClusterIssuer\"")
-                && !l.starts_with('#')
-        })
-        .unwrap_or("0 0");
-    line.rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("unreadable gauge line {line:?}"))
+    let ready = metric_value(
+        &text,
+        r#"step_operator_issuers_ready{kind="StepClusterIssuer"}"#,
+    )?;
+    // No line yet: no issuer has been counted.
+    Ok(ready.unwrap_or(0.0) as i64)
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, ensure};
 use e2e::fixtures::*;
 use e2e::node::*;
 use e2e::operator::{
-    CLUSTER_RESOURCE_NAMESPACE, shared_controller_leading, shared_controller_metrics,
+    CLUSTER_RESOURCE_NAMESPACE, metric_value, shared_controller_leading, shared_controller_metrics,
 };
 use e2e::{Env, TestNamespace, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -313,25 +313,12 @@ async fn podcert_twenty_pods_each_start_with_a_certificate() -> Result<()> {
     );
     // The controller measures its share of each start: the request's creation to its certificate.
     let text = shared_controller_metrics().await?;
-    let count = metric_value(
-        &text,
-        "step_operator_pod_certificate_issuance_duration_seconds_count",
-    )?;
+    let series = "step_operator_pod_certificate_issuance_duration_seconds_count";
+    let count =
+        metric_value(&text, series)?.with_context(|| format!("no series {series} in:\n{text}"))?;
     ensure!(
         count >= 20.0,
         "the controller that signed these 20 pods' requests counted {count} in its histogram:\n{text}"
     );
     ns.delete().await
-}
-
-/// The value of the unlabelled series `name` in a Prometheus text exposition.
-fn metric_value(text: &str, name: &str) -> Result<f64> {
-    let line = text
-        .lines()
-        .find(|l| l.split(' ').next() == Some(name))
-        .with_context(|| format!("no series {name} in:\n{text}"))?;
-    line.rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("unreadable line {line:?}"))
 }

@@ -108,7 +108,7 @@ pub fn verdict<K: IssuerObject>(
 /// fixed password.
 pub fn retry_after(transient: bool, interval: Duration) -> Duration {
     if transient {
-        Duration::from_secs(5)
+        RETRY_SOON
     } else {
         Duration::from_secs(60).min(interval)
     }
@@ -129,9 +129,12 @@ pub fn retry_after_error(outdated_crd: bool) -> Duration {
     if outdated_crd {
         OUTDATED_CRD_RECHECK
     } else {
-        Duration::from_secs(5)
+        RETRY_SOON
     }
 }
+
+/// When a check that failed for what may pass by itself is repeated.
+const RETRY_SOON: Duration = Duration::from_secs(5);
 
 /// How often an issuer whose CRD is outdated is checked again.
 pub const OUTDATED_CRD_RECHECK: Duration = Duration::from_secs(60);

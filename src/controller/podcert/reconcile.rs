@@ -87,10 +87,10 @@ pub async fn reconcile(
             write(&c.ctx, &pcr, &status).await?;
             c.memory.release(&uid);
             c.ctx.metrics.count_pod_certificate("Issued");
-            if let Some(created) = pcr.creation_timestamp() {
-                let age = Timestamp::now().duration_since(created.0).as_secs_f64();
-                c.ctx.metrics.pod_certificate_duration.observe(age.max(0.0));
-            }
+            crate::metrics::observe_since(
+                &c.ctx.metrics.pod_certificate_duration,
+                pcr.creation_timestamp().map(|t| t.0),
+            );
             tracing::info!(not_after = %issued.not_after, "Pod certificate issued");
             tell(&c.ctx, &pcr, EventType::Normal, "Issued", issued.message).await;
             Ok(Action::await_change())

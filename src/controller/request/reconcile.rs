@@ -271,11 +271,11 @@ async fn execute_at(
         ctx.metrics.count_request(result, key.kind());
         log_result(cr, key, result, &plan, c.memory.attempts(uid));
     }
-    if let Some(StatusChange::Issued(_)) = &plan.status
-        && let Some(created) = cr.creation_timestamp()
-    {
-        let age = Timestamp::now().duration_since(created.0).as_secs_f64();
-        ctx.metrics.issuance_duration.observe(age.max(0.0));
+    if let Some(StatusChange::Issued(_)) = &plan.status {
+        crate::metrics::observe_since(
+            &ctx.metrics.issuance_duration,
+            cr.creation_timestamp().map(|t| t.0),
+        );
     }
     if let Some(note) = plan.event {
         let type_ = if note.warning {

@@ -203,6 +203,14 @@ async fn controller_with(ca: Option<&FakeCa>) -> (Arc<RequestCtx>, ApiServer) {
     (Arc::new(c), ApiServer(handle))
 }
 
+/// The sign calls the fake step-ca received.
+fn signs(ca: &FakeCa) -> usize {
+    ca.requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /1.0/sign"))
+        .count()
+}
+
 fn ready_condition(patch: &Value) -> &Value {
     let conditions = patch["status"]["conditions"].as_array().unwrap();
     assert_eq!(conditions[0]["type"], "Ready", "{patch}");
@@ -241,14 +249,14 @@ async fn an_approved_request_is_signed_written_and_told_once() {
     })
     .await;
     assert_eq!(action, Action::await_change());
-    let signs: Vec<(String, String)> = ca
+    let sent: Vec<(String, String)> = ca
         .requests_with_header()
         .into_iter()
         .filter(|(r, _)| r.starts_with("POST /1.0/sign"))
         .collect();
-    assert_eq!(signs.len(), 1);
+    assert_eq!(sent.len(), 1);
     assert_eq!(
-        signs[0].1, "uid-web-1",
+        sent[0].1, "uid-web-1",
         "the request's UID is the X-Request-Id"
     );
     let claims = ca.last_sign_claims().unwrap();
@@ -258,13 +266,7 @@ async fn an_approved_request_is_signed_written_and_told_once() {
     // (a call would wait for an answer that never comes, and time the reconcile out).
     let again = drive(&c, cr, async {}).await;
     assert_eq!(again, Action::await_change());
-    assert_eq!(
-        ca.requests()
-            .iter()
-            .filter(|r| r.starts_with("POST /1.0/sign"))
-            .count(),
-        1
-    );
+    assert_eq!(signs(&ca), 1);
 }
 
 #[tokio::test]
@@ -300,13 +302,7 @@ async fn a_failing_ca_leaves_the_request_pending_with_a_backoff() {
     // Our own Pending write re-triggers the request at once: the backoff holds, with no call.
     let Action { .. } = drive(&c, cr, async {}).await;
     assert_eq!(c.memory.attempts("uid-web-1"), 1);
-    assert_eq!(
-        ca.requests()
-            .iter()
-            .filter(|r| r.starts_with("POST /1.0/sign"))
-            .count(),
-        1
-    );
+    assert_eq!(signs(&ca), 1);
 }
 
 #[tokio::test]
@@ -487,12 +483,7 @@ async fn signed_while_finished_by(
     // With the client gone, a call the script did not expect would still be queued here.
     drop(c);
     assert!(api.0.next_request().await.is_none(), "no other call");
-    let signs = ca
-        .requests()
-        .iter()
-        .filter(|r| r.starts_with("POST /1.0/sign"))
-        .count();
-    assert_eq!(signs, 1, "signed once");
+    assert_eq!(signs(&ca), 1, "signed once");
     (action, note)
 }
 
